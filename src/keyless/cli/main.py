@@ -1,0 +1,113 @@
+"""``keyless`` commands. Global options (--url, --data-dir, --credential-file) go before or after the verb."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keyless.cli.client import CliError, GlobalOptions, Session
+
+app = typer.Typer(help="keyless: Google Cloud service-account credentials, self-hosted.", no_args_is_help=True,
+                  add_completion=False)
+users_app = typer.Typer(help="Human callers and their credentials files.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+GLOBAL_FLAGS = {"--url": "url", "--data-dir": "data_dir", "--credential-file": "credential_file"}
+_globals = GlobalOptions()
+
+
+def extract_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
+    """Pull the global options out of argv wherever they stand, so each command accepts them."""
+    options = GlobalOptions()
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in GLOBAL_FLAGS:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise CliError(f"{name} needs a value", exit_code=2)
+                value = argv[i + 1]
+                i += 1
+            attr = GLOBAL_FLAGS[name]
+            setattr(options, attr, value if attr == "url" else Path(value))
+            i += 1
+            continue
+        rest.append(arg)
+        i += 1
+    return options, rest
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port (0 picks a free one).")] = 8093,
+    database: Annotated[str | None, typer.Option(help="Database URL (default: SQLite in the data dir).")] = None,
+    project: Annotated[str, typer.Option(help="Default project id.")] = "keyless-dev",
+    master_key_file: Annotated[Path | None, typer.Option(
+        help="Master key file (default: DATA_DIR/master.key, or $KEYLESS_MASTER_KEY_FILE).")] = None,
+    issuer: Annotated[str, typer.Option(help="iss of ID tokens.")] = "https://accounts.google.com",
+    public_url: Annotated[str | None, typer.Option(help="URL clients use to reach this server.")] = None,
+    key_rotation_days: Annotated[float, typer.Option(help="Rotate system-managed keys after this many days.")] = 14.0,
+    allow_time_travel: Annotated[bool, typer.Option(help="Let the owner move the clock forward (tests only).")]
+    = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+) -> None:
+    """Start the keyless server (SQLite under ./.keyless unless told otherwise)."""
+    from keyless.server import ServeOptions, run
+
+    run(ServeOptions(data_dir=_globals.resolved_data_dir(), host=host, port=port, database=database,
+                     project=project, master_key_file=master_key_file, issuer=issuer, public_url=public_url,
+                     key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel, log_level=log_level))
+
+
+@users_app.command("add")
+def users_add(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    output: Annotated[Path | None, typer.Option(help="Write the credentials file here (else stdout).")] = None,
+) -> None:
+    """Register a user and write an authorized_user credentials file for it."""
+    result = Session(_globals).call("POST", "/keyless/v1/users", {"email": email})
+    text = json.dumps(result["credentials"], indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    typer.echo(f"Created user [{email}]; credentials written to [{output}].", err=True)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List registered users."""
+    for user in Session(_globals).call("GET", "/keyless/v1/users").get("users", []):
+        typer.echo(user["email"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    global _globals
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _globals, rest = extract_global_options(args)
+        app(args=rest, prog_name="keyless", standalone_mode=False)
+    except CliError as err:
+        typer.echo(str(err), err=True)
+        raise SystemExit(err.exit_code) from None
+    except Exception as err:  # click usage errors and the like
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            raise SystemExit(err.exit_code) from None
+        if isinstance(err, click.exceptions.Exit):
+            raise SystemExit(err.exit_code) from None
+        if isinstance(err, click.exceptions.Abort):
+            raise SystemExit(1) from None
+        raise

@@ -1,0 +1,93 @@
+"""Compact JWS: signing with a loaded RSA key (RS256 only) and strict verification with the algorithm pinned."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jwt as pyjwt
+import orjson
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from keyless.crypto.keys import sign_pkcs1_sha256
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_rs256(key: rsa.RSAPrivateKey, kid: str, claims: Mapping[str, Any]) -> str:
+    """``header.payload.signature`` with header ``{"alg":"RS256","kid":kid,"typ":"JWT"}``."""
+    header = b64url(orjson.dumps({"alg": "RS256", "kid": kid, "typ": "JWT"}))
+    payload = b64url(orjson.dumps(dict(claims)))
+    signing_input = f"{header}.{payload}"
+    return f"{signing_input}.{b64url(sign_pkcs1_sha256(key, signing_input.encode()))}"
+
+
+def sign_rs256_raw_payload(key: rsa.RSAPrivateKey, kid: str, payload_json: bytes) -> str:
+    """Sign caller-supplied claims verbatim (``signJwt`` keeps the caller's JSON as sent)."""
+    header = b64url(orjson.dumps({"alg": "RS256", "kid": kid, "typ": "JWT"}))
+    signing_input = f"{header}.{b64url(payload_json)}"
+    return f"{signing_input}.{b64url(sign_pkcs1_sha256(key, signing_input.encode()))}"
+
+
+class JwtError(Exception):
+    """A JWT that is malformed, forged, expired or otherwise unacceptable."""
+
+
+def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims, for choosing a key only: nothing here is trusted."""
+    try:
+        header_b64, payload_b64, _sig = token.split(".")
+        header = orjson.loads(b64url_decode(header_b64))
+        claims = orjson.loads(b64url_decode(payload_b64))
+    except Exception as exc:
+        raise JwtError("malformed JWT") from exc
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise JwtError("malformed JWT")
+    return header, claims
+
+
+def verify_rs256(token: str, keys: Iterable[rsa.RSAPublicKey], *, audience: Iterable[str] | None, now: float,
+                 leeway: float, require: Iterable[str] = ("exp", "iat")) -> dict[str, Any]:
+    """Verify with each candidate key; RS256 is the only algorithm accepted, whatever the header says."""
+    header, _ = unverified_parts(token)
+    if header.get("alg") != "RS256":
+        raise JwtError(f"algorithm {header.get('alg')!r} is not accepted; only RS256 is")
+    last: Exception | None = None
+    for key in keys:
+        try:
+            claims: dict[str, Any] = pyjwt.decode(
+                token, key=key, algorithms=["RS256"],
+                audience=list(audience) if audience is not None else None,
+                leeway=leeway,
+                options={"require": list(require), "verify_aud": audience is not None,
+                         "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
+        except pyjwt.InvalidSignatureError as exc:
+            last = exc
+            continue
+        except pyjwt.PyJWTError as exc:
+            raise JwtError(str(exc)) from exc
+        _check_times(claims, now, leeway)
+        return claims
+    raise JwtError("invalid signature" if last else "no key to verify the signature")
+
+
+def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
+    # Times are checked against the injected clock, not PyJWT's wall clock.
+    exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+    for name, value in (("exp", exp), ("iat", iat), ("nbf", nbf)):
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise JwtError(f"claim {name} must be a number")
+    if exp is not None and now > exp + leeway:
+        raise JwtError("token expired")
+    if iat is not None and iat > now + leeway:
+        raise JwtError("token used before its issue time")
+    if nbf is not None and nbf > now + leeway:
+        raise JwtError("token not yet valid")

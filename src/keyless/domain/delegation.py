@@ -1,0 +1,53 @@
+"""Delegation chains: which account must hold which permission on which, for a caller and its delegates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keyless.domain.names import AccountRef, parse_account_name
+from keyless.domain.roles import PERM_IMPLICIT_DELEGATION
+from keyless.errors import InvalidArgument
+
+MAX_DELEGATES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """``grantee`` (None for the caller) needs ``permission`` on ``resource``."""
+
+    grantee: AccountRef | None
+    resource: AccountRef
+    permission: str
+
+
+def parse_delegates(raw: object, *, max_delegates: int = MAX_DELEGATES) -> list[AccountRef]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidArgument("Invalid value at 'delegates': expected a list of strings.", field="delegates")
+    if len(raw) > max_delegates:
+        raise InvalidArgument(f"Too many delegates: {len(raw)}; at most {max_delegates} are allowed.",
+                              field="delegates")
+    out = []
+    for item in raw:
+        if not isinstance(item, str):
+            raise InvalidArgument("Invalid value at 'delegates': expected a list of strings.", field="delegates")
+        out.append(parse_account_name(item, field="delegates", require_wildcard=True))
+    return out
+
+
+def plan_chain(delegates: list[AccountRef], target: AccountRef, permission: str) -> list[Hop]:
+    """The checks a chain needs, in order: caller to delegates[0], each delegate to the next, last to target."""
+    chain = [*delegates, target]
+    seen: set[str] = set()
+    for ref in chain:
+        key = ref.account.lower()
+        if key in seen:
+            raise InvalidArgument(f"The delegation chain contains '{ref.account}' more than once.", field="delegates")
+        seen.add(key)
+    hops: list[Hop] = []
+    grantee: AccountRef | None = None
+    for i, ref in enumerate(chain):
+        hops.append(Hop(grantee, ref, permission if i == len(chain) - 1 else PERM_IMPLICIT_DELEGATION))
+        grantee = ref
+    return hops

@@ -1,0 +1,96 @@
+"""Resource names and identifiers: service-account emails, unique ids, key ids, account-id rules."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from keyless.errors import InvalidArgument
+
+SA_DOMAIN = "iam.gserviceaccount.com"
+ACCOUNT_ID_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")
+PROJECT_ID_RE = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+UNIQUE_ID_RE = re.compile(r"^[0-9]{1,32}$")
+EMAIL_RE = re.compile(r"^[^@\s/]+@[^@\s/]+$")
+KEY_ID_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    """How a request names a service account: ``projects/{project|-}/serviceAccounts/{email|uniqueId}``."""
+
+    project: str
+    account: str
+
+    @property
+    def is_unique_id(self) -> bool:
+        return self.account.isdigit()
+
+    @property
+    def wildcard(self) -> bool:
+        return self.project == "-"
+
+
+def parse_account_name(name: str, *, field: str = "name", require_wildcard: bool = False) -> AccountRef:
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != "serviceAccounts" or not parts[1] or not parts[3]:
+        raise InvalidArgument(
+            f"Invalid form of {field}: '{name}'. It must be projects/-/serviceAccounts/{{ACCOUNT_EMAIL_OR_UNIQUEID}}"
+            if require_wildcard
+            else f"Invalid form of {field}: '{name}'. It must be projects/{{PROJECT}}/serviceAccounts/{{ACCOUNT}}",
+            field=field,
+        )
+    if require_wildcard and parts[1] != "-":
+        raise InvalidArgument(
+            f"Invalid {field} '{name}': the project must be the '-' wildcard "
+            "(projects/-/serviceAccounts/{ACCOUNT_EMAIL_OR_UNIQUEID}).",
+            field=field,
+        )
+    account = parts[3]
+    if not (UNIQUE_ID_RE.match(account) or EMAIL_RE.match(account)):
+        raise InvalidArgument(f"Invalid service account identifier '{account}' in {field}.", field=field)
+    return AccountRef(parts[1], account)
+
+
+def validate_account_id(account_id: object) -> str:
+    if not isinstance(account_id, str) or not account_id:
+        raise InvalidArgument("accountId is required.", field="account_id")
+    if not (6 <= len(account_id) <= 30) or not ACCOUNT_ID_RE.match(account_id):
+        raise InvalidArgument(
+            f"Invalid account id '{account_id}': it must be 6 to 30 characters of lower-case letters, digits "
+            "and hyphens, start with a letter and not end with a hyphen ([a-z]([-a-z0-9]*[a-z0-9])).",
+            field="account_id",
+        )
+    return account_id
+
+
+def validate_project_id(project_id: str) -> str:
+    if not PROJECT_ID_RE.match(project_id):
+        raise InvalidArgument(
+            f"Invalid project id '{project_id}': 6 to 30 lower-case letters, digits or hyphens, starting with a "
+            "letter.",
+            field="project_id",
+        )
+    return project_id
+
+
+def service_account_email(account_id: str, project_id: str) -> str:
+    return f"{account_id}@{project_id}.{SA_DOMAIN}"
+
+
+def service_account_name(project_id: str, email: str) -> str:
+    return f"projects/{project_id}/serviceAccounts/{email}"
+
+
+def new_unique_id() -> str:
+    """A 21-digit numeric id, like Google's service-account unique ids (never reused: 69 random bits)."""
+    return "1" + "".join(str(secrets.randbelow(10)) for _ in range(20))
+
+
+def new_project_number() -> str:
+    return str(secrets.randbelow(9 * 10**11) + 10**11)
+
+
+def new_key_id() -> str:
+    return secrets.token_hex(20)

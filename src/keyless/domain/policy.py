@@ -1,0 +1,264 @@
+"""IAM allow policies: parsing and validation, versions, etags, member matching and evaluation."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from keyless.domain import roles
+from keyless.domain.conditions import CompiledCondition, RequestContext, compile_condition
+from keyless.errors import InvalidArgument
+
+VALID_VERSIONS = (0, 1, 3)
+EMPTY_ETAG = "ACAB"  # what Google returns for a resource whose policy was never set
+_EMAIL_RE = re.compile(r"^[^@\s:/]+@[^@\s:/]+\.[^@\s:/]+$")
+_DOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+_DELETED_RE = re.compile(r"^deleted:(user|serviceAccount|group):[^@\s:/]+@[^@\s:/?]+\?uid=[0-9]+$")
+MAX_MEMBERS = 1500  # Google's limit on principals in one policy
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    expression: str
+    title: str
+    description: str = ""
+    location: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"expression": self.expression, "title": self.title}
+        if self.description:
+            out["description"] = self.description
+        if self.location:
+            out["location"] = self.location
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    role: str
+    members: frozenset[str]
+    condition: Condition | None = None
+    # Compiled lazily: bindings are parsed on every policy read, conditions rarely evaluated.
+    _compiled: list[CompiledCondition] = field(default_factory=list, compare=False, repr=False)
+
+    def compiled_condition(self) -> CompiledCondition | None:
+        if self.condition is None:
+            return None
+        if not self._compiled:
+            self._compiled.append(compile_condition(self.condition.expression))
+        return self._compiled[0]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "members": sorted(self.members)}
+        if self.condition is not None:
+            out["condition"] = self.condition.to_json()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: int
+    bindings: tuple[Binding, ...]
+    etag: str = EMPTY_ETAG
+
+    @property
+    def has_conditions(self) -> bool:
+        return any(b.condition is not None for b in self.bindings)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.effective_version, "etag": self.etag}
+        if self.bindings:
+            out["bindings"] = [b.to_json() for b in self.bindings]
+        return out
+
+    @property
+    def effective_version(self) -> int:
+        # Google answers version 1 for any policy without conditional bindings.
+        return 3 if self.has_conditions else 1
+
+    def with_etag(self, etag: str) -> Policy:
+        return Policy(self.version, self.bindings, etag)
+
+    def members_of(self, role: str) -> frozenset[str]:
+        out: set[str] = set()
+        for b in self.bindings:
+            if b.role == role and b.condition is None:
+                out |= b.members
+        return frozenset(out)
+
+    def map_members(self, fn: Any) -> Policy:
+        """A copy with every member passed through ``fn`` (used for delete/undelete rewrites)."""
+        return Policy(self.version, tuple(Binding(b.role, frozenset(fn(m) for m in b.members), b.condition)
+                                          for b in self.bindings), self.etag)
+
+
+EMPTY_POLICY = Policy(version=1, bindings=())
+
+
+def new_etag() -> str:
+    return base64.b64encode(secrets.token_bytes(8)).decode()
+
+
+def validate_member(member: object) -> str:
+    if not isinstance(member, str) or not member:
+        raise InvalidArgument("A member must be a non-empty string.", field="policy.bindings.members")
+    if member in ("allUsers", "allAuthenticatedUsers"):
+        return member
+    kind, sep, rest = member.partition(":")
+    if sep and kind in ("user", "serviceAccount", "group") and _EMAIL_RE.match(rest):
+        return f"{kind}:{rest.lower()}"
+    if sep and kind == "domain" and _DOMAIN_RE.match(rest.lower()):
+        return f"domain:{rest.lower()}"
+    if kind == "deleted" and _DELETED_RE.match(member):
+        return member
+    if member.startswith(("principal://", "principalSet://")) and len(member) > 16:
+        return member
+    raise InvalidArgument(f"Invalid member '{member}': use user:, serviceAccount:, group:, domain:, deleted:, "
+                          "principal://, principalSet://, allUsers or allAuthenticatedUsers.",
+                          field="policy.bindings.members")
+
+
+def _parse_condition(raw: object) -> Condition | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise InvalidArgument("Invalid value at 'policy.bindings.condition': expected an object.",
+                              field="policy.bindings.condition")
+    expression = raw.get("expression")
+    if not isinstance(expression, str) or not expression.strip():
+        raise InvalidArgument("A condition needs a non-empty expression.", field="policy.bindings.condition.expression")
+    title = raw.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise InvalidArgument("A condition needs a title.", field="policy.bindings.condition.title")
+    if len(title) > 100:
+        raise InvalidArgument("A condition title must be at most 100 characters.",
+                              field="policy.bindings.condition.title")
+    description = raw.get("description") or ""
+    location = raw.get("location") or ""
+    if not isinstance(description, str) or not isinstance(location, str):
+        raise InvalidArgument("Condition description and location must be strings.", field="policy.bindings.condition")
+    compile_condition(expression)
+    return Condition(expression, title, description, location)
+
+
+def parse_policy(raw: object, *, known_roles: Iterable[str] | None = None) -> Policy:
+    """Validate a Policy as sent to ``setIamPolicy``; merges duplicate bindings and drops empty ones."""
+    if not isinstance(raw, Mapping):
+        raise InvalidArgument("Invalid value at 'policy': expected an object.", field="policy")
+    version = raw.get("version", 0)
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    if not isinstance(version, int) or isinstance(version, bool) or version not in VALID_VERSIONS:
+        raise InvalidArgument(f"Invalid policy version {version!r}: it must be 0, 1 or 3.", field="policy.version")
+    raw_bindings = raw.get("bindings") or []
+    if not isinstance(raw_bindings, list):
+        raise InvalidArgument("Invalid value at 'policy.bindings': expected a list.", field="policy.bindings")
+    roles_ok = set(known_roles) if known_roles is not None else set(roles.ROLES)
+    merged: dict[tuple[str, Condition | None], set[str]] = {}
+    for rb in raw_bindings:
+        if not isinstance(rb, Mapping):
+            raise InvalidArgument("Invalid value at 'policy.bindings': expected objects.", field="policy.bindings")
+        role = rb.get("role")
+        if not isinstance(role, str) or not role:
+            raise InvalidArgument("A binding needs a role.", field="policy.bindings.role")
+        if role not in roles_ok:
+            raise InvalidArgument(f"Role ({role}) does not exist in the resource's hierarchy.",
+                                  field="policy.bindings.role")
+        members = rb.get("members") or []
+        if not isinstance(members, list):
+            raise InvalidArgument("Invalid value at 'policy.bindings.members': expected a list.",
+                                  field="policy.bindings.members")
+        condition = _parse_condition(rb.get("condition"))
+        if condition is not None and version != 3:
+            raise InvalidArgument(
+                "Conditional role bindings require policy version 3; set \"version\": 3 in the policy.",
+                field="policy.version",
+            )
+        merged.setdefault((role, condition), set()).update(validate_member(m) for m in members)
+    bindings = tuple(Binding(role, frozenset(ms), cond) for (role, cond), ms in merged.items() if ms)
+    total = sum(len(b.members) for b in bindings)
+    if total > MAX_MEMBERS:
+        raise InvalidArgument(f"The policy has {total} principals; at most {MAX_MEMBERS} are allowed.",
+                              field="policy.bindings.members")
+    etag = raw.get("etag")
+    if etag is not None and not isinstance(etag, str):
+        raise InvalidArgument("Invalid value at 'policy.etag': expected a base64 string.", field="policy.etag")
+    return Policy(version=version, bindings=bindings, etag=etag or "")
+
+
+def load_stored_policy(raw: Mapping[str, Any], etag: str) -> Policy:
+    """A policy as the store keeps it (already validated when it was written)."""
+    bindings = []
+    for rb in raw.get("bindings", ()):
+        cond = rb.get("condition")
+        bindings.append(Binding(rb["role"], frozenset(rb["members"]),
+                                Condition(cond["expression"], cond.get("title", ""), cond.get("description", ""),
+                                          cond.get("location", "")) if cond else None))
+    return Policy(int(raw.get("version", 1)), tuple(bindings), etag)
+
+
+def check_requested_version(policy: Policy, requested: int) -> None:
+    if requested not in VALID_VERSIONS:
+        raise InvalidArgument(f"Invalid requestedPolicyVersion {requested}: it must be 0, 1 or 3.",
+                              field="options.requestedPolicyVersion")
+    if policy.has_conditions and requested < 3:
+        raise InvalidArgument(
+            "The policy contains conditional role bindings; request it with options.requestedPolicyVersion 3.",
+            field="options.requestedPolicyVersion",
+        )
+
+
+def apply_update_mask(current: Policy, new: Policy, mask: object) -> Policy:
+    """``setIamPolicy`` updateMask: default ``bindings,etag``; only those fields are replaced."""
+    if mask is None or mask == "":
+        return new
+    if not isinstance(mask, str):
+        raise InvalidArgument("updateMask must be a comma-separated string.", field="updateMask")
+    fields = {f.strip() for f in mask.split(",") if f.strip()}
+    unknown = fields - {"bindings", "etag", "version", "auditConfigs"}
+    if unknown:
+        raise InvalidArgument(f"Invalid updateMask field(s): {', '.join(sorted(unknown))}.", field="updateMask")
+    bindings = new.bindings if "bindings" in fields else current.bindings
+    version = new.version if ("version" in fields or "bindings" in fields) else current.version
+    if any(b.condition is not None for b in bindings) and version != 3:
+        version = 3
+    return Policy(version, bindings, new.etag if "etag" in fields else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as the member strings a binding may name."""
+
+    kind: str  # "user" | "serviceAccount"
+    email: str
+    groups: frozenset[str] = frozenset()
+
+    @property
+    def member(self) -> str:
+        return f"{self.kind}:{self.email}"
+
+    def identities(self) -> frozenset[str]:
+        ids = {self.member, "allUsers", "allAuthenticatedUsers"}
+        ids.update(f"group:{g}" for g in self.groups)
+        if self.kind == "user":
+            ids.add(f"domain:{self.email.rpartition('@')[2]}")
+        return frozenset(ids)
+
+
+def is_allowed(policies: Iterable[Policy], identities: frozenset[str], permission: str,
+               ctx: RequestContext) -> bool:
+    """True when any binding in any of the policies grants ``permission`` to one of ``identities``."""
+    for policy in policies:
+        for binding in policy.bindings:
+            if permission not in roles.ROLES.get(binding.role, ()):
+                continue
+            if binding.members.isdisjoint(identities):
+                continue
+            compiled = binding.compiled_condition()
+            if compiled is None or compiled.evaluate(ctx):
+                return True
+    return False

@@ -1,0 +1,153 @@
+"""The one error hierarchy: every error knows its HTTP status, canonical status and wire shape.
+
+API errors render as Google's JSON error body (``{"error": {"code", "message", "status", "details"}}``);
+``OAuthError`` renders in the OAuth 2.0 shape used by the token endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+RESOURCE_INFO = "type.googleapis.com/google.rpc.ResourceInfo"
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+class KeylessError(Exception):
+    """Base of every error keyless reports to a caller."""
+
+    http_status = 500
+    status = "INTERNAL"
+    legacy_reason = "backendError"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "code": self.http_status,
+            "message": self.message,
+            "status": self.status,
+            # google-api-python-client and gax surface the legacy array too.
+            "errors": [{"message": self.message, "domain": "global", "reason": self.legacy_reason}],
+        }
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class InvalidArgument(KeylessError):
+    http_status = 400
+    status = "INVALID_ARGUMENT"
+    legacy_reason = "badRequest"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        details = None
+        if field:
+            details = [{"@type": BAD_REQUEST, "fieldViolations": [{"field": field, "description": message}]}]
+        super().__init__(message, details=details)
+        self.field = field
+
+
+class FailedPrecondition(KeylessError):
+    http_status = 400
+    status = "FAILED_PRECONDITION"
+    legacy_reason = "failedPrecondition"
+
+
+class OutOfRange(KeylessError):
+    http_status = 400
+    status = "OUT_OF_RANGE"
+    legacy_reason = "outOfRange"
+
+
+class Unauthenticated(KeylessError):
+    http_status = 401
+    status = "UNAUTHENTICATED"
+    legacy_reason = "authError"
+
+    DEFAULT_MESSAGE = ("Request had invalid authentication credentials. Expected OAuth 2 access token, "
+                       "login cookie or other valid authentication credential.")
+
+    def __init__(self, message: str = DEFAULT_MESSAGE, *, reason: str = "ACCESS_TOKEN_TYPE_UNSUPPORTED") -> None:
+        super().__init__(message, details=[{"@type": ERROR_INFO, "reason": reason, "domain": "googleapis.com"}])
+
+
+class PermissionDenied(KeylessError):
+    http_status = 403
+    status = "PERMISSION_DENIED"
+    legacy_reason = "forbidden"
+
+    @classmethod
+    def iam(cls, permission: str, resource: str | None = None) -> PermissionDenied:
+        """The denial Google's IAM returns: it names the permission in text and in an ErrorInfo."""
+        message = f"Permission '{permission}' denied on resource (or it may not exist)."
+        metadata = {"permission": permission}
+        if resource:
+            metadata["resource"] = resource
+        return cls(message, details=[{"@type": ERROR_INFO, "reason": "IAM_PERMISSION_DENIED",
+                                      "domain": "iam.googleapis.com", "metadata": metadata}])
+
+
+class NotFound(KeylessError):
+    http_status = 404
+    status = "NOT_FOUND"
+    legacy_reason = "notFound"
+
+
+class AlreadyExists(KeylessError):
+    http_status = 409
+    status = "ALREADY_EXISTS"
+    legacy_reason = "alreadyExists"
+
+    def __init__(self, message: str, *, resource_name: str | None = None) -> None:
+        details = [{"@type": RESOURCE_INFO, "resourceName": resource_name}] if resource_name else None
+        super().__init__(message, details=details)
+
+
+class Aborted(KeylessError):
+    http_status = 409
+    status = "ABORTED"
+    legacy_reason = "aborted"
+
+
+class ResourceExhausted(KeylessError):
+    http_status = 429
+    status = "RESOURCE_EXHAUSTED"
+    legacy_reason = "rateLimitExceeded"
+
+
+class MethodNotAllowed(KeylessError):
+    http_status = 405
+    status = "UNIMPLEMENTED"
+    legacy_reason = "methodNotAllowed"
+
+
+class PayloadTooLarge(KeylessError):
+    http_status = 413
+    status = "INVALID_ARGUMENT"
+    legacy_reason = "badRequest"
+
+
+class Internal(KeylessError):
+    http_status = 500
+    status = "INTERNAL"
+
+
+class OAuthError(Exception):
+    """An error of the OAuth 2.0 token, tokeninfo and revoke endpoints: ``{"error", "error_description"}``."""
+
+    def __init__(self, error: str, description: str, *, http_status: int = 400) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.http_status = http_status
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.error, "error_description": self.description}
+
+
+def invalid_grant(description: str) -> OAuthError:
+    return OAuthError("invalid_grant", description)

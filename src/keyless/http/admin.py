@@ -1,0 +1,96 @@
+"""keyless's own owner API (users, groups, projects) and the Org Policy v2 subset it emulates."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keyless.errors import MethodNotAllowed, NotFound
+from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
+from keyless.service.admin import Admin, authorized_user_file
+
+
+async def users(request: Request) -> Response:
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    if request.method == "GET":
+        return JSONResponse({"users": [{"email": u.email, "clientId": u.client_id, "disabled": u.disabled}
+                                       for u in await kl.admin.list_users(caller)]})
+    if request.method == "POST":
+        data = await read_json(request, ("email",))
+        user, secret, refresh = await kl.admin.add_user(caller, data.get("email"))
+        return JSONResponse({
+            "user": {"email": user.email, "clientId": user.client_id},
+            "credentials": authorized_user_file(user, secret, refresh, kl.settings.token_uri,
+                                                kl.settings.default_project),
+        })
+    raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+
+
+async def groups(request: Request) -> Response:
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    if request.method != "GET":
+        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+    found = await kl.admin.list_groups(caller)
+    return JSONResponse({"groups": [{"email": g, "members": m} for g, m in found.items()]})
+
+
+async def group(request: Request) -> Response:
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    email: str = request.path_params["group"]
+    if request.method == "GET":
+        return JSONResponse({"email": email.lower(), "members": await kl.admin.get_group(caller, email)})
+    if request.method == "PUT":
+        data = await read_json(request, ("members", "email"))
+        members = await kl.admin.set_group(caller, email, data.get("members", []))
+        return JSONResponse({"email": email.lower(), "members": members})
+    if request.method == "DELETE":
+        await kl.admin.delete_group(caller, email)
+        return JSONResponse({})
+    raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+
+
+async def projects(request: Request) -> Response:
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    if request.method == "POST":
+        data = await read_json(request, ("projectId",))
+        project = await kl.admin.create_project(caller, data.get("projectId"))
+        return JSONResponse({"projectId": project.project_id, "projectNumber": project.number})
+    if request.method == "GET":
+        await kl.admin.require_admin(caller)
+        return JSONResponse({"projects": [{"projectId": p.project_id, "projectNumber": p.number}
+                                          for p in await kl.store.list_projects()]})
+    raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+
+
+async def org_policies(request: Request) -> Response:
+    """``/v2/projects/{project}/policies`` (list, create) and ``.../policies/{constraint}`` (get, patch, delete)."""
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    parent = f"projects/{request.path_params['project']}"
+    name = request.path_params.get("constraint")
+    if name is None:
+        if request.method == "GET":
+            resource = await kl.admin.org_parent(caller, parent, "orgpolicy.policies.list")
+            return JSONResponse({"policies": [Admin.org_policy_json(p)
+                                              for p in await kl.store.list_org_policies(resource)]})
+        if request.method == "POST":
+            data = await read_json(request, ("name", "spec"))
+            full = data.get("name")
+            if not isinstance(full, str) or "/policies/" not in full:
+                raise NotFound("policy.name must be projects/PROJECT/policies/CONSTRAINT.")
+            policy = await kl.admin.put_org_policy(caller, parent, full.rsplit("/policies/", 1)[1], data)
+            return JSONResponse(Admin.org_policy_json(policy))
+        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+    if request.method == "GET":
+        return JSONResponse(Admin.org_policy_json(await kl.admin.get_org_policy(caller, parent, name)))
+    if request.method in ("PATCH", "PUT"):
+        data = await read_json(request, ("name", "spec", "dryRunSpec", "etag"))
+        return JSONResponse(Admin.org_policy_json(await kl.admin.put_org_policy(caller, parent, name, data)))
+    if request.method == "DELETE":
+        await kl.admin.delete_org_policy(caller, parent, name)
+        return JSONResponse({})
+    raise MethodNotAllowed(f"Method {request.method} is not allowed here.")

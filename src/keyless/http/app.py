@@ -1,0 +1,97 @@
+"""The ASGI application: every surface on one port, routed by path."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keyless.errors import Internal, KeylessError, MethodNotAllowed, NotFound, OAuthError
+from keyless.http import admin, certs, oauth, projects, service_accounts
+from keyless.http.common import MAX_BODY_BYTES, error_response, oauth_error_response
+from keyless.service.app import Keyless
+
+log = logging.getLogger("keyless.http")
+ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+async def _keyless_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeylessError)
+    return error_response(exc)
+
+
+async def _oauth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)
+    return oauth_error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}."))
+    if exc.status_code == 404:
+        return error_response(NotFound(f"The requested URL {request.url.path} was not found on this server."))
+    err = KeylessError(str(exc.detail))
+    err.http_status = exc.status_code
+    err.status = "INVALID_ARGUMENT" if exc.status_code < 500 else "INTERNAL"
+    return error_response(err)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Never a traceback on the wire; the log names the exception type only (it may hold secrets otherwise).
+    log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return error_response(Internal("Internal error encountered."))
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/projects/{project}/serviceAccounts", service_accounts.collection, methods=ALL),
+        Route("/v1/projects/{project}/serviceAccounts/{rest:path}", service_accounts.member, methods=ALL),
+        Route("/v1/projects/{project}", projects.project, methods=ALL),
+        Route("/v3/projects/{project}", projects.project, methods=ALL),
+        Route("/v2/projects/{project}/policies", admin.org_policies, methods=ALL),
+        Route("/v2/projects/{project}/policies/{constraint}", admin.org_policies, methods=ALL),
+        Route("/token", oauth.token, methods=ALL),
+        Route("/oauth2/v4/token", oauth.token, methods=ALL),
+        Route("/o/oauth2/token", oauth.token, methods=ALL),
+        Route("/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),
+        Route("/oauth2/v1/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),
+        Route("/oauth2/v3/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),
+        Route("/revoke", oauth.revoke, methods=["GET", "POST"]),
+        Route("/o/oauth2/revoke", oauth.revoke, methods=["GET", "POST"]),
+        Route("/oauth2/v1/certs", certs.oauth2_v1_certs, methods=["GET"]),
+        Route("/oauth2/v3/certs", certs.oauth2_v3_certs, methods=["GET"]),
+        Route("/service_accounts/v1/metadata/x509/{email}", certs.account_x509, methods=["GET"]),
+        Route("/service_accounts/v1/metadata/jwk/{email}", certs.account_jwk, methods=["GET"]),
+        Route("/service_accounts/v1/metadata/raw/{email}", certs.account_raw, methods=["GET"]),
+        Route("/robot/v1/metadata/x509/{email}", certs.account_x509, methods=["GET"]),
+        Route("/.well-known/openid-configuration", certs.openid_configuration, methods=["GET"]),
+        Route("/keyless/v1/users", admin.users, methods=ALL),
+        Route("/keyless/v1/groups", admin.groups, methods=ALL),
+        Route("/keyless/v1/groups/{group}", admin.group, methods=ALL),
+        Route("/keyless/v1/projects", admin.projects, methods=ALL),
+        Route("/healthz", _healthz, methods=["GET"]),
+    ]
+
+
+async def _healthz(request: Request) -> Response:
+    return Response("ok", media_type="text/plain")
+
+
+def build_app(keyless: Keyless, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+    app = Starlette(
+        routes=routes(),
+        exception_handlers={
+            KeylessError: _keyless_error,
+            OAuthError: _oauth_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.keyless = keyless
+    app.state.max_body_bytes = max_body_bytes
+    return app

@@ -1,0 +1,34 @@
+"""OAuth 2.0 routes: ``/token`` (and Google's other token URLs), tokeninfo and revoke, in the OAuth error shape."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keyless.errors import OAuthError
+from keyless.http.common import JSONResponse, keyless_of, read_form
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def token(request: Request) -> Response:
+    if request.method != "POST":
+        raise OAuthError("invalid_request", "The token endpoint takes POST.", http_status=405)
+    form = await read_form(request)
+    return JSONResponse(await keyless_of(request).oauth.token(form), headers=NO_STORE)
+
+
+async def tokeninfo(request: Request) -> Response:
+    form = await read_form(request) if request.method == "POST" else dict(request.query_params)
+    access_token = form.get("access_token")
+    id_token = form.get("id_token")
+    authorization = request.headers.get("authorization", "")
+    if not access_token and not id_token and authorization.lower().startswith("bearer "):
+        access_token = authorization[7:].strip()
+    return JSONResponse(await keyless_of(request).oauth.tokeninfo(access_token=access_token, id_token=id_token))
+
+
+async def revoke(request: Request) -> Response:
+    form = await read_form(request) if request.method == "POST" else dict(request.query_params)
+    await keyless_of(request).oauth.revoke(form.get("token"))
+    return JSONResponse({})

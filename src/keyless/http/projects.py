@@ -1,0 +1,50 @@
+"""Resource Manager v1/v3 project routes: get, and get/set/test IAM policy."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keyless.errors import MethodNotAllowed, NotFound
+from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
+from keyless.service.core import Caller
+from keyless.service.policies import requested_version
+
+
+async def project(request: Request) -> Response:
+    version = request.url.path.split("/", 2)[1]  # "v1" or "v3"
+    segment: str = request.path_params["project"]
+    project_id, sep, verb = segment.partition(":")
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    if not sep:
+        if request.method != "GET":
+            raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+        return JSONResponse(await _project_json(request, caller, project_id, version))
+    if request.method != "POST":
+        raise MethodNotAllowed(f"Method {request.method} is not allowed for :{verb}; use POST.")
+    if verb == "getIamPolicy":
+        data = await read_json(request, ("options",))
+        policy = await kl.policies.get_for_project(caller, project_id, requested_version(request.query_params, data))
+        return JSONResponse(policy.to_json())
+    if verb == "setIamPolicy":
+        data = await read_json(request, ("policy", "updateMask"))
+        return JSONResponse((await kl.policies.set_for_project(caller, project_id, data)).to_json())
+    if verb == "testIamPermissions":
+        data = await read_json(request, ("permissions",))
+        granted = await kl.policies.test_on_project(caller, project_id, data)
+        return JSONResponse({"permissions": granted} if granted else {})
+    raise NotFound(f"Unknown method :{verb}.")
+
+
+async def _project_json(request: Request, caller: Caller, project_id: str, version: str) -> dict[str, object]:
+    kl = keyless_of(request)
+    found = await kl.store.get_project(project_id)
+    if found is None:
+        raise NotFound(f"Project '{project_id}' not found or permission denied.")
+    await kl.core.require_on_project(caller, "resourcemanager.projects.get", found.project_id)
+    if version == "v3":
+        return {"name": f"projects/{found.number}", "projectId": found.project_id, "state": "ACTIVE",
+                "displayName": found.project_id}
+    return {"projectNumber": found.number, "projectId": found.project_id, "lifecycleState": "ACTIVE",
+            "name": found.project_id}

@@ -1,0 +1,79 @@
+"""Google's JSON shapes for service accounts, keys and key files."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from cryptography.hazmat.primitives import serialization
+
+from keyless.crypto.keys import public_key_of_cert
+from keyless.domain.lifetimes import format_timestamp
+from keyless.storage.base import KeyRecord, ServiceAccount
+
+SA_ETAG = base64.b64encode(b"keyless!").decode()
+
+
+def service_account_json(sa: ServiceAccount) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": f"projects/{sa.project_id}/serviceAccounts/{sa.email}",
+        "projectId": sa.project_id,
+        "uniqueId": sa.unique_id,
+        "email": sa.email,
+        "etag": SA_ETAG,
+        "oauth2ClientId": sa.unique_id,
+    }
+    if sa.display_name:
+        out["displayName"] = sa.display_name
+    if sa.description:
+        out["description"] = sa.description
+    if sa.disabled:
+        out["disabled"] = True
+    return out
+
+
+def key_json(sa: ServiceAccount, key: KeyRecord, public_key_type: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": f"projects/{sa.project_id}/serviceAccounts/{sa.email}/keys/{key.key_id}",
+        "validAfterTime": format_timestamp(key.valid_after),
+        "validBeforeTime": format_timestamp(key.valid_before),
+        "keyAlgorithm": "KEY_ALG_RSA_2048",
+        "keyOrigin": key.key_origin,
+        "keyType": key.key_type,
+    }
+    if key.disabled:
+        out["disabled"] = True
+    if public_key_type == "TYPE_X509_PEM_FILE":
+        out["publicKeyData"] = base64.b64encode(key.certificate_pem).decode()
+    elif public_key_type == "TYPE_RAW_PUBLIC_KEY":
+        der = public_key_of_cert(key.certificate_pem).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        out["publicKeyData"] = base64.b64encode(der).decode()
+    return out
+
+
+def key_file(sa: ServiceAccount, key: KeyRecord, private_pem: bytes, base: str) -> dict[str, str]:
+    """The ``service_account`` credentials file (``TYPE_GOOGLE_CREDENTIALS_FILE``), pointing at this server."""
+    return {
+        "type": "service_account",
+        "project_id": sa.project_id,
+        "private_key_id": key.key_id,
+        "private_key": private_pem.decode(),
+        "client_email": sa.email,
+        "client_id": sa.unique_id,
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": f"{base}/token",
+        "auth_provider_x509_cert_url": f"{base}/oauth2/v1/certs",
+        "client_x509_cert_url": f"{base}/robot/v1/metadata/x509/{quote(sa.email)}",
+        "universe_domain": "googleapis.com",
+    }
+
+
+def created_key_json(sa: ServiceAccount, key: KeyRecord, private_pem: bytes, base: str) -> dict[str, Any]:
+    out = key_json(sa, key)
+    out["privateKeyType"] = "TYPE_GOOGLE_CREDENTIALS_FILE"
+    out["privateKeyData"] = base64.b64encode(orjson.dumps(key_file(sa, key, private_pem, base),
+                                                          option=orjson.OPT_INDENT_2)).decode()
+    return out

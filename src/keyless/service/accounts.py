@@ -1,0 +1,284 @@
+"""IAM v1: service accounts and their keys (create, read, update, delete, disable, enable, undelete)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from keyless.crypto.keys import load_certificate
+from keyless.domain.names import (
+    AccountRef,
+    new_key_id,
+    new_unique_id,
+    parse_account_name,
+    service_account_email,
+    validate_account_id,
+)
+from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from keyless.service.core import Caller, Core
+from keyless.service.policies import store_policy
+from keyless.service.keyring import SYSTEM_MANAGED, USER_MANAGED
+from keyless.storage.base import Conflict, KeyRecord, ServiceAccount
+
+UNDELETE_WINDOW = 30 * 86400
+MAX_USER_MANAGED_KEYS = 10
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+def _text_field(body: Mapping[str, Any], field: str, limit: int, wire: str) -> str:
+    value = body.get(field, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"Invalid value at '{wire}': expected a string.", field=wire)
+    if len(value.encode()) > limit:
+        raise InvalidArgument(f"{wire} must be at most {limit} bytes.", field=wire)
+    return value
+
+
+class Accounts:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def _project(self, project: str) -> str:
+        found = await self.core.store.get_project(project)
+        if found is None:
+            raise NotFound(f"Project '{project}' not found or permission denied.")
+        return found.project_id
+
+    async def lookup(self, caller: Caller, name: str, permission: str, *, allow_deleted: bool = False
+                     ) -> ServiceAccount:
+        """Resolve ``projects/{p|-}/serviceAccounts/{email|id}`` and check ``permission`` on it."""
+        ref = parse_account_name(name)
+        account = await self._find(ref, allow_deleted=allow_deleted)
+        await self.core.require_on_account(caller, permission, account)
+        return account
+
+    async def find(self, name: str) -> ServiceAccount:
+        """The active account ``name`` refers to, without a permission check (testIamPermissions)."""
+        return await self._find(parse_account_name(name))
+
+    async def _find(self, ref: AccountRef, *, allow_deleted: bool = False) -> ServiceAccount:
+        if allow_deleted and ref.is_unique_id:
+            account = await self.core.store.get_service_account(ref.account)
+        else:
+            account = await self.core.resolve_account(ref)
+        if account is not None and ref.project not in ("-", account.project_id):
+            project = await self.core.store.get_project(ref.project)
+            if project is None or project.project_id != account.project_id:
+                account = None
+        if account is None:
+            if ref.wildcard:
+                raise PermissionDenied.iam("iam.serviceAccounts.get", f"projects/-/serviceAccounts/{ref.account}")
+            raise NotFound(f"Service account projects/{ref.project}/serviceAccounts/{ref.account} does not exist.")
+        return account
+
+    async def create(self, caller: Caller, project: str, body: Mapping[str, Any]) -> ServiceAccount:
+        project_id = await self._project(project)
+        await self.core.require_on_project(caller, "iam.serviceAccounts.create", project_id)
+        account_id = validate_account_id(body.get("accountId"))
+        spec = body.get("serviceAccount") or {}
+        if not isinstance(spec, Mapping):
+            raise InvalidArgument("Invalid value at 'service_account': expected an object.", field="service_account")
+        display_name = _text_field(spec, "displayName", 100, "service_account.display_name")
+        description = _text_field(spec, "description", 256, "service_account.description")
+        email = service_account_email(account_id, project_id)
+        account = ServiceAccount(unique_id=new_unique_id(), project_id=project_id, account_id=account_id, email=email,
+                                 display_name=display_name, description=description, created_at=self.core.now())
+        try:
+            await self.core.store.create_service_account(account)
+        except Conflict:
+            raise AlreadyExists(f"Service account {account_id} already exists within project projects/{project_id}.",
+                                resource_name=f"projects/{project_id}/serviceAccounts/{email}") from None
+        return account
+
+    async def list(self, caller: Caller, project: str, page_size: object, page_token: object
+                   ) -> tuple[list[ServiceAccount], str]:
+        project_id = await self._project(project)
+        await self.core.require_on_project(caller, "iam.serviceAccounts.list", project_id)
+        size = _page_size(page_size)
+        after = ""
+        if page_token:
+            try:
+                after = base64.urlsafe_b64decode(str(page_token).encode()).decode()
+            except Exception:
+                raise InvalidArgument("Invalid page token.", field="page_token") from None
+        accounts = await self.core.store.list_service_accounts(project_id, after_email=after, limit=size + 1)
+        next_token = ""
+        if len(accounts) > size:
+            accounts = accounts[:size]
+            next_token = base64.urlsafe_b64encode(accounts[-1].email.encode()).decode()
+        return accounts, next_token
+
+    async def patch(self, caller: Caller, name: str, body: Mapping[str, Any], *, legacy_put: bool = False
+                    ) -> ServiceAccount:
+        account = await self.lookup(caller, name, "iam.serviceAccounts.update")
+        if legacy_put:
+            spec: Mapping[str, Any] = body
+            fields = {"displayName"}
+        else:
+            raw_spec = body.get("serviceAccount") or {}
+            if not isinstance(raw_spec, Mapping):
+                raise InvalidArgument("Invalid value at 'service_account': expected an object.",
+                                      field="service_account")
+            spec = raw_spec
+            mask = body.get("updateMask")
+            if not isinstance(mask, str) or not mask.strip():
+                raise InvalidArgument("updateMask is required: displayName, description.", field="update_mask")
+            fields = {f.strip() for f in mask.split(",") if f.strip()}
+            bad = fields - {"displayName", "description", "display_name"}
+            if bad:
+                raise InvalidArgument(f"Field(s) {', '.join(sorted(bad))} cannot be updated; only displayName "
+                                      "and description can.", field="update_mask")
+        changes: dict[str, Any] = {}
+        if fields & {"displayName", "display_name"}:
+            changes["display_name"] = _text_field(spec, "displayName", 100, "service_account.display_name")
+        if "description" in fields:
+            changes["description"] = _text_field(spec, "description", 256, "service_account.description")
+        updated = await self.core.store.update_service_account(account.unique_id, **changes)
+        assert updated is not None
+        return updated
+
+    async def delete(self, caller: Caller, name: str) -> None:
+        account = await self.lookup(caller, name, "iam.serviceAccounts.delete")
+        await self.core.store.update_service_account(account.unique_id, deleted_at=self.core.now())
+        await self._rewrite_members(f"serviceAccount:{account.email}",
+                                    f"deleted:serviceAccount:{account.email}?uid={account.unique_id}")
+
+    async def undelete(self, caller: Caller, name: str) -> ServiceAccount:
+        ref = parse_account_name(name)
+        if not ref.is_unique_id:
+            raise InvalidArgument("Undelete needs the account's unique id: projects/-/serviceAccounts/UNIQUE_ID.",
+                                  field="name")
+        account = await self.core.store.get_service_account(ref.account)
+        if account is None:
+            raise NotFound(f"Service account {ref.account} does not exist.")
+        await self.core.require_on_project(caller, "iam.serviceAccounts.undelete", account.project_id)
+        if account.deleted_at is None:
+            raise FailedPrecondition(f"Service account {account.email} is not deleted.")
+        if self.core.now() - account.deleted_at > UNDELETE_WINDOW:
+            raise NotFound(f"Service account {account.unique_id} was deleted more than 30 days ago.")
+        try:
+            restored = await self.core.store.update_service_account(account.unique_id, deleted_at=None)
+        except Conflict:
+            raise FailedPrecondition(f"An account with the email {account.email} exists again; "
+                                     "delete it before undeleting this one.") from None
+        await self._rewrite_members(f"deleted:serviceAccount:{account.email}?uid={account.unique_id}",
+                                    f"serviceAccount:{account.email}")
+        assert restored is not None
+        return restored
+
+    async def _rewrite_members(self, old: str, new: str) -> None:
+        # Bindings follow the account through delete and undelete, as Google rewrites them.
+        for stored in await self.core.store.policies_mentioning(old):
+            policy = await self.core.load_policy(stored.resource)
+            rewritten = policy.map_members(lambda m: new if m == old else m)
+            if rewritten != policy:
+                await store_policy(self.core, stored.resource, rewritten, expected_etag=None)
+
+    async def set_disabled(self, caller: Caller, name: str, disabled: bool) -> None:
+        permission = "iam.serviceAccounts.disable" if disabled else "iam.serviceAccounts.enable"
+        account = await self.lookup(caller, name, permission)
+        await self.core.store.update_service_account(account.unique_id, disabled=disabled)
+
+    # keys
+    async def list_keys(self, caller: Caller, name: str, key_types: list[str]) -> tuple[ServiceAccount,
+                                                                                           list[KeyRecord]]:
+        account = await self.lookup(caller, name, "iam.serviceAccountKeys.list")
+        wanted = set(key_types) or {USER_MANAGED, SYSTEM_MANAGED}
+        bad = wanted - {USER_MANAGED, SYSTEM_MANAGED, "KEY_TYPE_UNSPECIFIED"}
+        if bad:
+            raise InvalidArgument(f"Invalid keyTypes value(s): {', '.join(sorted(bad))}.", field="key_types")
+        if "KEY_TYPE_UNSPECIFIED" in wanted:
+            wanted = {USER_MANAGED, SYSTEM_MANAGED}
+        now = self.core.now()
+        keys = [k for k in await self.core.store.list_keys(account.unique_id)
+                if k.key_type in wanted and (k.key_type == USER_MANAGED or self.core.keyring.is_published(k, now))]
+        return account, keys
+
+    async def get_key(self, caller: Caller, key_name: str, permission: str = "iam.serviceAccountKeys.get"
+                      ) -> tuple[ServiceAccount, KeyRecord]:
+        account_name, sep, key_id = key_name.rpartition("/keys/")
+        if not sep or not key_id:
+            raise InvalidArgument(f"Invalid key name '{key_name}'.", field="name")
+        account = await self.lookup(caller, account_name, permission)
+        key = await self.core.store.get_key(key_id)
+        if key is None or key.owner != account.unique_id:
+            raise NotFound(f"Service account key {key_name} does not exist.")
+        return account, key
+
+    async def create_key(self, caller: Caller, name: str, body: Mapping[str, Any]) -> tuple[ServiceAccount,
+                                                                                              KeyRecord, bytes]:
+        account = await self.lookup(caller, name, "iam.serviceAccountKeys.create")
+        key_type = body.get("privateKeyType") or "TYPE_GOOGLE_CREDENTIALS_FILE"
+        if key_type != "TYPE_GOOGLE_CREDENTIALS_FILE":
+            raise InvalidArgument(f"privateKeyType {key_type} is not supported; use TYPE_GOOGLE_CREDENTIALS_FILE.",
+                                  field="private_key_type")
+        algorithm = body.get("keyAlgorithm") or "KEY_ALG_RSA_2048"
+        if algorithm not in ("KEY_ALG_RSA_2048", "KEY_ALG_UNSPECIFIED"):
+            raise InvalidArgument(f"keyAlgorithm {algorithm} is not supported; use KEY_ALG_RSA_2048.",
+                                  field="key_algorithm")
+        await self._check_key_quota(account)
+        record, pem = await self.core.keyring.create_user_managed(account.unique_id, account.email)
+        return account, record, pem
+
+    async def _check_key_quota(self, account: ServiceAccount) -> None:
+        existing = [k for k in await self.core.store.list_keys(account.unique_id) if k.key_type == USER_MANAGED]
+        if len(existing) >= MAX_USER_MANAGED_KEYS:
+            raise FailedPrecondition(f"Precondition check failed: {account.email} already has "
+                                     f"{MAX_USER_MANAGED_KEYS} keys.")
+
+    async def upload_key(self, caller: Caller, name: str, body: Mapping[str, Any]) -> tuple[ServiceAccount,
+                                                                                              KeyRecord]:
+        account = await self.lookup(caller, name, "iam.serviceAccountKeys.create")
+        raw = body.get("publicKeyData")
+        if not isinstance(raw, str) or not raw:
+            raise InvalidArgument("publicKeyData is required: the base64 of a PEM X.509 certificate.",
+                                  field="public_key_data")
+        try:
+            pem = base64.b64decode(raw, validate=True)
+            cert = load_certificate(pem)
+            if not isinstance(cert.public_key(), rsa.RSAPublicKey) or cert.public_key().key_size < 2048:
+                raise ValueError("not RSA-2048")
+        except Exception:
+            raise InvalidArgument("publicKeyData is not a base64-encoded PEM X.509 certificate of an RSA key "
+                                  "of at least 2048 bits.", field="public_key_data") from None
+        await self._check_key_quota(account)
+        now = self.core.now()
+        record = KeyRecord(key_id=new_key_id(), owner=account.unique_id, key_type=USER_MANAGED,
+                           key_origin="USER_PROVIDED", certificate_pem=pem, private_key_enc=None,
+                           valid_after=cert.not_valid_before_utc.timestamp(),
+                           valid_before=cert.not_valid_after_utc.timestamp(), created_at=now)
+        await self.core.store.create_key(record)
+        return account, record
+
+    async def change_key(self, caller: Caller, key_name: str, action: str) -> KeyRecord:
+        permission = {"delete": "iam.serviceAccountKeys.delete", "disable": "iam.serviceAccountKeys.disable",
+                      "enable": "iam.serviceAccountKeys.enable"}[action]
+        _account, key = await self.get_key(caller, key_name, permission)
+        if key.key_type == SYSTEM_MANAGED and action == "delete":
+            raise InvalidArgument("System-managed keys cannot be deleted.", field="name")
+        if action == "delete":
+            changed = await self.core.store.update_key(key.key_id, deleted_at=self.core.now())
+            self.core.keyring.forget(key.key_id)
+            return changed or replace(key, deleted_at=self.core.now())
+        changed = await self.core.store.update_key(key.key_id, disabled=(action == "disable"))
+        assert changed is not None
+        return changed
+
+
+def _page_size(raw: object) -> int:
+    if raw in (None, "", 0, "0"):
+        return DEFAULT_PAGE_SIZE
+    try:
+        size = int(str(raw))
+    except ValueError:
+        raise InvalidArgument(f"Invalid pageSize '{raw}'.", field="page_size") from None
+    if size < 0:
+        raise InvalidArgument("pageSize must not be negative.", field="page_size")
+    return min(size, MAX_PAGE_SIZE)

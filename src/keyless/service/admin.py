@@ -1,0 +1,215 @@
+"""Installation state the owner manages: projects, users and their OAuth credentials, groups, org policies."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT
+from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
+from keyless.domain.policy import Binding, Policy, new_etag, validate_member
+from keyless.errors import AlreadyExists, InvalidArgument, NotFound
+from keyless.service.core import Caller, Core, project_resource
+from keyless.service.policies import store_policy
+from keyless.storage.base import Conflict, OrgPolicy, Project, User
+
+ADMIN_PERMISSION = "keyless.admin"
+KNOWN_CONSTRAINTS = frozenset({LIFETIME_EXTENSION_CONSTRAINT})
+
+
+def secret_hash(value: str) -> str:
+    # The secrets are 256-bit random strings, so an unsalted SHA-256 is enough to make a stolen
+    # database useless for authentication.
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def authorized_user_file(user: User, client_secret: str, refresh_token: str, token_uri: str,
+                         project_id: str) -> dict[str, str]:
+    """The ``authorized_user`` credentials file google-auth and gcloud read."""
+    return {
+        "type": "authorized_user",
+        "client_id": user.client_id,
+        "client_secret": client_secret,
+        "refresh_token": refresh_token,
+        "token_uri": token_uri,
+        "quota_project_id": project_id,
+        "account": user.email,
+        "universe_domain": "googleapis.com",
+    }
+
+
+class Admin:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def require_admin(self, caller: Caller) -> None:
+        await self.core.require_on_project(caller, ADMIN_PERMISSION, self.core.settings.default_project)
+
+    async def ensure_project(self, project_id: str) -> Project:
+        found = await self.core.store.get_project(project_id)
+        if found is not None:
+            return found
+        validate_project_id(project_id)
+        project = Project(project_id, new_project_number(), self.core.now())
+        try:
+            await self.core.store.create_project(project)
+        except Conflict:
+            existing = await self.core.store.get_project(project_id)
+            assert existing is not None
+            return existing
+        return project
+
+    async def create_project(self, caller: Caller, project_id: object) -> Project:
+        await self.require_admin(caller)
+        if not isinstance(project_id, str):
+            raise InvalidArgument("projectId is required.", field="projectId")
+        validate_project_id(project_id)
+        if await self.core.store.get_project(project_id) is not None:
+            raise AlreadyExists(f"Project {project_id} already exists.", resource_name=f"projects/{project_id}")
+        project = await self.ensure_project(project_id)
+        # The creator owns what it creates, as on Google.
+        await self.grant(project_resource(project.project_id), "roles/owner", caller.principal.member)
+        return project
+
+    async def grant(self, resource: str, role: str, member: str) -> None:
+        policy = await self.core.load_policy(resource)
+        if member in policy.members_of(role):
+            return
+        bindings = [b for b in policy.bindings if not (b.role == role and b.condition is None)]
+        bindings.append(Binding(role, policy.members_of(role) | {member}))
+        await store_policy(self.core, resource, Policy(policy.version, tuple(bindings), policy.etag),
+                           expected_etag=None)
+
+    async def create_user(self, email: str) -> tuple[User, str, str]:
+        """Register a user; returns it with its client secret and refresh token (shown only now)."""
+        if not isinstance(email, str) or not EMAIL_RE.match(email):
+            raise InvalidArgument(f"Invalid email '{email}'.", field="email")
+        email = email.lower()
+        if await self.core.store.find_user(email) is not None:
+            raise AlreadyExists(f"User {email} already exists.", resource_name=f"users/{email}")
+        client_secret = "KLSPX-" + secrets.token_urlsafe(24)
+        refresh_token = "1//kl" + secrets.token_urlsafe(40)
+        user = User(
+            user_id=str(secrets.randbelow(9 * 10**20) + 10**20),
+            email=email,
+            client_id=f"{secrets.randbelow(9 * 10**11) + 10**11}-{secrets.token_hex(8)}.apps.keyless.local",
+            client_secret_hash=secret_hash(client_secret),
+            refresh_token_hash=secret_hash(refresh_token),
+            created_at=self.core.now(),
+        )
+        try:
+            await self.core.store.create_user(user)
+        except Conflict:
+            raise AlreadyExists(f"User {email} already exists.", resource_name=f"users/{email}") from None
+        return user, client_secret, refresh_token
+
+    async def add_user(self, caller: Caller, email: object) -> tuple[User, str, str]:
+        await self.require_admin(caller)
+        if not isinstance(email, str):
+            raise InvalidArgument("email is required.", field="email")
+        return await self.create_user(email)
+
+    async def list_users(self, caller: Caller) -> list[User]:
+        await self.require_admin(caller)
+        return await self.core.store.list_users()
+
+    async def set_group(self, caller: Caller, group: str, members: object) -> list[str]:
+        await self.require_admin(caller)
+        if not EMAIL_RE.match(group):
+            raise InvalidArgument(f"Invalid group email '{group}'.", field="group")
+        if not isinstance(members, list):
+            raise InvalidArgument("members must be a list of user: or serviceAccount: members.", field="members")
+        checked = []
+        for member in members:
+            value = validate_member(member)
+            if not value.startswith(("user:", "serviceAccount:")):
+                raise InvalidArgument(f"Group members must be user: or serviceAccount: members, not '{member}'.",
+                                      field="members")
+            checked.append(value)
+        await self.core.store.set_group(group.lower(), sorted(set(checked)))
+        return sorted(set(checked))
+
+    async def get_group(self, caller: Caller, group: str) -> list[str]:
+        await self.require_admin(caller)
+        members = await self.core.store.get_group(group.lower())
+        if members is None:
+            raise NotFound(f"Group {group} does not exist.")
+        return members
+
+    async def list_groups(self, caller: Caller) -> dict[str, list[str]]:
+        await self.require_admin(caller)
+        return await self.core.store.list_groups()
+
+    async def delete_group(self, caller: Caller, group: str) -> None:
+        await self.require_admin(caller)
+        if not await self.core.store.delete_group(group.lower()):
+            raise NotFound(f"Group {group} does not exist.")
+
+    # Org Policy API v2 (list constraints, on projects)
+    async def org_parent(self, caller: Caller, parent: str, permission: str) -> str:
+        kind, _, ident = parent.partition("/")
+        if kind != "projects" or not ident:
+            raise InvalidArgument(f"Invalid parent '{parent}': use projects/PROJECT_ID.", field="name")
+        project = await self.core.store.get_project(ident)
+        if project is None:
+            raise NotFound(f"Project '{ident}' not found or permission denied.")
+        await self.core.require_on_project(caller, permission, project.project_id)
+        return f"projects/{project.project_id}"
+
+    @staticmethod
+    def _constraint(name: str) -> str:
+        constraint = name if name.startswith("constraints/") else f"constraints/{name}"
+        if constraint not in KNOWN_CONSTRAINTS:
+            raise InvalidArgument(f"Constraint {constraint} is not supported; keyless emulates "
+                                  f"{', '.join(sorted(KNOWN_CONSTRAINTS))}.", field="name")
+        return constraint
+
+    @staticmethod
+    def org_policy_json(policy: OrgPolicy) -> dict[str, Any]:
+        short = policy.constraint.removeprefix("constraints/")
+        return {"name": f"{policy.resource}/policies/{short}", "spec": {**policy.spec, "etag": policy.etag}}
+
+    async def get_org_policy(self, caller: Caller, parent: str, name: str) -> OrgPolicy:
+        resource = await self.org_parent(caller, parent, "orgpolicy.policy.get")
+        constraint = self._constraint(name)
+        found = await self.core.store.get_org_policy(resource, constraint)
+        if found is None:
+            raise NotFound(f"Policy {resource}/policies/{name} not found.")
+        return found
+
+    async def put_org_policy(self, caller: Caller, parent: str, name: str, body: Mapping[str, Any]) -> OrgPolicy:
+        resource = await self.org_parent(caller, parent, "orgpolicy.policies.update")
+        constraint = self._constraint(name)
+        spec = body.get("spec")
+        if not isinstance(spec, Mapping):
+            raise InvalidArgument("spec is required.", field="policy.spec")
+        rules = spec.get("rules")
+        if not isinstance(rules, list) or not rules:
+            raise InvalidArgument("spec.rules must be a non-empty list.", field="policy.spec.rules")
+        clean_rules: list[dict[str, Any]] = []
+        for rule in rules:
+            if not isinstance(rule, Mapping):
+                raise InvalidArgument("Each rule must be an object.", field="policy.spec.rules")
+            if rule.get("allowAll") is True:
+                clean_rules.append({"allowAll": True})
+            elif rule.get("denyAll") is True:
+                clean_rules.append({"denyAll": True})
+            elif isinstance(rule.get("values"), Mapping):
+                allowed = rule["values"].get("allowedValues", [])
+                if not isinstance(allowed, list) or not all(isinstance(v, str) for v in allowed):
+                    raise InvalidArgument("values.allowedValues must be a list of strings.",
+                                          field="policy.spec.rules.values")
+                clean_rules.append({"values": {"allowedValues": allowed}})
+            else:
+                raise InvalidArgument("Each rule needs allowAll, denyAll or values.allowedValues.",
+                                      field="policy.spec.rules")
+        policy = OrgPolicy(resource, constraint, {"rules": clean_rules}, new_etag(), self.core.now())
+        await self.core.store.put_org_policy(policy)
+        return policy
+
+    async def delete_org_policy(self, caller: Caller, parent: str, name: str) -> None:
+        resource = await self.org_parent(caller, parent, "orgpolicy.policies.delete")
+        if not await self.core.store.delete_org_policy(resource, self._constraint(name)):
+            raise NotFound(f"Policy {resource}/policies/{name} not found.")

@@ -1,0 +1,33 @@
+"""``Keyless``: one object wiring the store, the clock and the services together."""
+
+from __future__ import annotations
+
+from keyless.clock import Clock
+from keyless.crypto.keys import MasterKey
+from keyless.service.accounts import Accounts
+from keyless.service.admin import Admin
+from keyless.service.config import Settings
+from keyless.service.core import Core
+from keyless.service.credentials import Credentials, Limits
+from keyless.service.oauth import OAuth
+from keyless.service.policies import Policies
+from keyless.storage.base import Store
+
+
+class Keyless:
+    def __init__(self, store: Store, clock: Clock, settings: Settings, master: MasterKey,
+                 limits: Limits | None = None) -> None:
+        self.core = Core(store, clock, settings, master)
+        self.accounts = Accounts(self.core)
+        self.policies = Policies(self.core)
+        self.credentials = Credentials(self.core, limits)
+        self.oauth = OAuth(self.core, self.credentials)
+        self.admin = Admin(self.core)
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+    @property
+    def store(self) -> Store:
+        return self.core.store

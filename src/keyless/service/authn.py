@@ -1,0 +1,124 @@
+"""Who is calling: bearer access tokens minted here, and self-signed service-account JWTs (AIP-4111)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from keyless.crypto.jwt import JwtError, unverified_parts, verify_rs256
+from keyless.crypto.keys import public_key_of_cert
+from keyless.crypto.tokens import token_hash
+from keyless.domain.policy import Principal
+from keyless.errors import PermissionDenied, Unauthenticated
+from keyless.service.core import Caller, Core
+
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+IAM_SCOPE = "https://www.googleapis.com/auth/iam"
+# Scopes that let a token call the IAM, IAM Credentials and Resource Manager APIs.
+API_SCOPES = frozenset({CLOUD_PLATFORM, IAM_SCOPE})
+SERVED_SERVICES = frozenset({"iamcredentials", "iam", "cloudresourcemanager", "oauth2", "sts", "www"})
+MAX_SELF_SIGNED_LIFETIME = 3600
+
+MISSING = ("Request is missing required authentication credential. Expected OAuth 2 access token, login cookie "
+           "or other valid authentication credential.")
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated(MISSING, reason="CREDENTIALS_MISSING")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated(MISSING, reason="CREDENTIALS_MISSING")
+    return token.strip()
+
+
+async def authenticate(core: Core, authorization: str | None) -> Caller:
+    token = bearer_token(authorization)
+    if token.count(".") == 2 and not token.startswith("ya29."):
+        return await _self_signed_jwt(core, token)
+    return await authenticate_access_token(core, token)
+
+
+async def authenticate_access_token(core: Core, token: str) -> Caller:
+    claims = core.minter.parse(token)
+    if claims is None:
+        raise Unauthenticated()
+    now = core.now()
+    if now >= claims.expires_at:
+        raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
+    if await core.store.is_token_revoked(token_hash(claims.token_id)):
+        raise Unauthenticated()
+    if claims.principal_kind == "serviceAccount":
+        sa = await core.store.get_service_account(claims.principal_id)
+        if sa is None or sa.deleted_at is not None or sa.disabled:
+            raise Unauthenticated()
+        if claims.key_id is not None:
+            key = await core.store.get_key(claims.key_id)
+            if key is None or key.disabled or key.owner != sa.unique_id:
+                raise Unauthenticated()
+        principal = Principal("serviceAccount", sa.email)
+    else:
+        user = await core.store.get_user(claims.principal_id)
+        if user is None or user.disabled:
+            raise Unauthenticated()
+        principal = Principal("user", user.email)
+    return Caller(principal, claims.principal_id, claims.scopes, claims.expires_at, claims.token_id, claims.key_id)
+
+
+def _audience_ok(core: Core, aud: object) -> bool:
+    if not isinstance(aud, str):
+        return False
+    own = core.settings.public_url.rstrip("/")
+    if aud.rstrip("/") == own:
+        return True
+    parts = urlsplit(aud)
+    host = parts.hostname or ""
+    return parts.scheme == "https" and host.split(".", 1)[0] in SERVED_SERVICES and "." in host
+
+
+async def _self_signed_jwt(core: Core, token: str) -> Caller:
+    try:
+        header, unverified = unverified_parts(token)
+    except JwtError:
+        raise Unauthenticated() from None
+    iss, sub = unverified.get("iss"), unverified.get("sub")
+    if not isinstance(iss, str) or iss != sub:
+        raise Unauthenticated("Invalid self-signed JWT: iss and sub must both be the service account's email.")
+    sa = await core.store.find_service_account(iss.lower())
+    if sa is None or sa.disabled:
+        raise Unauthenticated()
+    kid = header.get("kid")
+    records = [k for k in await core.store.list_keys(sa.unique_id) if not k.disabled]
+    if kid is not None:
+        records = [k for k in records if k.key_id == kid]
+    if not records:
+        raise Unauthenticated("Invalid self-signed JWT: no active key of the service account matches its kid.")
+    now = core.now()
+    try:
+        claims = verify_rs256(token, [public_key_of_cert(k.certificate_pem) for k in records], audience=None,
+                              now=now, leeway=core.settings.clock_skew)
+    except JwtError as exc:
+        raise Unauthenticated(f"Invalid self-signed JWT: {exc}.") from None
+    exp, iat = claims["exp"], claims["iat"]
+    if exp - iat > MAX_SELF_SIGNED_LIFETIME:
+        raise Unauthenticated("Invalid self-signed JWT: its lifetime exceeds 3600 seconds.")
+    scope = claims.get("scope")
+    if "aud" in claims:
+        if not _audience_ok(core, claims["aud"]):
+            raise Unauthenticated("Invalid self-signed JWT: its audience is not a service keyless serves.")
+        scopes: tuple[str, ...] = (CLOUD_PLATFORM,)
+    elif isinstance(scope, str) and scope.strip():
+        scopes = tuple(scope.split())
+    else:
+        raise Unauthenticated("Invalid self-signed JWT: it needs an aud or a scope claim.")
+    matched = records[0].key_id if len(records) == 1 else None
+    return Caller(Principal("serviceAccount", sa.email), sa.unique_id, scopes, float(exp), None, matched)
+
+
+def require_api_scope(caller: Caller, accepted: frozenset[str] = API_SCOPES) -> None:
+    if accepted.isdisjoint(caller.scopes):
+        raise PermissionDenied(
+            "Request had insufficient authentication scopes.",
+            details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                      "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "domain": "googleapis.com",
+                      "metadata": {"method": "keyless", "service": "iamcredentials.googleapis.com"}}],
+        )

@@ -1,0 +1,59 @@
+"""First start and every restart: the organization, the default project, the ID-token keys and the owner."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyless.service.admin import authorized_user_file
+from keyless.service.app import Keyless
+from keyless.service.core import project_resource
+from keyless.service.keyring import ISSUER
+
+OWNER_CREDENTIAL_META = "owner_credential"
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrapped:
+    owner_file: Path
+    project_id: str
+
+
+def write_private_json(path: Path, data: dict[str, object]) -> None:
+    """Write a credentials file readable by its owner only (mode 0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+async def bootstrap(keyless: Keyless, data_dir: Path) -> Bootstrapped:
+    core = keyless.core
+    settings = keyless.settings
+    await core.store.init_meta("organization_number", str(secrets.randbelow(9 * 10**11) + 10**11))
+    project = await keyless.admin.ensure_project(settings.default_project)
+    await core.store.init_meta("default_project", project.project_id)
+    await core.keyring.signing_key(ISSUER, "keyless ID token issuer")
+
+    owner = await core.store.find_user(settings.owner_email)
+    if owner is None:
+        owner, client_secret, refresh_token = await keyless.admin.create_user(settings.owner_email)
+        secret_blob = core.master.encrypt(json.dumps([client_secret, refresh_token]).encode(),
+                                          context=OWNER_CREDENTIAL_META)
+        await core.store.init_meta(OWNER_CREDENTIAL_META, secret_blob.hex())
+        await keyless.admin.grant(project_resource(project.project_id), "roles/owner", f"user:{owner.email}")
+    stored = await core.store.get_meta(OWNER_CREDENTIAL_META)
+    assert stored is not None
+    # Any replica holding the master key can write the owner's file, so a fresh data dir joins an installation.
+    client_secret, refresh_token = json.loads(core.master.decrypt(bytes.fromhex(stored),
+                                                                  context=OWNER_CREDENTIAL_META))
+    owner_file = data_dir / "owner.json"
+    write_private_json(owner_file, authorized_user_file(owner, client_secret, refresh_token, settings.token_uri,
+                                                        project.project_id))
+    return Bootstrapped(owner_file, project.project_id)

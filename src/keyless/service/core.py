@@ -1,0 +1,109 @@
+"""The shared state of a running keyless and the permission checks every operation uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keyless.clock import Clock
+from keyless.crypto.keys import MasterKey
+from keyless.crypto.tokens import TokenMinter
+from keyless.domain.conditions import RequestContext
+from keyless.domain.names import AccountRef
+from keyless.domain.policy import EMPTY_POLICY, Policy, Principal, is_allowed, load_stored_policy
+from keyless.errors import PermissionDenied
+from keyless.service.config import Settings
+from keyless.service.keyring import KeyRing
+from keyless.storage.base import ServiceAccount, Store
+
+SA_RESOURCE_TYPE = "iam.googleapis.com/ServiceAccount"
+PROJECT_RESOURCE_TYPE = "cloudresourcemanager.googleapis.com/Project"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller."""
+
+    principal: Principal
+    principal_id: str  # service-account unique id or user id
+    scopes: tuple[str, ...]
+    expires_at: float
+    token_id: str | None = None
+    key_id: str | None = None
+
+    @property
+    def email(self) -> str:
+        return self.principal.email
+
+
+def project_resource(project_id: str) -> str:
+    return f"projects/{project_id}"
+
+
+def account_resource(account: ServiceAccount) -> str:
+    """Where an account's own policy is stored: by unique id, so a re-created email inherits nothing."""
+    return f"projects/{account.project_id}/serviceAccounts/{account.unique_id}"
+
+
+def account_condition_name(account: ServiceAccount) -> str:
+    # IAM Conditions see service accounts as projects/-/serviceAccounts/UNIQUE_ID.
+    return f"projects/-/serviceAccounts/{account.unique_id}"
+
+
+class Core:
+    def __init__(self, store: Store, clock: Clock, settings: Settings, master: MasterKey) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.master = master
+        self.keyring = KeyRing(store, master, clock, settings)
+        self.minter = TokenMinter(master.token_mac_key)
+        self._policy_cache: dict[str, tuple[str, Policy]] = {}
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    async def resolve_account(self, ref: AccountRef | str) -> ServiceAccount | None:
+        """The active account named by email or unique id (deleted accounts resolve to None)."""
+        account = ref.account if isinstance(ref, AccountRef) else ref
+        if account.isdigit():
+            sa = await self.store.get_service_account(account)
+            return sa if sa is not None and sa.deleted_at is None else None
+        return await self.store.find_service_account(account.lower())
+
+    async def load_policy(self, resource: str) -> Policy:
+        stored = await self.store.get_policy(resource)
+        if stored is None:
+            return EMPTY_POLICY
+        cached = self._policy_cache.get(resource)
+        if cached is not None and cached[0] == stored.etag:
+            return cached[1]
+        policy = load_stored_policy(stored.body, stored.etag)
+        if len(self._policy_cache) > 10_000:
+            self._policy_cache.clear()
+        self._policy_cache[resource] = (stored.etag, policy)
+        return policy
+
+    async def identities(self, principal: Principal) -> frozenset[str]:
+        groups = await self.store.groups_of(principal.member)
+        if groups:
+            principal = Principal(principal.kind, principal.email, frozenset(groups))
+        return principal.identities()
+
+    async def allowed_on_account(self, identities: frozenset[str], permission: str, account: ServiceAccount) -> bool:
+        ctx = RequestContext(self.now(), account_condition_name(account), SA_RESOURCE_TYPE)
+        policies = [await self.load_policy(account_resource(account)),
+                    await self.load_policy(project_resource(account.project_id))]
+        return is_allowed(policies, identities, permission, ctx)
+
+    async def allowed_on_project(self, identities: frozenset[str], permission: str, project_id: str) -> bool:
+        ctx = RequestContext(self.now(), project_resource(project_id), PROJECT_RESOURCE_TYPE,
+                             "cloudresourcemanager.googleapis.com")
+        return is_allowed([await self.load_policy(project_resource(project_id))], identities, permission, ctx)
+
+    async def require_on_account(self, caller: Caller, permission: str, account: ServiceAccount) -> None:
+        if not await self.allowed_on_account(await self.identities(caller.principal), permission, account):
+            raise PermissionDenied.iam(permission, f"projects/-/serviceAccounts/{account.email}")
+
+    async def require_on_project(self, caller: Caller, permission: str, project_id: str) -> None:
+        if not await self.allowed_on_project(await self.identities(caller.principal), permission, project_id):
+            raise PermissionDenied.iam(permission, project_resource(project_id))

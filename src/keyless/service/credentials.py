@@ -1,0 +1,215 @@
+"""The IAM Credentials API: short-lived access tokens, ID tokens, signed blobs and signed JWTs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from keyless.crypto.jwt import sign_rs256, sign_rs256_raw_payload
+from keyless.crypto.keys import sign_pkcs1_sha256
+from keyless.domain import roles
+from keyless.domain.delegation import parse_delegates, plan_chain
+from keyless.domain.lifetimes import (
+    LIFETIME_EXTENSION_CONSTRAINT,
+    format_timestamp,
+    parse_bool,
+    resolve_lifetime,
+)
+from keyless.domain.names import AccountRef, parse_account_name
+from keyless.domain.policy import Principal
+from keyless.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from keyless.service.core import Caller, Core
+from keyless.service.keyring import ISSUER
+from keyless.storage.base import ServiceAccount
+
+MAX_SCOPES = 50
+ID_TOKEN_LIFETIME = 3600
+MAX_SIGN_JWT_AHEAD = 12 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_scopes: int = MAX_SCOPES
+    max_sign_blob_bytes: int = 1024 * 1024
+    max_sign_jwt_bytes: int = 64 * 1024
+
+
+def _service_account_principal(sa: ServiceAccount) -> Principal:
+    return Principal("serviceAccount", sa.email)
+
+
+class Credentials:
+    def __init__(self, core: Core, limits: Limits | None = None) -> None:
+        self.core = core
+        self.limits = limits or Limits()
+
+    async def authorize_chain(self, caller: Caller, target: AccountRef, raw_delegates: object,
+                              permission: str) -> ServiceAccount:
+        """Check the caller -> delegates -> target chain; return the target account."""
+        delegates = parse_delegates(raw_delegates, max_delegates=self.core.settings.max_delegates)
+        hops = plan_chain(delegates, target, permission)
+        identities = await self.core.identities(caller.principal)
+        seen: set[str] = set()
+        account: ServiceAccount | None = None
+        for hop in hops:
+            account = await self.core.resolve_account(hop.resource)
+            if account is None:
+                # Through the '-' wildcard a missing account is indistinguishable from a denial (as on Google).
+                raise PermissionDenied.iam(hop.permission, f"projects/-/serviceAccounts/{hop.resource.account}")
+            if account.unique_id in seen:
+                raise InvalidArgument(f"The delegation chain contains {account.email} more than once.",
+                                      field="delegates")
+            seen.add(account.unique_id)
+            if not await self.core.allowed_on_account(identities, hop.permission, account):
+                raise PermissionDenied.iam(hop.permission, f"projects/-/serviceAccounts/{account.email}")
+            if account.disabled:
+                raise FailedPrecondition(f"Service account {account.email} is disabled.")
+            identities = await self.core.identities(_service_account_principal(account))
+        assert account is not None
+        return account
+
+    async def lifetime_extension_allowed(self, account: ServiceAccount) -> bool:
+        for resource in (f"projects/{account.project_id}", "organizations/-"):
+            policy = await self.core.store.get_org_policy(resource, LIFETIME_EXTENSION_CONSTRAINT)
+            if policy is not None and list_constraint_allows(policy.spec, account.email):
+                return True
+        return False
+
+    async def generate_access_token(self, caller: Caller, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        target = parse_account_name(name, require_wildcard=True)
+        scopes = _scopes(body.get("scope"), self.limits.max_scopes)
+        account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_GET_ACCESS_TOKEN)
+        raw_lifetime = body.get("lifetime")
+        extended = raw_lifetime not in (None, "") and await self.lifetime_extension_allowed(account)
+        lifetime = resolve_lifetime(raw_lifetime, extended_allowed=extended)
+        now = int(self.core.now())
+        token, _ = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
+                                         scopes=scopes, issued_at=now, expires_at=now + lifetime)
+        return {"accessToken": token, "expireTime": format_timestamp(now + lifetime)}
+
+    async def id_token_claims(self, account: ServiceAccount, audience: str, *, include_email: bool,
+                              use_email_azp: bool = False, organization_number: bool = False) -> dict[str, Any]:
+        now = int(self.core.now())
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "azp": account.email if use_email_azp else account.unique_id,
+            "exp": now + ID_TOKEN_LIFETIME,
+            "iat": now,
+            "iss": self.core.settings.issuer,
+            "sub": account.unique_id,
+        }
+        if include_email:
+            claims["email"] = account.email
+            claims["email_verified"] = True
+        if organization_number:
+            org = await self.core.store.get_meta("organization_number")
+            claims["google"] = {"organization_number": int(org) if org else None}
+        return claims
+
+    async def sign_id_token(self, claims: Mapping[str, Any]) -> str:
+        key = await self.core.keyring.signing_key(ISSUER, "keyless ID token issuer")
+        return sign_rs256(key.private_key, key.key_id, claims)
+
+    async def generate_id_token(self, caller: Caller, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        target = parse_account_name(name, require_wildcard=True)
+        audience = body.get("audience")
+        if not isinstance(audience, str) or not audience.strip():
+            raise InvalidArgument("Invalid value for audience: the audience must be a non-empty string.",
+                                  field="audience")
+        include_email = parse_bool(body.get("includeEmail"), field="includeEmail")
+        use_email_azp = parse_bool(body.get("useEmailAzp"), field="useEmailAzp")
+        org_number = parse_bool(body.get("organizationNumberIncluded"), field="organizationNumberIncluded")
+        account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_GET_ID_TOKEN)
+        claims = await self.id_token_claims(account, audience, include_email=include_email,
+                                            use_email_azp=use_email_azp, organization_number=org_number)
+        return {"token": await self.sign_id_token(claims)}
+
+    async def _account_key(self, account: ServiceAccount) -> tuple[str, Any]:
+        key = await self.core.keyring.signing_key(account.unique_id, account.email)
+        return key.key_id, key.private_key
+
+    async def sign_blob(self, caller: Caller, name: str, body: Mapping[str, Any], *,
+                        payload_field: str = "payload", require_wildcard: bool = True) -> tuple[str, bytes]:
+        target = parse_account_name(name, require_wildcard=require_wildcard)
+        payload = decode_bytes(body.get(payload_field), field=payload_field)
+        if len(payload) > self.limits.max_sign_blob_bytes:
+            raise InvalidArgument(f"The {payload_field} is larger than {self.limits.max_sign_blob_bytes} bytes.",
+                                  field=payload_field)
+        account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_SIGN_BLOB)
+        key_id, key = await self._account_key(account)
+        return key_id, sign_pkcs1_sha256(key, payload)
+
+    async def sign_jwt(self, caller: Caller, name: str, body: Mapping[str, Any], *,
+                       add_exp: bool = False, require_wildcard: bool = True) -> tuple[str, str]:
+        target = parse_account_name(name, require_wildcard=require_wildcard)
+        raw = body.get("payload")
+        if not isinstance(raw, str) or not raw:
+            raise InvalidArgument("The payload must be a JSON object serialized as a string.", field="payload")
+        encoded = raw.encode()
+        if len(encoded) > self.limits.max_sign_jwt_bytes:
+            raise InvalidArgument(f"The payload is larger than {self.limits.max_sign_jwt_bytes} bytes.",
+                                  field="payload")
+        try:
+            claims = orjson.loads(encoded)
+        except orjson.JSONDecodeError:
+            raise InvalidArgument("The payload is not valid JSON.", field="payload") from None
+        if not isinstance(claims, dict):
+            raise InvalidArgument("The payload must be a JSON object.", field="payload")
+        now = int(self.core.now())
+        if "exp" in claims:
+            exp = claims["exp"]
+            if not isinstance(exp, int) or isinstance(exp, bool):
+                raise InvalidArgument("The exp claim must be an integer number of seconds since the epoch.",
+                                      field="payload")
+            if exp < now:
+                raise InvalidArgument("The exp claim is in the past.", field="payload")
+            if exp > now + MAX_SIGN_JWT_AHEAD:
+                raise InvalidArgument("The exp claim must be at most 12 hours in the future.", field="payload")
+        account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_SIGN_JWT)
+        key_id, key = await self._account_key(account)
+        if add_exp and "exp" not in claims:
+            claims["exp"] = now + 3600
+            claims.setdefault("iat", now)
+            return key_id, sign_rs256(key, key_id, claims)
+        return key_id, sign_rs256_raw_payload(key, key_id, encoded)
+
+
+def _scopes(raw: object, limit: int) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = raw.split()
+    if not isinstance(raw, list) or not raw:
+        raise InvalidArgument("Scope required.", field="scope")
+    if len(raw) > limit:
+        raise InvalidArgument(f"Too many scopes: {len(raw)}; at most {limit} are allowed.", field="scope")
+    if not all(isinstance(s, str) and s.strip() for s in raw):
+        raise InvalidArgument("Each scope must be a non-empty string.", field="scope")
+    return tuple(dict.fromkeys(s.strip() for s in raw))
+
+
+def decode_bytes(value: object, *, field: str) -> bytes:
+    """proto3 JSON bytes: standard or URL-safe base64, padded or not."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{field} is required and must be a base64 string.", field=field)
+    text = value.strip().replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"Invalid value at '{field}' (TYPE_BYTES): not valid base64.", field=field) from None
+
+
+def list_constraint_allows(spec: Mapping[str, Any], value: str) -> bool:
+    """Org Policy v2 list-constraint rules: ``allowAll``, ``denyAll`` or ``values.allowedValues``."""
+    for rule in spec.get("rules", ()):
+        if rule.get("denyAll"):
+            return False
+        if rule.get("allowAll"):
+            return True
+        allowed = rule.get("values", {}).get("allowedValues", ())
+        if value in allowed or f"serviceAccount:{value}" in allowed:
+            return True
+    return False

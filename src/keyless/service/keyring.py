@@ -1,0 +1,106 @@
+"""System-managed signing keys: created when first needed, rotated on schedule, published after retirement.
+
+Owners are service accounts (by unique id) and ``issuer``, the key set that signs ID tokens. Private keys are
+decrypted once and kept as loaded key objects (re-parsing a PEM per signature costs milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from keyless.clock import Clock
+from keyless.crypto.keys import MasterKey, generate_key_pair, load_private_key
+from keyless.domain.names import new_key_id
+from keyless.service.config import Settings
+from keyless.storage.base import KeyRecord, Store
+
+ISSUER = "issuer"
+SYSTEM_MANAGED = "SYSTEM_MANAGED"
+USER_MANAGED = "USER_MANAGED"
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    key_id: str
+    private_key: rsa.RSAPrivateKey
+
+
+class KeyRing:
+    def __init__(self, store: Store, master: MasterKey, clock: Clock, settings: Settings) -> None:
+        self._store = store
+        self._master = master
+        self._clock = clock
+        self._settings = settings
+        self._loaded: dict[str, rsa.RSAPrivateKey] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def private_key(self, record: KeyRecord) -> rsa.RSAPrivateKey:
+        key = self._loaded.get(record.key_id)
+        if key is None:
+            if record.private_key_enc is None:
+                raise ValueError("key has no private part")
+            pem = self._master.decrypt(record.private_key_enc, context=record.key_id)
+            key = load_private_key(pem)
+            self._loaded[record.key_id] = key
+        return key
+
+    def encrypt_private_key(self, key_id: str, pem: bytes) -> bytes:
+        return self._master.encrypt(pem, context=key_id)
+
+    def _is_current(self, record: KeyRecord, now: float) -> bool:
+        return (record.key_type == SYSTEM_MANAGED and not record.disabled and record.retired_at is None
+                and record.private_key_enc is not None
+                and now < record.created_at + self._settings.key_rotation_period
+                and record.valid_after <= now < record.valid_before)
+
+    async def signing_key(self, owner: str, common_name: str) -> SigningKey:
+        """The current system-managed key of ``owner``, creating or rotating it when due."""
+        now = self._clock.now()
+        records = await self._store.list_keys(owner)
+        current = [r for r in records if self._is_current(r, now)]
+        if current:
+            newest = current[-1]
+            return SigningKey(newest.key_id, self.private_key(newest))
+        lock = self._locks.setdefault(owner, asyncio.Lock())
+        async with lock:
+            records = await self._store.list_keys(owner)
+            now = self._clock.now()
+            current = [r for r in records if self._is_current(r, now)]
+            if current:
+                return SigningKey(current[-1].key_id, self.private_key(current[-1]))
+            record, _ = await self._create(owner, common_name, SYSTEM_MANAGED, now)
+            for old in records:
+                if old.key_type == SYSTEM_MANAGED and old.retired_at is None:
+                    await self._store.update_key(old.key_id, retired_at=now)
+            return SigningKey(record.key_id, self.private_key(record))
+
+    async def create_user_managed(self, owner: str, common_name: str) -> tuple[KeyRecord, bytes]:
+        """A new user-managed key; returns the record and the private key PEM (handed to the caller once)."""
+        return await self._create(owner, common_name, USER_MANAGED, self._clock.now())
+
+    async def _create(self, owner: str, common_name: str, key_type: str, now: float) -> tuple[KeyRecord, bytes]:
+        # Generating an RSA key takes tens of milliseconds: keep it off the event loop.
+        pair = await asyncio.to_thread(generate_key_pair, common_name, now)
+        key_id = new_key_id()
+        record = KeyRecord(key_id=key_id, owner=owner, key_type=key_type, key_origin="GOOGLE_PROVIDED",
+                           certificate_pem=pair.certificate_pem,
+                           private_key_enc=self.encrypt_private_key(key_id, pair.private_pkcs8_pem),
+                           valid_after=pair.valid_after, valid_before=pair.valid_before, created_at=now)
+        await self._store.create_key(record)
+        self._loaded[key_id] = pair.private_key
+        return record, pair.private_pkcs8_pem
+
+    def is_published(self, record: KeyRecord, now: float) -> bool:
+        if record.disabled or record.deleted_at is not None or now >= record.valid_before:
+            return False
+        return record.retired_at is None or now < record.retired_at + self._settings.key_retention
+
+    async def published_keys(self, owner: str) -> list[KeyRecord]:
+        now = self._clock.now()
+        return [r for r in await self._store.list_keys(owner) if self.is_published(r, now)]
+
+    def forget(self, key_id: str) -> None:
+        self._loaded.pop(key_id, None)

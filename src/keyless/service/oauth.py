@@ -1,0 +1,195 @@
+"""The OAuth 2.0 endpoints: JWT-bearer and refresh-token grants, tokeninfo, revoke."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from keyless.crypto.jwt import JwtError, unverified_parts, verify_rs256
+from keyless.crypto.keys import public_key_of_cert
+from keyless.crypto.tokens import token_hash
+from keyless.errors import OAuthError, Unauthenticated, invalid_grant
+from keyless.service.admin import secret_hash
+from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token
+from keyless.service.core import Core
+from keyless.service.credentials import Credentials
+from keyless.service.keyring import ISSUER
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_LIFETIME = 3600
+MAX_ASSERTION_LIFETIME = 3600
+GOOGLE_TOKEN_AUDIENCES = ("https://oauth2.googleapis.com/token", "https://www.googleapis.com/oauth2/v4/token",
+                          "https://accounts.google.com/o/oauth2/token")
+USER_DEFAULT_SCOPES = (CLOUD_PLATFORM, "https://www.googleapis.com/auth/userinfo.email", "openid")
+TIMEFRAME = ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. "
+             "Check your iat and exp values in the JWT claim.")
+
+
+class OAuth:
+    def __init__(self, core: Core, credentials: Credentials) -> None:
+        self.core = core
+        self.credentials = credentials
+
+    def accepted_audiences(self) -> tuple[str, ...]:
+        own = self.core.settings.public_url.rstrip("/")
+        return (*GOOGLE_TOKEN_AUDIENCES, own + "/token", own + "/oauth2/v4/token")
+
+    async def token(self, form: Mapping[str, str]) -> dict[str, Any]:
+        grant_type = form.get("grant_type")
+        if grant_type == JWT_BEARER:
+            return await self._jwt_bearer(form)
+        if grant_type == "refresh_token":
+            return await self._refresh(form)
+        if not grant_type:
+            raise OAuthError("invalid_request", "Missing required parameter: grant_type")
+        raise OAuthError("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+
+    async def _jwt_bearer(self, form: Mapping[str, str]) -> dict[str, Any]:
+        assertion = form.get("assertion")
+        if not assertion:
+            raise OAuthError("invalid_request", "Missing required parameter: assertion")
+        try:
+            header, unverified = unverified_parts(assertion)
+        except JwtError:
+            raise invalid_grant("Invalid JWT: malformed assertion.") from None
+        iss = unverified.get("iss")
+        if not isinstance(iss, str) or not iss:
+            raise invalid_grant("Invalid JWT: the iss claim is missing.")
+        account = await self.core.store.find_service_account(iss.lower())
+        if account is None:
+            raise invalid_grant("Invalid grant: account not found")
+        kid = header.get("kid")
+        keys = [k for k in await self.core.store.list_keys(account.unique_id) if k.deleted_at is None]
+        if kid is not None:
+            keys = [k for k in keys if k.key_id == kid]
+            if keys and keys[0].disabled:
+                raise invalid_grant("Invalid JWT Signature: the key is disabled.")
+        keys = [k for k in keys if not k.disabled]
+        if not keys:
+            raise invalid_grant("Invalid JWT Signature.")
+        now = self.core.now()
+        claims: dict[str, Any] | None = None
+        used = None
+        for key in keys:
+            try:
+                claims = verify_rs256(assertion, [public_key_of_cert(key.certificate_pem)],
+                                      audience=self.accepted_audiences(), now=now, leeway=self.core.settings.clock_skew)
+                used = key
+                break
+            except JwtError as exc:
+                text = str(exc)
+                if "signature" in text or "no key" in text:
+                    continue
+                if "audience" in text.lower() or "aud" in text:
+                    raise invalid_grant("Invalid JWT: the aud claim is not this token endpoint.") from None
+                if "expired" in text or "before" in text or "not yet" in text or "exp" in text or "iat" in text:
+                    raise invalid_grant(TIMEFRAME) from None
+                raise invalid_grant(f"Invalid JWT: {text}.") from None
+        if claims is None or used is None:
+            raise invalid_grant("Invalid JWT Signature.")
+        if claims["exp"] - claims["iat"] > MAX_ASSERTION_LIFETIME:
+            raise invalid_grant(TIMEFRAME)
+        if account.disabled:
+            raise invalid_grant("Invalid grant: the service account is disabled.")
+        sub = claims.get("sub")
+        if sub is not None and sub != iss:
+            raise OAuthError("unauthorized_client", "Client is unauthorized to retrieve access tokens using this "
+                             "method, or client not authorized for any of the scopes requested.")
+        target_audience = claims.get("target_audience")
+        scope = claims.get("scope")
+        if target_audience is not None and scope is not None:
+            raise OAuthError("invalid_scope", "Exactly one of scope and target_audience may be given.")
+        if target_audience is not None:
+            if not isinstance(target_audience, str) or not target_audience:
+                raise OAuthError("invalid_request", "target_audience must be a non-empty string.")
+            id_claims = await self.credentials.id_token_claims(account, target_audience, include_email=True)
+            id_claims["azp"] = account.email
+            return {"id_token": await self.credentials.sign_id_token(id_claims)}
+        if not isinstance(scope, str) or not scope.split():
+            raise OAuthError("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
+        issued = int(now)
+        token, _ = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
+                                         scopes=tuple(scope.split()), issued_at=issued,
+                                         expires_at=issued + TOKEN_LIFETIME, key_id=used.key_id)
+        return {"access_token": token, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"}
+
+    async def _refresh(self, form: Mapping[str, str]) -> dict[str, Any]:
+        refresh_token = form.get("refresh_token")
+        client_id = form.get("client_id")
+        client_secret = form.get("client_secret")
+        if not refresh_token:
+            raise OAuthError("invalid_request", "Missing required parameter: refresh_token")
+        if not client_id or not client_secret:
+            raise OAuthError("invalid_client", "The OAuth client was not found.", http_status=401)
+        user = await self.core.store.find_user_by_refresh_hash(secret_hash(refresh_token))
+        if user is None or user.disabled:
+            raise invalid_grant("Token has been expired or revoked.")
+        client_ok = hmac.compare_digest(user.client_id.encode(), client_id.encode())
+        secret_ok = hmac.compare_digest(user.client_secret_hash.encode(), secret_hash(client_secret).encode())
+        if not (client_ok and secret_ok):
+            raise OAuthError("invalid_client", "Unauthorized", http_status=401)
+        scopes = tuple(form.get("scope", "").split()) or USER_DEFAULT_SCOPES
+        issued = int(self.core.now())
+        token, _ = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
+                                         issued_at=issued, expires_at=issued + TOKEN_LIFETIME,
+                                         client_id=user.client_id)
+        return {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
+                "token_type": "Bearer"}
+
+    async def tokeninfo(self, *, access_token: str | None, id_token: str | None) -> dict[str, Any]:
+        if access_token:
+            return await self._access_token_info(access_token)
+        if id_token:
+            return await self._id_token_info(id_token)
+        raise OAuthError("invalid_request", "Either access_token or id_token is required.")
+
+    async def _access_token_info(self, token: str) -> dict[str, Any]:
+        try:
+            caller = await authenticate_access_token(self.core, token)
+        except Unauthenticated:
+            raise OAuthError("invalid_token", "Invalid Value") from None
+        claims = self.core.minter.parse(token)
+        assert claims is not None
+        now = int(self.core.now())
+        audience = claims.client_id or caller.principal_id
+        return {
+            "azp": audience,
+            "aud": audience,
+            "sub": caller.principal_id,
+            "scope": " ".join(caller.scopes),
+            "exp": str(claims.expires_at),
+            "expires_in": str(max(0, claims.expires_at - now)),
+            "email": caller.email,
+            "email_verified": "true",
+            "access_type": "online",
+        }
+
+    async def _id_token_info(self, token: str) -> dict[str, Any]:
+        try:
+            header, _ = unverified_parts(token)
+        except JwtError:
+            raise OAuthError("invalid_token", "Invalid Value") from None
+        keys = await self.core.keyring.published_keys(ISSUER)
+        kid = header.get("kid")
+        candidates = [public_key_of_cert(k.certificate_pem) for k in keys if kid is None or k.key_id == kid]
+        try:
+            claims = verify_rs256(token, candidates, audience=None, now=self.core.now(), leeway=0)
+        except JwtError:
+            raise OAuthError("invalid_token", "Invalid Value") from None
+        if claims.get("iss") != self.core.settings.issuer:
+            raise OAuthError("invalid_token", "Invalid Value")
+        out = {k: (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)
+               for k, v in claims.items()}
+        out["alg"] = "RS256"
+        out["kid"] = header.get("kid")
+        out["typ"] = "JWT"
+        return out
+
+    async def revoke(self, token: str | None) -> None:
+        if not token:
+            raise OAuthError("invalid_request", "Missing required parameter: token")
+        claims = self.core.minter.parse(token)
+        if claims is None:
+            raise OAuthError("invalid_token", "Token is not revocable: only access tokens issued here are.")
+        await self.core.store.revoke_token(token_hash(claims.token_id), claims.expires_at)

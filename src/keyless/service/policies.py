@@ -1,0 +1,130 @@
+"""IAM allow policies on service accounts and projects: get, set (etag compare-and-swap), test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from keyless.domain.policy import (
+    Policy,
+    apply_update_mask,
+    check_requested_version,
+    new_etag,
+    parse_policy,
+)
+from keyless.domain.roles import ALL_PERMISSIONS
+from keyless.errors import Aborted, InvalidArgument, NotFound
+from keyless.service.core import Caller, Core, account_resource, project_resource
+from keyless.storage.base import ServiceAccount
+
+CONCURRENT_CHANGE = ("There were concurrent policy changes. Please retry the whole read-modify-write with "
+                     "exponential backoff.")
+MAX_TEST_PERMISSIONS = 100
+
+
+async def store_policy(core: Core, resource: str, policy: Policy, *, expected_etag: str | None) -> Policy:
+    """Write ``policy`` with a fresh etag; with ``expected_etag`` only if nobody wrote in between."""
+    stored = Policy(policy.version, policy.bindings, new_etag())
+    body: dict[str, Any] = {"version": stored.version, "bindings": [b.to_json() for b in stored.bindings]}
+    if not await core.store.put_policy(resource, body, stored.etag, expected_etag=expected_etag):
+        raise Aborted(CONCURRENT_CHANGE)
+    return stored
+
+
+def requested_version(query: Mapping[str, str], body: Mapping[str, Any]) -> int:
+    raw: Any = query.get("options.requestedPolicyVersion")
+    options = body.get("options")
+    if raw is None and isinstance(options, Mapping):
+        raw = options.get("requestedPolicyVersion")
+    if raw is None or raw == "":
+        return 0
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"Invalid requestedPolicyVersion '{raw}'.",
+                              field="options.requested_policy_version") from None
+
+
+def parse_permissions(body: Mapping[str, Any]) -> list[str]:
+    raw = body.get("permissions") or []
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise InvalidArgument("permissions must be a list of strings.", field="permissions")
+    if len(raw) > MAX_TEST_PERMISSIONS:
+        raise InvalidArgument(f"At most {MAX_TEST_PERMISSIONS} permissions can be tested at once.",
+                              field="permissions")
+    for permission in raw:
+        if "*" in permission:
+            raise InvalidArgument(f"Permissions with wildcards ({permission}) are not allowed.", field="permissions")
+    return raw
+
+
+class Policies:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def _set(self, resource: str, body: Mapping[str, Any], validate_members: bool = True) -> Policy:
+        raw = body.get("policy")
+        if raw is None:
+            raise InvalidArgument("policy is required.", field="policy")
+        new = parse_policy(raw)
+        current = await self.core.load_policy(resource)
+        merged = apply_update_mask(current, new, body.get("updateMask"))
+        if validate_members:
+            await self._check_members_exist(merged)
+        expected = new.etag or None
+        if expected is not None and expected != current.etag:
+            raise Aborted(CONCURRENT_CHANGE)
+        return await store_policy(self.core, resource, merged, expected_etag=expected)
+
+    async def _check_members_exist(self, policy: Policy) -> None:
+        for binding in policy.bindings:
+            for member in binding.members:
+                if member.startswith("serviceAccount:"):
+                    email = member.split(":", 1)[1]
+                    if email.endswith(".gserviceaccount.com") and await self.core.resolve_account(email) is None:
+                        raise InvalidArgument(f"Service account {email} does not exist.",
+                                              field="policy.bindings.members")
+
+    # service accounts
+    async def get_for_account(self, caller: Caller, account: ServiceAccount, version: int) -> Policy:
+        await self.core.require_on_account(caller, "iam.serviceAccounts.getIamPolicy", account)
+        policy = await self.core.load_policy(account_resource(account))
+        check_requested_version(policy, version)
+        return policy
+
+    async def set_for_account(self, caller: Caller, account: ServiceAccount, body: Mapping[str, Any]) -> Policy:
+        await self.core.require_on_account(caller, "iam.serviceAccounts.setIamPolicy", account)
+        return await self._set(account_resource(account), body)
+
+    async def test_on_account(self, caller: Caller, account: ServiceAccount, body: Mapping[str, Any]) -> list[str]:
+        permissions = parse_permissions(body)
+        identities = await self.core.identities(caller.principal)
+        return [p for p in permissions
+                if p in ALL_PERMISSIONS and await self.core.allowed_on_account(identities, p, account)]
+
+    # projects
+    async def _project_id(self, project: str) -> str:
+        found = await self.core.store.get_project(project)
+        if found is None:
+            # Resource Manager answers 403 for projects that do not exist or that the caller cannot see.
+            raise NotFound(f"Project '{project}' not found or permission denied.")
+        return found.project_id
+
+    async def get_for_project(self, caller: Caller, project: str, version: int) -> Policy:
+        project_id = await self._project_id(project)
+        await self.core.require_on_project(caller, "resourcemanager.projects.getIamPolicy", project_id)
+        policy = await self.core.load_policy(project_resource(project_id))
+        check_requested_version(policy, version)
+        return policy
+
+    async def set_for_project(self, caller: Caller, project: str, body: Mapping[str, Any]) -> Policy:
+        project_id = await self._project_id(project)
+        await self.core.require_on_project(caller, "resourcemanager.projects.setIamPolicy", project_id)
+        return await self._set(project_resource(project_id), body)
+
+    async def test_on_project(self, caller: Caller, project: str, body: Mapping[str, Any]) -> list[str]:
+        project_id = await self._project_id(project)
+        permissions = parse_permissions(body)
+        identities = await self.core.identities(caller.principal)
+        return [p for p in permissions
+                if p in ALL_PERMISSIONS and await self.core.allowed_on_project(identities, p, project_id)]

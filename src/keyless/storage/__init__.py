@@ -1,0 +1,20 @@
+"""Storage: one protocol (``base.Store``) and its backends. Nothing outside this package writes SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keyless.storage.base import Store
+
+
+def open_store(database: str | None, data_dir: Path) -> Store:
+    """The store named by ``--database`` (a ``sqlite:///`` path or URL), defaulting to SQLite in the data dir."""
+    from keyless.storage.sqlite import SqliteStore
+
+    if not database:
+        return SqliteStore(data_dir / "keyless.db")
+    if database.startswith("sqlite:///"):
+        return SqliteStore(Path(database[len("sqlite:///"):]))
+    if database.startswith(("postgresql://", "postgres://")):
+        raise SystemExit("PostgreSQL support is not available in this build yet (see docs/operations.md).")
+    raise SystemExit(f"Unsupported --database URL: {database!r} (use sqlite:///PATH)")

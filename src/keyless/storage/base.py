@@ -1,0 +1,136 @@
+"""The storage protocol every backend implements, and the records it stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    project_id: str
+    number: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccount:
+    unique_id: str
+    project_id: str
+    account_id: str
+    email: str
+    display_name: str = ""
+    description: str = ""
+    disabled: bool = False
+    deleted_at: float | None = None
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    key_id: str
+    owner: str  # service-account unique id, or "issuer" for the ID-token signing keys
+    key_type: str  # SYSTEM_MANAGED | USER_MANAGED
+    key_origin: str  # GOOGLE_PROVIDED | USER_PROVIDED
+    certificate_pem: bytes
+    private_key_enc: bytes | None  # encrypted with the master key; None for uploaded keys
+    valid_after: float
+    valid_before: float
+    created_at: float
+    disabled: bool = False
+    retired_at: float | None = None  # system-managed: no longer used to sign after this time
+    deleted_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    email: str
+    client_id: str
+    client_secret_hash: str
+    refresh_token_hash: str
+    created_at: float
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPolicy:
+    resource: str
+    body: dict[str, Any]
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrgPolicy:
+    resource: str
+    constraint: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    etag: str = ""
+    updated_at: float = 0.0
+
+
+class Conflict(Exception):
+    """A uniqueness or compare-and-swap condition failed in the store."""
+
+
+class Store(Protocol):
+    """What the service needs from a database. Every backend passes ``tests/storage``."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # settings of the installation (organization number, default project, ...)
+    async def get_meta(self, key: str) -> str | None: ...
+    async def init_meta(self, key: str, value: str) -> str:
+        """Set ``key`` unless it is set already; return the value in force."""
+        ...
+
+    async def create_project(self, project: Project) -> None: ...
+    async def get_project(self, project_id: str) -> Project | None: ...
+    async def list_projects(self) -> list[Project]: ...
+
+    async def create_service_account(self, account: ServiceAccount) -> None:
+        """Raise ``Conflict`` if an active account has the same email."""
+        ...
+    async def get_service_account(self, unique_id: str) -> ServiceAccount | None:
+        """By unique id, deleted accounts included."""
+        ...
+    async def find_service_account(self, email: str) -> ServiceAccount | None:
+        """The active (not deleted) account with this email."""
+        ...
+    async def list_service_accounts(self, project_id: str, *, after_email: str, limit: int) -> list[ServiceAccount]: ...
+    async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None: ...
+
+    async def create_key(self, key: KeyRecord) -> None: ...
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+    async def list_keys(self, owner: str) -> list[KeyRecord]:
+        """All keys of an owner that are not deleted, oldest first."""
+        ...
+    async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None: ...
+
+    async def get_policy(self, resource: str) -> StoredPolicy | None: ...
+    async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:
+        """Write a policy. With ``expected_etag`` the write happens only if the stored etag still matches
+        (``"ACAB"`` meaning: no policy stored yet); returns False when it did not."""
+        ...
+    async def policies_mentioning(self, text: str) -> list[StoredPolicy]: ...
+
+    async def create_user(self, user: User) -> None: ...
+    async def get_user(self, user_id: str) -> User | None: ...
+    async def find_user(self, email: str) -> User | None: ...
+    async def find_user_by_refresh_hash(self, refresh_token_hash: str) -> User | None: ...
+    async def list_users(self) -> list[User]: ...
+
+    async def set_group(self, group: str, members: list[str]) -> None: ...
+    async def get_group(self, group: str) -> list[str] | None: ...
+    async def list_groups(self) -> dict[str, list[str]]: ...
+    async def delete_group(self, group: str) -> bool: ...
+    async def groups_of(self, member: str) -> list[str]: ...
+
+    async def get_org_policy(self, resource: str, constraint: str) -> OrgPolicy | None: ...
+    async def put_org_policy(self, policy: OrgPolicy) -> None: ...
+    async def delete_org_policy(self, resource: str, constraint: str) -> bool: ...
+    async def list_org_policies(self, resource: str) -> list[OrgPolicy]: ...
+
+    async def revoke_token(self, token_hash: str, expires_at: float) -> None: ...
+    async def is_token_revoked(self, token_hash: str) -> bool: ...
