@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from keyless.errors import MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
+from keyless.domain.lifetimes import format_timestamp
 from keyless.service.admin import Admin, authorized_user_file
 
 
@@ -94,3 +95,13 @@ async def org_policies(request: Request) -> Response:
         await kl.admin.delete_org_policy(caller, parent, name)
         return JSONResponse({})
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+
+
+async def advance_clock(request: Request) -> Response:
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    if request.method != "POST":
+        raise MethodNotAllowed("Use POST.")
+    data = await read_json(request, ("seconds",))
+    now = await kl.admin.advance_clock(caller, data.get("seconds"))
+    return JSONResponse({"now": format_timestamp(now)})

@@ -74,6 +74,7 @@ def routes() -> list[Route]:
         Route("/keyless/v1/groups", admin.groups, methods=ALL),
         Route("/keyless/v1/groups/{group}", admin.group, methods=ALL),
         Route("/keyless/v1/projects", admin.projects, methods=ALL),
+        Route("/keyless/v1/debug/clock:advance", admin.advance_clock, methods=ALL),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
 

@@ -7,10 +7,11 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT
+from keyless.clock import OffsetClock
+from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_duration
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
 from keyless.domain.policy import Binding, Policy, new_etag, validate_member
-from keyless.errors import AlreadyExists, InvalidArgument, NotFound
+from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from keyless.service.core import Caller, Core, project_resource
 from keyless.service.policies import store_policy
 from keyless.storage.base import Conflict, OrgPolicy, Project, User
@@ -46,6 +47,20 @@ class Admin:
 
     async def require_admin(self, caller: Caller) -> None:
         await self.core.require_on_project(caller, ADMIN_PERMISSION, self.core.settings.default_project)
+
+    async def advance_clock(self, caller: Caller, seconds: object) -> float:
+        """Move the server's clock forward (only with ``--allow-time-travel``)."""
+        await self.require_admin(caller)
+        clock = self.core.clock
+        if not isinstance(clock, OffsetClock):
+            raise FailedPrecondition("Time travel is off: start the server with --allow-time-travel.")
+        if isinstance(seconds, str):
+            seconds = parse_duration(seconds, field="seconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
+            raise InvalidArgument("seconds must be a positive number or a duration such as \"3600s\".",
+                                  field="seconds")
+        clock.advance(float(seconds))
+        return clock.now()
 
     async def ensure_project(self, project_id: str) -> Project:
         found = await self.core.store.get_project(project_id)
