@@ -154,7 +154,7 @@ def start_server(data_dir: Path, *extra: str, timeout: float = 30.0) -> Server:
     """Start ``keyless serve`` and wait until it has written endpoints.json (its readiness signal)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     endpoints = data_dir / "endpoints.json"
-    log = open(data_dir / "server.log", "ab")  # noqa: SIM115 (closed with the process)
+    log = open(data_dir / "server.log", "ab")
     proc = subprocess.Popen([*KEYLESS, "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,19 @@ def remove_endpoints(data_dir: Path) -> None:
         pass
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after shutting down, which would skip our clean-up; we handle signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
 async def serve(options: ServeOptions) -> None:
     data_dir = options.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +102,8 @@ async def serve(options: ServeOptions) -> None:
     master = MasterKey.load_or_create(master_key_path(options))
     sock = bind_socket(options.host, options.port)
     port = sock.getsockname()[1]
-    api_url = url_of(options.host if options.host not in ("0.0.0.0", "::") else "127.0.0.1", port)
+    wildcard = options.host in ("0.0.0.0", "::")  # noqa: S104 (comparing, not binding)
+    api_url = url_of("127.0.0.1" if wildcard else options.host, port)
     settings = Settings(
         default_project=options.project,
         issuer=options.issuer,
@@ -102,7 +118,10 @@ async def serve(options: ServeOptions) -> None:
     app = build_app(keyless)
     config = uvicorn.Config(app, log_level=options.log_level, access_log=False, lifespan="off",
                             server_header=False, date_header=True)
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_exit)
 
     async def announce() -> None:
         while not server.started:
@@ -124,9 +143,5 @@ async def serve(options: ServeOptions) -> None:
 def run(options: ServeOptions) -> None:
     logging.basicConfig(level=getattr(logging, options.log_level.upper(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(options))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)

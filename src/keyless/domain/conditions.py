@@ -95,6 +95,7 @@ def compile_condition(expression: str) -> CompiledCondition:
     compiled = CompiledCondition(expression, program)
     probe = RequestContext(time=1_700_000_000.0, resource_name="projects/_/serviceAccounts/probe",
                            resource_type="iam.googleapis.com/ServiceAccount")
+    result: object
     try:
         result = program.evaluate(_activation(probe))
     except Exception as exc:  # celpy raises for some type errors instead of returning them

@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keyless.domain.lifetimes import format_timestamp
 from keyless.errors import MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
-from keyless.domain.lifetimes import format_timestamp
 from keyless.service.admin import Admin, authorized_user_file
 
 

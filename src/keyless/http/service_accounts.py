@@ -28,7 +28,7 @@ async def collection(request: Request) -> Response:
     caller = await api_caller(request)
     project = request.path_params["project"]
     if request.method == "GET":
-        accounts, token = await kl.accounts.list(caller, project, request.query_params.get("pageSize"),
+        accounts, token = await kl.accounts.list_accounts(caller, project, request.query_params.get("pageSize"),
                                                  request.query_params.get("pageToken"))
         body: dict[str, object] = {"accounts": [service_account_json(a) for a in accounts]}
         if token:

@@ -20,8 +20,8 @@ from keyless.domain.names import (
 )
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from keyless.service.core import Caller, Core
-from keyless.service.policies import store_policy
 from keyless.service.keyring import SYSTEM_MANAGED, USER_MANAGED
+from keyless.service.policies import store_policy
 from keyless.storage.base import Conflict, KeyRecord, ServiceAccount
 
 UNDELETE_WINDOW = 30 * 86400
@@ -97,7 +97,7 @@ class Accounts:
                                 resource_name=f"projects/{project_id}/serviceAccounts/{email}") from None
         return account
 
-    async def list(self, caller: Caller, project: str, page_size: object, page_token: object
+    async def list_accounts(self, caller: Caller, project: str, page_size: object, page_token: object
                    ) -> tuple[list[ServiceAccount], str]:
         project_id = await self._project(project)
         await self.core.require_on_project(caller, "iam.serviceAccounts.list", project_id)
@@ -243,7 +243,8 @@ class Accounts:
         try:
             pem = base64.b64decode(raw, validate=True)
             cert = load_certificate(pem)
-            if not isinstance(cert.public_key(), rsa.RSAPublicKey) or cert.public_key().key_size < 2048:
+            public = cert.public_key()
+            if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
                 raise ValueError("not RSA-2048")
         except Exception:
             raise InvalidArgument("publicKeyData is not a base64-encoded PEM X.509 certificate of an RSA key "

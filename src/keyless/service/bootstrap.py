@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ class Bootstrapped:
     project_id: str
 
 
-def write_private_json(path: Path, data: dict[str, object]) -> None:
+def write_private_json(path: Path, data: Mapping[str, object]) -> None:
     """Write a credentials file readable by its owner only (mode 0600), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

@@ -1,0 +1,99 @@
+"""``keyless serve`` start-up: data dir, restarts, servers side by side, global CLI options."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import requests
+
+from tests.conftest import KEYLESS, start_server
+
+
+def test_restart_keeps_owner_accounts_and_keys(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = start_server(data)
+    try:
+        owner_before = json.loads(first.owner_file.read_text())
+        email = first.create_sa("keeps-me")
+        certs_before = requests.get(f"{first.url}/oauth2/v1/certs", timeout=5).json()
+    finally:
+        first.stop()
+    assert not (data / "endpoints.json").exists(), "endpoints.json must be removed on exit"
+    second = start_server(data)
+    try:
+        owner_after = json.loads(second.owner_file.read_text())
+        assert owner_after["refresh_token"] == owner_before["refresh_token"]
+        assert owner_after["client_secret"] == owner_before["client_secret"]
+        got = second.owner("GET", f"/v1/projects/keyless-dev/serviceAccounts/{email}")
+        assert got["email"] == email
+        assert requests.get(f"{second.url}/oauth2/v1/certs", timeout=5).json() == certs_before
+    finally:
+        second.stop()
+
+
+def test_servers_side_by_side_do_not_clash(tmp_path: Path) -> None:
+    a = start_server(tmp_path / "a")
+    b = start_server(tmp_path / "b")
+    try:
+        assert a.url != b.url
+        a.create_sa("only-in-a")
+        r = requests.get(f"{b.url}/v1/projects/keyless-dev/serviceAccounts/only-in-a@keyless-dev.iam.gserviceaccount.com",
+                         headers={"Authorization": f"Bearer {b.owner_token}"}, timeout=5)
+        assert r.status_code == 404
+        # A token of one server means nothing to the other (different master keys).
+        r = requests.get(f"{b.url}/v1/projects/keyless-dev/serviceAccounts",
+                         headers={"Authorization": f"Bearer {a.owner_token}"}, timeout=5)
+        assert r.status_code == 401
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_master_key_file_option_keeps_key_out_of_data_dir(tmp_path: Path) -> None:
+    key_file = tmp_path / "secrets" / "master.key"
+    srv = start_server(tmp_path / "data", "--master-key-file", str(key_file))
+    try:
+        assert key_file.exists()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert not (tmp_path / "data" / "master.key").exists()
+        db = (tmp_path / "data" / "keyless.db").read_bytes()
+        assert key_file.read_text().strip().encode() not in db
+    finally:
+        srv.stop()
+
+
+def test_users_add_with_global_options_before_and_after_verb(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLESS_")}
+        out1 = tmp_path / "alice.json"
+        subprocess.run([*KEYLESS, "--data-dir", str(srv.data_dir), "users", "add", "alice@example.com",
+                        "--output", str(out1)], check=True, env=env, capture_output=True, timeout=60)
+        out2 = tmp_path / "bob.json"
+        subprocess.run([*KEYLESS, "users", "add", "bob@example.com", "--output", str(out2), "--url", srv.url,
+                        "--credential-file", str(srv.owner_file)], check=True, env=env, capture_output=True,
+                       timeout=60)
+        for path, email in ((out1, "alice@example.com"), (out2, "bob@example.com")):
+            info = json.loads(path.read_text())
+            assert info["type"] == "authorized_user" and info["account"] == email
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            srv.user_token(path)
+        # A non-owner cannot register users.
+        proc = subprocess.run([*KEYLESS, "users", "add", "eve@example.com", "--url", srv.url,
+                               "--credential-file", str(out1)], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0
+        assert "PERMISSION_DENIED" in proc.stderr
+    finally:
+        srv.stop()
+
+
+def test_cli_without_server_says_how_to_start_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLESS_")}
+    proc = subprocess.run([*KEYLESS, "--data-dir", str(tmp_path / "none"), "users", "list"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "keyless serve" in proc.stderr

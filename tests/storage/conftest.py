@@ -1,0 +1,39 @@
+"""Every storage backend runs the same conformance suite: add a backend to ``BACKENDS`` and it is tested."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keyless.storage.base import Store
+from keyless.storage.sqlite import SqliteStore
+
+
+def _sqlite(tmp_path: Path) -> Store:
+    return SqliteStore(tmp_path / "conformance.db")
+
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
+
+
+class Runner:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.loop = loop
+
+    def __call__(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runner]:
+    loop = asyncio.new_event_loop()
+    store = BACKENDS[request.param](tmp_path)
+    loop.run_until_complete(store.open())
+    yield Runner(store, loop)
+    loop.run_until_complete(store.close())
+    loop.close()

@@ -1,0 +1,141 @@
+"""The storage protocol's contract, run against every backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from keyless.storage.base import Conflict, KeyRecord, OrgPolicy, Project, ServiceAccount, User
+from tests.storage.conftest import Runner
+
+
+def _sa(uid: str = "100000000000000000001", email: str = "a-sa@p.iam.gserviceaccount.com") -> ServiceAccount:
+    return ServiceAccount(unique_id=uid, project_id="proj-one", account_id=email.split("@")[0], email=email,
+                          created_at=1.0)
+
+
+def _key(key_id: str, owner: str = "100000000000000000001", created: float = 1.0, **kw: object) -> KeyRecord:
+    return KeyRecord(key_id=key_id, owner=owner, key_type="SYSTEM_MANAGED", key_origin="GOOGLE_PROVIDED",
+                     certificate_pem=b"-----CERT-----", private_key_enc=b"\x00secret", valid_after=0.0,
+                     valid_before=10.0**10, created_at=created, **kw)  # type: ignore[arg-type]
+
+
+def test_meta_init_keeps_first_value(db: Runner) -> None:
+    assert db(db.store.get_meta("k")) is None
+    assert db(db.store.init_meta("k", "one")) == "one"
+    assert db(db.store.init_meta("k", "two")) == "one"
+    assert db(db.store.get_meta("k")) == "one"
+
+
+def test_projects_by_id_or_number(db: Runner) -> None:
+    db(db.store.create_project(Project("proj-one", "123456789012", 1.0)))
+    assert db(db.store.get_project("proj-one")).number == "123456789012"
+    assert db(db.store.get_project("123456789012")).project_id == "proj-one"
+    with pytest.raises(Conflict):
+        db(db.store.create_project(Project("proj-one", "999", 1.0)))
+    assert [p.project_id for p in db(db.store.list_projects())] == ["proj-one"]
+
+
+def test_service_account_lifecycle(db: Runner) -> None:
+    sa = _sa()
+    db(db.store.create_service_account(sa))
+    assert db(db.store.find_service_account(sa.email)) == sa
+    assert db(db.store.find_service_account(sa.email.upper())) == sa
+    with pytest.raises(Conflict):
+        db(db.store.create_service_account(_sa(uid="100000000000000000002")))
+    updated = db(db.store.update_service_account(sa.unique_id, display_name="X", disabled=True))
+    assert updated.display_name == "X" and updated.disabled
+    db(db.store.update_service_account(sa.unique_id, deleted_at=5.0))
+    assert db(db.store.find_service_account(sa.email)) is None
+    assert db(db.store.get_service_account(sa.unique_id)).deleted_at == 5.0
+    # The email is free again once the account is deleted; undeleting the old one then conflicts.
+    db(db.store.create_service_account(_sa(uid="100000000000000000002")))
+    with pytest.raises(Conflict):
+        db(db.store.update_service_account(sa.unique_id, deleted_at=None))
+    with pytest.raises(ValueError):
+        db(db.store.update_service_account(sa.unique_id, email="x@y"))
+
+
+def test_list_service_accounts_pages_by_email(db: Runner) -> None:
+    for i in range(5):
+        db(db.store.create_service_account(_sa(uid=f"10000000000000000000{i}", email=f"sa-{i}@p.iam.gserviceaccount.com")))
+    first = db(db.store.list_service_accounts("proj-one", after_email="", limit=2))
+    assert [a.email[:4] for a in first] == ["sa-0", "sa-1"]
+    rest = db(db.store.list_service_accounts("proj-one", after_email=first[-1].email, limit=10))
+    assert [a.email[:4] for a in rest] == ["sa-2", "sa-3", "sa-4"]
+    assert db(db.store.list_service_accounts("other", after_email="", limit=10)) == []
+
+
+def test_keys(db: Runner) -> None:
+    db(db.store.create_key(_key("b" * 40, created=2.0)))
+    db(db.store.create_key(_key("a" * 40, created=1.0)))
+    db(db.store.create_key(_key("c" * 40, owner="other")))
+    assert [k.key_id[0] for k in db(db.store.list_keys("100000000000000000001"))] == ["a", "b"]
+    got = db(db.store.get_key("a" * 40))
+    assert got.private_key_enc == b"\x00secret" and got.certificate_pem == b"-----CERT-----"
+    assert db(db.store.update_key("a" * 40, disabled=True, retired_at=3.0)).disabled
+    db(db.store.update_key("a" * 40, deleted_at=4.0))
+    assert db(db.store.get_key("a" * 40)) is None
+    assert [k.key_id[0] for k in db(db.store.list_keys("100000000000000000001"))] == ["b"]
+
+
+def test_policy_compare_and_swap(db: Runner) -> None:
+    assert db(db.store.get_policy("projects/p")) is None
+    assert db(db.store.put_policy("projects/p", {"bindings": []}, "e1", expected_etag="ACAB"))
+    assert not db(db.store.put_policy("projects/p", {"bindings": [1]}, "e2", expected_etag="ACAB"))
+    assert not db(db.store.put_policy("projects/p", {"bindings": [2]}, "e2", expected_etag="stale"))
+    assert db(db.store.get_policy("projects/p")).etag == "e1"
+    assert db(db.store.put_policy("projects/p", {"bindings": [3]}, "e3", expected_etag="e1"))
+    assert db(db.store.put_policy("projects/p", {"bindings": [4]}, "e4", expected_etag=None))
+    stored = db(db.store.get_policy("projects/p"))
+    assert stored.body == {"bindings": [4]} and stored.etag == "e4"
+
+
+def test_policies_mentioning_is_literal(db: Runner) -> None:
+    db(db.store.put_policy("a", {"m": ["serviceAccount:x_y@p"]}, "e", expected_etag=None))
+    db(db.store.put_policy("b", {"m": ["serviceAccount:xzy@p"]}, "e", expected_etag=None))
+    assert [p.resource for p in db(db.store.policies_mentioning("serviceAccount:x_y@p"))] == ["a"]
+    assert [p.resource for p in db(db.store.policies_mentioning("%"))] == []
+
+
+def test_users(db: Runner) -> None:
+    user = User("1", "alice@example.com", "cid", "sh", "rh", 1.0)
+    db(db.store.create_user(user))
+    assert db(db.store.find_user("ALICE@example.com")) == user
+    assert db(db.store.find_user_by_refresh_hash("rh")) == user
+    assert db(db.store.get_user("1")) == user
+    with pytest.raises(Conflict):
+        db(db.store.create_user(User("2", "alice@example.com", "cid2", "sh", "rh2", 1.0)))
+    assert [u.email for u in db(db.store.list_users())] == ["alice@example.com"]
+
+
+def test_groups(db: Runner) -> None:
+    assert db(db.store.get_group("g@x")) is None
+    db(db.store.set_group("g@x", ["user:a@x", "user:b@x"]))
+    db(db.store.set_group("h@x", ["user:a@x"]))
+    assert db(db.store.get_group("g@x")) == ["user:a@x", "user:b@x"]
+    assert sorted(db(db.store.groups_of("user:a@x"))) == ["g@x", "h@x"]
+    db(db.store.set_group("g@x", ["user:b@x"]))
+    assert db(db.store.groups_of("user:a@x")) == ["h@x"]
+    db(db.store.set_group("empty@x", []))
+    assert db(db.store.list_groups()) == {"empty@x": [], "g@x": ["user:b@x"], "h@x": ["user:a@x"]}
+    assert db(db.store.delete_group("h@x"))
+    assert not db(db.store.delete_group("h@x"))
+    assert db(db.store.groups_of("user:a@x")) == []
+
+
+def test_org_policies(db: Runner) -> None:
+    policy = OrgPolicy("projects/p", "constraints/c", {"rules": [{"allowAll": True}]}, "e1", 1.0)
+    db(db.store.put_org_policy(policy))
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")) == policy
+    db(db.store.put_org_policy(OrgPolicy("projects/p", "constraints/c", {"rules": []}, "e2", 2.0)))
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")).etag == "e2"
+    assert len(db(db.store.list_org_policies("projects/p"))) == 1
+    assert db(db.store.delete_org_policy("projects/p", "constraints/c"))
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")) is None
+
+
+def test_revocation(db: Runner) -> None:
+    assert not db(db.store.is_token_revoked("h"))
+    db(db.store.revoke_token("h", 10.0))
+    db(db.store.revoke_token("h", 10.0))
+    assert db(db.store.is_token_revoked("h"))
