@@ -24,6 +24,8 @@ def test_meta_init_keeps_first_value(db: Runner) -> None:
     assert db(db.store.init_meta("k", "one")) == "one"
     assert db(db.store.init_meta("k", "two")) == "one"
     assert db(db.store.get_meta("k")) == "one"
+    db(db.store.set_meta("k", "three"))
+    assert db(db.store.get_meta("k")) == "three"
 
 
 def test_projects_by_id_or_number(db: Runner) -> None:

@@ -58,13 +58,48 @@ def serve(
     allow_time_travel: Annotated[bool, typer.Option(help="Let the owner move the clock forward (tests only).")]
     = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
+    proxy_port: Annotated[int | None, typer.Option(
+        help="Interception proxy port (default: API port + 1; 0 picks a free port; -1 turns it off).")] = None,
+    metadata_port: Annotated[int | None, typer.Option(
+        help="Metadata server port (default: API port + 2; 0 picks a free port; -1 turns it off).")] = None,
+    metadata_host: Annotated[str, typer.Option(help="Metadata server address.")] = "127.0.0.1",
+    attach: Annotated[str | None, typer.Option(help="Service account the metadata server serves.")] = None,
 ) -> None:
     """Start the keyless server (SQLite under ./.keyless unless told otherwise)."""
     from keyless.server import ServeOptions, run
 
     run(ServeOptions(data_dir=_globals.resolved_data_dir(), host=host, port=port, database=database,
                      project=project, master_key_file=master_key_file, issuer=issuer, public_url=public_url,
-                     key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel, log_level=log_level))
+                     key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel, log_level=log_level,
+                     proxy_port=proxy_port, metadata_port=metadata_port, metadata_host=metadata_host,
+                     attach=attach))
+
+
+@app.command()
+def env(
+    shell: Annotated[str, typer.Option(help="sh, fish, powershell or dotenv.")] = "sh",
+) -> None:
+    """Print the environment that makes unchanged Google clients use keyless: eval "$(keyless env)"."""
+    from keyless.cli.environment import environment, render
+
+    typer.echo(render(environment(_globals), shell), nl=False)
+
+
+adc_app = typer.Typer(help="Application Default Credentials files.", no_args_is_help=True)
+app.add_typer(adc_app, name="adc")
+
+
+@adc_app.command("impersonate")
+def adc_impersonate(
+    email: Annotated[str, typer.Argument(help="Service account to impersonate.")],
+    delegates: Annotated[str | None, typer.Option(help="Comma-separated delegate chain.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Where to write the file.")] = None,
+) -> None:
+    """Write an impersonated_service_account ADC file whose source is the active credential."""
+    from keyless.cli.environment import write_impersonated_adc
+
+    chain = [d.strip() for d in (delegates or "").split(",") if d.strip()]
+    typer.echo(str(write_impersonated_adc(_globals, email, chain, output)))
 
 
 @users_app.command("add")

@@ -135,6 +135,10 @@ class SqliteStore:
         row = self._one("SELECT value FROM meta WHERE key=?", (key,))
         return row[0] if row else None
 
+    async def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
     async def init_meta(self, key: str, value: str) -> str:
         self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
         row = self._one("SELECT value FROM meta WHERE key=?", (key,))

@@ -1,0 +1,98 @@
+"""``keyless env`` and ``keyless adc``: the variables and files that point unchanged clients at keyless."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from keyless.cli.client import CliError, GlobalOptions
+
+LAST_ADC = "last-adc-path"
+IAMCREDENTIALS = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts"
+
+
+def _endpoints(options: GlobalOptions) -> dict[str, str]:
+    path = options.resolved_data_dir() / "endpoints.json"
+    try:
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        raise CliError(f"No running keyless server found ({path} is missing). Start one with `keyless serve`.") \
+            from None
+
+
+def environment(options: GlobalOptions) -> dict[str, str]:
+    endpoints = _endpoints(options)
+    out: dict[str, str] = {}
+    if "proxy" in endpoints:
+        out["HTTPS_PROXY"] = endpoints["proxy"]
+        out["https_proxy"] = endpoints["proxy"]
+        no_proxy = "127.0.0.1,localhost,::1"
+        out["NO_PROXY"] = no_proxy
+        out["no_proxy"] = no_proxy
+        bundle = endpoints["caBundle"]
+        out["REQUESTS_CA_BUNDLE"] = bundle
+        out["SSL_CERT_FILE"] = bundle
+        out["CURL_CA_BUNDLE"] = bundle
+        out["NODE_EXTRA_CA_CERTS"] = endpoints["caCert"]
+        out["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = bundle
+    if "metadata" in endpoints:
+        host = endpoints["metadata"].removeprefix("http://")
+        out["GCE_METADATA_HOST"] = host
+        out["GCE_METADATA_IP"] = host
+    last = options.resolved_data_dir() / LAST_ADC
+    if last.exists():
+        adc = last.read_text().strip()
+        if adc and Path(adc).exists():
+            out["GOOGLE_APPLICATION_CREDENTIALS"] = adc
+    project = endpoints.get("project")
+    if project:
+        out["GOOGLE_CLOUD_PROJECT"] = project
+        out["CLOUDSDK_CORE_PROJECT"] = project
+    return out
+
+
+def _quote_sh(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def render(variables: dict[str, str], shell: str) -> str:
+    lines = []
+    for name, value in variables.items():
+        if shell == "sh":
+            lines.append(f"export {name}={_quote_sh(value)}")
+        elif shell == "fish":
+            lines.append(f"set -gx {name} " + "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
+        elif shell == "powershell":
+            lines.append(f"$Env:{name} = '" + value.replace("'", "''") + "'")
+        elif shell == "dotenv":
+            lines.append(f"{name}={value}")
+        else:
+            raise CliError(f"Unknown --shell {shell!r}: use sh, fish, powershell or dotenv.", exit_code=2)
+    return "\n".join(lines) + "\n"
+
+
+def write_impersonated_adc(options: GlobalOptions, email: str, delegates: list[str], output: Path | None) -> Path:
+    """What ``gcloud auth application-default login --impersonate-service-account`` writes."""
+    source_path = options.credential_path()
+    try:
+        source = json.loads(source_path.read_text())
+    except (OSError, ValueError):
+        raise CliError(f"Cannot read the active credential {source_path}.") from None
+    data_dir = options.resolved_data_dir()
+    path = output or data_dir / "application_default_credentials.json"
+    adc = {
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": f"{IAMCREDENTIALS}/{email}:generateAccessToken",
+        "source_credentials": source,
+        "delegates": [d if d.startswith("projects/") else f"projects/-/serviceAccounts/{d}" for d in delegates],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(adc, fh, indent=2)
+        fh.write("\n")
+    if data_dir.exists():
+        (data_dir / LAST_ADC).write_text(str(path.resolve()) + "\n")
+    return path.resolve()
