@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from google.auth.transport.requests import Request
-from google.oauth2 import id_token
+from google.oauth2 import id_token, service_account
 
 from tests.conftest import Server
 from tests.e2e.support import (
@@ -155,6 +155,22 @@ def test_id_token_needs_open_id_token_permission(server: Server, tmp_path: Path)
     assert "iam.serviceAccounts.getOpenIdToken" in err["message"]
     server.grant(target, f"serviceAccount:{caller}", "roles/iam.serviceAccountOpenIdTokenCreator")
     assert iamcredentials(server, token, target, "generateIdToken", {"audience": _audience()}).status_code == 200
+
+
+def test_key_file_id_token_credentials_get_a_verifiable_id_token(server: Server, tmp_path: Path) -> None:
+    """google-auth's service_account.IDTokenCredentials: a jwt-bearer grant with target_audience at token_uri."""
+    sa = server.create_sa()
+    audience = _audience()
+    creds = service_account.IDTokenCredentials.from_service_account_file(
+        str(server.key_file(sa, tmp_path / "key.json")), target_audience=audience)
+    creds.refresh(Request())
+    assert creds.valid and creds.token
+    claims = id_token.verify_token(creds.token, Request(), audience=audience,
+                                   certs_url=f"{server.url}/oauth2/v1/certs")
+    assert claims["iss"] == GOOGLE_ISSUER
+    assert claims["sub"] == unique_id(server, sa)
+    assert claims["email"] == sa
+    assert creds.expiry is not None
 
 
 # ---------------------------------------------------------------- 5. signBlob / signJwt

@@ -119,6 +119,10 @@ def test_time_conditions_follow_the_server_clock(fresh_server: Server, tmp_path:
     ok = mint(server, starting_token, target)
     assert ok.status_code == 200, ok.text
 
+    # The same clock expires tokens: an hour on, the callers' key-file tokens are refused.
+    _advance(server, 3600)
+    google_error(mint(server, starting_token, target), 401, "UNAUTHENTICATED")
+
 
 def test_conditional_policy_cannot_be_read_as_version_1(server: Server) -> None:
     target = server.create_sa()

@@ -6,8 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.domain.lifetimes import format_timestamp
-from keyless.errors import MethodNotAllowed, NotFound
+from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
+from keyless.metadata.app import ATTACHED_META
 from keyless.service.admin import Admin, authorized_user_file
 
 
@@ -105,3 +106,19 @@ async def advance_clock(request: Request) -> Response:
     data = await read_json(request, ("seconds",))
     now = await kl.admin.advance_clock(caller, data.get("seconds"))
     return JSONResponse({"now": format_timestamp(now)})
+
+
+async def metadata_attachment(request: Request) -> Response:
+    """``GET|PUT /keyless/v1/metadata {"serviceAccount": EMAIL}``: the account the metadata server serves."""
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    await kl.admin.require_admin(caller)
+    if request.method == "PUT":
+        data = await read_json(request, ("serviceAccount",))
+        email = data.get("serviceAccount")
+        if not isinstance(email, str) or await kl.core.resolve_account(email) is None:
+            raise InvalidArgument(f"Service account {email} does not exist.", field="serviceAccount")
+        await kl.store.set_meta(ATTACHED_META, email.lower())
+    elif request.method != "GET":
+        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+    return JSONResponse({"serviceAccount": await kl.store.get_meta(ATTACHED_META) or ""})

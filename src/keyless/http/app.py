@@ -74,6 +74,7 @@ def routes() -> list[Route]:
         Route("/keyless/v1/groups", admin.groups, methods=ALL),
         Route("/keyless/v1/groups/{group}", admin.group, methods=ALL),
         Route("/keyless/v1/projects", admin.projects, methods=ALL),
+        Route("/keyless/v1/metadata", admin.metadata_attachment, methods=ALL),
         Route("/keyless/v1/debug/clock:advance", admin.advance_clock, methods=ALL),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
@@ -83,7 +84,8 @@ async def _healthz(request: Request) -> Response:
     return Response("ok", media_type="text/plain")
 
 
-def build_app(keyless: Keyless, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+def build_app(keyless: Keyless, *, max_body_bytes: int = MAX_BODY_BYTES,
+              universe_domains: tuple[str, ...] = ()) -> Starlette:
     app = Starlette(
         routes=routes(),
         exception_handlers={
@@ -95,4 +97,5 @@ def build_app(keyless: Keyless, *, max_body_bytes: int = MAX_BODY_BYTES) -> Star
     )
     app.state.keyless = keyless
     app.state.max_body_bytes = max_body_bytes
+    app.state.universe_domains = universe_domains
     return app

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from keyless.crypto.keys import jwk_of_cert, public_key_pem
 from keyless.errors import NotFound
-from keyless.http.common import JSONResponse, base_url, keyless_of
+from keyless.http.common import JSONResponse, base_url, keyless_of, via_google_host
 from keyless.service.keyring import ISSUER
 from keyless.storage.base import KeyRecord
 
@@ -54,14 +54,17 @@ async def account_raw(request: Request) -> Response:
 
 async def openid_configuration(request: Request) -> Response:
     kl = keyless_of(request)
-    base = base_url(request)
+    if via_google_host(request):
+        oauth2, www = "https://oauth2.googleapis.com", "https://www.googleapis.com"
+    else:
+        oauth2 = www = base_url(request)
     return JSONResponse({
         "issuer": kl.settings.issuer,
-        "authorization_endpoint": f"{base}/o/oauth2/v2/auth",
-        "token_endpoint": f"{base}/token",
-        "userinfo_endpoint": f"{base}/v1/userinfo",
-        "revocation_endpoint": f"{base}/revoke",
-        "jwks_uri": f"{base}/oauth2/v3/certs",
+        "authorization_endpoint": f"{oauth2}/o/oauth2/v2/auth",
+        "token_endpoint": f"{oauth2}/token",
+        "userinfo_endpoint": f"{oauth2}/v1/userinfo",
+        "revocation_endpoint": f"{oauth2}/revoke",
+        "jwks_uri": f"{www}/oauth2/v3/certs",
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.errors import InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
+from keyless.proxy.hosts import is_served
 from keyless.service.app import Keyless
 from keyless.service.authn import authenticate, require_api_scope
 from keyless.service.core import Caller
@@ -106,3 +107,8 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
 
 def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
+
+
+def via_google_host(request: Request) -> bool:
+    """True when the client addressed a Google host (through the proxy or a universe domain)."""
+    return is_served(request.headers.get("host", "").split(":")[0], request.app.state.universe_domains)

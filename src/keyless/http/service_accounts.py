@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
-from keyless.http.common import JSONResponse, api_caller, base_url, keyless_of, read_json
+from keyless.http.common import JSONResponse, api_caller, base_url, keyless_of, read_json, via_google_host
 from keyless.http.wire import created_key_json, key_json, service_account_json
 from keyless.service.policies import requested_version
 
@@ -46,7 +46,7 @@ def _split_verb(segment: str) -> tuple[str, str | None]:
 
 
 def _is_iam_host(request: Request) -> bool:
-    return request.headers.get("host", "").startswith("iam.")
+    return request.headers.get("host", "").startswith("iam.") and via_google_host(request)
 
 
 async def member(request: Request) -> Response:
@@ -163,7 +163,8 @@ async def _keys(request: Request, name: str, verb: str | None) -> Response:
     if request.method == "POST":
         data = await read_json(request, ("privateKeyType", "keyAlgorithm"))
         account, key, pem = await kl.accounts.create_key(caller, name, data)
-        return JSONResponse(created_key_json(account, key, pem, base_url(request)))
+        base = None if via_google_host(request) else base_url(request)
+        return JSONResponse(created_key_json(account, key, pem, base))
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
 
 

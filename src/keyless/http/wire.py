@@ -54,8 +54,17 @@ def key_json(sa: ServiceAccount, key: KeyRecord, public_key_type: str | None = N
     return out
 
 
-def key_file(sa: ServiceAccount, key: KeyRecord, private_pem: bytes, base: str) -> dict[str, str]:
-    """The ``service_account`` credentials file (``TYPE_GOOGLE_CREDENTIALS_FILE``), pointing at this server."""
+def key_file(sa: ServiceAccount, key: KeyRecord, private_pem: bytes, base: str | None) -> dict[str, str]:
+    """The ``service_account`` credentials file (``TYPE_GOOGLE_CREDENTIALS_FILE``). ``base`` is keyless's URL;
+    None (a client that reached keyless as Google's host) gives Google's own URLs, as Google writes them."""
+    if base is None:
+        token_uri = "https://oauth2.googleapis.com/token"
+        certs = "https://www.googleapis.com/oauth2/v1/certs"
+        x509 = f"https://www.googleapis.com/robot/v1/metadata/x509/{quote(sa.email)}"
+    else:
+        token_uri = f"{base}/token"
+        certs = f"{base}/oauth2/v1/certs"
+        x509 = f"{base}/robot/v1/metadata/x509/{quote(sa.email)}"
     return {
         "type": "service_account",
         "project_id": sa.project_id,
@@ -64,14 +73,14 @@ def key_file(sa: ServiceAccount, key: KeyRecord, private_pem: bytes, base: str) 
         "client_email": sa.email,
         "client_id": sa.unique_id,
         "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-        "token_uri": f"{base}/token",
-        "auth_provider_x509_cert_url": f"{base}/oauth2/v1/certs",
-        "client_x509_cert_url": f"{base}/robot/v1/metadata/x509/{quote(sa.email)}",
+        "token_uri": token_uri,
+        "auth_provider_x509_cert_url": certs,
+        "client_x509_cert_url": x509,
         "universe_domain": "googleapis.com",
     }
 
 
-def created_key_json(sa: ServiceAccount, key: KeyRecord, private_pem: bytes, base: str) -> dict[str, Any]:
+def created_key_json(sa: ServiceAccount, key: KeyRecord, private_pem: bytes, base: str | None) -> dict[str, Any]:
     out = key_json(sa, key)
     out["privateKeyType"] = "TYPE_GOOGLE_CREDENTIALS_FILE"
     out["privateKeyData"] = base64.b64encode(orjson.dumps(key_file(sa, key, private_pem, base),
