@@ -49,6 +49,13 @@ class ServeOptions:
     metadata_port: int | None = None
     metadata_host: str = "127.0.0.1"
     attach: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+    universe_domains: tuple[str, ...] = ()
+    universe_port: int | None = None
+    universe_cert: Path | None = None
+    universe_key: Path | None = None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -61,9 +68,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(host: str, port: int) -> str:
+def url_of(host: str, port: int, *, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def master_key_path(options: ServeOptions) -> Path:
@@ -109,7 +116,56 @@ def _side_port(explicit: int | None, api_port: int, offset: int) -> int:
     return 0 if api_port == 0 else api_port + offset
 
 
+def _check_exposure(options: ServeOptions) -> None:
+    loopback = options.host in LOOPBACK or options.host.startswith("127.")
+    if not loopback and options.tls_cert is None and not options.insecure:
+        raise SystemExit(f"Refusing to serve plain HTTP on {options.host}: give --tls-cert and --tls-key, "
+                         "or --insecure if a TLS terminator stands in front.")
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise SystemExit("--tls-cert and --tls-key go together.")
+
+
+class _Listeners:
+    """The uvicorn servers and raw listeners of one process, started and stopped together."""
+
+    def __init__(self, log_level: str) -> None:
+        self.log_level = log_level
+        self.servers: list[_Server] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.raw: list[asyncio.Server] = []
+
+    def add_asgi(self, app: object, sock: socket.socket, *, certfile: Path | None = None,
+                 keyfile: Path | None = None) -> None:
+        config = uvicorn.Config(app, log_level=self.log_level, access_log=False, lifespan="off",  # type: ignore[arg-type]
+                                server_header=False, date_header=True,
+                                ssl_certfile=str(certfile) if certfile else None,
+                                ssl_keyfile=str(keyfile) if keyfile else None)
+        server = _Server(config)
+        self.servers.append(server)
+        self.tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+
+    async def wait_started(self) -> bool:
+        while not all(s.started for s in self.servers):
+            if any(t.done() for t in self.tasks):
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.request_exit()
+        for listener in self.raw:
+            listener.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def raise_failures(self) -> None:
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+
 async def serve(options: ServeOptions) -> None:
+    _check_exposure(options)
     data_dir = options.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
@@ -118,7 +174,9 @@ async def serve(options: ServeOptions) -> None:
     api_port = api_sock.getsockname()[1]
     wildcard = options.host in ("0.0.0.0", "::")  # noqa: S104 (comparing, not binding)
     api_host = "127.0.0.1" if wildcard else options.host
-    api_url = url_of(api_host, api_port)
+    api_tls = options.tls_cert is not None
+    api_url = url_of(api_host, api_port, tls=api_tls)
+    universes = tuple(d.lower().strip(".") for d in options.universe_domains)
     settings = Settings(
         default_project=options.project,
         issuer=options.issuer,
@@ -135,64 +193,57 @@ async def serve(options: ServeOptions) -> None:
 
     endpoints: dict[str, object] = {"api": api_url, "pid": os.getpid(), "dataDir": str(data_dir.resolve()),
                                     "project": settings.default_project}
-    servers: list[_Server] = []
-    api_server = _Server(uvicorn.Config(build_app(keyless), log_level=options.log_level, access_log=False,
-                                        lifespan="off", server_header=False, date_header=True))
-    servers.append(api_server)
-    tasks = [asyncio.create_task(api_server.serve(sockets=[api_sock]))]
+    app = build_app(keyless, universe_domains=universes)
+    listeners = _Listeners(options.log_level)
+    listeners.add_asgi(app, api_sock, certfile=options.tls_cert, keyfile=options.tls_key)
 
     metadata_port = _side_port(options.metadata_port, options.port, 2)
     if metadata_port >= 0:
         md_sock = bind_socket(options.metadata_host, metadata_port)
-        md_server = _Server(uvicorn.Config(build_metadata_app(keyless), log_level=options.log_level,
-                                           access_log=False, lifespan="off", server_header=False))
-        servers.append(md_server)
-        tasks.append(asyncio.create_task(md_server.serve(sockets=[md_sock])))
+        listeners.add_asgi(build_metadata_app(keyless), md_sock)
         endpoints["metadata"] = url_of(options.metadata_host, md_sock.getsockname()[1])
 
-    proxy_listener: asyncio.Server | None = None
     proxy_port = _side_port(options.proxy_port, options.port, 1)
-    if proxy_port >= 0:
+    if proxy_port >= 0 or universes:
         ca = LocalCA(data_dir / "tls")
         ca.ensure()
-        leaf_cert, leaf_key = ca.issue("proxy-leaf", served_hosts())
         bundle = data_dir / "ca-bundle.pem"
         bundle.write_bytes(system_ca_bundle().rstrip() + b"\n" + ca.cert_path.read_bytes())
-        proxy = InterceptionProxy(api_host, api_port, server_context(leaf_cert, leaf_key))
-        proxy_sock = bind_socket(options.host, proxy_port)
-        proxy_listener = await asyncio.start_server(proxy.handle, sock=proxy_sock, limit=MAX_HEAD)
-        endpoints["proxy"] = url_of(api_host, proxy_sock.getsockname()[1])
         endpoints["caCert"] = str(ca.cert_path.resolve())
         endpoints["caBundle"] = str(bundle.resolve())
+        leaf_cert, leaf_key = ca.issue("proxy-leaf", served_hosts(universes))
+        if proxy_port >= 0:
+            proxy = InterceptionProxy(api_host, api_port, server_context(leaf_cert, leaf_key), universes,
+                                      upstream_tls=api_tls)
+            proxy_sock = bind_socket(options.host, proxy_port)
+            listeners.raw.append(await asyncio.start_server(proxy.handle, sock=proxy_sock, limit=MAX_HEAD))
+            endpoints["proxy"] = url_of(api_host, proxy_sock.getsockname()[1])
+        if universes:
+            cert, key = (options.universe_cert, options.universe_key)
+            if cert is None or key is None:
+                cert, key = ca.issue("universe-leaf", [h for d in universes for h in (d, f"*.{d}")])
+            universe_sock = bind_socket(options.host, _side_port(options.universe_port, options.port, 3))
+            listeners.add_asgi(app, universe_sock, certfile=cert, keyfile=key)
+            endpoints["universe"] = {"domains": list(universes),
+                                     "url": url_of(api_host, universe_sock.getsockname()[1], tls=True)}
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-
     try:
-        while not all(s.started for s in servers):
-            if any(t.done() for t in tasks):
-                break
-            await asyncio.sleep(0.01)
-        if all(s.started for s in servers):
+        if await listeners.wait_started():
             write_endpoints(data_dir, endpoints)
             print(f"keyless serving {api_url} (data dir {data_dir}, project {settings.default_project})",
                   flush=True)
             waiter = asyncio.create_task(stop.wait())
-            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([waiter, *listeners.tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
     finally:
         remove_endpoints(data_dir)
-        for s in servers:
-            s.request_exit()
-        if proxy_listener is not None:
-            proxy_listener.close()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await listeners.stop()
         await store.close()
-    for t in tasks:
-        if t.done() and not t.cancelled() and t.exception() is not None:
-            raise t.exception()  # type: ignore[misc]
+    listeners.raise_failures()
 
 
 async def attach_account(keyless: Keyless, email: str) -> None:

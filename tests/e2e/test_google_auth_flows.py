@@ -146,7 +146,7 @@ def chain(server: Server, tmp_path: Path) -> tuple[str, str, str, object]:
 
 
 def test_two_hop_delegation_chain_yields_a_token_for_the_target(server: Server, chain: tuple) -> None:
-    source, delegate, target, creds = chain
+    _, delegate, target, creds = chain
     imp = _impersonate(server, creds, target, delegates=[_resource(delegate)])
     imp.refresh(Request())
     assert _tokeninfo_email(server, imp.token) == target
@@ -156,8 +156,10 @@ def test_two_hop_delegation_chain_yields_a_token_for_the_target(server: Server, 
 
 
 def test_delegation_chain_accepts_bare_delegate_emails(server: Server, chain: tuple) -> None:
-    """``delegates=[delegate_email]`` as google-auth's docstring shows it ([serviceAccountB, ...])."""
-    source, delegate, target, creds = chain
+    """``delegates=[delegate_email]``: google-auth sends the list unchanged, and its docstring shows bare
+    accounts ([serviceAccountB, serviceAccountC]); Google's reference documents the
+    ``projects/-/serviceAccounts/{EMAIL}`` form, which the test above uses."""
+    _, delegate, target, creds = chain
     imp = _impersonate(server, creds, target, delegates=[delegate])
     imp.refresh(Request())
     assert _tokeninfo_email(server, imp.token) == target

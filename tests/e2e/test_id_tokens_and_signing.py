@@ -104,7 +104,7 @@ def test_id_token_for_another_audience_or_tampered_does_not_verify(server: Serve
     certs = f"{server.url}/oauth2/v1/certs"
     with pytest.raises(ValueError):
         id_token.verify_token(raw, Request(), audience=_audience(), certs_url=certs)
-    head, payload, sig = raw.split(".")
+    head, _, sig = raw.split(".")
     forged_claims = {**jwt_claims(raw), "sub": "1"}
     forged_payload = base64.urlsafe_b64encode(json.dumps(forged_claims).encode()).rstrip(b"=").decode()
     with pytest.raises(ValueError):
@@ -223,6 +223,11 @@ def test_sign_jwt_returns_a_jwt_verifiable_by_its_kid(server: Server, pair: tupl
                          options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
     assert decoded == payload
     assert decoded["exp"] > now
+    # The per-account JWKS publishes the same key.
+    jwk_client = jwt.PyJWKClient(f"{server.url}/service_accounts/v1/metadata/jwk/{target}")
+    via_jwks = jwt.decode(signed, jwk_client.get_signing_key_from_jwt(signed).key, algorithms=["RS256"],
+                          audience=audience, options={"verify_exp": False, "verify_iat": False})
+    assert via_jwks == payload
     other = jwt.encode(payload, _other_key(), algorithm="RS256", headers={"kid": header["kid"]})
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(other, public, algorithms=["RS256"], audience=audience, options={"verify_exp": False})

@@ -5,13 +5,16 @@ to minting and to tokens already issued.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import jwt
 import pytest
+import requests
 from google.auth import exceptions
 from google.auth.transport.requests import Request
 
-from tests.conftest import Server
+from tests.conftest import CLOUD, Server
 from tests.e2e.support import (
     EXPIRE_TIME_RE,
     google_error,
@@ -84,13 +87,17 @@ def test_lifetime_over_an_hour_needs_the_org_constraint(server: Server, pair: tu
 # ---------------------------------------------------------------- 9. disabled and deleted accounts and keys
 
 
-def test_disabled_target_mints_nothing_and_its_tokens_stop_working(server: Server, pair: tuple) -> None:
+def test_disabled_target_mints_nothing_and_its_tokens_stop_working(server: Server, pair: tuple,
+                                                                   tmp_path: Path) -> None:
     token, _, target = pair
     witness = server.create_sa()  # any resource will do for an authenticated call
     minted = mint(server, token, target)
     assert minted.status_code == 200, minted.text
     target_token = minted.json()["accessToken"]
-    assert probe(server, target_token, witness).status_code == 200
+    key_path = server.key_file(target, tmp_path / "target.json")
+    own_token = sa_token(server, target, tmp_path)
+    for t in (target_token, own_token):
+        assert probe(server, t, witness).status_code == 200
 
     server.owner("POST", f"/v1/projects/-/serviceAccounts/{target}:disable", {})
 
@@ -98,7 +105,10 @@ def test_disabled_target_mints_nothing_and_its_tokens_stop_working(server: Serve
     google_error(iamcredentials(server, token, target, "generateIdToken", {"audience": "https://a.example"}),
                  400, "FAILED_PRECONDITION")
     google_error(iamcredentials(server, token, target, "signBlob", {"payload": "aGk="}), 400, "FAILED_PRECONDITION")
-    google_error(probe(server, target_token, witness), 401, "UNAUTHENTICATED")
+    for t in (target_token, own_token):
+        google_error(probe(server, t, witness), 401, "UNAUTHENTICATED")
+    with pytest.raises(exceptions.RefreshError, match="invalid_grant"):
+        sa_credentials(key_path).refresh(Request())
 
     server.owner("POST", f"/v1/projects/-/serviceAccounts/{target}:enable", {})
     again = mint(server, token, target)
@@ -150,6 +160,14 @@ def test_disabling_a_key_revokes_its_tokens_and_grants(server: Server, tmp_path:
     google_error(probe(server, creds.token, witness), 401, "UNAUTHENTICATED")
     with pytest.raises(exceptions.RefreshError, match="invalid_grant"):
         sa_credentials(disabled_path).refresh(Request())
+    # Nor does a kid-less (Node-style) assertion signed with the disabled key get through.
+    info = json.loads(disabled_path.read_text())
+    now = int(time.time())
+    assertion = jwt.encode({"iss": sa, "scope": CLOUD, "aud": "https://oauth2.googleapis.com/token", "iat": now,
+                            "exp": now + 3600}, info["private_key"], algorithm="RS256", headers={"typ": None})
+    r = requests.post(f"{server.url}/token", timeout=10, data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
 
     # Only that key is affected.
     assert probe(server, kept.token, witness).status_code == 200

@@ -64,6 +64,16 @@ def serve(
         help="Metadata server port (default: API port + 2; 0 picks a free port; -1 turns it off).")] = None,
     metadata_host: Annotated[str, typer.Option(help="Metadata server address.")] = "127.0.0.1",
     attach: Annotated[str | None, typer.Option(help="Service account the metadata server serves.")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve the API over HTTPS with this certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Private key of --tls-cert.")] = None,
+    insecure: Annotated[bool, typer.Option(help="Allow plain HTTP on a non-loopback address.")] = False,
+    universe_domain: Annotated[list[str] | None, typer.Option(
+        help="Also serve https://iamcredentials.DOMAIN etc. (repeatable).")] = None,
+    universe_port: Annotated[int | None, typer.Option(
+        help="HTTPS port for the universe domains (default: API port + 3; 0 picks a free port).")] = None,
+    universe_cert: Annotated[Path | None, typer.Option(help="Certificate for the universe domains "
+                                                            "(default: issued by the local CA).")] = None,
+    universe_key: Annotated[Path | None, typer.Option(help="Private key of --universe-cert.")] = None,
 ) -> None:
     """Start the keyless server (SQLite under ./.keyless unless told otherwise)."""
     from keyless.server import ServeOptions, run
@@ -72,7 +82,9 @@ def serve(
                      project=project, master_key_file=master_key_file, issuer=issuer, public_url=public_url,
                      key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel, log_level=log_level,
                      proxy_port=proxy_port, metadata_port=metadata_port, metadata_host=metadata_host,
-                     attach=attach))
+                     attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
+                     universe_domains=tuple(universe_domain or ()), universe_port=universe_port,
+                     universe_cert=universe_cert, universe_key=universe_key))
 
 
 @app.command()

@@ -44,11 +44,20 @@ async def _splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter
 
 class InterceptionProxy:
     def __init__(self, api_host: str, api_port: int, tls: ssl.SSLContext,
-                 universe_domains: Iterable[str] = ()) -> None:
+                 universe_domains: Iterable[str] = (), *, upstream_tls: bool = False) -> None:
         self.api_host = api_host
         self.api_port = api_port
         self.tls = tls
         self.universe_domains = tuple(universe_domains)
+        self.upstream_ssl: ssl.SSLContext | None = None
+        if upstream_tls:
+            # The upstream is this very process on loopback, presenting whatever certificate the operator gave.
+            self.upstream_ssl = ssl.create_default_context()
+            self.upstream_ssl.check_hostname = False
+            self.upstream_ssl.verify_mode = ssl.CERT_NONE
+
+    async def _open_api(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(self.api_host, self.api_port, ssl=self.upstream_ssl)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -95,7 +104,7 @@ class InterceptionProxy:
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         await writer.start_tls(self.tls)
-        api_reader, api_writer = await asyncio.open_connection(self.api_host, self.api_port)
+        api_reader, api_writer = await self._open_api()
         await _splice(reader, writer, api_reader, api_writer)
 
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int) -> None:
@@ -118,7 +127,7 @@ class InterceptionProxy:
             return
         first, _, remainder = head.partition(b"\r\n")
         rewritten = f"{method} /{path if slash else ''} {first.decode('latin-1').rsplit(' ', 1)[1]}".encode()
-        api_reader, api_writer = await asyncio.open_connection(self.api_host, self.api_port)
+        api_reader, api_writer = await self._open_api()
         api_writer.write(rewritten + b"\r\n" + remainder)
         await api_writer.drain()
         await _splice(reader, writer, api_reader, api_writer)
