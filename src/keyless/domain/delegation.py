@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keyless.domain.names import AccountRef, parse_account_name
+from keyless.domain.names import EMAIL_RE, UNIQUE_ID_RE, AccountRef, parse_account_name
 from keyless.domain.roles import PERM_IMPLICIT_DELEGATION
 from keyless.errors import InvalidArgument
 
@@ -32,6 +32,9 @@ def parse_delegates(raw: object, *, max_delegates: int = MAX_DELEGATES) -> list[
     for item in raw:
         if not isinstance(item, str):
             raise InvalidArgument("Invalid value at 'delegates': expected a list of strings.", field="delegates")
+        if "/" not in item and (EMAIL_RE.match(item) or UNIQUE_ID_RE.match(item)):
+            # google-auth documents bare account emails for `delegates` and sends them as given.
+            item = f"projects/-/serviceAccounts/{item}"
         out.append(parse_account_name(item, field="delegates", require_wildcard=True))
     return out
 

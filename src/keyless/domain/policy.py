@@ -103,6 +103,14 @@ def new_etag() -> str:
     return base64.b64encode(secrets.token_bytes(8)).decode()
 
 
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+    except ValueError:
+        return False
+    return True
+
+
 def validate_member(member: object) -> str:
     if not isinstance(member, str) or not member:
         raise InvalidArgument("A member must be a non-empty string.", field="policy.bindings.members")
@@ -185,8 +193,9 @@ def parse_policy(raw: object, *, known_roles: Iterable[str] | None = None) -> Po
         raise InvalidArgument(f"The policy has {total} principals; at most {MAX_MEMBERS} are allowed.",
                               field="policy.bindings.members")
     etag = raw.get("etag")
-    if etag is not None and not isinstance(etag, str):
-        raise InvalidArgument("Invalid value at 'policy.etag': expected a base64 string.", field="policy.etag")
+    if etag is not None and (not isinstance(etag, str) or not _is_base64(etag)):
+        raise InvalidArgument(f"Invalid value at 'policy.etag' (TYPE_BYTES), {etag!r}: expected base64.",
+                              field="policy.etag")
     return Policy(version=version, bindings=bindings, etag=etag or "")
 
 

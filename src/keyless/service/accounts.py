@@ -146,7 +146,8 @@ class Accounts:
 
     async def delete(self, caller: Caller, name: str) -> None:
         account = await self.lookup(caller, name, "iam.serviceAccounts.delete")
-        await self.core.store.update_service_account(account.unique_id, deleted_at=self.core.now())
+        now = self.core.now()
+        await self.core.store.update_service_account(account.unique_id, deleted_at=now, tokens_valid_after=now)
         await self._rewrite_members(f"serviceAccount:{account.email}",
                                     f"deleted:serviceAccount:{account.email}?uid={account.unique_id}")
 

@@ -49,7 +49,7 @@ async def authenticate_access_token(core: Core, token: str) -> Caller:
         raise Unauthenticated()
     if claims.principal_kind == "serviceAccount":
         sa = await core.store.get_service_account(claims.principal_id)
-        if sa is None or sa.deleted_at is not None or sa.disabled:
+        if sa is None or sa.deleted_at is not None or sa.disabled or claims.issued_at < sa.tokens_valid_after:
             raise Unauthenticated()
         if claims.key_id is not None:
             key = await core.store.get_key(claims.key_id)

@@ -24,6 +24,8 @@ class ServiceAccount:
     disabled: bool = False
     deleted_at: float | None = None
     created_at: float = 0.0
+    # Access tokens issued before this time are refused (set when the account is deleted).
+    tokens_valid_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,20 +52,25 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL, PRIMARY KEY (resource, constraint_name));
     CREATE TABLE revoked_tokens (token_hash TEXT PRIMARY KEY, expires_at REAL NOT NULL);
     """,
+    # 2: tokens minted before an account was deleted stay dead after it is undeleted
+    """
+    ALTER TABLE service_accounts ADD COLUMN tokens_valid_after REAL NOT NULL DEFAULT 0;
+    """,
 ]
 
-_SA_COLS = "unique_id, project_id, account_id, email, display_name, description, disabled, deleted_at, created_at"
+_SA_COLS = ("unique_id, project_id, account_id, email, display_name, description, disabled, deleted_at, created_at, "
+            "tokens_valid_after")
 _KEY_COLS = ("key_id, owner, key_type, key_origin, certificate_pem, private_key_enc, valid_after, valid_before, "
              "created_at, disabled, retired_at, deleted_at")
 _USER_COLS = "user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled"
-_SA_FIELDS = frozenset({"display_name", "description", "disabled", "deleted_at"})
+_SA_FIELDS = frozenset({"display_name", "description", "disabled", "deleted_at", "tokens_valid_after"})
 _KEY_FIELDS = frozenset({"disabled", "retired_at", "deleted_at"})
 
 
 def _sa(row: tuple[Any, ...] | None) -> ServiceAccount | None:
     if row is None:
         return None
-    return ServiceAccount(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8])
+    return ServiceAccount(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8], row[9])
 
 
 def _key(row: tuple[Any, ...] | None) -> KeyRecord | None:
@@ -166,9 +171,10 @@ class SqliteStore:
     async def create_service_account(self, account: ServiceAccount) -> None:
         try:
             self.db.execute(
-                f"INSERT INTO service_accounts ({_SA_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO service_accounts ({_SA_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (account.unique_id, account.project_id, account.account_id, account.email, account.display_name,
-                 account.description, int(account.disabled), account.deleted_at, account.created_at))
+                 account.description, int(account.disabled), account.deleted_at, account.created_at,
+                 account.tokens_valid_after))
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
 
