@@ -23,6 +23,7 @@ from keyless.metadata.app import ATTACHED_META, build_metadata_app
 from keyless.proxy.hosts import served_hosts
 from keyless.proxy.server import MAX_HEAD, InterceptionProxy
 from keyless.service.app import Keyless
+from keyless.service.audit import open_sink
 from keyless.service.bootstrap import bootstrap
 from keyless.service.config import Settings
 from keyless.storage import open_store
@@ -56,6 +57,7 @@ class ServeOptions:
     universe_port: int | None = None
     universe_cert: Path | None = None
     universe_key: Path | None = None
+    audit_log: str | None = None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -186,7 +188,7 @@ async def serve(options: ServeOptions) -> None:
     clock: Clock = OffsetClock() if options.allow_time_travel else SystemClock()
     store = open_store(options.database, data_dir)
     await store.open()
-    keyless = Keyless(store, clock, settings, master)
+    keyless = Keyless(store, clock, settings, master, audit_sink=open_sink(options.audit_log))
     await bootstrap(keyless, data_dir)
     if options.attach:
         await attach_account(keyless, options.attach)

@@ -68,10 +68,22 @@ def test_delegates_need_the_dash_project(item: str) -> None:
 
 
 @pytest.mark.parametrize("item", [
-    "", "sa-1@proj-1.iam.gserviceaccount.com", "projects/-/serviceAccounts/", "projects/-/serviceAccounts/not an id",
+    "", "projects/-/serviceAccounts/", "projects/-/serviceAccounts/not an id",
     "projects/-/sa/sa-1@proj-1.iam.gserviceaccount.com", "projects/-/serviceAccounts/a@b.com/keys/x",
 ])
 def test_malformed_delegates_are_rejected(item: str) -> None:
+    with pytest.raises(InvalidArgument):
+        parse_delegates([item])
+
+
+def test_bare_emails_and_ids_mean_the_dash_project() -> None:
+    """google-auth sends ``delegates`` as given, often bare emails: they name projects/-/serviceAccounts/X."""
+    assert parse_delegates(["sa-1@proj-1.iam.gserviceaccount.com", "1234567890"]) == [
+        ref(1), AccountRef("-", "1234567890")]
+
+
+@pytest.mark.parametrize("item", ["not-an-email", "a b@example.com", "sa-1@proj-1/x", "12ab"])
+def test_bare_garbage_is_still_rejected(item: str) -> None:
     with pytest.raises(InvalidArgument):
         parse_delegates([item])
 

@@ -176,7 +176,7 @@ def test_too_many_members_are_rejected() -> None:
 
 @pytest.mark.parametrize("raw", [None, [], "policy", 3, {"bindings": "x"}, {"bindings": {"role": "roles/viewer"}},
                                  {"bindings": ["roles/viewer"]}, {"bindings": [None]}, {"etag": 5},
-                                 {"etag": ["x"]}])
+                                 {"etag": ["x"]}, {"etag": "not base64!"}])
 def test_malformed_policies_are_rejected(raw: Any) -> None:
     with pytest.raises(InvalidArgument):
         parse_policy(raw)

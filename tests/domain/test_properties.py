@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -43,7 +44,7 @@ MEMBER_POOL = [
     "allUsers", "allAuthenticatedUsers", "deleted:user:dave@example.com?uid=17",
 ]
 ROLE_NAMES = sorted(roles.ROLES)
-PERMISSIONS = sorted(roles.ALL_PERMISSIONS) + ["iam.serviceAccounts.fly", "storage.buckets.get", "", "*"]
+PERMISSIONS = [*sorted(roles.ALL_PERMISSIONS), "iam.serviceAccounts.fly", "storage.buckets.get", "", "*"]
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def test_plan_chain_shape(chain: list[str], verb: str) -> None:
     assert len(hops) == len(delegates) + 1
     assert hops[0].grantee is None
     assert [h.resource for h in hops] == [*delegates, target]
-    for previous, hop in zip(hops, hops[1:], strict=False):
+    for previous, hop in itertools.pairwise(hops):
         assert hop.grantee == previous.resource
     assert hops[-1].permission == verb
     assert all(h.permission == PERM_IMPLICIT_DELEGATION for h in hops[:-1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -45,3 +46,52 @@ def test_readme_walkthrough_shell_then_python(fresh_server: Server, tmp_path: Pa
     proc = subprocess.run([sys.executable, "-c", python], cwd=work, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "target-sa@keyless-dev.iam.gserviceaccount.com" in proc.stdout
+
+
+def test_every_token_the_walkthrough_mints_is_audited(fresh_server: Server, tmp_path: Path) -> None:
+    work = _workdir(tmp_path, fresh_server)
+    shell = _block("sh").replace("{URL}", fresh_server.url)
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", shell], cwd=work, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    log = fresh_server.owner("GET", "/v1/auditLog?pageSize=1000")["entries"]
+    methods = [e["protoPayload"]["methodName"] for e in log]
+    # the owner's refresh, two account creations, the policy, four credentials, the refused 43200s request,
+    # and the org-policy change
+    for method in ("oauth2.Token", "google.iam.admin.v1.CreateServiceAccount", "google.iam.admin.v1.SetIAMPolicy",
+                   "GenerateAccessToken", "GenerateIdToken", "SignBlob", "SignJwt",
+                   "google.cloud.orgpolicy.v2.OrgPolicy.UpdatePolicy"):
+        assert method in methods, method
+    minted = [e for e in log if e["protoPayload"]["methodName"] == "GenerateAccessToken"]
+    assert len(minted) == 2
+    ok, refused = minted
+    assert ok["protoPayload"]["response"]["tokenHash"] and not ok["protoPayload"]["status"]
+    assert refused["protoPayload"]["status"]["code"] == 3 and "lifetime" in refused["protoPayload"]["status"]["message"].lower()
+    assert ok["protoPayload"]["authenticationInfo"]["principalEmail"] == "owner@keyless.local"
+    granted = ok["protoPayload"]["authorizationInfo"]
+    assert {"permission": "iam.serviceAccounts.getAccessToken", "granted": True} .items() <= granted[0].items()
+    # No token value, private key or client secret anywhere in the log.
+    text = json.dumps(log)
+    owner = json.loads(fresh_server.owner_file.read_text())
+    for secret in ("ya29.", "eyJ", "PRIVATE KEY", owner["client_secret"], owner["refresh_token"]):
+        assert secret not in text
+
+
+def test_keyless_audit_cli_filters(fresh_server: Server) -> None:
+    target = fresh_server.create_sa("audited-target")
+    other = fresh_server.create_sa("audited-other")
+    fresh_server.grant(target, "user:owner@keyless.local")
+    for email in (target, other):
+        fresh_server.owner("POST", f"/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+                           {"scope": ["https://www.googleapis.com/auth/cloud-platform"]},
+                           expect=200 if email == target else 403)
+    out = fresh_server.cli("audit", "--account", other, "--denied", "--format", "json", "--since", "15m").stdout
+    entries = [json.loads(line) for line in out.splitlines()]
+    assert [e["protoPayload"]["methodName"] for e in entries] == ["GenerateAccessToken"]
+    assert entries[0]["protoPayload"]["status"]["code"] == 7
+    out = fresh_server.cli("audit", "--account", target, "--format", "json").stdout
+    methods = [json.loads(line)["protoPayload"]["methodName"] for line in out.splitlines()]
+    assert methods == ["google.iam.admin.v1.CreateServiceAccount", "google.iam.admin.v1.SetIAMPolicy",
+                       "GenerateAccessToken"]
+    table = fresh_server.cli("audit", "--caller", "owner@keyless.local").stdout
+    assert "GenerateAccessToken" in table and "DENIED" in table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 from typing import Any
 
 import pytest
@@ -81,7 +82,7 @@ def _chain(api: Api, n: int) -> list[dict[str, Any]]:
     """Accounts c0..c(n-1): the owner may delegate to c0, and each ci may delegate to c(i+1)."""
     accounts = [api.create_sa(f"chain-bot-{i}") for i in range(n)]
     api.grant_owner_token_creator(accounts[0]["email"])
-    for prev, nxt in zip(accounts, accounts[1:], strict=False):
+    for prev, nxt in itertools.pairwise(accounts):
         api.add_binding(f"/v1/projects/-/serviceAccounts/{nxt['email']}", TOKEN_CREATOR,
                         f"serviceAccount:{prev['email']}")
     return accounts

@@ -163,3 +163,13 @@ def test_key_file_assertion_outside_its_timeframe_is_refused(api: Api, sa: dict[
 @pytest.mark.parametrize("body", [{"privateKeyType": "TYPE_PKCS12_FILE"}, {"keyAlgorithm": "KEY_ALG_RSA_1024"}])
 def test_unsupported_key_requests_are_400(api: Api, sa: dict[str, Any], body: dict[str, Any]) -> None:
     assert_google_error(api.call("POST", keys_path(sa), body), 400, "INVALID_ARGUMENT")
+
+
+def test_user_managed_keys_are_published_until_deleted(api: Api, sa: dict[str, Any]) -> None:
+    key_id, _, key_file = create_key(api, sa)
+    certs = api.client.get(f"/service_accounts/v1/metadata/x509/{sa['email']}").json()
+    assert key_id in certs
+    private = serialization.load_pem_private_key(key_file["private_key"].encode(), password=None)
+    assert spki(x509.load_pem_x509_certificate(certs[key_id].encode())) == spki(private)
+    api.ok("DELETE", f"{keys_path(sa)}/{key_id}")
+    assert key_id not in api.client.get(f"/service_accounts/v1/metadata/x509/{sa['email']}").json()

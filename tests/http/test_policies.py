@@ -213,6 +213,17 @@ def test_project_level_conditional_binding_on_resource_type(api: Api, sa: dict[s
     assert_google_error(api.call("GET", f"/v1/projects/{PROJECT}", token=token), 403, "PERMISSION_DENIED")
 
 
+def test_condition_on_resource_name_selects_one_account(api: Api, sa: dict[str, Any]) -> None:
+    """IAM Conditions see a service account as projects/-/serviceAccounts/UNIQUE_ID."""
+    chosen = api.create_sa("chosen-bot")
+    other = api.create_sa("unchosen-bot")
+    api.add_binding(f"/v1/projects/{PROJECT}", TOKEN_CREATOR, OWNER, condition={
+        "title": "one account", "expression": f'resource.name == "projects/-/serviceAccounts/{chosen["uniqueId"]}"'})
+    assert api.sa_token(chosen["email"])["accessToken"]
+    r = api.call("POST", f"/v1/projects/-/serviceAccounts/{other['email']}:generateAccessToken", {"scope": [CLOUD]})
+    assert_google_error(r, 403, "PERMISSION_DENIED")
+
+
 def test_condition_that_errors_at_request_time_denies(api: Api, sa: dict[str, Any]) -> None:
     """A well-typed condition that fails at evaluation grants nothing: 403, never a 500."""
     path = f"/v1/projects/-/serviceAccounts/{sa['email']}"

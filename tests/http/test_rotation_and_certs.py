@@ -168,7 +168,7 @@ def test_id_tokens_verify_against_the_published_certs(api: Api, sa: dict[str, An
     out = api.ok("POST", f"/v1/projects/-/serviceAccounts/{sa['email']}:generateIdToken",
                  {"audience": "https://service.example.com", "includeEmail": True})
     token = out["token"]
-    v1, v3 = issuer_sets(api)
+    v1, _v3 = issuer_sets(api)
     kid = jwt.get_unverified_header(token)["kid"]
     assert kid in v1
     public = x509.load_pem_x509_certificate(v1[kid].encode()).public_key()

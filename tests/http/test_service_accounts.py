@@ -274,3 +274,23 @@ def test_a_service_account_without_roles_is_denied(api: Api, sa: dict[str, Any])
     error = assert_google_error(api.call("POST", COLLECTION, {"accountId": "sneaky-bot"}, token=token), 403,
                                 "PERMISSION_DENIED")
     assert "iam.serviceAccounts.create" in error["message"]
+
+
+def test_recreated_account_inherits_no_bindings(api: Api) -> None:
+    first = api.create_sa("heir-bot")
+    api.add_binding(f"/v1/projects/{PROJECT}", "roles/viewer", f"serviceAccount:{first['email']}")
+    api.ok("DELETE", f"{COLLECTION}/{first['email']}")
+    second = api.create_sa("heir-bot")
+    api.grant_owner_token_creator(second["email"])
+    token = api.sa_token(second["email"])["accessToken"]
+    assert_google_error(api.call("GET", f"/v1/projects/{PROJECT}", token=token), 403, "PERMISSION_DENIED")
+
+
+def test_deleting_an_account_ends_its_tokens(api: Api, sa: dict[str, Any]) -> None:
+    api.add_binding(f"/v1/projects/{PROJECT}", "roles/viewer", f"serviceAccount:{sa['email']}")
+    token = api.sa_token(sa["email"])["accessToken"]
+    assert api.call("GET", f"/v1/projects/{PROJECT}", token=token).status_code == 200
+    api.ok("DELETE", f"{COLLECTION}/{sa['email']}")
+    assert_google_error(api.call("GET", f"/v1/projects/{PROJECT}", token=token), 401, "UNAUTHENTICATED")
+    r = api.call("POST", f"/v1/projects/-/serviceAccounts/{sa['email']}:generateAccessToken", {"scope": [CLOUD]})
+    assert_google_error(r, 403, "PERMISSION_DENIED")

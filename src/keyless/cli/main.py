@@ -74,6 +74,8 @@ def serve(
     universe_cert: Annotated[Path | None, typer.Option(help="Certificate for the universe domains "
                                                             "(default: issued by the local CA).")] = None,
     universe_key: Annotated[Path | None, typer.Option(help="Private key of --universe-cert.")] = None,
+    audit_log: Annotated[str | None, typer.Option(
+        help="Also write audit entries as JSON lines to this file ('-' for stdout).")] = None,
 ) -> None:
     """Start the keyless server (SQLite under ./.keyless unless told otherwise)."""
     from keyless.server import ServeOptions, run
@@ -84,7 +86,7 @@ def serve(
                      proxy_port=proxy_port, metadata_port=metadata_port, metadata_host=metadata_host,
                      attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
                      universe_domains=tuple(universe_domain or ()), universe_port=universe_port,
-                     universe_cert=universe_cert, universe_key=universe_key))
+                     universe_cert=universe_cert, universe_key=universe_key, audit_log=audit_log))
 
 
 @app.command()
@@ -129,6 +131,21 @@ def users_add(
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     typer.echo(f"Created user [{email}]; credentials written to [{output}].", err=True)
+
+
+@app.command("audit")
+def audit_cmd(
+    account: Annotated[str | None, typer.Option(help="Target service account email.")] = None,
+    caller: Annotated[str | None, typer.Option(help="Caller principal email.")] = None,
+    since: Annotated[str | None, typer.Option(help="RFC 3339 time or a duration such as 15m, 2h, 1d.")] = None,
+    denied: Annotated[bool, typer.Option(help="Only denials and errors.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table or json (one entry per line).")] = "table",
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 1000,
+) -> None:
+    """Query the audit log (owner only)."""
+    from keyless.cli.audit import run_audit
+
+    run_audit(Session(_globals), account=account, caller=caller, since=since, denied=denied, fmt=fmt, limit=limit)
 
 
 @users_app.command("list")

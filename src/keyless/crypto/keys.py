@@ -30,7 +30,7 @@ class MasterKey:
             raise ValueError("the master key must be 32 bytes")
         self._aead = AESGCM(self._derive(secret, b"keyless private-key encryption v1"))
         self.token_mac_key = self._derive(secret, b"keyless access-token mac v1")
-        self.secret_hash_key = self._derive(secret, b"keyless secret hashing v1")
+        self.audit_hash_key = self._derive(secret, b"keyless audit token hash v1")
 
     @staticmethod
     def _derive(secret: bytes, info: bytes) -> bytes:

@@ -9,6 +9,7 @@ from keyless.domain.lifetimes import format_timestamp
 from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
 from keyless.metadata.app import ATTACHED_META
+from keyless.service import audit
 from keyless.service.admin import Admin, authorized_user_file
 
 
@@ -19,7 +20,9 @@ async def users(request: Request) -> Response:
         return JSONResponse({"users": [{"email": u.email, "clientId": u.client_id, "disabled": u.disabled}
                                        for u in await kl.admin.list_users(caller)]})
     if request.method == "POST":
+        audit.begin("keyless.CreateUser", "keyless")
         data = await read_json(request, ("email",))
+        audit.note(resource=f"users/{data.get('email')}")
         user, secret, refresh = await kl.admin.add_user(caller, data.get("email"))
         return JSONResponse({
             "user": {"email": user.email, "clientId": user.client_id},
@@ -42,6 +45,9 @@ async def group(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     email: str = request.path_params["group"]
+    if request.method in ("PUT", "DELETE"):
+        audit.begin("keyless.SetGroup" if request.method == "PUT" else "keyless.DeleteGroup", "keyless")
+        audit.note(resource=f"groups/{email}")
     if request.method == "GET":
         return JSONResponse({"email": email.lower(), "members": await kl.admin.get_group(caller, email)})
     if request.method == "PUT":
@@ -70,10 +76,14 @@ async def projects(request: Request) -> Response:
 
 async def org_policies(request: Request) -> Response:
     """``/v2/projects/{project}/policies`` (list, create) and ``.../policies/{constraint}`` (get, patch, delete)."""
-    kl = keyless_of(request)
-    caller = await api_caller(request)
     parent = f"projects/{request.path_params['project']}"
     name = request.path_params.get("constraint")
+    if request.method != "GET":
+        verb = "DeletePolicy" if request.method == "DELETE" else "UpdatePolicy"
+        audit.begin(f"google.cloud.orgpolicy.v2.OrgPolicy.{verb}", "orgpolicy.googleapis.com")
+        audit.note(resource=f"{parent}/policies/{name or ''}")
+    kl = keyless_of(request)
+    caller = await api_caller(request)
     if name is None:
         if request.method == "GET":
             resource = await kl.admin.org_parent(caller, parent, "orgpolicy.policies.list")
@@ -106,6 +116,21 @@ async def advance_clock(request: Request) -> Response:
     data = await read_json(request, ("seconds",))
     now = await kl.admin.advance_clock(caller, data.get("seconds"))
     return JSONResponse({"now": format_timestamp(now)})
+
+
+async def audit_log(request: Request) -> Response:
+    """``GET /v1/auditLog?pageSize=&pageToken=&filter=`` (owner only)."""
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    if request.method != "GET":
+        raise MethodNotAllowed("Use GET.")
+    params = request.query_params
+    entries, token = await kl.admin.query_audit(caller, params.get("filter", ""), params.get("pageSize"),
+                                                params.get("pageToken"))
+    body: dict[str, object] = {"entries": [e.body for e in entries]}
+    if token:
+        body["nextPageToken"] = token
+    return JSONResponse(body)
 
 
 async def metadata_attachment(request: Request) -> Response:

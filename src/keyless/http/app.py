@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from keyless.errors import Internal, KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import admin, certs, oauth, projects, service_accounts
+from keyless.http.audit import AuditMiddleware
 from keyless.http.common import MAX_BODY_BYTES, error_response, oauth_error_response
 from keyless.service.app import Keyless
 
@@ -75,6 +76,7 @@ def routes() -> list[Route]:
         Route("/keyless/v1/groups/{group}", admin.group, methods=ALL),
         Route("/keyless/v1/projects", admin.projects, methods=ALL),
         Route("/keyless/v1/metadata", admin.metadata_attachment, methods=ALL),
+        Route("/v1/auditLog", admin.audit_log, methods=ALL),
         Route("/keyless/v1/debug/clock:advance", admin.advance_clock, methods=ALL),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
@@ -95,6 +97,7 @@ def build_app(keyless: Keyless, *, max_body_bytes: int = MAX_BODY_BYTES,
             Exception: _unexpected,
         },
     )
+    app.add_middleware(AuditMiddleware, log=keyless.audit)
     app.state.keyless = keyless
     app.state.max_body_bytes = max_body_bytes
     app.state.universe_domains = universe_domains

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from keyless.errors import InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
 from keyless.proxy.hosts import is_served
+from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.authn import authenticate, require_api_scope
 from keyless.service.core import Caller
@@ -93,15 +94,18 @@ async def read_form(request: Request) -> dict[str, str]:
 
 async def api_caller(request: Request) -> Caller:
     caller = await authenticate(keyless_of(request).core, request.headers.get("authorization"))
+    audit.note(principal=caller.email)
     require_api_scope(caller)
     return caller
 
 
 def error_response(exc: KeylessError) -> JSONResponse:
+    audit.note_error(exc.message)
     return JSONResponse(exc.to_json(), status_code=exc.http_status)
 
 
 def oauth_error_response(exc: OAuthError) -> JSONResponse:
+    audit.note_error(f"{exc.error}: {exc.description}")
     return JSONResponse(exc.to_json(), status_code=exc.http_status)
 
 

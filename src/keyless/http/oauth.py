@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from keyless.errors import OAuthError
 from keyless.http.common import JSONResponse, keyless_of, read_form
+from keyless.service import audit
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -14,7 +15,9 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def token(request: Request) -> Response:
     if request.method != "POST":
         raise OAuthError("invalid_request", "The token endpoint takes POST.", http_status=405)
+    audit.begin("oauth2.Token", "oauth2.googleapis.com")
     form = await read_form(request)
+    audit.note_request(grant_type=form.get("grant_type"))
     return JSONResponse(await keyless_of(request).oauth.token(form), headers=NO_STORE)
 
 
@@ -29,6 +32,7 @@ async def tokeninfo(request: Request) -> Response:
 
 
 async def revoke(request: Request) -> Response:
+    audit.begin("oauth2.Revoke", "oauth2.googleapis.com")
     form = await read_form(request) if request.method == "POST" else dict(request.query_params)
     await keyless_of(request).oauth.revoke(form.get("token"))
     return JSONResponse({})

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from keyless.errors import MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
+from keyless.service import audit
 from keyless.service.core import Caller
 from keyless.service.policies import requested_version
 
@@ -15,6 +16,9 @@ async def project(request: Request) -> Response:
     version = request.url.path.split("/", 2)[1]  # "v1" or "v3"
     segment: str = request.path_params["project"]
     project_id, sep, verb = segment.partition(":")
+    if verb == "setIamPolicy":
+        audit.begin("SetIamPolicy", "cloudresourcemanager.googleapis.com", name=f"projects/{project_id}")
+        audit.note(resource=f"projects/{project_id}")
     kl = keyless_of(request)
     caller = await api_caller(request)
     if not sep:
@@ -29,6 +33,7 @@ async def project(request: Request) -> Response:
         return JSONResponse(policy.to_json())
     if verb == "setIamPolicy":
         data = await read_json(request, ("policy", "updateMask"))
+        audit.note_request(policy=data.get("policy"), updateMask=data.get("updateMask"))
         return JSONResponse((await kl.policies.set_for_project(caller, project_id, data)).to_json())
     if verb == "testIamPermissions":
         data = await read_json(request, ("permissions",))

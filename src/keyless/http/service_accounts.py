@@ -7,6 +7,7 @@ when the request is addressed to ``iam.*``, names a real project, or sends IAM v
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,12 +15,28 @@ from starlette.responses import Response
 from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, base_url, keyless_of, read_json, via_google_host
 from keyless.http.wire import created_key_json, key_json, service_account_json
+from keyless.service import audit
 from keyless.service.policies import requested_version
 
 GENERATE_ACCESS_TOKEN = ("delegates", "scope", "lifetime")
 GENERATE_ID_TOKEN = ("delegates", "audience", "includeEmail", "useEmailAzp", "organizationNumberIncluded")
 SIGN = ("delegates", "payload")
 PUBLIC_KEY_TYPES = ("TYPE_NONE", "TYPE_X509_PEM_FILE", "TYPE_RAW_PUBLIC_KEY")
+CREDENTIALS = "iamcredentials.googleapis.com"
+IAM = "iam.googleapis.com"
+# Audit method names of the verbs that mint, sign or change something.
+AUDITED_VERBS = {
+    "generateAccessToken": ("GenerateAccessToken", CREDENTIALS),
+    "generateIdToken": ("GenerateIdToken", CREDENTIALS),
+    "signBlob": ("SignBlob", CREDENTIALS),
+    "signJwt": ("SignJwt", CREDENTIALS),
+    "disable": ("google.iam.admin.v1.DisableServiceAccount", IAM),
+    "enable": ("google.iam.admin.v1.EnableServiceAccount", IAM),
+    "undelete": ("google.iam.admin.v1.UndeleteServiceAccount", IAM),
+    "setIamPolicy": ("google.iam.admin.v1.SetIAMPolicy", IAM),
+}
+# Request fields worth recording; payloads are recorded by hash, never verbatim.
+AUDITED_FIELDS = ("scope", "lifetime", "delegates", "audience", "includeEmail", "useEmailAzp")
 
 
 async def collection(request: Request) -> Response:
@@ -35,9 +52,15 @@ async def collection(request: Request) -> Response:
             body["nextPageToken"] = token
         return JSONResponse(body)
     if request.method == "POST":
+        audit.begin("google.iam.admin.v1.CreateServiceAccount", IAM, project=project)
         data = await read_json(request, ("accountId", "serviceAccount"))
         return JSONResponse(service_account_json(await kl.accounts.create(caller, project, data)))
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+
+
+def _audited(body: dict[str, Any]) -> dict[str, Any]:
+    audit.note_request(**{k: body[k] for k in AUDITED_FIELDS if k in body})
+    return body
 
 
 def _split_verb(segment: str) -> tuple[str, str | None]:
@@ -73,6 +96,9 @@ async def member(request: Request) -> Response:
 
 
 async def _account(request: Request, name: str) -> Response:
+    if request.method in ("PATCH", "PUT", "DELETE"):
+        method = "DeleteServiceAccount" if request.method == "DELETE" else "PatchServiceAccount"
+        audit.begin(f"google.iam.admin.v1.{method}", IAM, name=name)
     kl = keyless_of(request)
     caller = await api_caller(request)
     if request.method == "GET":
@@ -92,16 +118,19 @@ async def _account(request: Request, name: str) -> Response:
 async def _account_verb(request: Request, project: str, name: str, verb: str) -> Response:
     if request.method != "POST":
         raise MethodNotAllowed(f"Method {request.method} is not allowed for :{verb}; use POST.")
+    if verb in AUDITED_VERBS:
+        method, service = AUDITED_VERBS[verb]
+        audit.begin(method, service, name=name)
     kl = keyless_of(request)
     caller = await api_caller(request)
     if verb == "generateAccessToken":
         return JSONResponse(await kl.credentials.generate_access_token(
-            caller, name, await read_json(request, GENERATE_ACCESS_TOKEN)))
+            caller, name, _audited(await read_json(request, GENERATE_ACCESS_TOKEN))))
     if verb == "generateIdToken":
         return JSONResponse(await kl.credentials.generate_id_token(
-            caller, name, await read_json(request, GENERATE_ID_TOKEN)))
+            caller, name, _audited(await read_json(request, GENERATE_ID_TOKEN))))
     if verb == "signBlob":
-        data = await read_json(request, (*SIGN, "bytesToSign"))
+        data = _audited(await read_json(request, (*SIGN, "bytesToSign")))
         if _is_iam_host(request) or project != "-" or "bytesToSign" in data:
             key_id, signature = await kl.credentials.sign_blob(caller, name, data, payload_field="bytesToSign",
                                                                require_wildcard=False)
@@ -109,7 +138,7 @@ async def _account_verb(request: Request, project: str, name: str, verb: str) ->
         key_id, signature = await kl.credentials.sign_blob(caller, name, data)
         return JSONResponse({"keyId": key_id, "signedBlob": base64.b64encode(signature).decode()})
     if verb == "signJwt":
-        data = await read_json(request, SIGN)
+        data = _audited(await read_json(request, SIGN))
         legacy = _is_iam_host(request) or project != "-"
         key_id, jwt = await kl.credentials.sign_jwt(caller, name, data, add_exp=legacy, require_wildcard=not legacy)
         return JSONResponse({"keyId": key_id, "signedJwt": jwt})
@@ -129,6 +158,7 @@ async def _account_verb(request: Request, project: str, name: str, verb: str) ->
         return JSONResponse(policy.to_json())
     if verb == "setIamPolicy":
         data = await read_json(request, ("policy", "updateMask"))
+        audit.note_request(policy=data.get("policy"), updateMask=data.get("updateMask"))
         account = await kl.accounts.lookup(caller, name, "iam.serviceAccounts.setIamPolicy")
         return JSONResponse((await kl.policies.set_for_account(caller, account, data)).to_json())
     if verb == "testIamPermissions":
@@ -149,10 +179,14 @@ async def _allowed_locations(request: Request, name: str) -> Response:
 
 
 async def _keys(request: Request, name: str, verb: str | None) -> Response:
+    if request.method == "POST":
+        method = "UploadServiceAccountKey" if verb == "upload" else "CreateServiceAccountKey"
+        audit.begin(f"google.iam.admin.v1.{method}", IAM, name=name)
     kl = keyless_of(request)
     caller = await api_caller(request)
     if verb == "upload" and request.method == "POST":
         account, key = await kl.accounts.upload_key(caller, name, await read_json(request, ("publicKeyData",)))
+        audit.note(resource=f"projects/-/serviceAccounts/{account.unique_id}/keys/{key.key_id}")
         return JSONResponse(key_json(account, key))
     if verb is not None:
         raise NotFound(f"Unknown method :{verb}.")
@@ -163,12 +197,16 @@ async def _keys(request: Request, name: str, verb: str | None) -> Response:
     if request.method == "POST":
         data = await read_json(request, ("privateKeyType", "keyAlgorithm"))
         account, key, pem = await kl.accounts.create_key(caller, name, data)
+        audit.note(resource=f"projects/-/serviceAccounts/{account.unique_id}/keys/{key.key_id}")
         base = None if via_google_host(request) else base_url(request)
         return JSONResponse(created_key_json(account, key, pem, base))
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
 
 
 async def _key(request: Request, key_name: str, verb: str | None) -> Response:
+    if request.method != "GET":
+        action = {"disable": "Disable", "enable": "Enable"}.get(verb or "", "Delete")
+        audit.begin(f"google.iam.admin.v1.{action}ServiceAccountKey", IAM, name=key_name)
     kl = keyless_of(request)
     caller = await api_caller(request)
     if verb is None and request.method == "GET":

@@ -11,6 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.errors import KeylessError
+from keyless.http.audit import AuditMiddleware
+from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.authn import CLOUD_PLATFORM
 from keyless.storage.base import ServiceAccount
@@ -31,6 +33,7 @@ def _json(body: object) -> Response:
 
 
 def _error(status: int, message: str) -> Response:
+    audit.note_error(message)
     return _text(message + "\n", status, "text/html; charset=UTF-8")
 
 
@@ -116,18 +119,26 @@ class MetadataServer:
         return _error(404, f"The requested URL was not found on this server: {leaf}")
 
     async def _token(self, request: Request, account: ServiceAccount) -> Response:
+        audit.begin("metadata.GetAccessToken", "metadata.google.internal")
+        audit.note(principal=account.email, resource=f"projects/-/serviceAccounts/{account.unique_id}")
         if account.disabled:
+            audit.note_error("service account disabled")
             return _error(403, f"Unable to generate access token; IAM returned 403 Forbidden: Service account "
                           f"{account.email} is disabled.")
         raw = request.query_params.get("scopes", "")
         scopes = tuple(s for s in raw.replace(" ", ",").split(",") if s) or DEFAULT_SCOPES
         now = int(self.keyless.core.now())
-        token, _ = self.keyless.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
-                                                 scopes=scopes, issued_at=now, expires_at=now + 3600)
+        token, claims = self.keyless.core.minter.mint(principal_kind="serviceAccount",
+                                                      principal_id=account.unique_id, scopes=scopes, issued_at=now,
+                                                      expires_at=now + 3600)
+        audit.note_request(scopes=list(scopes))
+        audit.note(tokenHash=self.keyless.core.audit_hash(claims.token_id))
         return _json({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
     async def _identity(self, request: Request, account: ServiceAccount, project_id: str, number: str) -> Response:
         audience = request.query_params.get("audience", "")
+        audit.begin("metadata.GetIdentityToken", "metadata.google.internal", audience=audience)
+        audit.note(principal=account.email, resource=f"projects/-/serviceAccounts/{account.unique_id}")
         if not audience:
             return _error(400, "non-empty audience parameter required")
         if account.disabled:
@@ -147,11 +158,13 @@ class MetadataServer:
             if request.query_params.get("licenses", "").upper() == "TRUE":
                 claims["google"]["compute_engine"]["license_id"] = []
         token = await credentials.sign_id_token(claims)
+        audit.note(tokenHash=self.keyless.core.audit_hash(token))
         return _text(token, content_type="text/html; charset=utf-8")
 
 
 def build_metadata_app(keyless: Keyless) -> Starlette:
     server = MetadataServer(keyless)
     app = Starlette(routes=[Route("/{path:path}", server.dispatch, methods=["GET", "POST"])])
+    app.add_middleware(AuditMiddleware, log=keyless.audit)
     app.state.keyless = keyless
     return app

@@ -19,7 +19,8 @@ from keyless.domain.names import (
     validate_account_id,
 )
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from keyless.service.core import Caller, Core
+from keyless.service import audit
+from keyless.service.core import Caller, Core, account_condition_name
 from keyless.service.keyring import SYSTEM_MANAGED, USER_MANAGED
 from keyless.service.policies import store_policy
 from keyless.storage.base import Conflict, KeyRecord, ServiceAccount
@@ -56,6 +57,7 @@ class Accounts:
         """Resolve ``projects/{p|-}/serviceAccounts/{email|id}`` and check ``permission`` on it."""
         ref = parse_account_name(name)
         account = await self._find(ref, allow_deleted=allow_deleted)
+        audit.note(resource=account_condition_name(account))
         await self.core.require_on_account(caller, permission, account)
         return account
 
@@ -95,6 +97,7 @@ class Accounts:
         except Conflict:
             raise AlreadyExists(f"Service account {account_id} already exists within project projects/{project_id}.",
                                 resource_name=f"projects/{project_id}/serviceAccounts/{email}") from None
+        audit.note(resource=account_condition_name(account))
         return account
 
     async def list_accounts(self, caller: Caller, project: str, page_size: object, page_token: object
@@ -159,6 +162,7 @@ class Accounts:
         account = await self.core.store.get_service_account(ref.account)
         if account is None:
             raise NotFound(f"Service account {ref.account} does not exist.")
+        audit.note(resource=account_condition_name(account))
         await self.core.require_on_project(caller, "iam.serviceAccounts.undelete", account.project_id)
         if account.deleted_at is None:
             raise FailedPrecondition(f"Service account {account.email} is not deleted.")
@@ -208,6 +212,7 @@ class Accounts:
         if not sep or not key_id:
             raise InvalidArgument(f"Invalid key name '{key_name}'.", field="name")
         account = await self.lookup(caller, account_name, permission)
+        audit.note(resource=f"{account_condition_name(account)}/keys/{key_id}")
         key = await self.core.store.get_key(key_id)
         if key is None or key.owner != account.unique_id:
             raise NotFound(f"Service account key {key_name} does not exist.")

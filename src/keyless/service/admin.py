@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from keyless.clock import OffsetClock
-from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_duration
+from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_duration, parse_timestamp
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
 from keyless.domain.policy import Binding, Policy, new_etag, validate_member
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from keyless.service.core import Caller, Core, project_resource
 from keyless.service.policies import store_policy
-from keyless.storage.base import Conflict, OrgPolicy, Project, User
+from keyless.storage.base import AuditEntry, AuditQuery, Conflict, OrgPolicy, Project, User
 
 ADMIN_PERMISSION = "keyless.admin"
 KNOWN_CONSTRAINTS = frozenset({LIFETIME_EXTENSION_CONSTRAINT})
+AUDIT_FILTER_KEYS = {
+    "protoPayload.authenticationInfo.principalEmail": "principal", "caller": "principal",
+    "protoPayload.resourceName": "resource", "protoPayload.methodName": "method", "timestamp": "since",
+}
 
 
 def secret_hash(value: str) -> str:
@@ -47,6 +54,56 @@ class Admin:
 
     async def require_admin(self, caller: Caller) -> None:
         await self.core.require_on_project(caller, ADMIN_PERMISSION, self.core.settings.default_project)
+
+    async def query_audit(self, caller: Caller, filter_text: str, page_size: object, page_token: object
+                          ) -> tuple[list[AuditEntry], str]:
+        await self.require_admin(caller)
+        query = await self._parse_audit_filter(filter_text or "")
+        try:
+            size = min(max(int(str(page_size or 100)), 1), 1000)
+            after = int(base64.urlsafe_b64decode(str(page_token)).decode()) if page_token else 0
+        except ValueError:
+            raise InvalidArgument("Invalid pageSize or pageToken.", field="pageToken") from None
+        entries = await self.core.store.query_audit(replace(query, after_seq=after, limit=size + 1))
+        token = ""
+        if len(entries) > size:
+            entries = entries[:size]
+            token = base64.urlsafe_b64encode(str(entries[-1].seq).encode()).decode()
+        return entries, token
+
+    async def _parse_audit_filter(self, text: str) -> AuditQuery:
+        """A small subset of the Cloud Logging filter language: terms joined by AND (or spaces)."""
+        query = AuditQuery()
+        for term in re.split(r"\s+AND\s+|\s+", text.strip(), flags=re.IGNORECASE):
+            if not term:
+                continue
+            match = re.fullmatch(r'([\w.]+)\s*(>=|=|:)\s*"?([^"]*)"?', term)
+            if not match:
+                raise InvalidArgument(f"Invalid filter term '{term}'.", field="filter")
+            key, op, value = match.groups()
+            key = AUDIT_FILTER_KEYS.get(key, key)
+            if key == "principal" and op != ">=":
+                query = replace(query, principal=value)
+            elif key == "resource" and op != ">=":
+                query = replace(query, resource=value)
+            elif key == "account" and op != ">=":
+                account = await self.core.resolve_account(value)
+                uid = account.unique_id if account else value
+                query = replace(query, resource=f"projects/-/serviceAccounts/{uid}")
+            elif key == "method" and op != ">=":
+                query = replace(query, method=value)
+            elif key == "since" and op in (">=", "="):
+                try:
+                    query = replace(query, since=parse_timestamp(value))
+                except ValueError:
+                    raise InvalidArgument(f"Invalid timestamp '{value}'.", field="filter") from None
+            elif key == "severity" and op == ">=" and value.upper() == "ERROR":
+                query = replace(query, denied=True)
+            elif key == "denied" and op == "=" and value.lower() in ("true", "false"):
+                query = replace(query, denied=value.lower() == "true")
+            else:
+                raise InvalidArgument(f"Unsupported filter term '{term}'.", field="filter")
+        return query
 
     async def advance_clock(self, caller: Caller, seconds: object) -> float:
         """Move the server's clock forward (only with ``--allow-time-travel``)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TextIO
+
 from keyless.clock import Clock
 from keyless.crypto.keys import MasterKey
 from keyless.service.accounts import Accounts
 from keyless.service.admin import Admin
+from keyless.service.audit import AuditLog
 from keyless.service.config import Settings
 from keyless.service.core import Core
 from keyless.service.credentials import Credentials, Limits
@@ -16,8 +19,9 @@ from keyless.storage.base import Store
 
 class Keyless:
     def __init__(self, store: Store, clock: Clock, settings: Settings, master: MasterKey,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, audit_sink: TextIO | None = None) -> None:
         self.core = Core(store, clock, settings, master)
+        self.audit = AuditLog(store, clock, master.audit_hash_key, audit_sink)
         self.accounts = Accounts(self.core)
         self.policies = Policies(self.core)
         self.credentials = Credentials(self.core, limits)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from keyless.clock import Clock
@@ -11,6 +13,7 @@ from keyless.domain.conditions import RequestContext
 from keyless.domain.names import AccountRef
 from keyless.domain.policy import EMPTY_POLICY, Policy, Principal, is_allowed, load_stored_policy
 from keyless.errors import PermissionDenied
+from keyless.service import audit
 from keyless.service.config import Settings
 from keyless.service.keyring import KeyRing
 from keyless.storage.base import ServiceAccount, Store
@@ -58,6 +61,11 @@ class Core:
         self.keyring = KeyRing(store, master, clock, settings)
         self.minter = TokenMinter(master.token_mac_key)
         self._policy_cache: dict[str, tuple[str, Policy]] = {}
+        self._audit_hash_key = master.audit_hash_key
+
+    def audit_hash(self, value: str) -> str:
+        """A keyed hash that names a token or signature in the audit log without revealing it."""
+        return hmac.new(self._audit_hash_key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
     def now(self) -> float:
         return self.clock.now()
@@ -93,12 +101,16 @@ class Core:
         ctx = RequestContext(self.now(), account_condition_name(account), SA_RESOURCE_TYPE)
         policies = [await self.load_policy(account_resource(account)),
                     await self.load_policy(project_resource(account.project_id))]
-        return is_allowed(policies, identities, permission, ctx)
+        granted = is_allowed(policies, identities, permission, ctx)
+        audit.note_authorization(permission, account_condition_name(account), granted)
+        return granted
 
     async def allowed_on_project(self, identities: frozenset[str], permission: str, project_id: str) -> bool:
         ctx = RequestContext(self.now(), project_resource(project_id), PROJECT_RESOURCE_TYPE,
                              "cloudresourcemanager.googleapis.com")
-        return is_allowed([await self.load_policy(project_resource(project_id))], identities, permission, ctx)
+        granted = is_allowed([await self.load_policy(project_resource(project_id))], identities, permission, ctx)
+        audit.note_authorization(permission, project_resource(project_id), granted)
+        return granted
 
     async def require_on_account(self, caller: Caller, permission: str, account: ServiceAccount) -> None:
         if not await self.allowed_on_account(await self.identities(caller.principal), permission, account):

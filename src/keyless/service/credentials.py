@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from keyless.domain.lifetimes import (
 from keyless.domain.names import AccountRef, parse_account_name
 from keyless.domain.policy import Principal
 from keyless.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from keyless.service import audit
 from keyless.service.core import Caller, Core
 from keyless.service.keyring import ISSUER
 from keyless.storage.base import ServiceAccount
@@ -53,6 +55,9 @@ class Credentials:
         """Check the caller -> delegates -> target chain; return the target account."""
         delegates = parse_delegates(raw_delegates, max_delegates=self.core.settings.max_delegates)
         hops = plan_chain(delegates, target, permission)
+        resolved_target = await self.core.resolve_account(target)
+        named = resolved_target.unique_id if resolved_target else target.account
+        audit.note(resource=f"projects/-/serviceAccounts/{named}", delegation=[d.account for d in delegates])
         identities = await self.core.identities(caller.principal)
         seen: set[str] = set()
         account: ServiceAccount | None = None
@@ -88,9 +93,11 @@ class Credentials:
         extended = raw_lifetime not in (None, "") and await self.lifetime_extension_allowed(account)
         lifetime = resolve_lifetime(raw_lifetime, extended_allowed=extended)
         now = int(self.core.now())
-        token, _ = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
-                                         scopes=scopes, issued_at=now, expires_at=now + lifetime)
-        return {"accessToken": token, "expireTime": format_timestamp(now + lifetime)}
+        token, claims = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
+                                              scopes=scopes, issued_at=now, expires_at=now + lifetime)
+        expire_time = format_timestamp(now + lifetime)
+        audit.note(tokenHash=self.core.audit_hash(claims.token_id), expireTime=expire_time)
+        return {"accessToken": token, "expireTime": expire_time}
 
     async def id_token_claims(self, account: ServiceAccount, audience: str, *, include_email: bool,
                               use_email_azp: bool = False, organization_number: bool = False) -> dict[str, Any]:
@@ -127,7 +134,9 @@ class Credentials:
         account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_GET_ID_TOKEN)
         claims = await self.id_token_claims(account, audience, include_email=include_email,
                                             use_email_azp=use_email_azp, organization_number=org_number)
-        return {"token": await self.sign_id_token(claims)}
+        token = await self.sign_id_token(claims)
+        audit.note(tokenHash=self.core.audit_hash(token))
+        return {"token": token}
 
     async def _account_key(self, account: ServiceAccount) -> tuple[str, Any]:
         key = await self.core.keyring.signing_key(account.unique_id, account.email)
@@ -142,7 +151,9 @@ class Credentials:
                                   field=payload_field)
         account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_SIGN_BLOB)
         key_id, key = await self._account_key(account)
-        return key_id, sign_pkcs1_sha256(key, payload)
+        signature = sign_pkcs1_sha256(key, payload)
+        audit.note(keyId=key_id, payloadSha256=hashlib.sha256(payload).hexdigest())
+        return key_id, signature
 
     async def sign_jwt(self, caller: Caller, name: str, body: Mapping[str, Any], *,
                        add_exp: bool = False, require_wildcard: bool = True) -> tuple[str, str]:
@@ -175,8 +186,11 @@ class Credentials:
         if add_exp and "exp" not in claims:
             claims["exp"] = now + 3600
             claims.setdefault("iat", now)
-            return key_id, sign_rs256(key, key_id, claims)
-        return key_id, sign_rs256_raw_payload(key, key_id, encoded)
+            jwt = sign_rs256(key, key_id, claims)
+        else:
+            jwt = sign_rs256_raw_payload(key, key_id, encoded)
+        audit.note(keyId=key_id, tokenHash=self.core.audit_hash(jwt))
+        return key_id, jwt
 
 
 def _scopes(raw: object, limit: int) -> tuple[str, ...]:

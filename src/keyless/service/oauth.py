@@ -10,6 +10,7 @@ from keyless.crypto.jwt import JwtError, unverified_parts, verify_rs256
 from keyless.crypto.keys import public_key_of_cert
 from keyless.crypto.tokens import token_hash
 from keyless.errors import OAuthError, Unauthenticated, invalid_grant
+from keyless.service import audit
 from keyless.service.admin import secret_hash
 from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token
 from keyless.service.core import Core
@@ -56,9 +57,11 @@ class OAuth:
         iss = unverified.get("iss")
         if not isinstance(iss, str) or not iss:
             raise invalid_grant("Invalid JWT: the iss claim is missing.")
+        audit.note(principal=iss)
         account = await self.core.store.find_service_account(iss.lower())
         if account is None:
             raise invalid_grant("Invalid grant: account not found")
+        audit.note(resource=f"projects/-/serviceAccounts/{account.unique_id}")
         kid = header.get("kid")
         keys = [k for k in await self.core.store.list_keys(account.unique_id) if k.deleted_at is None]
         if kid is not None:
@@ -105,13 +108,18 @@ class OAuth:
                 raise OAuthError("invalid_request", "target_audience must be a non-empty string.")
             id_claims = await self.credentials.id_token_claims(account, target_audience, include_email=True)
             id_claims["azp"] = account.email
-            return {"id_token": await self.credentials.sign_id_token(id_claims)}
+            audit.note_request(target_audience=target_audience)
+            id_token = await self.credentials.sign_id_token(id_claims)
+            audit.note(tokenHash=self.core.audit_hash(id_token))
+            return {"id_token": id_token}
         if not isinstance(scope, str) or not scope.split():
             raise OAuthError("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
         issued = int(now)
-        token, _ = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
-                                         scopes=tuple(scope.split()), issued_at=issued,
-                                         expires_at=issued + TOKEN_LIFETIME, key_id=used.key_id)
+        token, minted = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
+                                              scopes=tuple(scope.split()), issued_at=issued,
+                                              expires_at=issued + TOKEN_LIFETIME, key_id=used.key_id)
+        audit.note_request(scope=scope)
+        audit.note(tokenHash=self.core.audit_hash(minted.token_id), keyId=used.key_id)
         return {"access_token": token, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"}
 
     async def _refresh(self, form: Mapping[str, str]) -> dict[str, Any]:
@@ -125,15 +133,18 @@ class OAuth:
         user = await self.core.store.find_user_by_refresh_hash(secret_hash(refresh_token))
         if user is None or user.disabled:
             raise invalid_grant("Token has been expired or revoked.")
+        audit.note(principal=user.email, resource=f"users/{user.email}")
         client_ok = hmac.compare_digest(user.client_id.encode(), client_id.encode())
         secret_ok = hmac.compare_digest(user.client_secret_hash.encode(), secret_hash(client_secret).encode())
         if not (client_ok and secret_ok):
             raise OAuthError("invalid_client", "Unauthorized", http_status=401)
         scopes = tuple(form.get("scope", "").split()) or USER_DEFAULT_SCOPES
         issued = int(self.core.now())
-        token, _ = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
-                                         issued_at=issued, expires_at=issued + TOKEN_LIFETIME,
-                                         client_id=user.client_id)
+        token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
+                                              issued_at=issued, expires_at=issued + TOKEN_LIFETIME,
+                                              client_id=user.client_id)
+        audit.note_request(scope=" ".join(scopes))
+        audit.note(tokenHash=self.core.audit_hash(minted.token_id))
         return {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
                 "token_type": "Bearer"}
 
@@ -192,4 +203,5 @@ class OAuth:
         claims = self.core.minter.parse(token)
         if claims is None:
             raise OAuthError("invalid_token", "Token is not revocable: only access tokens issued here are.")
+        audit.note(tokenHash=self.core.audit_hash(claims.token_id))
         await self.core.store.revoke_token(token_hash(claims.token_id), claims.expires_at)

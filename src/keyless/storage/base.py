@@ -71,6 +71,29 @@ class OrgPolicy:
     updated_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    insert_id: str
+    timestamp: float
+    method: str
+    principal: str
+    resource: str
+    denied: bool
+    body: dict[str, Any]
+    seq: int = 0  # assigned by the store, increasing
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    since: float | None = None
+    principal: str | None = None
+    resource: str | None = None  # this resource or anything under it ("resource/...")
+    method: str | None = None
+    denied: bool | None = None
+    after_seq: int = 0
+    limit: int = 100
+
+
 class Conflict(Exception):
     """A uniqueness or compare-and-swap condition failed in the store."""
 
@@ -134,6 +157,13 @@ class Store(Protocol):
     async def put_org_policy(self, policy: OrgPolicy) -> None: ...
     async def delete_org_policy(self, resource: str, constraint: str) -> bool: ...
     async def list_org_policies(self, resource: str) -> list[OrgPolicy]: ...
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Store an entry durably before returning (the credential it covers is released only then)."""
+        ...
+    async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """Entries matching the query, oldest first, with ``seq`` greater than ``after_seq``."""
+        ...
 
     async def revoke_token(self, token_hash: str, expires_at: float) -> None: ...
     async def is_token_revoked(self, token_hash: str) -> bool: ...

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 
 from keyless.storage.base import (
+    AuditEntry,
+    AuditQuery,
     Conflict,
     KeyRecord,
     OrgPolicy,
@@ -55,6 +57,16 @@ MIGRATIONS: list[str] = [
     # 2: tokens minted before an account was deleted stay dead after it is undeleted
     """
     ALTER TABLE service_accounts ADD COLUMN tokens_valid_after REAL NOT NULL DEFAULT 0;
+    """,
+    # 3: the audit log
+    """
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, insert_id TEXT NOT NULL, timestamp REAL NOT NULL,
+        method TEXT NOT NULL, principal TEXT NOT NULL, resource TEXT NOT NULL, denied INTEGER NOT NULL,
+        body TEXT NOT NULL);
+    CREATE INDEX audit_log_time ON audit_log (timestamp);
+    CREATE INDEX audit_log_principal ON audit_log (principal, seq);
+    CREATE INDEX audit_log_resource ON audit_log (resource, seq);
     """,
 ]
 
@@ -329,6 +341,34 @@ class SqliteStore:
         rows = self.db.execute("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
                                "WHERE resource=? ORDER BY constraint_name", (resource,))
         return [OrgPolicy(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+
+    # audit
+    async def append_audit(self, entry: AuditEntry) -> None:
+        self.db.execute("INSERT INTO audit_log (insert_id, timestamp, method, principal, resource, denied, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (entry.insert_id, entry.timestamp, entry.method, entry.principal, entry.resource,
+                         int(entry.denied), orjson.dumps(entry.body).decode()))
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        clauses = ["seq > ?"]
+        params: list[Any] = [query.after_seq]
+        for column, value in (("principal", query.principal), ("method", query.method)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if query.resource is not None:
+            clauses.append("(resource = ? OR substr(resource, 1, ?) = ?)")
+            params.extend([query.resource, len(query.resource) + 1, query.resource + "/"])
+        if query.since is not None:
+            clauses.append("timestamp >= ?")
+            params.append(query.since)
+        if query.denied is not None:
+            clauses.append("denied = ?")
+            params.append(int(query.denied))
+        rows = self.db.execute(
+            "SELECT seq, insert_id, timestamp, method, principal, resource, denied, body FROM audit_log "
+            f"WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?", (*params, query.limit))
+        return [AuditEntry(r[1], r[2], r[3], r[4], r[5], bool(r[6]), orjson.loads(r[7]), r[0]) for r in rows]
 
     # revocation
     async def revoke_token(self, token_hash: str, expires_at: float) -> None:

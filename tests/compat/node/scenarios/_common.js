@@ -28,6 +28,7 @@ function describeError(err) {
   const out = {message: err.message, name: err.name};
   if (err.code !== undefined) out.code = err.code;
   if (err.status !== undefined) out.status = err.status;
+  if (err.config && err.config.url) out.url = String(err.config.url);
   const res = err.response;
   if (res) {
     out.httpStatus = res.status;

@@ -1,0 +1,160 @@
+"""The audit log: one Cloud Audit Logs-shaped entry per credential decision and per policy or key change.
+
+The HTTP layer opens a record per request (``begin``); services annotate it (caller, resource, permissions
+checked, request fields that are not secret); the entry is committed before the response starts, so a
+credential is never returned unless its audit entry is stored. Token values and keys are never recorded:
+a token is named by a keyed hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sys
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import orjson
+
+from keyless.clock import Clock
+from keyless.domain.lifetimes import format_timestamp
+from keyless.storage.base import AuditEntry, Store
+
+_GRPC_CODES = {200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8, 500: 13, 503: 14}
+
+
+@dataclass
+class AuditRecord:
+    caller_ip: str
+    user_agent: str
+    method: str | None = None
+    service: str = ""
+    principal: str | None = None
+    resource: str | None = None
+    delegation: list[str] = field(default_factory=list)
+    authorization: list[dict[str, Any]] = field(default_factory=list)
+    request: dict[str, Any] = field(default_factory=dict)
+    response: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+_current: ContextVar[AuditRecord | None] = ContextVar("keyless_audit", default=None)
+
+
+def open_record(caller_ip: str, user_agent: str) -> tuple[AuditRecord, object]:
+    record = AuditRecord(caller_ip, user_agent)
+    return record, _current.set(record)
+
+
+def close_record(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]
+
+
+def begin(method: str, service: str, **request: Any) -> None:
+    """Mark the current request as audited under ``method``."""
+    record = _current.get()
+    if record is not None:
+        record.method = method
+        record.service = service
+        record.request.update({k: v for k, v in request.items() if v is not None})
+
+
+def note(*, principal: str | None = None, resource: str | None = None, delegation: list[str] | None = None,
+         **response: Any) -> None:
+    record = _current.get()
+    if record is None:
+        return
+    if principal is not None:
+        record.principal = principal
+    if resource is not None:
+        record.resource = resource
+    if delegation is not None:
+        record.delegation = delegation
+    record.response.update({k: v for k, v in response.items() if v is not None})
+
+
+def note_request(**request: Any) -> None:
+    record = _current.get()
+    if record is not None:
+        record.request.update({k: v for k, v in request.items() if v is not None})
+
+
+def note_authorization(permission: str, resource: str, granted: bool) -> None:
+    record = _current.get()
+    if record is not None and record.method is not None:
+        record.authorization.append({"permission": permission, "resource": resource, "granted": granted})
+
+
+def note_error(message: str) -> None:
+    record = _current.get()
+    if record is not None:
+        record.error = message
+
+
+class AuditLog:
+    def __init__(self, store: Store, clock: Clock, hash_key: bytes, sink: TextIO | None = None) -> None:
+        self._store = store
+        self._clock = clock
+        self._hash_key = hash_key
+        self._sink = sink
+
+    def token_hash(self, value: str) -> str:
+        """How an entry names a token or signature without holding it."""
+        return hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def entry(self, record: AuditRecord, http_status: int, now: float) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "serviceName": record.service,
+            "methodName": record.method,
+            "resourceName": record.resource or "",
+            "authenticationInfo": {"principalEmail": record.principal or ""},
+            "requestMetadata": {"callerIp": record.caller_ip, "callerSuppliedUserAgent": record.user_agent},
+            "authorizationInfo": record.authorization,
+            "request": record.request,
+        }
+        if record.delegation:
+            payload["authenticationInfo"]["serviceAccountDelegationInfo"] = [
+                {"firstPartyPrincipal": {"principalEmail": email}} for email in record.delegation]
+        if record.response:
+            payload["response"] = record.response
+        if http_status >= 400:
+            payload["status"] = {"code": _GRPC_CODES.get(http_status, 2), "message": record.error or ""}
+        else:
+            payload["status"] = {}
+        micros = int(now * 1_000_000)
+        return {
+            "insertId": f"{micros:x}{secrets.token_hex(4)}",
+            "timestamp": format_timestamp(now).replace("Z", f".{micros % 1_000_000:06d}Z"),
+            "severity": "NOTICE" if http_status < 400 else "ERROR",
+            "logName": f"keyless/logs/cloudaudit.googleapis.com%2F{_log_kind(record.method or '')}",
+            "protoPayload": payload,
+        }
+
+    async def commit(self, record: AuditRecord, http_status: int) -> None:
+        now = self._clock.now()
+        entry = self.entry(record, http_status, now)
+        await self._store.append_audit(AuditEntry(
+            insert_id=entry["insertId"], timestamp=now, method=record.method or "",
+            principal=record.principal or "", resource=record.resource or "", denied=http_status >= 400,
+            body=entry))
+        if self._sink is not None:
+            self._sink.write(orjson.dumps(entry).decode() + "\n")
+            self._sink.flush()
+
+
+def _log_kind(method: str) -> str:
+    return "data_access" if method in {"GenerateAccessToken", "GenerateIdToken", "SignBlob", "SignJwt",
+                                       "oauth2.Token", "metadata.GetAccessToken",
+                                       "metadata.GetIdentityToken"} else "activity"
+
+
+def open_sink(target: str | None) -> TextIO | None:
+    """``--audit-log -`` for stdout, a path for a JSON-lines file (appended), None for database only."""
+    if not target:
+        return None
+    if target == "-":
+        return sys.stdout
+    return open(target, "a", encoding="utf-8")
