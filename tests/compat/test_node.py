@@ -13,11 +13,14 @@ Routes: the documented knob (``endpoint``/``endpoints``/``rootUrl``/``apiEndpoin
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +49,21 @@ _SCRUB = {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", 
 
 
 @pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """``npm ci`` in tests/compat/node: exactly the versions package-lock.json pins."""
+def node_modules() -> Iterator[Path]:
+    """``npm ci`` in tests/compat/node: exactly the versions package-lock.json pins.
+
+    ``npm ci`` deletes and rewrites node_modules, so a second pytest session using this folder at the same time
+    would break the first one's Node processes (or npm itself, ENOTEMPTY). The module holds an exclusive lock
+    on the folder from ``npm ci`` until its last scenario has run; a concurrent session blocks on it."""
     npm = shutil.which("npm")
     assert npm and shutil.which("node"), "node and npm must be installed"
-    proc = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"npm ci failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return NODE_DIR / "node_modules"
+    digest = hashlib.sha256(str(NODE_DIR).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"keyless-compat-node-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"npm ci failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        yield NODE_DIR / "node_modules"
 
 
 class Node:

@@ -39,8 +39,11 @@ class CompiledCondition:
         self._program = program
 
     def evaluate(self, ctx: RequestContext) -> bool:
-        result = self._program.evaluate(_activation(ctx))
         # An expression that errors at run time grants nothing (Google treats errors as false).
+        try:
+            result = self._program.evaluate(_activation(ctx))
+        except Exception:
+            return False
         return isinstance(result, celtypes.BoolType) and bool(result)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from keyless.domain import roles
 from keyless.domain.conditions import CompiledCondition, RequestContext, compile_condition
+from keyless.domain.fields import check_fields
 from keyless.errors import InvalidArgument
 
 VALID_VERSIONS = (0, 1, 3)
@@ -19,6 +20,9 @@ _EMAIL_RE = re.compile(r"^[^@\s:/]+@[^@\s:/]+\.[^@\s:/]+$")
 _DOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
 _DELETED_RE = re.compile(r"^deleted:(user|serviceAccount|group):[^@\s:/]+@[^@\s:/?]+\?uid=[0-9]+$")
 MAX_MEMBERS = 1500  # Google's limit on principals in one policy
+POLICY_FIELDS = ("version", "bindings", "etag", "auditConfigs")
+BINDING_FIELDS = ("role", "members", "condition")
+CONDITION_FIELDS = ("expression", "title", "description", "location")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,7 @@ def _parse_condition(raw: object) -> Condition | None:
     if not isinstance(raw, Mapping):
         raise InvalidArgument("Invalid value at 'policy.bindings.condition': expected an object.",
                               field="policy.bindings.condition")
+    check_fields(raw, CONDITION_FIELDS, "policy.bindings.condition")
     expression = raw.get("expression")
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidArgument("A condition needs a non-empty expression.", field="policy.bindings.condition.expression")
@@ -157,6 +162,7 @@ def parse_policy(raw: object, *, known_roles: Iterable[str] | None = None) -> Po
     """Validate a Policy as sent to ``setIamPolicy``; merges duplicate bindings and drops empty ones."""
     if not isinstance(raw, Mapping):
         raise InvalidArgument("Invalid value at 'policy': expected an object.", field="policy")
+    check_fields(raw, POLICY_FIELDS, "policy")
     version = raw.get("version", 0)
     if isinstance(version, str) and version.isdigit():
         version = int(version)
@@ -170,6 +176,7 @@ def parse_policy(raw: object, *, known_roles: Iterable[str] | None = None) -> Po
     for rb in raw_bindings:
         if not isinstance(rb, Mapping):
             raise InvalidArgument("Invalid value at 'policy.bindings': expected objects.", field="policy.bindings")
+        check_fields(rb, BINDING_FIELDS, "policy.bindings")
         role = rb.get("role")
         if not isinstance(role, str) or not role:
             raise InvalidArgument("A binding needs a role.", field="policy.bindings.role")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyless.errors import MethodNotAllowed, NotFound
+from keyless.errors import MethodNotAllowed, NotFound, PermissionDenied
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
 from keyless.service import audit
 from keyless.service.core import Caller
@@ -46,7 +46,7 @@ async def _project_json(request: Request, caller: Caller, project_id: str, versi
     kl = keyless_of(request)
     found = await kl.store.get_project(project_id)
     if found is None:
-        raise NotFound(f"Project '{project_id}' not found or permission denied.")
+        raise PermissionDenied("The caller does not have permission")
     await kl.core.require_on_project(caller, "resourcemanager.projects.get", found.project_id)
     if version == "v3":
         return {"name": f"projects/{found.number}", "projectId": found.project_id, "state": "ACTIVE",

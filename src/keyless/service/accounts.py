@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.crypto.keys import load_certificate
+from keyless.domain.fields import check_fields
 from keyless.domain.names import (
     AccountRef,
     new_key_id,
@@ -29,6 +31,10 @@ UNDELETE_WINDOW = 30 * 86400
 MAX_USER_MANAGED_KEYS = 10
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# The ServiceAccount message: output-only fields are accepted on input and ignored, as on Google.
+SERVICE_ACCOUNT_FIELDS = ("name", "projectId", "uniqueId", "email", "displayName", "description", "etag",
+                          "oauth2ClientId", "disabled")
+_PAGE_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
 def _text_field(body: Mapping[str, Any], field: str, limit: int, wire: str) -> str:
@@ -87,6 +93,7 @@ class Accounts:
         spec = body.get("serviceAccount") or {}
         if not isinstance(spec, Mapping):
             raise InvalidArgument("Invalid value at 'service_account': expected an object.", field="service_account")
+        check_fields(spec, SERVICE_ACCOUNT_FIELDS, "service_account")
         display_name = _text_field(spec, "displayName", 100, "service_account.display_name")
         description = _text_field(spec, "description", 256, "service_account.description")
         email = service_account_email(account_id, project_id)
@@ -108,8 +115,12 @@ class Accounts:
         after = ""
         if page_token:
             try:
+                if not _PAGE_TOKEN_RE.match(str(page_token)):
+                    raise ValueError("not base64url")
                 after = base64.urlsafe_b64decode(str(page_token).encode()).decode()
-            except Exception:
+                if "@" not in after:
+                    raise ValueError("not a page token of this list")
+            except ValueError:
                 raise InvalidArgument("Invalid page token.", field="page_token") from None
         accounts = await self.core.store.list_service_accounts(project_id, after_email=after, limit=size + 1)
         next_token = ""
@@ -123,6 +134,7 @@ class Accounts:
         account = await self.lookup(caller, name, "iam.serviceAccounts.update")
         if legacy_put:
             spec: Mapping[str, Any] = body
+            check_fields(spec, SERVICE_ACCOUNT_FIELDS, "service_account")
             fields = {"displayName"}
         else:
             raw_spec = body.get("serviceAccount") or {}
@@ -130,6 +142,7 @@ class Accounts:
                 raise InvalidArgument("Invalid value at 'service_account': expected an object.",
                                       field="service_account")
             spec = raw_spec
+            check_fields(spec, SERVICE_ACCOUNT_FIELDS, "service_account")
             mask = body.get("updateMask")
             if not isinstance(mask, str) or not mask.strip():
                 raise InvalidArgument("updateMask is required: displayName, description.", field="update_mask")

@@ -71,17 +71,29 @@ class KeyRing:
             current = [r for r in records if self._is_current(r, now)]
             if current:
                 return SigningKey(current[-1].key_id, self.private_key(current[-1]))
-            record, _ = await self._create(owner, common_name, SYSTEM_MANAGED, now)
-            for old in records:
-                if old.key_type == SYSTEM_MANAGED and old.retired_at is None:
-                    await self._store.update_key(old.key_id, retired_at=now)
-            return SigningKey(record.key_id, self.private_key(record))
+            expected = [r.key_id for r in records if r.key_type == SYSTEM_MANAGED and r.retired_at is None]
+            record, _ = await self._new_record(owner, common_name, SYSTEM_MANAGED, now)
+            if await self._store.rotate_system_key(owner, expected, record):
+                return SigningKey(record.key_id, self.private_key(record))
+            # Another process rotated first: use its key rather than adding a competing one.
+            self.forget(record.key_id)
+            now = self._clock.now()
+            current = [r for r in await self._store.list_keys(owner) if self._is_current(r, now)]
+            if not current:
+                raise RuntimeError(f"no current signing key for {owner} after a concurrent rotation")
+            return SigningKey(current[-1].key_id, self.private_key(current[-1]))
 
     async def create_user_managed(self, owner: str, common_name: str) -> tuple[KeyRecord, bytes]:
         """A new user-managed key; returns the record and the private key PEM (handed to the caller once)."""
         return await self._create(owner, common_name, USER_MANAGED, self._clock.now())
 
     async def _create(self, owner: str, common_name: str, key_type: str, now: float) -> tuple[KeyRecord, bytes]:
+        record, pem = await self._new_record(owner, common_name, key_type, now)
+        await self._store.create_key(record)
+        return record, pem
+
+    async def _new_record(self, owner: str, common_name: str, key_type: str, now: float
+                          ) -> tuple[KeyRecord, bytes]:
         # Generating an RSA key takes tens of milliseconds: keep it off the event loop.
         pair = await asyncio.to_thread(generate_key_pair, common_name, now)
         key_id = new_key_id()
@@ -89,7 +101,6 @@ class KeyRing:
                            certificate_pem=pair.certificate_pem,
                            private_key_enc=self.encrypt_private_key(key_id, pair.private_pkcs8_pem),
                            valid_after=pair.valid_after, valid_before=pair.valid_before, created_at=now)
-        await self._store.create_key(record)
         self._loaded[key_id] = pair.private_key
         return record, pair.private_pkcs8_pem
 

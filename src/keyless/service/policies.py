@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from keyless.domain.fields import check_fields
 from keyless.domain.policy import (
     Policy,
     apply_update_mask,
@@ -13,7 +14,7 @@ from keyless.domain.policy import (
     parse_policy,
 )
 from keyless.domain.roles import ALL_PERMISSIONS
-from keyless.errors import Aborted, InvalidArgument, NotFound
+from keyless.errors import Aborted, InvalidArgument, PermissionDenied
 from keyless.service.core import Caller, Core, account_resource, project_resource
 from keyless.storage.base import ServiceAccount
 
@@ -34,8 +35,12 @@ async def store_policy(core: Core, resource: str, policy: Policy, *, expected_et
 def requested_version(query: Mapping[str, str], body: Mapping[str, Any]) -> int:
     raw: Any = query.get("options.requestedPolicyVersion")
     options = body.get("options")
-    if raw is None and isinstance(options, Mapping):
-        raw = options.get("requestedPolicyVersion")
+    if options is not None and not isinstance(options, Mapping):
+        raise InvalidArgument("Invalid value at 'options': expected an object.", field="options")
+    if isinstance(options, Mapping):
+        check_fields(options, ("requestedPolicyVersion",), "options")
+        if raw is None:
+            raw = options.get("requestedPolicyVersion")
     if raw is None or raw == "":
         return 0
     try:
@@ -107,7 +112,7 @@ class Policies:
         found = await self.core.store.get_project(project)
         if found is None:
             # Resource Manager answers 403 for projects that do not exist or that the caller cannot see.
-            raise NotFound(f"Project '{project}' not found or permission denied.")
+            raise PermissionDenied("The caller does not have permission")
         return found.project_id
 
     async def get_for_project(self, caller: Caller, project: str, version: int) -> Policy:

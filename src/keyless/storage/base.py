@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -104,6 +105,10 @@ class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A mutex held across every process sharing this database (bootstrap, migrations)."""
+        ...
+
     # settings of the installation (organization number, default project, ...)
     async def get_meta(self, key: str) -> str | None: ...
     async def set_meta(self, key: str, value: str) -> None: ...
@@ -133,6 +138,10 @@ class Store(Protocol):
         """All keys of an owner that are not deleted, oldest first."""
         ...
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None: ...
+    async def rotate_system_key(self, owner: str, expected_current: list[str], new: KeyRecord) -> bool:
+        """Atomically retire ``owner``'s system-managed keys and add ``new`` — only if the keys not yet retired
+        are exactly ``expected_current``. False means another process rotated first: read again."""
+        ...
 
     async def get_policy(self, resource: str) -> StoredPolicy | None: ...
     async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:

@@ -6,7 +6,11 @@ microseconds with ``sqlite3``, far less than handing each call to a thread (see 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +142,17 @@ class SqliteStore:
                 db.execute("ROLLBACK")
                 raise
 
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        # A file lock beside the database: every process opening this file shares it.
+        path = self.path.with_name(f"{self.path.name}.{name}.lock")
+        with open(path, "a+") as fh:
+            await asyncio.to_thread(fcntl.flock, fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     async def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -218,6 +233,9 @@ class SqliteStore:
 
     # keys
     async def create_key(self, key: KeyRecord) -> None:
+        self._insert_key(key)
+
+    def _insert_key(self, key: KeyRecord) -> None:
         self.db.execute(
             f"INSERT INTO keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key.key_id, key.owner, key.key_type, key.key_origin, key.certificate_pem, key.private_key_enc,
@@ -230,6 +248,25 @@ class SqliteStore:
         rows = self.db.execute(f"SELECT {_KEY_COLS} FROM keys WHERE owner=? AND deleted_at IS NULL "
                                "ORDER BY created_at, key_id", (owner,))
         return [k for k in map(_key, rows) if k is not None]
+
+    async def rotate_system_key(self, owner: str, expected_current: list[str], new: KeyRecord) -> bool:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            current = sorted(r[0] for r in db.execute(
+                "SELECT key_id FROM keys WHERE owner=? AND key_type='SYSTEM_MANAGED' AND retired_at IS NULL "
+                "AND deleted_at IS NULL", (owner,)))
+            if current != sorted(expected_current):
+                db.execute("ROLLBACK")
+                return False
+            db.execute("UPDATE keys SET retired_at=? WHERE owner=? AND key_type='SYSTEM_MANAGED' "
+                       "AND retired_at IS NULL", (new.created_at, owner))
+            self._insert_key(new)
+            db.execute("COMMIT")
+            return True
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
         unknown = set(changes) - _KEY_FIELDS
@@ -261,8 +298,7 @@ class SqliteStore:
         return cur.rowcount == 1
 
     async def policies_mentioning(self, text: str) -> list[StoredPolicy]:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self.db.execute("SELECT resource, body, etag FROM policies WHERE body LIKE ? ESCAPE '\\'", (pattern,))
+        rows = self.db.execute("SELECT resource, body, etag FROM policies WHERE instr(body, ?) > 0", (text,))
         return [StoredPolicy(r[0], orjson.loads(r[1]), r[2]) for r in rows]
 
     # users

@@ -14,12 +14,7 @@ const {GoogleAuth} = require('google-auth-library');
 const c = require('./_common');
 
 const kind = process.argv[2];
-const expected = {
-  service_account: 'JWT',
-  authorized_user: 'UserRefreshClient',
-  impersonated_service_account: 'Impersonated',
-};
-if (!(kind in expected)) throw new Error(`unknown kind ${kind}`);
+if (!['service_account', 'authorized_user', 'impersonated_service_account'].includes(kind)) throw new Error(`unknown kind ${kind}`);
 const file = JSON.parse(fs.readFileSync(c.env('GOOGLE_APPLICATION_CREDENTIALS'), 'utf8'));
 if (file.type !== kind) throw new Error(`GOOGLE_APPLICATION_CREDENTIALS is a ${file.type} file, not ${kind}`);
 const audience = c.env('AUDIENCE');
