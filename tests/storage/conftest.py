@@ -17,7 +17,17 @@ def _sqlite(tmp_path: Path) -> Store:
     return SqliteStore(tmp_path / "conformance.db")
 
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest) -> Store:
+    from keyless.storage.postgres import PostgresStore
+
+    cluster = request.getfixturevalue("postgres")
+    return PostgresStore(cluster.create_database("conformance"), min_size=1, max_size=4)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
+    "sqlite": lambda request: _sqlite(request.getfixturevalue("tmp_path")),
+    "postgresql": _postgres,
+}
 
 
 class Runner:
@@ -32,7 +42,7 @@ class Runner:
 @pytest.fixture(params=sorted(BACKENDS))
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runner]:
     loop = asyncio.new_event_loop()
-    store = BACKENDS[request.param](tmp_path)
+    store = BACKENDS[request.param](request)
     loop.run_until_complete(store.open())
     yield Runner(store, loop)
     loop.run_until_complete(store.close())

@@ -13,8 +13,9 @@ def _sa(uid: str = "100000000000000000001", email: str = "a-sa@p.iam.gserviceacc
                           created_at=1.0)
 
 
-def _key(key_id: str, owner: str = "100000000000000000001", created: float = 1.0, **kw: object) -> KeyRecord:
-    return KeyRecord(key_id=key_id, owner=owner, key_type="SYSTEM_MANAGED", key_origin="GOOGLE_PROVIDED",
+def _key(key_id: str, owner: str = "100000000000000000001", created: float = 1.0, key_type: str = "SYSTEM_MANAGED",
+         **kw: object) -> KeyRecord:
+    return KeyRecord(key_id=key_id, owner=owner, key_type=key_type, key_origin="GOOGLE_PROVIDED",
                      certificate_pem=b"-----CERT-----", private_key_enc=b"\x00secret", valid_after=0.0,
                      valid_before=10.0**10, created_at=created, **kw)  # type: ignore[arg-type]
 
@@ -69,7 +70,7 @@ def test_list_service_accounts_pages_by_email(db: Runner) -> None:
 
 def test_keys(db: Runner) -> None:
     db(db.store.create_key(_key("b" * 40, created=2.0)))
-    db(db.store.create_key(_key("a" * 40, created=1.0)))
+    db(db.store.create_key(_key("a" * 40, created=1.0, retired_at=2.0)))
     db(db.store.create_key(_key("c" * 40, owner="other")))
     assert [k.key_id[0] for k in db(db.store.list_keys("100000000000000000001"))] == ["a", "b"]
     got = db(db.store.get_key("a" * 40))
@@ -78,6 +79,27 @@ def test_keys(db: Runner) -> None:
     db(db.store.update_key("a" * 40, deleted_at=4.0))
     assert db(db.store.get_key("a" * 40)) is None
     assert [k.key_id[0] for k in db(db.store.list_keys("100000000000000000001"))] == ["b"]
+
+
+def test_one_current_system_key_per_owner(db: Runner) -> None:
+    db(db.store.create_key(_key("a" * 40)))
+    with pytest.raises(Conflict):
+        db(db.store.create_key(_key("b" * 40)))
+    # A user-managed key is not a system key in force.
+    db(db.store.create_key(_key("u" * 40, key_type="USER_MANAGED")))
+
+
+def test_rotate_system_key_happens_once(db: Runner) -> None:
+    owner = "100000000000000000001"
+    assert db(db.store.rotate_system_key(owner, [], _key("a" * 40, created=1.0)))
+    # Two rotations that both saw key a: the first wins, the second is told to read again.
+    assert db(db.store.rotate_system_key(owner, ["a" * 40], _key("b" * 40, created=2.0)))
+    assert not db(db.store.rotate_system_key(owner, ["a" * 40], _key("c" * 40, created=3.0)))
+    # Two first keys for an owner with none: one wins.
+    assert not db(db.store.rotate_system_key(owner, [], _key("d" * 40, created=3.0)))
+    keys = {k.key_id[0]: k for k in db(db.store.list_keys(owner))}
+    assert sorted(keys) == ["a", "b"]
+    assert keys["a"].retired_at == 2.0 and keys["b"].retired_at is None
 
 
 def test_policy_compare_and_swap(db: Runner) -> None:
@@ -141,3 +163,23 @@ def test_revocation(db: Runner) -> None:
     db(db.store.revoke_token("h", 10.0))
     db(db.store.revoke_token("h", 10.0))
     assert db(db.store.is_token_revoked("h"))
+
+
+def test_audit_append_and_query(db: Runner) -> None:
+    from keyless.storage.base import AuditEntry, AuditQuery
+
+    def entry(i: int, principal: str, resource: str, denied: bool) -> AuditEntry:
+        return AuditEntry(f"id{i}", float(i), "GenerateAccessToken", principal, resource, denied, {"n": i})
+
+    db(db.store.append_audit(entry(1, "a@x", "projects/-/serviceAccounts/1", False)))
+    db(db.store.append_audit(entry(2, "b@x", "projects/-/serviceAccounts/1/keys/k", True)))
+    db(db.store.append_audit(entry(3, "a@x", "projects/-/serviceAccounts/10", False)))
+    all_ = db(db.store.query_audit(AuditQuery()))
+    assert [e.body["n"] for e in all_] == [1, 2, 3]
+    assert all_[0].seq < all_[1].seq < all_[2].seq
+    assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(principal="a@x")))] == [1, 3]
+    assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(resource="projects/-/serviceAccounts/1")))] == [1, 2]
+    assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(denied=True)))] == [2]
+    assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(since=2.0)))] == [2, 3]
+    page = db(db.store.query_audit(AuditQuery(limit=1)))
+    assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(after_seq=page[0].seq)))] == [2, 3]

@@ -35,6 +35,12 @@ def write_private_json(path: Path, data: Mapping[str, object]) -> None:
 
 
 async def bootstrap(keyless: Keyless, data_dir: Path) -> Bootstrapped:
+    # Replicas starting together on one database must not create two owners or two issuer keys.
+    async with keyless.store.lock("bootstrap"):
+        return await _bootstrap(keyless, data_dir)
+
+
+async def _bootstrap(keyless: Keyless, data_dir: Path) -> Bootstrapped:
     core = keyless.core
     settings = keyless.settings
     await core.store.init_meta("organization_number", str(secrets.randbelow(9 * 10**11) + 10**11))

@@ -16,5 +16,7 @@ def open_store(database: str | None, data_dir: Path) -> Store:
     if database.startswith("sqlite:///"):
         return SqliteStore(Path(database[len("sqlite:///"):]))
     if database.startswith(("postgresql://", "postgres://")):
-        raise SystemExit("PostgreSQL support is not available in this build yet (see docs/operations.md).")
+        from keyless.storage.postgres import PostgresStore
+
+        return PostgresStore(database)
     raise SystemExit(f"Unsupported --database URL: {database!r} (use sqlite:///PATH)")

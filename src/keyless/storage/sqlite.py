@@ -72,6 +72,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_log_principal ON audit_log (principal, seq);
     CREATE INDEX audit_log_resource ON audit_log (resource, seq);
     """,
+    # 4: at most one system-managed key in force per owner (key rotation happens once)
+    """
+    CREATE UNIQUE INDEX keys_one_current_system_key ON keys (owner)
+        WHERE key_type = 'SYSTEM_MANAGED' AND retired_at IS NULL AND deleted_at IS NULL;
+    """,
 ]
 
 _SA_COLS = ("unique_id, project_id, account_id, email, display_name, description, disabled, deleted_at, created_at, "
@@ -233,7 +238,10 @@ class SqliteStore:
 
     # keys
     async def create_key(self, key: KeyRecord) -> None:
-        self._insert_key(key)
+        try:
+            self._insert_key(key)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
 
     def _insert_key(self, key: KeyRecord) -> None:
         self.db.execute(
@@ -261,7 +269,11 @@ class SqliteStore:
                 return False
             db.execute("UPDATE keys SET retired_at=? WHERE owner=? AND key_type='SYSTEM_MANAGED' "
                        "AND retired_at IS NULL", (new.created_at, owner))
-            self._insert_key(new)
+            try:
+                self._insert_key(new)
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK")
+                return False
             db.execute("COMMIT")
             return True
         except BaseException:

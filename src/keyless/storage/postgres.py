@@ -1,0 +1,411 @@
+"""PostgreSQL backend (asyncpg): the system of record for several stateless replicas.
+
+Every read goes to the database, so a change made through one replica is enforced by all of them at once.
+Compare-and-swap writes (policies, key rotation) rely on row locks and a partial unique index, not on
+process-local state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import orjson
+
+from keyless.storage.base import (
+    AuditEntry,
+    AuditQuery,
+    Conflict,
+    KeyRecord,
+    OrgPolicy,
+    Project,
+    ServiceAccount,
+    StoredPolicy,
+    User,
+)
+
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE projects (project_id TEXT PRIMARY KEY, number TEXT NOT NULL UNIQUE,
+                           created_at DOUBLE PRECISION NOT NULL);
+    CREATE TABLE service_accounts (
+        unique_id TEXT PRIMARY KEY, project_id TEXT NOT NULL, account_id TEXT NOT NULL, email TEXT NOT NULL,
+        display_name TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
+        disabled BOOLEAN NOT NULL DEFAULT FALSE, deleted_at DOUBLE PRECISION, created_at DOUBLE PRECISION NOT NULL);
+    CREATE UNIQUE INDEX service_accounts_active_email ON service_accounts (email) WHERE deleted_at IS NULL;
+    CREATE INDEX service_accounts_project ON service_accounts (project_id, email);
+    CREATE TABLE keys (
+        key_id TEXT PRIMARY KEY, owner TEXT NOT NULL, key_type TEXT NOT NULL, key_origin TEXT NOT NULL,
+        certificate_pem BYTEA NOT NULL, private_key_enc BYTEA, valid_after DOUBLE PRECISION NOT NULL,
+        valid_before DOUBLE PRECISION NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+        disabled BOOLEAN NOT NULL DEFAULT FALSE, retired_at DOUBLE PRECISION, deleted_at DOUBLE PRECISION);
+    CREATE INDEX keys_owner ON keys (owner, created_at);
+    CREATE TABLE policies (resource TEXT PRIMARY KEY, body TEXT NOT NULL, etag TEXT NOT NULL);
+    CREATE TABLE users (
+        user_id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, client_id TEXT NOT NULL UNIQUE,
+        client_secret_hash TEXT NOT NULL, refresh_token_hash TEXT NOT NULL UNIQUE,
+        created_at DOUBLE PRECISION NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE);
+    CREATE TABLE groups (grp TEXT PRIMARY KEY);
+    CREATE TABLE group_members (grp TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (grp, member));
+    CREATE INDEX group_members_member ON group_members (member);
+    CREATE TABLE org_policies (
+        resource TEXT NOT NULL, constraint_name TEXT NOT NULL, spec TEXT NOT NULL, etag TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (resource, constraint_name));
+    CREATE TABLE revoked_tokens (token_hash TEXT PRIMARY KEY, expires_at DOUBLE PRECISION NOT NULL);
+    """,
+    # 2: tokens minted before an account was deleted stay dead after it is undeleted
+    """
+    ALTER TABLE service_accounts ADD COLUMN tokens_valid_after DOUBLE PRECISION NOT NULL DEFAULT 0;
+    """,
+    # 3: the audit log; at most one system-managed key in force per owner (key rotation happens once)
+    """
+    CREATE TABLE audit_log (
+        seq BIGSERIAL PRIMARY KEY, insert_id TEXT NOT NULL, timestamp DOUBLE PRECISION NOT NULL,
+        method TEXT NOT NULL, principal TEXT NOT NULL, resource TEXT NOT NULL, denied BOOLEAN NOT NULL,
+        body TEXT NOT NULL);
+    CREATE INDEX audit_log_time ON audit_log (timestamp);
+    CREATE INDEX audit_log_principal ON audit_log (principal, seq);
+    CREATE INDEX audit_log_resource ON audit_log (resource, seq);
+    CREATE UNIQUE INDEX keys_one_current_system_key ON keys (owner)
+        WHERE key_type = 'SYSTEM_MANAGED' AND retired_at IS NULL AND deleted_at IS NULL;
+    """,
+]
+
+_SA_COLS = ("unique_id, project_id, account_id, email, display_name, description, disabled, deleted_at, created_at, "
+            "tokens_valid_after")
+_KEY_COLS = ("key_id, owner, key_type, key_origin, certificate_pem, private_key_enc, valid_after, valid_before, "
+             "created_at, disabled, retired_at, deleted_at")
+_USER_COLS = "user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled"
+_SA_FIELDS = frozenset({"display_name", "description", "disabled", "deleted_at", "tokens_valid_after"})
+_KEY_FIELDS = frozenset({"disabled", "retired_at", "deleted_at"})
+
+
+def _sa(row: Any) -> ServiceAccount | None:
+    return ServiceAccount(*row) if row is not None else None
+
+
+def _key(row: Any) -> KeyRecord | None:
+    if row is None:
+        return None
+    return KeyRecord(row[0], row[1], row[2], row[3], bytes(row[4]), bytes(row[5]) if row[5] is not None else None,
+                     row[6], row[7], row[8], row[9], row[10], row[11])
+
+
+def _user(row: Any) -> User | None:
+    return User(*row) if row is not None else None
+
+
+def _count(status: str) -> int:
+    """Rows affected, from asyncpg's status string ("UPDATE 1", "INSERT 0 1")."""
+    return int(status.rsplit(" ", 1)[1])
+
+
+def _lock_id(name: str) -> int:
+    return zlib.crc32(f"keyless:{name}".encode())
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self._min = min_size
+        self._max = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max)
+        await self.migrate()
+
+    async def migrate(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _lock_id("migrate"))
+            try:
+                await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+                done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                for index, script in enumerate(MIGRATIONS, start=1):
+                    if index in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(script)
+                        await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", index)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id("migrate"))
+
+    async def schema_version(self) -> int:
+        return int(await self.pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _lock_id(name))
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id(name))
+
+    # meta
+    async def get_meta(self, key: str) -> str | None:
+        value: str | None = await self.pool.fetchval("SELECT value FROM meta WHERE key=$1", key)
+        return value
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.pool.execute("INSERT INTO meta (key, value) VALUES ($1, $2) "
+                                "ON CONFLICT (key) DO UPDATE SET value=excluded.value", key, value)
+
+    async def init_meta(self, key: str, value: str) -> str:
+        await self.pool.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                                key, value)
+        return str(await self.pool.fetchval("SELECT value FROM meta WHERE key=$1", key))
+
+    # projects
+    async def create_project(self, project: Project) -> None:
+        try:
+            await self.pool.execute("INSERT INTO projects (project_id, number, created_at) VALUES ($1, $2, $3)",
+                                    project.project_id, project.number, project.created_at)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from None
+
+    async def get_project(self, project_id: str) -> Project | None:
+        row = await self.pool.fetchrow("SELECT project_id, number, created_at FROM projects "
+                                       "WHERE project_id=$1 OR number=$1", project_id)
+        return Project(*row) if row else None
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self.pool.fetch("SELECT project_id, number, created_at FROM projects ORDER BY project_id")
+        return [Project(*r) for r in rows]
+
+    # service accounts
+    async def create_service_account(self, account: ServiceAccount) -> None:
+        try:
+            await self.pool.execute(
+                f"INSERT INTO service_accounts ({_SA_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                account.unique_id, account.project_id, account.account_id, account.email, account.display_name,
+                account.description, account.disabled, account.deleted_at, account.created_at,
+                account.tokens_valid_after)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from None
+
+    async def get_service_account(self, unique_id: str) -> ServiceAccount | None:
+        return _sa(await self.pool.fetchrow(f"SELECT {_SA_COLS} FROM service_accounts WHERE unique_id=$1",
+                                            unique_id))
+
+    async def find_service_account(self, email: str) -> ServiceAccount | None:
+        return _sa(await self.pool.fetchrow(
+            f"SELECT {_SA_COLS} FROM service_accounts WHERE email=$1 AND deleted_at IS NULL", email.lower()))
+
+    async def list_service_accounts(self, project_id: str, *, after_email: str, limit: int) -> list[ServiceAccount]:
+        rows = await self.pool.fetch(
+            f"SELECT {_SA_COLS} FROM service_accounts WHERE project_id=$1 AND deleted_at IS NULL AND email>$2 "
+            "ORDER BY email LIMIT $3", project_id, after_email, limit)
+        return [ServiceAccount(*r) for r in rows]
+
+    async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None:
+        unknown = set(changes) - _SA_FIELDS
+        if unknown:
+            raise ValueError(f"cannot update {unknown}")
+        if changes:
+            sets = ", ".join(f"{k}=${i}" for i, k in enumerate(changes, start=2))
+            try:
+                await self.pool.execute(f"UPDATE service_accounts SET {sets} WHERE unique_id=$1", unique_id,
+                                        *changes.values())
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(str(exc)) from None
+        return await self.get_service_account(unique_id)
+
+    # keys
+    async def create_key(self, key: KeyRecord) -> None:
+        try:
+            await self._insert_key(self.pool, key)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from None
+
+    @staticmethod
+    async def _insert_key(conn: Any, key: KeyRecord) -> None:
+        await conn.execute(
+            f"INSERT INTO keys ({_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            key.key_id, key.owner, key.key_type, key.key_origin, key.certificate_pem, key.private_key_enc,
+            key.valid_after, key.valid_before, key.created_at, key.disabled, key.retired_at, key.deleted_at)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        return _key(await self.pool.fetchrow(f"SELECT {_KEY_COLS} FROM keys WHERE key_id=$1 AND deleted_at IS NULL",
+                                             key_id))
+
+    async def list_keys(self, owner: str) -> list[KeyRecord]:
+        rows = await self.pool.fetch(f"SELECT {_KEY_COLS} FROM keys WHERE owner=$1 AND deleted_at IS NULL "
+                                     "ORDER BY created_at, key_id", owner)
+        return [k for k in map(_key, rows) if k is not None]
+
+    async def rotate_system_key(self, owner: str, expected_current: list[str], new: KeyRecord) -> bool:
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    rows = await conn.fetch(
+                        "SELECT key_id FROM keys WHERE owner=$1 AND key_type='SYSTEM_MANAGED' AND retired_at IS NULL "
+                        "AND deleted_at IS NULL FOR UPDATE", owner)
+                    if sorted(r[0] for r in rows) != sorted(expected_current):
+                        return False
+                    await conn.execute("UPDATE keys SET retired_at=$1 WHERE owner=$2 AND key_type='SYSTEM_MANAGED' "
+                                       "AND retired_at IS NULL", new.created_at, owner)
+                    await self._insert_key(conn, new)
+            except asyncpg.UniqueViolationError:
+                return False
+        return True
+
+    async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
+        unknown = set(changes) - _KEY_FIELDS
+        if unknown:
+            raise ValueError(f"cannot update {unknown}")
+        if changes:
+            sets = ", ".join(f"{k}=${i}" for i, k in enumerate(changes, start=2))
+            await self.pool.execute(f"UPDATE keys SET {sets} WHERE key_id=$1", key_id, *changes.values())
+        return await self.get_key(key_id)
+
+    # policies
+    async def get_policy(self, resource: str) -> StoredPolicy | None:
+        row = await self.pool.fetchrow("SELECT body, etag FROM policies WHERE resource=$1", resource)
+        return StoredPolicy(resource, orjson.loads(row[0]), row[1]) if row else None
+
+    async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:
+        text = orjson.dumps(body).decode()
+        if expected_etag is None:
+            await self.pool.execute("INSERT INTO policies (resource, body, etag) VALUES ($1, $2, $3) "
+                                    "ON CONFLICT (resource) DO UPDATE SET body=excluded.body, etag=excluded.etag",
+                                    resource, text, etag)
+            return True
+        if expected_etag == "ACAB":
+            status = await self.pool.execute("INSERT INTO policies (resource, body, etag) VALUES ($1, $2, $3) "
+                                             "ON CONFLICT (resource) DO NOTHING", resource, text, etag)
+        else:
+            # Concurrent writers with one etag: the row lock serialises them and the loser's WHERE no longer
+            # matches once the winner commits.
+            status = await self.pool.execute("UPDATE policies SET body=$2, etag=$3 WHERE resource=$1 AND etag=$4",
+                                             resource, text, etag, expected_etag)
+        return _count(status) == 1
+
+    async def policies_mentioning(self, text: str) -> list[StoredPolicy]:
+        rows = await self.pool.fetch("SELECT resource, body, etag FROM policies WHERE strpos(body, $1) > 0", text)
+        return [StoredPolicy(r[0], orjson.loads(r[1]), r[2]) for r in rows]
+
+    # users
+    async def create_user(self, user: User) -> None:
+        try:
+            await self.pool.execute(f"INSERT INTO users ({_USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                    user.user_id, user.email, user.client_id, user.client_secret_hash,
+                                    user.refresh_token_hash, user.created_at, user.disabled)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from None
+
+    async def get_user(self, user_id: str) -> User | None:
+        return _user(await self.pool.fetchrow(f"SELECT {_USER_COLS} FROM users WHERE user_id=$1", user_id))
+
+    async def find_user(self, email: str) -> User | None:
+        return _user(await self.pool.fetchrow(f"SELECT {_USER_COLS} FROM users WHERE email=$1", email.lower()))
+
+    async def find_user_by_refresh_hash(self, refresh_token_hash: str) -> User | None:
+        return _user(await self.pool.fetchrow(f"SELECT {_USER_COLS} FROM users WHERE refresh_token_hash=$1",
+                                              refresh_token_hash))
+
+    async def list_users(self) -> list[User]:
+        return [User(*r) for r in await self.pool.fetch(f"SELECT {_USER_COLS} FROM users ORDER BY email")]
+
+    # groups
+    async def set_group(self, group: str, members: list[str]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO groups (grp) VALUES ($1) ON CONFLICT DO NOTHING", group)
+            await conn.execute("DELETE FROM group_members WHERE grp=$1", group)
+            await conn.executemany("INSERT INTO group_members (grp, member) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                                   [(group, m) for m in members])
+
+    async def get_group(self, group: str) -> list[str] | None:
+        if await self.pool.fetchval("SELECT 1 FROM groups WHERE grp=$1", group) is None:
+            return None
+        rows = await self.pool.fetch("SELECT member FROM group_members WHERE grp=$1 ORDER BY member", group)
+        return [r[0] for r in rows]
+
+    async def list_groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {r[0]: [] for r in await self.pool.fetch("SELECT grp FROM groups ORDER BY grp")}
+        for grp, member in await self.pool.fetch("SELECT grp, member FROM group_members ORDER BY grp, member"):
+            out.setdefault(grp, []).append(member)
+        return out
+
+    async def delete_group(self, group: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM group_members WHERE grp=$1", group)
+            return _count(await conn.execute("DELETE FROM groups WHERE grp=$1", group)) == 1
+
+    async def groups_of(self, member: str) -> list[str]:
+        return [r[0] for r in await self.pool.fetch("SELECT grp FROM group_members WHERE member=$1", member)]
+
+    # org policies
+    async def get_org_policy(self, resource: str, constraint: str) -> OrgPolicy | None:
+        row = await self.pool.fetchrow("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
+                                       "WHERE resource=$1 AND constraint_name=$2", resource, constraint)
+        return OrgPolicy(row[0], row[1], orjson.loads(row[2]), row[3], row[4]) if row else None
+
+    async def put_org_policy(self, policy: OrgPolicy) -> None:
+        await self.pool.execute(
+            "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (resource, constraint_name) DO UPDATE SET spec=excluded.spec, etag=excluded.etag, "
+            "updated_at=excluded.updated_at",
+            policy.resource, policy.constraint, orjson.dumps(policy.spec).decode(), policy.etag, policy.updated_at)
+
+    async def delete_org_policy(self, resource: str, constraint: str) -> bool:
+        return _count(await self.pool.execute("DELETE FROM org_policies WHERE resource=$1 AND constraint_name=$2",
+                                              resource, constraint)) == 1
+
+    async def list_org_policies(self, resource: str) -> list[OrgPolicy]:
+        rows = await self.pool.fetch("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
+                                     "WHERE resource=$1 ORDER BY constraint_name", resource)
+        return [OrgPolicy(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+
+    # audit
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self.pool.execute(
+            "INSERT INTO audit_log (insert_id, timestamp, method, principal, resource, denied, body) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)", entry.insert_id, entry.timestamp, entry.method, entry.principal,
+            entry.resource, entry.denied, orjson.dumps(entry.body).decode())
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        clauses = ["seq > $1"]
+        params: list[Any] = [query.after_seq]
+
+        def arg(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        for column, value in (("principal", query.principal), ("method", query.method)):
+            if value is not None:
+                clauses.append(f"{column} = {arg(value)}")
+        if query.resource is not None:
+            clauses.append(f"(resource = {arg(query.resource)} OR starts_with(resource, {arg(query.resource + '/')}))")
+        if query.since is not None:
+            clauses.append(f"timestamp >= {arg(query.since)}")
+        if query.denied is not None:
+            clauses.append(f"denied = {arg(query.denied)}")
+        rows = await self.pool.fetch(
+            "SELECT seq, insert_id, timestamp, method, principal, resource, denied, body FROM audit_log "
+            f"WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT {arg(query.limit)}", *params)
+        return [AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], orjson.loads(r[7]), r[0]) for r in rows]
+
+    # revocation
+    async def revoke_token(self, token_hash: str, expires_at: float) -> None:
+        await self.pool.execute("INSERT INTO revoked_tokens (token_hash, expires_at) VALUES ($1, $2) "
+                                "ON CONFLICT DO NOTHING", token_hash, expires_at)
+
+    async def is_token_revoked(self, token_hash: str) -> bool:
+        return await self.pool.fetchval("SELECT 1 FROM revoked_tokens WHERE token_hash=$1", token_hash) is not None
