@@ -123,6 +123,9 @@ def _check_exposure(options: ServeOptions) -> None:
     if not loopback and options.tls_cert is None and not options.insecure:
         raise SystemExit(f"Refusing to serve plain HTTP on {options.host}: give --tls-cert and --tls-key, "
                          "or --insecure if a TLS terminator stands in front.")
+    if options.allow_time_travel and options.database and not options.database.startswith("sqlite"):
+        raise SystemExit("--allow-time-travel is for tests on the embedded SQLite store; replicas sharing a "
+                         "database must share one clock.")
     if (options.tls_cert is None) != (options.tls_key is None):
         raise SystemExit("--tls-cert and --tls-key go together.")
 

@@ -101,8 +101,8 @@ class OAuth:
                              "method, or client not authorized for any of the scopes requested.")
         target_audience = claims.get("target_audience")
         scope = claims.get("scope")
-        if target_audience is not None and scope is not None:
-            raise OAuthError("invalid_scope", "Exactly one of scope and target_audience may be given.")
+        # With target_audience the grant is for an ID token; a scope sent alongside (Node's JWT client does
+        # that) is ignored, as Google's token endpoint ignores it.
         if target_audience is not None:
             if not isinstance(target_audience, str) or not target_audience:
                 raise OAuthError("invalid_request", "target_audience must be a non-empty string.")
