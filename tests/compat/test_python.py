@@ -961,6 +961,7 @@ def test_authorized_user_with_token_uri(ctx: Ctx) -> None:
 def test_adc_gce(ctx: Ctx, gce: Steps) -> None:
     env = gce.ok("env")
     assert env["HTTPS_PROXY"] is None and env["GOOGLE_APPLICATION_CREDENTIALS"] is None, env
+    assert env["NO_GCE_CHECK"] is None, env  # detection really pings the metadata server
     assert env["GCE_METADATA_HOST"] == env["GCE_METADATA_IP"] == ctx.compat.env["GCE_METADATA_HOST"]
     out = gce.ok("default")
     assert out["type"] == "google.auth.compute_engine.credentials.Credentials"
