@@ -1244,11 +1244,8 @@ def test_discovery_iam_v1(ctx: Ctx) -> None:
     assert {ctx.target, ctx.source, ctx.attached, ctx.denied} <= emails
 
 
-# Through the proxy, googleapiclient goes over httplib2, which (a) ignores HTTPS_PROXY unless PySocks is importable
-# (``ProxyInfo.isgood()`` is false without the ``socks`` module: it then resolves oauth2.googleapis.com itself and
-# fails "Unable to find the server") and (b) trusts only certifi's bundle or ``HTTPLIB2_CA_CERTS``, which
-# ``keyless env`` does not print (with PySocks installed it fails CERTIFICATE_VERIFY_FAILED instead). With both
-# (PySocks + HTTPLIB2_CA_CERTS=<keyless CA bundle>) these rows pass unchanged.
+# Through the proxy, googleapiclient goes over httplib2, which honours HTTPS_PROXY only when PySocks is installed
+# (a test dependency) and trusts only ``HTTPLIB2_CA_CERTS``, which ``keyless env`` prints.
 
 
 @row(DISCOVERY, "discovery.build(iamcredentials, v1) generateAccessToken", "proxy")

@@ -37,6 +37,8 @@ def environment(options: GlobalOptions) -> dict[str, str]:
         out["CURL_CA_BUNDLE"] = bundle
         out["NODE_EXTRA_CA_CERTS"] = endpoints["caCert"]
         out["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = bundle
+        # google-api-python-client talks through httplib2, which trusts only this (and needs PySocks to proxy).
+        out["HTTPLIB2_CA_CERTS"] = bundle
     if "metadata" in endpoints:
         host = endpoints["metadata"].removeprefix("http://")
         out["GCE_METADATA_HOST"] = host
