@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -26,6 +26,7 @@ from keyless.service.app import Keyless
 from keyless.service.audit import open_sink
 from keyless.service.bootstrap import bootstrap
 from keyless.service.config import Settings
+from keyless.service.limits import Limits
 from keyless.storage import open_store
 
 log = logging.getLogger("keyless")
@@ -58,6 +59,9 @@ class ServeOptions:
     universe_cert: Path | None = None
     universe_key: Path | None = None
     audit_log: str | None = None
+    seed: Path | None = None  # applied through keyless.cli.seed once listening, before endpoints.json
+    access_log: bool = False
+    limits: Limits = field(default_factory=Limits)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -171,6 +175,8 @@ class _Listeners:
 
 async def serve(options: ServeOptions) -> None:
     _check_exposure(options)
+    if options.access_log:
+        logging.getLogger("keyless.access").setLevel(logging.INFO)
     data_dir = options.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
@@ -191,14 +197,14 @@ async def serve(options: ServeOptions) -> None:
     clock: Clock = OffsetClock() if options.allow_time_travel else SystemClock()
     store = open_store(options.database, data_dir)
     await store.open()
-    keyless = Keyless(store, clock, settings, master, audit_sink=open_sink(options.audit_log))
+    keyless = Keyless(store, clock, settings, master, limits=options.limits, audit_sink=open_sink(options.audit_log))
     await bootstrap(keyless, data_dir)
     if options.attach:
         await attach_account(keyless, options.attach)
 
     endpoints: dict[str, object] = {"api": api_url, "pid": os.getpid(), "dataDir": str(data_dir.resolve()),
                                     "project": settings.default_project}
-    app = build_app(keyless, universe_domains=universes)
+    app = build_app(keyless, universe_domains=universes, access_log=options.access_log)
     listeners = _Listeners(options.log_level)
     listeners.add_asgi(app, api_sock, certfile=options.tls_cert, keyfile=options.tls_key)
 
@@ -238,6 +244,8 @@ async def serve(options: ServeOptions) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         if await listeners.wait_started():
+            if options.seed is not None:
+                await apply_seed(options.seed, api_url, data_dir)
             write_endpoints(data_dir, endpoints)
             print(f"keyless serving {api_url} (data dir {data_dir}, project {settings.default_project})",
                   flush=True)
@@ -249,6 +257,17 @@ async def serve(options: ServeOptions) -> None:
         await listeners.stop()
         await store.close()
     listeners.raise_failures()
+
+
+async def apply_seed(seed: Path, api_url: str, data_dir: Path) -> None:
+    """``--seed``: the same code path as ``keyless apply``, over HTTP as the owner, in a worker thread."""
+    from keyless.cli.client import CliError, GlobalOptions
+    from keyless.cli.seed import apply_file
+
+    try:
+        await asyncio.to_thread(apply_file, seed, GlobalOptions(url=api_url, data_dir=data_dir))
+    except CliError as err:
+        raise SystemExit(f"--seed {seed}: {err}") from None
 
 
 async def attach_account(keyless: Keyless, email: str) -> None:

@@ -1,4 +1,10 @@
-"""``keyless`` commands. Global options (--url, --data-dir, --credential-file) go before or after the verb."""
+"""``keyless`` commands: the server, and gcloud-shaped verbs that talk to it over its HTTP API.
+
+Global flags (GLOBAL_FLAGS, GLOBAL_SWITCHES) go before or after the verb, as gcloud's do; ``main`` takes them
+out of argv before typer parses the rest. Errors print ``ERROR: (keyless.GROUP.COMMAND) message`` on stderr
+and exit 1 (the call failed) or 2 (bad usage). Command modules import only the standard library, typer and
+the client at start-up, so short commands such as ``keyless auth print-access-token`` start fast.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,42 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from keyless.cli.client import CliError, GlobalOptions, Session
+from keyless.cli import auth, debug, iam, orgpolicy, projects, seed, storage
+from keyless.cli.client import CliError, GlobalOptions, Session, use_options
+
+GLOBAL_HELP = """Global flags, before or after the verb:
+
+--url URL: the server (default: DATA_DIR/endpoints.json, or $KEYLESS_URL)
+
+--data-dir DIR: the server's data dir (default: ./.keyless, or $KEYLESS_DATA_DIR)
+
+--credential-file FILE: the active credential (default: DATA_DIR/owner.json)
+
+--impersonate-service-account [DELEGATE,...,]SA: call as SA (the last entry)
+
+--format json|yaml|table|value|csv|none[(KEY,...)]; --flatten KEY; --quiet"""
 
 app = typer.Typer(help="keyless: Google Cloud service-account credentials, self-hosted.", no_args_is_help=True,
-                  add_completion=False)
+                  add_completion=False, epilog=GLOBAL_HELP)
 users_app = typer.Typer(help="Human callers and their credentials files.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(auth.app, name="auth")
+app.add_typer(iam.app, name="iam")
+app.add_typer(projects.app, name="projects")
+app.add_typer(storage.app, name="storage")
+app.add_typer(orgpolicy.app, name="resource-manager")
+app.add_typer(debug.app, name="debug")
+app.command("apply")(seed.apply_command)
+app.command("export")(seed.export_command)
 
-GLOBAL_FLAGS = {"--url": "url", "--data-dir": "data_dir", "--credential-file": "credential_file"}
+GLOBAL_FLAGS = {"--url": "url", "--data-dir": "data_dir", "--credential-file": "credential_file",
+                "--impersonate-service-account": "impersonate", "--format": "format", "--flatten": "flatten"}
+GLOBAL_SWITCHES = {"--quiet": "quiet", "-q": "quiet"}
+PATH_FLAGS = ("data_dir", "credential_file")
 _globals = GlobalOptions()
 
 
@@ -28,7 +58,14 @@ def extract_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
         name, eq, value = arg.partition("=")
+        if name in GLOBAL_SWITCHES and not eq:
+            setattr(options, GLOBAL_SWITCHES[name], True)
+            i += 1
+            continue
         if name in GLOBAL_FLAGS:
             if not eq:
                 if i + 1 >= len(argv):
@@ -36,7 +73,10 @@ def extract_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
                 value = argv[i + 1]
                 i += 1
             attr = GLOBAL_FLAGS[name]
-            setattr(options, attr, value if attr == "url" else Path(value))
+            if attr == "flatten":
+                options.flatten.extend(v.strip() for v in value.split(",") if v.strip())
+            else:
+                setattr(options, attr, Path(value) if attr in PATH_FLAGS else value)
             i += 1
             continue
         rest.append(arg)
@@ -76,9 +116,24 @@ def serve(
     universe_key: Annotated[Path | None, typer.Option(help="Private key of --universe-cert.")] = None,
     audit_log: Annotated[str | None, typer.Option(
         help="Also write audit entries as JSON lines to this file ('-' for stdout).")] = None,
+    seed_file: Annotated[Path | None, typer.Option(
+        "--seed", help="Apply this seed file (as `keyless apply` does) once the server is up, before "
+                       "endpoints.json announces it.")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log each request (query-string secrets redacted).")] = False,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1024 * 1024,
+    max_header_bytes: Annotated[int, typer.Option(help="Largest total of request headers.")] = 16 * 1024,
+    max_path_bytes: Annotated[int, typer.Option(help="Longest request path and query.")] = 4096,
+    max_delegates: Annotated[int, typer.Option(help="Longest delegation chain.")] = 10,
+    max_scopes: Annotated[int, typer.Option(help="Most scopes in one generateAccessToken.")] = 50,
+    max_sign_blob_bytes: Annotated[int, typer.Option(help="Largest signBlob payload (decoded).")] = 512 * 1024,
+    max_sign_jwt_bytes: Annotated[int, typer.Option(help="Largest signJwt payload.")] = 64 * 1024,
+    rate_limit: Annotated[float, typer.Option(help="Requests per second per caller (0: off).")] = 0.0,
+    rate_limit_per_account: Annotated[float, typer.Option(
+        help="Credential requests per second per target account (0: off).")] = 0.0,
 ) -> None:
     """Start the keyless server (SQLite under ./.keyless unless told otherwise)."""
     from keyless.server import ServeOptions, run
+    from keyless.service.limits import Limits
 
     run(ServeOptions(data_dir=_globals.resolved_data_dir(), host=host, port=port, database=database,
                      project=project, master_key_file=master_key_file, issuer=issuer, public_url=public_url,
@@ -86,7 +141,12 @@ def serve(
                      proxy_port=proxy_port, metadata_port=metadata_port, metadata_host=metadata_host,
                      attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
                      universe_domains=tuple(universe_domain or ()), universe_port=universe_port,
-                     universe_cert=universe_cert, universe_key=universe_key, audit_log=audit_log))
+                     universe_cert=universe_cert, universe_key=universe_key, audit_log=audit_log,
+                     seed=seed_file, access_log=access_log,
+                     limits=Limits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes,
+                                   max_path_bytes=max_path_bytes, max_delegates=max_delegates, max_scopes=max_scopes,
+                                   max_sign_blob_bytes=max_sign_blob_bytes, max_sign_jwt_bytes=max_sign_jwt_bytes,
+                                   rate_limit=rate_limit, rate_limit_per_account=rate_limit_per_account)))
 
 
 @app.command()
@@ -139,13 +199,13 @@ def audit_cmd(
     caller: Annotated[str | None, typer.Option(help="Caller principal email.")] = None,
     since: Annotated[str | None, typer.Option(help="RFC 3339 time or a duration such as 15m, 2h, 1d.")] = None,
     denied: Annotated[bool, typer.Option(help="Only denials and errors.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="table or json (one entry per line).")] = "table",
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 1000,
 ) -> None:
-    """Query the audit log (owner only)."""
+    """Query the audit log (owner only); --format is table (the default) or json (one entry per line)."""
     from keyless.cli.audit import run_audit
 
-    run_audit(Session(_globals), account=account, caller=caller, since=since, denied=denied, fmt=fmt, limit=limit)
+    run_audit(Session(_globals), account=account, caller=caller, since=since, denied=denied,
+              fmt=_globals.format or "table", limit=limit)
 
 
 @users_app.command("list")
@@ -155,23 +215,68 @@ def users_list() -> None:
         typer.echo(user["email"])
 
 
+# ---------------------------------------------------------------- errors
+
+
+def command_path(args: list[str]) -> str:
+    """``keyless.iam.service-accounts.create``: the command the arguments name, for error messages."""
+    import typer.main
+
+    node: Any = typer.main.get_command(app)
+    names = ["keyless"]
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        commands = getattr(node, "commands", None)
+        if not commands or arg not in commands:
+            break
+        node = commands[arg]
+        names.append(arg)
+    return ".".join(names)
+
+
+def _fail(args: list[str], message: str, exit_code: int) -> None:
+    print(f"ERROR: ({command_path(args)}) {message}", file=sys.stderr, flush=True)
+    raise SystemExit(exit_code)
+
+
+def _usage_error(args: list[str], err: Any) -> None:
+    """A click/typer usage error, told the way gcloud tells it."""
+    code = int(getattr(err, "exit_code", 2))
+    if type(err).__name__ == "NoArgsIsHelpError":
+        print(err.format_message(), file=sys.stderr)
+        raise SystemExit(code)
+    path = command_path(args)
+    print(f"ERROR: ({path}) {err.format_message()}", file=sys.stderr)
+    ctx = getattr(err, "ctx", None)
+    if ctx is not None:
+        print(ctx.get_usage(), file=sys.stderr)
+        print(f"\nFor detailed information on this command and its flags, run:\n  {path.replace('.', ' ')} --help",
+              file=sys.stderr)
+    raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     global _globals
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         _globals, rest = extract_global_options(args)
-        app(args=rest, prog_name="keyless", standalone_mode=False)
     except CliError as err:
-        typer.echo(str(err), err=True)
-        raise SystemExit(err.exit_code) from None
-    except Exception as err:  # click usage errors and the like
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            raise SystemExit(err.exit_code) from None
-        if isinstance(err, click.exceptions.Exit):
-            raise SystemExit(err.exit_code) from None
-        if isinstance(err, click.exceptions.Abort):
-            raise SystemExit(1) from None
+        _fail(args, str(err), err.exit_code)
+    use_options(_globals)
+    try:
+        result = app(args=rest, prog_name="keyless", standalone_mode=False)
+    except CliError as err:
+        _fail(rest, str(err), err.exit_code)
+    except (typer.Exit, typer.Abort) as err:
+        raise SystemExit(getattr(err, "exit_code", 1)) from None
+    except BrokenPipeError:
+        sys.stderr.close()
+        raise SystemExit(1) from None
+    except Exception as err:
+        # click's exceptions (vendored by recent typer, plain click before): usage errors and the like.
+        if hasattr(err, "format_message") and hasattr(err, "exit_code"):
+            _usage_error(rest, err)
         raise
+    if isinstance(result, int) and result:
+        raise SystemExit(result)

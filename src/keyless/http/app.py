@@ -13,7 +13,8 @@ from starlette.routing import Route
 from keyless.errors import Internal, KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import admin, certs, oauth, projects, service_accounts
 from keyless.http.audit import AuditMiddleware
-from keyless.http.common import MAX_BODY_BYTES, error_response, oauth_error_response
+from keyless.http.common import error_response, oauth_error_response
+from keyless.http.guards import AccessLogMiddleware, RequestLimitsMiddleware
 from keyless.service.app import Keyless
 
 log = logging.getLogger("keyless.http")
@@ -86,8 +87,7 @@ async def _healthz(request: Request) -> Response:
     return Response("ok", media_type="text/plain")
 
 
-def build_app(keyless: Keyless, *, max_body_bytes: int = MAX_BODY_BYTES,
-              universe_domains: tuple[str, ...] = ()) -> Starlette:
+def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), access_log: bool = False) -> Starlette:
     app = Starlette(
         routes=routes(),
         exception_handlers={
@@ -98,7 +98,9 @@ def build_app(keyless: Keyless, *, max_body_bytes: int = MAX_BODY_BYTES,
         },
     )
     app.add_middleware(AuditMiddleware, log=keyless.audit)
+    app.add_middleware(RequestLimitsMiddleware, limits=keyless.limits)
+    if access_log:
+        app.add_middleware(AccessLogMiddleware)
     app.state.keyless = keyless
-    app.state.max_body_bytes = max_body_bytes
     app.state.universe_domains = universe_domains
     return app

@@ -17,8 +17,6 @@ from keyless.service.app import Keyless
 from keyless.service.authn import authenticate, require_api_scope
 from keyless.service.core import Caller
 
-MAX_BODY_BYTES = 1024 * 1024
-
 
 class JSONResponse(Response):
     media_type = "application/json; charset=UTF-8"
@@ -33,7 +31,7 @@ def keyless_of(request: Request) -> Keyless:
 
 
 async def read_body(request: Request) -> bytes:
-    limit: int = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
+    limit = keyless_of(request).limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
@@ -93,8 +91,10 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 async def api_caller(request: Request) -> Caller:
-    caller = await authenticate(keyless_of(request).core, request.headers.get("authorization"))
+    kl = keyless_of(request)
+    caller = await authenticate(kl.core, request.headers.get("authorization"))
     audit.note(principal=caller.email)
+    kl.per_caller.check(caller.email)
     require_api_scope(caller)
     return caller
 

@@ -11,7 +11,8 @@ from keyless.service.admin import Admin
 from keyless.service.audit import AuditLog
 from keyless.service.config import Settings
 from keyless.service.core import Core
-from keyless.service.credentials import Credentials, Limits
+from keyless.service.credentials import Credentials
+from keyless.service.limits import Limits, RateLimiter
 from keyless.service.oauth import OAuth
 from keyless.service.policies import Policies
 from keyless.storage.base import Store
@@ -24,7 +25,9 @@ class Keyless:
         self.audit = AuditLog(store, clock, master.audit_hash_key, audit_sink)
         self.accounts = Accounts(self.core)
         self.policies = Policies(self.core)
-        self.credentials = Credentials(self.core, limits)
+        self.limits = limits or Limits()
+        self.per_caller = RateLimiter(self.limits.rate_limit, what="for the caller")
+        self.credentials = Credentials(self.core, self.limits)
         self.oauth = OAuth(self.core, self.credentials)
         self.admin = Admin(self.core)
 

@@ -17,7 +17,6 @@ class Settings:
     # A retired signing key stays published this long (>= 12 h after its last use, as Google promises).
     key_retention: float = 1 * DAY
     clock_skew: float = 300.0
-    max_delegates: int = 10
     owner_email: str = "owner@keyless.local"
 
     @property

@@ -6,7 +6,6 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,18 +26,11 @@ from keyless.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from keyless.service import audit
 from keyless.service.core import Caller, Core
 from keyless.service.keyring import ISSUER
+from keyless.service.limits import Limits, RateLimiter
 from keyless.storage.base import ServiceAccount
 
-MAX_SCOPES = 50
 ID_TOKEN_LIFETIME = 3600
 MAX_SIGN_JWT_AHEAD = 12 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_scopes: int = MAX_SCOPES
-    max_sign_blob_bytes: int = 1024 * 1024
-    max_sign_jwt_bytes: int = 64 * 1024
 
 
 def _service_account_principal(sa: ServiceAccount) -> Principal:
@@ -49,14 +41,16 @@ class Credentials:
     def __init__(self, core: Core, limits: Limits | None = None) -> None:
         self.core = core
         self.limits = limits or Limits()
+        self.per_account = RateLimiter(self.limits.rate_limit_per_account, what="for the service account")
 
     async def authorize_chain(self, caller: Caller, target: AccountRef, raw_delegates: object,
                               permission: str) -> ServiceAccount:
         """Check the caller -> delegates -> target chain; return the target account."""
-        delegates = parse_delegates(raw_delegates, max_delegates=self.core.settings.max_delegates)
+        delegates = parse_delegates(raw_delegates, max_delegates=self.limits.max_delegates)
         hops = plan_chain(delegates, target, permission)
         resolved_target = await self.core.resolve_account(target)
         named = resolved_target.unique_id if resolved_target else target.account
+        self.per_account.check(resolved_target.email if resolved_target else target.account)
         audit.note(resource=f"projects/-/serviceAccounts/{named}", delegation=[d.account for d in delegates])
         identities = await self.core.identities(caller.principal)
         seen: set[str] = set()

@@ -1,0 +1,78 @@
+"""Middleware at the edge: request-size limits before any parsing, and an access log that never holds a token."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyless.errors import InvalidArgument, KeylessError
+from keyless.service.limits import Limits
+
+access_log = logging.getLogger("keyless.access")
+_SECRET_PARAMS = re.compile(r"(?i)(^|&)(access_token|id_token|token|assertion|refresh_token|client_secret|key)=[^&]*")
+
+
+def redact_query(query: str) -> str:
+    """Query strings such as ``tokeninfo?access_token=...`` lose their secret values."""
+    return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}=REDACTED", query)
+
+
+async def _reject(send: Send, error: KeylessError, status: int) -> None:
+    body = orjson.dumps(error.to_json())
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json; charset=UTF-8"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestLimitsMiddleware:
+    def __init__(self, app: ASGIApp, limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+            if path_bytes > self.limits.max_path_bytes:
+                await _reject(send, InvalidArgument(
+                    f"The request URL is longer than {self.limits.max_path_bytes} bytes."), 414)
+                return
+            header_bytes = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
+            if header_bytes > self.limits.max_header_bytes:
+                await _reject(send, InvalidArgument(
+                    f"The request headers are larger than {self.limits.max_header_bytes} bytes."), 431)
+                return
+        await self.app(scope, receive, send)
+
+
+class AccessLogMiddleware:
+    """One line per request: client, method, path with redacted query, status, milliseconds."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = scope["path"] + (f"?{redact_query(query)}" if query else "")
+            client = scope.get("client") or ("-", 0)
+            access_log.info('%s "%s %s" %d %.1fms', client[0], scope["method"], target, status,
+                            (time.perf_counter() - started) * 1000)

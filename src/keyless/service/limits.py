@@ -1,0 +1,49 @@
+"""Input limits and rate limits: each is a documented ``keyless serve`` option with a default."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keyless.errors import ResourceExhausted
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    max_path_bytes: int = 4096
+    max_delegates: int = 10
+    max_scopes: int = 50
+    max_sign_blob_bytes: int = 512 * 1024
+    max_sign_jwt_bytes: int = 64 * 1024
+    rate_limit: float = 0.0  # requests per second per caller; 0 is off
+    rate_limit_per_account: float = 0.0  # credential requests per second per target account; 0 is off
+
+
+class RateLimiter:
+    """Token buckets keyed by caller or account: ``rate`` per second, bursts of up to one second's worth."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, rate: float, *, what: str, now: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self.what = what
+        self._now = now
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def check(self, key: str) -> None:
+        if self.rate <= 0:
+            return
+        now = self._now()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            raise ResourceExhausted(f"Quota exceeded: more than {self.rate:g} requests per second {self.what} "
+                                    f"'{key}'. Retry with exponential backoff.")
+        if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
+            self._buckets.clear()  # bounded memory: forgetting buckets only ever lets callers through sooner
+        self._buckets[key] = (tokens - 1.0, now)
