@@ -171,9 +171,9 @@ def test_audit_append_and_query(db: Runner) -> None:
     def entry(i: int, principal: str, resource: str, denied: bool) -> AuditEntry:
         return AuditEntry(f"id{i}", float(i), "GenerateAccessToken", principal, resource, denied, {"n": i})
 
-    db(db.store.append_audit(entry(1, "a@x", "projects/-/serviceAccounts/1", False)))
-    db(db.store.append_audit(entry(2, "b@x", "projects/-/serviceAccounts/1/keys/k", True)))
-    db(db.store.append_audit(entry(3, "a@x", "projects/-/serviceAccounts/10", False)))
+    db(db.store.append_audit([entry(1, "a@x", "projects/-/serviceAccounts/1", False)]))
+    db(db.store.append_audit([entry(2, "b@x", "projects/-/serviceAccounts/1/keys/k", True),
+                              entry(3, "a@x", "projects/-/serviceAccounts/10", False)]))
     all_ = db(db.store.query_audit(AuditQuery()))
     assert [e.body["n"] for e in all_] == [1, 2, 3]
     assert all_[0].seq < all_[1].seq < all_[2].seq

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 
 from keyless.errors import InvalidArgument
 
@@ -49,7 +50,7 @@ def resolve_lifetime(value: object, *, extended_allowed: bool) -> int:
 
 def format_timestamp(epoch: float) -> str:
     """RFC 3339 UTC with whole seconds and a literal ``Z`` (google-auth rejects fractions)."""
-    return dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
 
 
 def parse_timestamp(value: str) -> float:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.errors import Internal, KeylessError, MethodNotAllowed, NotFound, OAuthError
-from keyless.http import admin, certs, oauth, projects, service_accounts
+from keyless.http import admin, certs, oauth, openapi, projects, service_accounts
 from keyless.http.audit import AuditMiddleware
 from keyless.http.common import error_response, oauth_error_response
 from keyless.http.guards import AccessLogMiddleware, RequestLimitsMiddleware
@@ -80,6 +80,7 @@ def routes() -> list[Route]:
         Route("/v1/auditLog", admin.audit_log, methods=ALL),
         Route("/keyless/v1/debug/clock:advance", admin.advance_clock, methods=ALL),
         Route("/healthz", _healthz, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_document, methods=["GET"]),
     ]
 
 

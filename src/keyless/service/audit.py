@@ -8,6 +8,7 @@ a token is named by a keyed hash.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -99,6 +100,8 @@ class AuditLog:
         self._clock = clock
         self._hash_key = hash_key
         self._sink = sink
+        self._pending: list[tuple[AuditEntry, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def token_hash(self, value: str) -> str:
         """How an entry names a token or signature without holding it."""
@@ -134,15 +137,35 @@ class AuditLog:
         }
 
     async def commit(self, record: AuditRecord, http_status: int) -> None:
+        """Store the entry; returns once it is committed. Entries of concurrent requests share one transaction
+        (group commit): the first to arrive schedules a flush, those arriving before it runs ride along."""
         now = self._clock.now()
         entry = self.entry(record, http_status, now)
-        await self._store.append_audit(AuditEntry(
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((AuditEntry(
             insert_id=entry["insertId"], timestamp=now, method=record.method or "",
             principal=record.principal or "", resource=record.resource or "", denied=http_status >= 400,
-            body=entry))
-        if self._sink is not None:
-            self._sink.write(orjson.dumps(entry).decode() + "\n")
-            self._sink.flush()
+            body=entry), done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._store.append_audit([entry for entry, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            if self._sink is not None:
+                self._sink.write("".join(orjson.dumps(e.body).decode() + "\n" for e, _ in batch))
+                self._sink.flush()
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
 
 def _log_kind(method: str) -> str:

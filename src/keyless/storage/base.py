@@ -167,8 +167,9 @@ class Store(Protocol):
     async def delete_org_policy(self, resource: str, constraint: str) -> bool: ...
     async def list_org_policies(self, resource: str) -> list[OrgPolicy]: ...
 
-    async def append_audit(self, entry: AuditEntry) -> None:
-        """Store an entry durably before returning (the credential it covers is released only then)."""
+    async def append_audit(self, entries: list[AuditEntry]) -> None:
+        """Store entries in one transaction before returning (the credentials they cover are released only
+        then)."""
         ...
     async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
         """Entries matching the query, oldest first, with ``seq`` greater than ``after_seq``."""

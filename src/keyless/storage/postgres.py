@@ -374,11 +374,13 @@ class PostgresStore:
         return [OrgPolicy(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
 
     # audit
-    async def append_audit(self, entry: AuditEntry) -> None:
-        await self.pool.execute(
-            "INSERT INTO audit_log (insert_id, timestamp, method, principal, resource, denied, body) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)", entry.insert_id, entry.timestamp, entry.method, entry.principal,
-            entry.resource, entry.denied, orjson.dumps(entry.body).decode())
+    async def append_audit(self, entries: list[AuditEntry]) -> None:
+        rows = [(e.insert_id, e.timestamp, e.method, e.principal, e.resource, e.denied,
+                 orjson.dumps(e.body).decode()) for e in entries]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO audit_log (insert_id, timestamp, method, principal, resource, denied, body) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)", rows)
 
     async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
         clauses = ["seq > $1"]

@@ -1,0 +1,461 @@
+"""The OpenAPI 3 description of the API port (``GET /openapi.json``).
+
+It documents every route of :func:`keyless.http.app.routes` with the methods it serves, its path and query
+parameters, the JSON (or form) body each method reads, and the two error shapes: Google's
+``{"error": {"code", "message", "status", ...}}`` and, on the OAuth endpoints, ``{"error", "error_description"}``.
+Request schemas follow what the handlers accept (unknown top-level fields are refused where the handler
+refuses them), so a generator such as schemathesis produces requests the server treats as well-formed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keyless.http.common import JSONResponse, base_url
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Schema], *, required: tuple[str, ...] = (), closed: bool = True) -> Schema:
+    out: Schema = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = list(required)
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+STRING: Schema = {"type": "string"}
+BOOL: Schema = {"type": "boolean"}
+STRINGS: Schema = {"type": "array", "items": STRING}
+ANY_OBJECT: Schema = {"type": "object"}
+DURATION: Schema = {"type": "string", "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,9})?s$"}
+BASE64: Schema = {"type": "string", "format": "byte"}
+DELEGATES: Schema = {"type": "array", "items": {"type": "string", "pattern": r"^projects/-/serviceAccounts/.+$"},
+                     "maxItems": 12}
+
+SCHEMAS: dict[str, Schema] = {
+    "GoogleError": _obj({
+        "error": _obj({
+            "code": {"type": "integer"},
+            "message": STRING,
+            "status": STRING,
+            "errors": {"type": "array", "items": ANY_OBJECT},
+            "details": {"type": "array", "items": ANY_OBJECT},
+        }, required=("code", "message", "status"), closed=False),
+    }, required=("error",), closed=False),
+    "OAuthError": _obj({"error": STRING, "error_description": STRING}, required=("error",), closed=False),
+    "Empty": ANY_OBJECT,
+    "ServiceAccount": _obj({
+        "name": STRING, "projectId": STRING, "uniqueId": STRING, "email": STRING,
+        "displayName": {"type": "string", "maxLength": 100},
+        "description": {"type": "string", "maxLength": 256},
+        "etag": STRING, "oauth2ClientId": STRING, "disabled": BOOL,
+    }),
+    "CreateServiceAccountRequest": _obj({
+        "accountId": {"type": "string", "pattern": r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"},
+        "serviceAccount": _ref("ServiceAccount"),
+    }, required=("accountId",)),
+    "PatchServiceAccountRequest": _obj({
+        "serviceAccount": _ref("ServiceAccount"),
+        "updateMask": STRING,
+    }),
+    "Expr": _obj({
+        "expression": STRING, "title": {"type": "string", "maxLength": 100}, "description": STRING,
+        "location": STRING,
+    }, required=("expression", "title")),
+    "Binding": _obj({
+        "role": STRING,
+        "members": STRINGS,
+        "condition": _ref("Expr"),
+    }, required=("role",)),
+    "Policy": _obj({
+        "version": {"type": "integer", "enum": [0, 1, 3]},
+        "bindings": {"type": "array", "items": _ref("Binding")},
+        "etag": BASE64,
+        "auditConfigs": {"type": "array", "items": ANY_OBJECT},
+    }),
+    "SetIamPolicyRequest": _obj({"policy": _ref("Policy"), "updateMask": STRING}, required=("policy",)),
+    "GetIamPolicyRequest": _obj({
+        "options": _obj({"requestedPolicyVersion": {"type": "integer", "enum": [0, 1, 3]}}),
+    }),
+    "TestIamPermissionsRequest": _obj({"permissions": STRINGS}),
+    "TestIamPermissionsResponse": _obj({"permissions": STRINGS}, closed=False),
+    "GenerateAccessTokenRequest": _obj({
+        "delegates": DELEGATES,
+        "scope": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "lifetime": DURATION,
+    }, required=("scope",)),
+    "GenerateAccessTokenResponse": _obj({"accessToken": STRING, "expireTime": STRING},
+                                        required=("accessToken", "expireTime"), closed=False),
+    "GenerateIdTokenRequest": _obj({
+        "delegates": DELEGATES,
+        "audience": {"type": "string", "minLength": 1},
+        "includeEmail": BOOL,
+        "useEmailAzp": BOOL,
+        "organizationNumberIncluded": BOOL,
+    }, required=("audience",)),
+    "GenerateIdTokenResponse": _obj({"token": STRING}, required=("token",), closed=False),
+    "SignBlobRequest": _obj({"delegates": DELEGATES, "payload": BASE64, "bytesToSign": BASE64}),
+    "SignBlobResponse": _obj({"keyId": STRING, "signedBlob": STRING, "signature": STRING}, closed=False),
+    "SignJwtRequest": _obj({"delegates": DELEGATES, "payload": {"type": "string", "minLength": 1}},
+                           required=("payload",)),
+    "SignJwtResponse": _obj({"keyId": STRING, "signedJwt": STRING}, closed=False),
+    "CreateKeyRequest": _obj({
+        "privateKeyType": {"type": "string", "enum": ["TYPE_GOOGLE_CREDENTIALS_FILE", "TYPE_PKCS12_FILE",
+                                                      "TYPE_UNSPECIFIED"]},
+        "keyAlgorithm": {"type": "string", "enum": ["KEY_ALG_RSA_2048", "KEY_ALG_UNSPECIFIED", "KEY_ALG_RSA_1024"]},
+    }),
+    "UploadKeyRequest": _obj({"publicKeyData": BASE64}, required=("publicKeyData",)),
+    "DisableKeyRequest": _obj({"serviceAccountKeyDisableReason": STRING, "extendedStatusMessage": STRING}),
+    "ServiceAccountKey": _obj({
+        "name": STRING, "validAfterTime": STRING, "validBeforeTime": STRING, "keyAlgorithm": STRING,
+        "keyOrigin": STRING, "keyType": STRING, "disabled": BOOL, "publicKeyData": STRING,
+        "privateKeyType": STRING, "privateKeyData": STRING,
+    }, closed=False),
+    "OrgPolicySpec": _obj({
+        "rules": {"type": "array", "minItems": 1, "items": _obj({
+            "values": _obj({"allowedValues": STRINGS, "deniedValues": STRINGS}),
+            "allowAll": BOOL,
+            "denyAll": BOOL,
+        })},
+        "etag": STRING,
+        "inheritFromParent": BOOL,
+        "reset": BOOL,
+    }, closed=False),
+    "OrgPolicy": _obj({"name": STRING, "spec": _ref("OrgPolicySpec"), "dryRunSpec": _ref("OrgPolicySpec"),
+                       "etag": STRING}),
+    "CreateOrgPolicyRequest": _obj({"name": STRING, "spec": _ref("OrgPolicySpec")}, required=("name", "spec")),
+    "CreateUserRequest": _obj({"email": {"type": "string", "format": "email"}}, required=("email",)),
+    "SetGroupRequest": _obj({"members": STRINGS, "email": STRING}),
+    "CreateProjectRequest": _obj({"projectId": {"type": "string", "pattern": r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"}},
+                                 required=("projectId",)),
+    "MetadataAttachment": _obj({"serviceAccount": STRING}, required=("serviceAccount",)),
+    "AdvanceClockRequest": _obj({
+        "seconds": {"anyOf": [{"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 10 * 365 * 86400},
+                              {"type": "string", "pattern": r"^[0-9]{1,9}s$"}]},
+    }, required=("seconds",)),
+    "TokenForm": _obj({
+        "grant_type": {"type": "string", "enum": ["urn:ietf:params:oauth:grant-type:jwt-bearer", "refresh_token"]},
+        "assertion": STRING,
+        "refresh_token": STRING,
+        "client_id": STRING,
+        "client_secret": STRING,
+        "scope": STRING,
+    }, required=("grant_type",)),
+    "TokenInfoForm": _obj({"access_token": STRING, "id_token": STRING}),
+    "RevokeForm": _obj({"token": STRING}, required=("token",)),
+}
+
+
+def _param(name: str, where: str = "path", schema: Schema | None = None, *, required: bool | None = None
+           ) -> Schema:
+    return {"name": name, "in": where, "required": where == "path" if required is None else required,
+            "schema": schema or STRING}
+
+
+PROJECT = _param("project", schema={"type": "string", "pattern": r"^(-|[a-z][-a-z0-9]{4,28}[a-z0-9])$"})
+ACCOUNT = _param("account", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
+KEY = _param("key", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
+EMAIL = _param("email", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
+CONSTRAINT = _param("constraint", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
+GROUP = _param("group", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
+POLICY_VERSION_QUERY = _param("options.requestedPolicyVersion", "query", {"type": "integer", "enum": [0, 1, 3]})
+
+
+def _json_body(schema: str | Schema, *, required: bool = False) -> Schema:
+    resolved = _ref(schema) if isinstance(schema, str) else schema
+    return {"required": required, "content": {JSON: {"schema": resolved}}}
+
+
+def _ok(schema: str | Schema = "Empty", media: str = JSON) -> Schema:
+    resolved = _ref(schema) if isinstance(schema, str) else schema
+    return {"description": "Success.", "content": {media: {"schema": resolved}}}
+
+
+def _op(op_id: str, summary: str, *, params: list[Schema] | None = None, body: Schema | None = None,
+        ok: Schema | None = None, oauth: bool = False, public: bool = False) -> Schema:
+    error = {"$ref": "#/components/responses/OAuthError" if oauth else "#/components/responses/GoogleError"}
+    op: Schema = {
+        "operationId": op_id,
+        "summary": summary,
+        "parameters": params or [],
+        "responses": {"200": ok or _ok(), "4XX": error},
+    }
+    if oauth:
+        # A body over the size limit is refused before the OAuth layer, in Google's shape.
+        op["responses"]["413"] = {"$ref": "#/components/responses/GoogleError"}
+    if body is not None:
+        op["requestBody"] = body
+    if public:
+        op["security"] = []
+    return op
+
+
+def _account_paths() -> dict[str, Schema]:
+    base = "/v1/projects/{project}/serviceAccounts"
+    acct = base + "/{account}"
+    p = [PROJECT, ACCOUNT]
+    paths: dict[str, Schema] = {
+        base: {
+            "get": _op("iam.projects.serviceAccounts.list", "List service accounts.",
+                       params=[PROJECT, _param("pageSize", "query", {"type": "integer"}),
+                               _param("pageToken", "query")],
+                       ok=_ok(_obj({"accounts": {"type": "array", "items": _ref("ServiceAccount")},
+                                    "nextPageToken": STRING}, closed=False))),
+            "post": _op("iam.projects.serviceAccounts.create", "Create a service account.", params=[PROJECT],
+                        body=_json_body("CreateServiceAccountRequest", required=True), ok=_ok("ServiceAccount")),
+        },
+        acct: {
+            "get": _op("iam.projects.serviceAccounts.get", "Get a service account.", params=p,
+                       ok=_ok("ServiceAccount")),
+            "patch": _op("iam.projects.serviceAccounts.patch", "Update displayName/description (updateMask).",
+                         params=p, body=_json_body("PatchServiceAccountRequest", required=True),
+                         ok=_ok("ServiceAccount")),
+            "put": _op("iam.projects.serviceAccounts.update", "Deprecated update (displayName).", params=p,
+                       body=_json_body("ServiceAccount", required=True), ok=_ok("ServiceAccount")),
+            "delete": _op("iam.projects.serviceAccounts.delete", "Delete a service account.", params=p),
+        },
+        acct + "/allowedLocations": {
+            "get": _op("iamcredentials.serviceAccounts.allowedLocations", "Allowed locations (none bound).",
+                       params=p, ok=_ok(_obj({"locations": STRINGS, "encodedLocations": STRING}, closed=False))),
+        },
+        acct + "/keys": {
+            "get": _op("iam.projects.serviceAccounts.keys.list", "List keys.",
+                       params=[*p, {**_param("keyTypes", "query", {"type": "array", "items": {
+                           "type": "string", "enum": ["KEY_TYPE_UNSPECIFIED", "USER_MANAGED", "SYSTEM_MANAGED"]}}),
+                                    "style": "form", "explode": True}],
+                       ok=_ok(_obj({"keys": {"type": "array", "items": _ref("ServiceAccountKey")}},
+                                   closed=False))),
+            "post": _op("iam.projects.serviceAccounts.keys.create", "Create a key (answers its key file).",
+                        params=p, body=_json_body("CreateKeyRequest"), ok=_ok("ServiceAccountKey")),
+        },
+        acct + "/keys:upload": {
+            "post": _op("iam.projects.serviceAccounts.keys.upload", "Upload an X.509 certificate as a key.",
+                        params=p, body=_json_body("UploadKeyRequest", required=True), ok=_ok("ServiceAccountKey")),
+        },
+        acct + "/keys/{key}": {
+            "get": _op("iam.projects.serviceAccounts.keys.get", "Get a key.",
+                       params=[*p, KEY, _param("publicKeyType", "query", {"type": "string", "enum": [
+                           "TYPE_NONE", "TYPE_X509_PEM_FILE", "TYPE_RAW_PUBLIC_KEY"]})],
+                       ok=_ok("ServiceAccountKey")),
+            "delete": _op("iam.projects.serviceAccounts.keys.delete", "Delete a key.", params=[*p, KEY]),
+        },
+    }
+    for verb in ("disable", "enable"):
+        paths[f"{acct}/keys/{{key}}:{verb}"] = {
+            "post": _op(f"iam.projects.serviceAccounts.keys.{verb}", f"{verb.capitalize()} a key.",
+                        params=[*p, KEY], body=_json_body("DisableKeyRequest")),
+        }
+        paths[f"{acct}:{verb}"] = {
+            "post": _op(f"iam.projects.serviceAccounts.{verb}", f"{verb.capitalize()} a service account.",
+                        params=p, body=_json_body(_obj({}))),
+        }
+    paths[f"{acct}:undelete"] = {
+        "post": _op("iam.projects.serviceAccounts.undelete", "Undelete (by unique id, within 30 days).", params=p,
+                    body=_json_body(_obj({})),
+                    ok=_ok(_obj({"restoredAccount": _ref("ServiceAccount")}, closed=False))),
+    }
+    paths.update(_policy_paths(acct, p, "iam.projects.serviceAccounts"))
+    credentials = {
+        "generateAccessToken": ("GenerateAccessTokenRequest", "GenerateAccessTokenResponse",
+                                "A short-lived OAuth 2.0 access token for the account."),
+        "generateIdToken": ("GenerateIdTokenRequest", "GenerateIdTokenResponse", "A Google-signed ID token."),
+        "signBlob": ("SignBlobRequest", "SignBlobResponse",
+                     "Sign bytes with the account's system-managed key (payload; IAM v1: bytesToSign)."),
+        "signJwt": ("SignJwtRequest", "SignJwtResponse", "Sign a JWT claim set with the account's key."),
+    }
+    for verb, (request, response, summary) in credentials.items():
+        paths[f"{acct}:{verb}"] = {
+            "post": _op(f"iamcredentials.serviceAccounts.{verb}", summary, params=p,
+                        body=_json_body(request, required=True), ok=_ok(response)),
+        }
+    return paths
+
+
+def _policy_paths(resource: str, params: list[Schema], prefix: str) -> dict[str, Schema]:
+    return {
+        f"{resource}:getIamPolicy": {
+            "post": _op(f"{prefix}.getIamPolicy", "Get the allow policy.", params=[*params, POLICY_VERSION_QUERY],
+                        body=_json_body("GetIamPolicyRequest"), ok=_ok("Policy")),
+        },
+        f"{resource}:setIamPolicy": {
+            "post": _op(f"{prefix}.setIamPolicy", "Replace the allow policy (etag-checked).", params=params,
+                        body=_json_body("SetIamPolicyRequest", required=True), ok=_ok("Policy")),
+        },
+        f"{resource}:testIamPermissions": {
+            "post": _op(f"{prefix}.testIamPermissions", "Which of these permissions the caller has.",
+                        params=params, body=_json_body("TestIamPermissionsRequest"),
+                        ok=_ok("TestIamPermissionsResponse")),
+        },
+    }
+
+
+def _project_paths() -> dict[str, Schema]:
+    paths: dict[str, Schema] = {}
+    for version in ("v1", "v3"):
+        resource = f"/{version}/projects/{{project}}"
+        paths[resource] = {
+            "get": _op(f"cloudresourcemanager.{version}.projects.get", "Get a project.", params=[PROJECT],
+                       ok=_ok(ANY_OBJECT)),
+        }
+        paths.update(_policy_paths(resource, [PROJECT], f"cloudresourcemanager.{version}.projects"))
+    parent = "/v2/projects/{project}/policies"
+    paths[parent] = {
+        "get": _op("orgpolicy.projects.policies.list", "List org policies.", params=[PROJECT],
+                   ok=_ok(_obj({"policies": {"type": "array", "items": _ref("OrgPolicy")}}, closed=False))),
+        "post": _op("orgpolicy.projects.policies.create", "Create an org policy.", params=[PROJECT],
+                    body=_json_body("CreateOrgPolicyRequest", required=True), ok=_ok("OrgPolicy")),
+    }
+    named = [PROJECT, CONSTRAINT]
+    paths[parent + "/{constraint}"] = {
+        "get": _op("orgpolicy.projects.policies.get", "Get an org policy.", params=named, ok=_ok("OrgPolicy")),
+        "patch": _op("orgpolicy.projects.policies.patch", "Set an org policy.", params=named,
+                     body=_json_body("OrgPolicy", required=True), ok=_ok("OrgPolicy")),
+        "put": _op("orgpolicy.projects.policies.put", "Set an org policy.", params=named,
+                   body=_json_body("OrgPolicy", required=True), ok=_ok("OrgPolicy")),
+        "delete": _op("orgpolicy.projects.policies.delete", "Delete an org policy.", params=named),
+    }
+    return paths
+
+
+def _oauth_paths() -> dict[str, Schema]:
+    paths: dict[str, Schema] = {}
+    token_body = {"required": True, "content": {FORM: {"schema": _ref("TokenForm")},
+                                                JSON: {"schema": _ref("TokenForm")}}}
+    token_ok = _ok(_obj({"access_token": STRING, "expires_in": {"type": "integer"}, "token_type": STRING,
+                         "scope": STRING, "id_token": STRING}, closed=False))
+    for i, path in enumerate(("/token", "/oauth2/v4/token", "/o/oauth2/token")):
+        paths[path] = {"post": _op(f"oauth2.token.{i}", "OAuth 2.0 token endpoint (JWT-bearer, refresh_token).",
+                                   body=token_body, ok=token_ok, oauth=True, public=True)}
+    info_query = [_param("access_token", "query"), _param("id_token", "query")]
+    info_body = {"required": False, "content": {FORM: {"schema": _ref("TokenInfoForm")}}}
+    for i, path in enumerate(("/tokeninfo", "/oauth2/v1/tokeninfo", "/oauth2/v3/tokeninfo")):
+        paths[path] = {
+            "get": _op(f"oauth2.tokeninfo.get.{i}", "Describe an access token or ID token.", params=info_query,
+                       ok=_ok(ANY_OBJECT), oauth=True, public=True),
+            "post": _op(f"oauth2.tokeninfo.post.{i}", "Describe an access token or ID token.", body=info_body,
+                        ok=_ok(ANY_OBJECT), oauth=True, public=True),
+        }
+    for i, path in enumerate(("/revoke", "/o/oauth2/revoke")):
+        paths[path] = {
+            "get": _op(f"oauth2.revoke.get.{i}", "Revoke an access token.", params=[_param("token", "query")],
+                       oauth=True, public=True),
+            "post": _op(f"oauth2.revoke.post.{i}", "Revoke an access token.",
+                        body={"required": True, "content": {FORM: {"schema": _ref("RevokeForm")}}},
+                        oauth=True, public=True),
+        }
+    return paths
+
+
+def _public_key_paths() -> dict[str, Schema]:
+    cert_map = _ok({"type": "object", "additionalProperties": STRING})
+    jwks = _ok(_obj({"keys": {"type": "array", "items": ANY_OBJECT}}, required=("keys",), closed=False))
+    paths: dict[str, Schema] = {
+        "/oauth2/v1/certs": {"get": _op("oauth2.v1.certs", "ID-token certificates (kid -> PEM).", ok=cert_map,
+                                        public=True)},
+        "/oauth2/v3/certs": {"get": _op("oauth2.v3.certs", "ID-token keys as JWKS.", ok=jwks, public=True)},
+        "/.well-known/openid-configuration": {
+            "get": _op("oidc.discovery", "OpenID Connect discovery document.", ok=_ok(ANY_OBJECT), public=True)},
+    }
+    for kind, ok in (("x509", cert_map), ("jwk", jwks), ("raw", cert_map)):
+        paths[f"/service_accounts/v1/metadata/{kind}/{{email}}"] = {
+            "get": _op(f"metadata.{kind}", f"An account's public keys ({kind}).", params=[EMAIL], ok=ok,
+                       public=True)}
+    paths["/robot/v1/metadata/x509/{email}"] = {
+        "get": _op("robot.x509", "An account's certificates (kid -> PEM).", params=[EMAIL], ok=cert_map,
+                   public=True)}
+    return paths
+
+
+def _admin_paths() -> dict[str, Schema]:
+    return {
+        "/keyless/v1/users": {
+            "get": _op("keyless.users.list", "List users (owner only).", ok=_ok(ANY_OBJECT)),
+            "post": _op("keyless.users.create", "Register a user; answers its authorized_user file once.",
+                        body=_json_body("CreateUserRequest", required=True), ok=_ok(ANY_OBJECT)),
+        },
+        "/keyless/v1/groups": {
+            "get": _op("keyless.groups.list", "List groups (owner only).", ok=_ok(ANY_OBJECT)),
+        },
+        "/keyless/v1/groups/{group}": {
+            "get": _op("keyless.groups.get", "A group's members.", params=[GROUP], ok=_ok(ANY_OBJECT)),
+            "put": _op("keyless.groups.set", "Set a group's members.", params=[GROUP],
+                       body=_json_body("SetGroupRequest", required=True), ok=_ok(ANY_OBJECT)),
+            "delete": _op("keyless.groups.delete", "Delete a group.", params=[GROUP]),
+        },
+        "/keyless/v1/projects": {
+            "get": _op("keyless.projects.list", "List projects (owner only).", ok=_ok(ANY_OBJECT)),
+            "post": _op("keyless.projects.create", "Create a project (the creator gets roles/owner).",
+                        body=_json_body("CreateProjectRequest", required=True), ok=_ok(ANY_OBJECT)),
+        },
+        "/keyless/v1/metadata": {
+            "get": _op("keyless.metadata.get", "The account the metadata server serves.",
+                       ok=_ok("MetadataAttachment")),
+            "put": _op("keyless.metadata.set", "Attach an account to the metadata server.",
+                       body=_json_body("MetadataAttachment", required=True), ok=_ok("MetadataAttachment")),
+        },
+        "/v1/auditLog": {
+            "get": _op("keyless.auditLog.list", "Audit entries, oldest first (owner only).",
+                       params=[_param("filter", "query"), _param("pageSize", "query", {"type": "integer"}),
+                               _param("pageToken", "query")],
+                       ok=_ok(_obj({"entries": {"type": "array", "items": ANY_OBJECT}, "nextPageToken": STRING},
+                                   closed=False))),
+        },
+        "/keyless/v1/debug/clock:advance": {
+            "post": _op("keyless.debug.advanceClock", "Move the clock forward (--allow-time-travel only).",
+                        body=_json_body("AdvanceClockRequest", required=True),
+                        ok=_ok(_obj({"now": STRING}, closed=False))),
+        },
+        "/healthz": {
+            "get": _op("keyless.healthz", "Liveness.", ok=_ok(STRING, "text/plain"), public=True),
+        },
+        "/openapi.json": {
+            "get": _op("keyless.openapi", "This document.", ok=_ok(ANY_OBJECT), public=True),
+        },
+    }
+
+
+def build_openapi(server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.0 document; ``server_url`` (the URL the caller used) becomes its one server."""
+    paths: dict[str, Schema] = {}
+    for part in (_account_paths(), _project_paths(), _oauth_paths(), _public_key_paths(), _admin_paths()):
+        paths.update(part)
+    doc: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "keyless",
+            "version": "1",
+            "description": "Self-hosted IAM, IAM Credentials, OAuth 2.0 and public-key endpoints of Google Cloud.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {
+                "GoogleError": {"description": "Google's error body.",
+                                "content": {JSON: {"schema": _ref("GoogleError")}}},
+                "OAuthError": {"description": "OAuth 2.0 error body.",
+                               "content": {JSON: {"schema": _ref("OAuthError")}}},
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "A keyless access token or a self-signed JWT."}},
+        },
+        "security": [{"bearer": []}],
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url.rstrip("/")}]
+    return doc
+
+
+async def openapi_document(request: Request) -> Response:
+    return JSONResponse(build_openapi(base_url(request)))

@@ -1,0 +1,134 @@
+"""`keyless apply`, `keyless export` and `keyless serve --seed`: idempotent, and export then apply round-trips."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from keyless.cli.seed_schema import SCHEMA
+from tests.cli.support import WARNING, kl, tokeninfo, uid
+from tests.conftest import REPO, Server, start_server
+
+EXAMPLE = REPO / "docs" / "seed-example.yaml"
+PRIV = "priv-sa@keyless-dev.iam.gserviceaccount.com"
+CALLER = "caller-sa@keyless-dev.iam.gserviceaccount.com"
+
+
+def test_apply_the_example_then_export_reproduces_it_on_an_empty_server(tmp_path: Path) -> None:
+    first = start_server(tmp_path / "a")
+    second: Server | None = None
+    try:
+        creds = tmp_path / "creds"
+        applied = kl(first, "apply", str(EXAMPLE), "--credentials-dir", str(creds))
+        assert applied.stderr.rstrip().endswith(f"Applied [{EXAMPLE}]: 11 created, 5 updated, 1 unchanged.")
+        assert "Created user [alice@example.com]; credentials written to" in applied.stderr
+        assert sorted(p.name for p in creds.iterdir()) == [f"{CALLER}.json", "alice@example.com.json",
+                                                           "bob@example.com.json"]
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in creds.iterdir())
+
+        # What apply wrote is usable at once: Alice and the caller's key file impersonate priv-sa.
+        for credential in (creds / "alice@example.com.json", creds / f"{CALLER}.json"):
+            token = kl(first, "--credential-file", str(credential), "auth", "print-access-token",
+                       f"--impersonate-service-account={PRIV}").stdout.strip()
+            assert tokeninfo(first, token).json()["email"] == PRIV
+        # Bob is in the platform team, whose binding holds only during office hours.
+        listed = kl(first, "iam", "service-accounts", "list", "--project", "data-project",
+                    "--format=value(email,disabled)").stdout
+        assert listed == "legacy-batch@data-project.iam.gserviceaccount.com\tTrue\n"
+
+        again = kl(first, "apply", str(EXAMPLE), "--credentials-dir", str(creds))
+        assert again.stderr == f"Applied [{EXAMPLE}]: 0 created, 0 updated, 16 unchanged.\n"
+
+        exported = kl(first, "export").stdout
+        state = yaml.safe_load(exported)
+        jsonschema.validate(state, SCHEMA)
+        example = yaml.safe_load(EXAMPLE.read_text())
+        assert {u["email"] for u in example["users"]} < {u["email"] for u in state["users"]}
+        assert state["groups"] == example["groups"]
+        assert state["metadata"] == example["metadata"]
+        project = next(p for p in state["projects"] if p["projectId"] == "keyless-dev")
+        assert project["orgPolicies"] == example["projects"][0]["orgPolicies"]
+        priv = next(a for a in project["serviceAccounts"] if a["accountId"] == "priv-sa")
+        conditional = next(b for b in priv["bindings"] if "condition" in b)
+        assert conditional["condition"]["title"] == "office-hours"
+        assert conditional["members"] == ["group:platform-team@example.com"]
+
+        seed = tmp_path / "exported.yaml"
+        kl(first, "export", "--output", str(seed))
+        assert seed.read_text() == exported
+
+        # An empty server started with --seed ends up in the same state.
+        second = start_server(tmp_path / "b", "--seed", str(seed))
+        assert kl(second, "export").stdout == exported
+        assert (second.data_dir / "credentials" / "alice@example.com.json").exists()
+        assert kl(second, "export", "--format=json").stdout == json.dumps(state, indent=2) + "\n"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_apply_updates_what_differs_and_never_removes_bindings(server: Server, tmp_path: Path) -> None:
+    project = f"seed-{uid()}"
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("""
+projects:
+  - projectId: $project
+    serviceAccounts:
+      - accountId: worker
+        displayName: Worker
+        bindings:
+          - role: roles/iam.serviceAccountTokenCreator
+            members: [user:OWNER@keyless.local]
+""")
+    created = kl(server, "apply", str(seed), "--var", f"project={project}")
+    assert created.stderr.splitlines()[-1] == f"Applied [{seed}]: 2 created, 1 updated, 0 unchanged."
+    worker = f"worker@{project}.iam.gserviceaccount.com"
+    kl(server, "auth", "print-access-token", "--impersonate-service-account", worker)
+    kl(server, "iam", "service-accounts", "add-iam-policy-binding", worker, "--member=user:extra@example.com",
+       "--role=roles/iam.serviceAccountUser")
+
+    seed.write_text(seed.read_text().replace("Worker", "Worker v2").replace(
+        "        displayName", "        disabled: true\n        displayName"))
+    updated = kl(server, "apply", str(seed), "--var", f"project={project}", "-q")
+    assert updated.stderr == ""
+    described = yaml.safe_load(kl(server, "iam", "service-accounts", "describe", worker).stdout)
+    assert described["displayName"] == "Worker v2" and described["disabled"] is True
+    policy = json.loads(kl(server, "iam", "service-accounts", "get-iam-policy", worker, "--format=json").stdout)
+    assert {"members": ["user:extra@example.com"], "role": "roles/iam.serviceAccountUser"} in policy["bindings"]
+    assert kl(server, "apply", str(seed), "--var", f"project={project}").stderr.splitlines()[-1].endswith(
+        "0 created, 0 updated, 3 unchanged.")
+
+
+def test_invalid_seed_files_are_usage_errors(server: Server, tmp_path: Path) -> None:
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("projects:\n  - projectId: keyless-dev\n    serviceAccounts:\n      - acountId: typo-sa\n")
+    proc = kl(server, "apply", str(seed), expect=2)
+    assert proc.stderr.startswith(f"ERROR: (keyless.apply) Invalid seed file [{seed}]: projects.0.serviceAccounts.0:")
+    assert "'accountId' is a required property" in proc.stderr
+    seed.write_text("projects: [unclosed")
+    assert "is not valid YAML" in kl(server, "apply", str(seed), expect=2).stderr
+    assert "Unable to read the seed file" in kl(server, "apply", str(tmp_path / "missing.yaml"), expect=1).stderr
+    assert kl(server, "apply", str(seed), "--var", "novalue", expect=2).stderr.startswith("ERROR: (keyless.apply)")
+
+
+def test_serve_refuses_to_start_with_a_bad_seed(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("metadata:\n  serviceAccount: missing@keyless-dev.iam.gserviceaccount.com\n")
+    proc = subprocess.run([sys.executable, "-m", "keyless", "serve", "--port", "0", "--data-dir",
+                           str(tmp_path / "data"), "--seed", str(seed)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"--seed {seed}: INVALID_ARGUMENT: Service account missing@keyless-dev.iam.gserviceaccount.com" in proc.stderr
+    assert not (tmp_path / "data" / "endpoints.json").exists()
+
+
+def test_seed_files_may_come_from_stdin(server: Server) -> None:
+    project = f"stdin-{uid()}"
+    out = kl(server, "apply", "-", input=f"projects:\n  - projectId: {project}\n")
+    assert out.stderr.splitlines() == [f"Created project [{project}].", "Applied [-]: 1 created, 0 updated, 0 unchanged."]
+    assert WARNING not in out.stderr

@@ -1,0 +1,1 @@
+"""Proof under bad input, faults and attack: schemathesis, fuzzing, forgery, crash safety and a soak."""
