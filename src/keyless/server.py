@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,13 +64,18 @@ class ServeOptions:
     audit_log: str | None = None
     seed: Path | None = None  # applied through keyless.cli.seed once listening, before endpoints.json
     access_log: bool = False
+    workers: int = 1
     limits: Limits = field(default_factory=Limits)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # One socket per worker process: the kernel spreads connections evenly (a shared accept socket
+        # can leave every long-lived connection on one worker).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Accepted connections inherit this on Linux: a response written as headers then body must not wait
     # for the client's delayed ACK (40 ms per request otherwise).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -133,6 +141,10 @@ def _check_exposure(options: ServeOptions) -> None:
     if options.allow_time_travel and options.database and not options.database.startswith("sqlite"):
         raise SystemExit("--allow-time-travel is for tests on the embedded SQLite store; replicas sharing a "
                          "database must share one clock.")
+    if options.workers > 1 and options.allow_time_travel:
+        raise SystemExit("--allow-time-travel needs one process (--workers 1): the clock it moves is in memory.")
+    if options.workers < 1:
+        raise SystemExit("--workers must be at least 1.")
     if (options.tls_cert is None) != (options.tls_key is None):
         raise SystemExit("--tls-cert and --tls-key go together.")
 
@@ -184,7 +196,7 @@ async def serve(options: ServeOptions) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     master = MasterKey.load_or_create(master_key_path(options))
-    api_sock = bind_socket(options.host, options.port)
+    api_sock = bind_socket(options.host, options.port, reuse_port=options.workers > 1)
     api_port = api_sock.getsockname()[1]
     wildcard = options.host in ("0.0.0.0", "::")  # noqa: S104 (comparing, not binding)
     api_host = "127.0.0.1" if wildcard else options.host
@@ -245,10 +257,14 @@ async def serve(options: ServeOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         if await listeners.wait_started():
             if options.seed is not None:
                 await apply_seed(options.seed, api_url, data_dir)
+            workers = [_spawn_worker(options, api_port, settings.public_url) for _ in range(options.workers - 1)]
+            if workers:
+                endpoints["workers"] = [w.pid for w in workers]
             write_endpoints(data_dir, endpoints)
             print(f"keyless serving {api_url} (data dir {data_dir}, project {settings.default_project})",
                   flush=True)
@@ -257,9 +273,84 @@ async def serve(options: ServeOptions) -> None:
             waiter.cancel()
     finally:
         remove_endpoints(data_dir)
+        for worker in workers:
+            worker.terminate()
         await listeners.stop()
+        for worker in workers:
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         await store.close()
     listeners.raise_failures()
+
+
+WORKER_ENV = "KEYLESS_WORKER_OPTIONS"
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _spawn_worker(options: ServeOptions, port: int, public_url: str) -> subprocess.Popen[bytes]:
+    spec = {"data_dir": str(options.data_dir), "host": options.host, "port": port, "database": options.database,
+            "project": options.project, "master_key_file": str(master_key_path(options)), "issuer": options.issuer,
+            "public_url": public_url, "key_rotation_days": options.key_rotation_days,
+            "log_level": options.log_level, "tls_cert": str(options.tls_cert) if options.tls_cert else None,
+            "tls_key": str(options.tls_key) if options.tls_key else None, "insecure": options.insecure,
+            "audit_log": options.audit_log, "access_log": options.access_log,
+            "limits": dataclasses.asdict(options.limits)}
+    env = {**os.environ, WORKER_ENV: json.dumps(spec)}
+    return subprocess.Popen([sys.executable, "-c", "from keyless.server import worker_main; worker_main()"],
+                            env=env, preexec_fn=_die_with_parent)
+
+
+def worker_main() -> None:
+    """An extra API process of ``--workers N``: same database and master key, its own SO_REUSEPORT socket."""
+    spec = json.loads(os.environ[WORKER_ENV])
+    limits = Limits(**spec.pop("limits"))
+    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key"):
+        if spec[name] is not None:
+            spec[name] = Path(spec[name])
+    options = ServeOptions(**spec, limits=limits)
+    logging.basicConfig(level=getattr(logging, options.log_level.upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(_serve_worker(options))
+
+
+async def _serve_worker(options: ServeOptions) -> None:
+    if options.access_log:
+        logging.getLogger("keyless.access").setLevel(logging.INFO)
+    master = MasterKey.load_or_create(master_key_path(options))
+    sock = bind_socket(options.host, options.port, reuse_port=True)
+    settings = Settings(default_project=options.project, issuer=options.issuer,
+                        public_url=options.public_url or url_of(options.host, options.port),
+                        key_rotation_period=options.key_rotation_days * 86400)
+    store = open_store(options.database, options.data_dir)
+    await store.open()
+    keyless = Keyless(store, SystemClock(), settings, master, limits=options.limits,
+                      audit_sink=open_sink(options.audit_log))
+    listeners = _Listeners(options.log_level)
+    listeners.add_asgi(build_app(keyless, access_log=options.access_log), sock, certfile=options.tls_cert,
+                       keyfile=options.tls_key)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, *listeners.tasks], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    finally:
+        await listeners.stop()
+        await store.close()
 
 
 async def apply_seed(seed: Path, api_url: str, data_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,17 @@ def _postgres(request: pytest.FixtureRequest) -> Store:
     return PostgresStore(cluster.create_database("conformance"), min_size=1, max_size=4)
 
 
+def _cached_sqlite(request: pytest.FixtureRequest) -> Store:
+    from keyless.storage.cache import CachingStore
+
+    return CachingStore(_sqlite(request.getfixturevalue("tmp_path")))
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
     "sqlite": lambda request: _sqlite(request.getfixturevalue("tmp_path")),
     "postgresql": _postgres,
+    # The read cache, with the whole test as one long request: every write must invalidate what it cached.
+    "sqlite-cached": _cached_sqlite,
 }
 
 
@@ -41,9 +50,12 @@ class Runner:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runner]:
+    from keyless.storage.cache import request_scope
+
     loop = asyncio.new_event_loop()
     store = BACKENDS[request.param](request)
     loop.run_until_complete(store.open())
-    yield Runner(store, loop)
+    with request_scope() if request.param.endswith("-cached") else contextlib.nullcontext():
+        yield Runner(store, loop)
     loop.run_until_complete(store.close())
     loop.close()

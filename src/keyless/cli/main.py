@@ -127,6 +127,8 @@ def serve(
     max_scopes: Annotated[int, typer.Option(help="Most scopes in one generateAccessToken.")] = 50,
     max_sign_blob_bytes: Annotated[int, typer.Option(help="Largest signBlob payload (decoded).")] = 512 * 1024,
     max_sign_jwt_bytes: Annotated[int, typer.Option(help="Largest signJwt payload.")] = 64 * 1024,
+    workers: Annotated[int, typer.Option(
+        help="API processes, each with its own SO_REUSEPORT socket (use one per core for a broker).")] = 1,
     rate_limit: Annotated[float, typer.Option(help="Requests per second per caller (0: off).")] = 0.0,
     rate_limit_per_account: Annotated[float, typer.Option(
         help="Credential requests per second per target account (0: off).")] = 0.0,
@@ -142,7 +144,7 @@ def serve(
                      attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
                      universe_domains=tuple(universe_domain or ()), universe_port=universe_port,
                      universe_cert=universe_cert, universe_key=universe_key, audit_log=audit_log,
-                     seed=seed_file, access_log=access_log,
+                     seed=seed_file, access_log=access_log, workers=workers,
                      limits=Limits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes,
                                    max_path_bytes=max_path_bytes, max_delegates=max_delegates, max_scopes=max_scopes,
                                    max_sign_blob_bytes=max_sign_blob_bytes, max_sign_jwt_bytes=max_sign_jwt_bytes,

@@ -6,6 +6,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyless.service import audit
 from keyless.service.audit import AuditLog
+from keyless.storage.cache import request_scope
 
 
 class AuditMiddleware:
@@ -33,6 +34,7 @@ class AuditMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_after_audit)
+            with request_scope():  # cached store reads check the state generation once per request
+                await self.app(scope, receive, send_after_audit)
         finally:
             audit.close_record(token)

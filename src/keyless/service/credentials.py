@@ -55,8 +55,9 @@ class Credentials:
         identities = await self.core.identities(caller.principal)
         seen: set[str] = set()
         account: ServiceAccount | None = None
-        for hop in hops:
-            account = await self.core.resolve_account(hop.resource)
+        last = len(hops) - 1
+        for index, hop in enumerate(hops):
+            account = resolved_target if index == last else await self.core.resolve_account(hop.resource)
             if account is None:
                 # Through the '-' wildcard a missing account is indistinguishable from a denial (as on Google).
                 raise PermissionDenied.iam(hop.permission, f"projects/-/serviceAccounts/{hop.resource.account}")
@@ -68,7 +69,8 @@ class Credentials:
                 raise PermissionDenied.iam(hop.permission, f"projects/-/serviceAccounts/{account.email}")
             if account.disabled:
                 raise FailedPrecondition(f"Service account {account.email} is disabled.")
-            identities = await self.core.identities(_service_account_principal(account))
+            if index != last:
+                identities = await self.core.identities(_service_account_principal(account))
         assert account is not None
         return account
 

@@ -9,14 +9,15 @@ from keyless.storage.base import Store
 
 def open_store(database: str | None, data_dir: Path) -> Store:
     """The store named by ``--database`` (a ``sqlite:///`` path or URL), defaulting to SQLite in the data dir."""
+    from keyless.storage.cache import CachingStore
     from keyless.storage.sqlite import SqliteStore
 
     if not database:
-        return SqliteStore(data_dir / "keyless.db")
+        return CachingStore(SqliteStore(data_dir / "keyless.db"))
     if database.startswith("sqlite:///"):
-        return SqliteStore(Path(database[len("sqlite:///"):]))
+        return CachingStore(SqliteStore(Path(database[len("sqlite:///"):])))
     if database.startswith(("postgresql://", "postgres://")):
         from keyless.storage.postgres import PostgresStore
 
-        return PostgresStore(database)
+        return CachingStore(PostgresStore(database))
     raise SystemExit(f"Unsupported --database URL: {database!r} (use sqlite:///PATH)")

@@ -158,6 +158,14 @@ class PostgresStore:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id(name))
 
+    async def generation(self) -> int:
+        value = await self.pool.fetchval("SELECT value FROM meta WHERE key='generation'")
+        return int(value) if value is not None else 0
+
+    async def bump_generation(self) -> None:
+        await self.pool.execute("INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key) "
+                                "DO UPDATE SET value = (meta.value::bigint + 1)::text")
+
     # meta
     async def get_meta(self, key: str) -> str | None:
         value: str | None = await self.pool.fetchval("SELECT value FROM meta WHERE key=$1", key)

@@ -191,6 +191,14 @@ class SqliteStore:
         row: tuple[Any, ...] | None = self.db.execute(sql, params).fetchone()
         return row
 
+    async def generation(self) -> int:
+        row = self._one("SELECT value FROM meta WHERE key='generation'")
+        return int(row[0]) if row else 0
+
+    async def bump_generation(self) -> None:
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT(key) "
+                        "DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+
     # meta
     async def get_meta(self, key: str) -> str | None:
         row = self._one("SELECT value FROM meta WHERE key=?", (key,))

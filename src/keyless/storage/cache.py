@@ -1,0 +1,249 @@
+"""A read cache in front of any store, consistent across processes and replicas.
+
+Every state change bumps a generation counter in the database. Each request reads that counter once (on
+its first cached read) and drops the whole cache when it moved, so a change made anywhere is seen by the
+next request everywhere, while a request on unchanged state costs one small query instead of one per
+lookup. Outside a request (bootstrap, CLI-side code), reads go straight to the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from keyless.storage.base import (
+    AuditEntry,
+    AuditQuery,
+    KeyRecord,
+    OrgPolicy,
+    Project,
+    ServiceAccount,
+    Store,
+    StoredPolicy,
+    User,
+)
+
+T = TypeVar("T")
+_UNCHECKED = -1
+_request_generation: ContextVar[list[int] | None] = ContextVar("keyless_request_generation", default=None)
+
+
+@contextlib.contextmanager
+def request_scope() -> Iterator[None]:
+    """Mark the current task as serving one request: its cached reads share one generation check."""
+    token = _request_generation.set([_UNCHECKED])
+    try:
+        yield
+    finally:
+        _request_generation.reset(token)
+
+
+class CachingStore:
+    MAX_ENTRIES = 200_000
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self._generation = _UNCHECKED
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # Backend extras (SqliteStore.path, PostgresStore.dsn, ...) stay reachable.
+        return getattr(self.inner, name)
+
+    async def _cached(self, key: tuple[str, ...], load: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        slot = _request_generation.get()
+        if slot is None:
+            return await load()
+        if slot[0] == _UNCHECKED:
+            slot[0] = await self.inner.generation()
+        if slot[0] != self._generation:
+            self._cache.clear()
+            self._generation = slot[0]
+        if key in self._cache:
+            value: T = self._cache[key]
+            return value
+        value = await load()
+        if len(self._cache) >= self.MAX_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = value
+        return value
+
+    async def _changed(self) -> None:
+        await self.inner.bump_generation()
+        self._cache.clear()
+        self._generation = _UNCHECKED
+
+    # lifecycle
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        return self.inner.lock(name)
+
+    async def generation(self) -> int:
+        return await self.inner.generation()
+
+    async def bump_generation(self) -> None:
+        await self._changed()
+
+    # meta
+    async def get_meta(self, key: str) -> str | None:
+        return await self._cached(("meta", key), lambda: self.inner.get_meta(key))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.inner.set_meta(key, value)
+        await self._changed()
+
+    async def init_meta(self, key: str, value: str) -> str:
+        result = await self.inner.init_meta(key, value)
+        await self._changed()
+        return result
+
+    # projects
+    async def create_project(self, project: Project) -> None:
+        await self.inner.create_project(project)
+        await self._changed()
+
+    async def get_project(self, project_id: str) -> Project | None:
+        return await self._cached(("project", project_id), lambda: self.inner.get_project(project_id))
+
+    async def list_projects(self) -> list[Project]:
+        return await self.inner.list_projects()
+
+    # service accounts
+    async def create_service_account(self, account: ServiceAccount) -> None:
+        await self.inner.create_service_account(account)
+        await self._changed()
+
+    async def get_service_account(self, unique_id: str) -> ServiceAccount | None:
+        return await self._cached(("sa", unique_id), lambda: self.inner.get_service_account(unique_id))
+
+    async def find_service_account(self, email: str) -> ServiceAccount | None:
+        return await self._cached(("sa-email", email.lower()), lambda: self.inner.find_service_account(email))
+
+    async def list_service_accounts(self, project_id: str, *, after_email: str, limit: int) -> list[ServiceAccount]:
+        return await self.inner.list_service_accounts(project_id, after_email=after_email, limit=limit)
+
+    async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None:
+        try:
+            return await self.inner.update_service_account(unique_id, **changes)
+        finally:
+            await self._changed()
+
+    # keys
+    async def create_key(self, key: KeyRecord) -> None:
+        try:
+            await self.inner.create_key(key)
+        finally:
+            await self._changed()
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        return await self._cached(("key", key_id), lambda: self.inner.get_key(key_id))
+
+    async def list_keys(self, owner: str) -> list[KeyRecord]:
+        return await self._cached(("keys", owner), lambda: self.inner.list_keys(owner))
+
+    async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
+        try:
+            return await self.inner.update_key(key_id, **changes)
+        finally:
+            await self._changed()
+
+    async def rotate_system_key(self, owner: str, expected_current: list[str], new: KeyRecord) -> bool:
+        try:
+            return await self.inner.rotate_system_key(owner, expected_current, new)
+        finally:
+            await self._changed()
+
+    # policies
+    async def get_policy(self, resource: str) -> StoredPolicy | None:
+        return await self._cached(("policy", resource), lambda: self.inner.get_policy(resource))
+
+    async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:
+        try:
+            return await self.inner.put_policy(resource, body, etag, expected_etag=expected_etag)
+        finally:
+            await self._changed()
+
+    async def policies_mentioning(self, text: str) -> list[StoredPolicy]:
+        return await self.inner.policies_mentioning(text)
+
+    # users
+    async def create_user(self, user: User) -> None:
+        try:
+            await self.inner.create_user(user)
+        finally:
+            await self._changed()
+
+    async def get_user(self, user_id: str) -> User | None:
+        return await self._cached(("user", user_id), lambda: self.inner.get_user(user_id))
+
+    async def find_user(self, email: str) -> User | None:
+        return await self.inner.find_user(email)
+
+    async def find_user_by_refresh_hash(self, refresh_token_hash: str) -> User | None:
+        return await self.inner.find_user_by_refresh_hash(refresh_token_hash)
+
+    async def list_users(self) -> list[User]:
+        return await self.inner.list_users()
+
+    # groups
+    async def set_group(self, group: str, members: list[str]) -> None:
+        try:
+            await self.inner.set_group(group, members)
+        finally:
+            await self._changed()
+
+    async def get_group(self, group: str) -> list[str] | None:
+        return await self.inner.get_group(group)
+
+    async def list_groups(self) -> dict[str, list[str]]:
+        return await self.inner.list_groups()
+
+    async def delete_group(self, group: str) -> bool:
+        try:
+            return await self.inner.delete_group(group)
+        finally:
+            await self._changed()
+
+    async def groups_of(self, member: str) -> list[str]:
+        return await self._cached(("groups-of", member), lambda: self.inner.groups_of(member))
+
+    # org policies
+    async def get_org_policy(self, resource: str, constraint: str) -> OrgPolicy | None:
+        return await self._cached(("org", resource, constraint),
+                                  lambda: self.inner.get_org_policy(resource, constraint))
+
+    async def put_org_policy(self, policy: OrgPolicy) -> None:
+        await self.inner.put_org_policy(policy)
+        await self._changed()
+
+    async def delete_org_policy(self, resource: str, constraint: str) -> bool:
+        try:
+            return await self.inner.delete_org_policy(resource, constraint)
+        finally:
+            await self._changed()
+
+    async def list_org_policies(self, resource: str) -> list[OrgPolicy]:
+        return await self.inner.list_org_policies(resource)
+
+    # audit (never cached, never a state change)
+    async def append_audit(self, entries: list[AuditEntry]) -> None:
+        await self.inner.append_audit(entries)
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        return await self.inner.query_audit(query)
+
+    # revocation
+    async def revoke_token(self, token_hash: str, expires_at: float) -> None:
+        await self.inner.revoke_token(token_hash, expires_at)
+        await self._changed()
+
+    async def is_token_revoked(self, token_hash: str) -> bool:
+        return await self._cached(("revoked", token_hash), lambda: self.inner.is_token_revoked(token_hash))
