@@ -80,7 +80,9 @@ def test_key_life_cycle_and_the_key_file(server: Server, tmp_path: Path) -> None
 
 
 def test_conditional_bindings_and_set_iam_policy(server: Server, tmp_path: Path) -> None:
-    email = create_sa(server, "cond")
+    project = f"cond-{uid()}"
+    kl(server, "projects", "create", project)
+    email = create_sa(server, "cond", project)
     condition = 'expression=request.time < timestamp("2999-01-01T00:00:00Z"),title=expires,description=a, b'
     added = kl(server, "iam", "service-accounts", "add-iam-policy-binding", email, "--member=user:owner@keyless.local",
                f"--role={TOKEN_CREATOR}", f"--condition={condition}", "--format=json")
@@ -104,6 +106,13 @@ def test_conditional_bindings_and_set_iam_policy(server: Server, tmp_path: Path)
     kl(server, "iam", "service-accounts", "remove-iam-policy-binding", email, "--member=user:owner@keyless.local",
        f"--role={TOKEN_CREATOR}", "--all")
     kl(server, "auth", "print-access-token", "--impersonate-service-account", email, expect=1)
+
+    condition_file = tmp_path / "condition.yaml"
+    condition_file.write_text("title: business-hours\nexpression: request.time.getHours('UTC') >= 0\n")
+    from_file = kl(server, "projects", "add-iam-policy-binding", project, "--member=user:x@example.com",
+                   "--role=roles/viewer", f"--condition-from-file={condition_file}", "--format=json")
+    assert {"condition": {"expression": "request.time.getHours('UTC') >= 0", "title": "business-hours"},
+            "members": ["user:x@example.com"], "role": "roles/viewer"} in json.loads(from_file.stdout)["bindings"]
 
     # set-iam-policy takes a file; a stale etag is refused.
     current = yaml.safe_load(kl(server, "iam", "service-accounts", "get-iam-policy", email).stdout)

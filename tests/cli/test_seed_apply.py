@@ -27,8 +27,8 @@ def test_apply_the_example_then_export_reproduces_it_on_an_empty_server(tmp_path
         applied = kl(first, "apply", str(EXAMPLE), "--credentials-dir", str(creds))
         assert applied.stderr.rstrip().endswith(f"Applied [{EXAMPLE}]: 11 created, 5 updated, 1 unchanged.")
         assert "Created user [alice@example.com]; credentials written to" in applied.stderr
-        assert sorted(p.name for p in creds.iterdir()) == [f"{CALLER}.json", "alice@example.com.json",
-                                                           "bob@example.com.json"]
+        assert sorted(p.name for p in creds.iterdir()) == ["alice@example.com.json", "bob@example.com.json",
+                                                           f"{CALLER}.json"]
         assert all(p.stat().st_mode & 0o777 == 0o600 for p in creds.iterdir())
 
         # What apply wrote is usable at once: Alice and the caller's key file impersonate priv-sa.
@@ -36,7 +36,6 @@ def test_apply_the_example_then_export_reproduces_it_on_an_empty_server(tmp_path
             token = kl(first, "--credential-file", str(credential), "auth", "print-access-token",
                        f"--impersonate-service-account={PRIV}").stdout.strip()
             assert tokeninfo(first, token).json()["email"] == PRIV
-        # Bob is in the platform team, whose binding holds only during office hours.
         listed = kl(first, "iam", "service-accounts", "list", "--project", "data-project",
                     "--format=value(email,disabled)").stdout
         assert listed == "legacy-batch@data-project.iam.gserviceaccount.com\tTrue\n"

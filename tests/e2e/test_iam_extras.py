@@ -156,3 +156,20 @@ def test_token_creator_on_the_project_applies_to_every_account_in_it(server: Ser
     policy["bindings"].append({"role": TOKEN_CREATOR, "members": [f"serviceAccount:{caller}"]})
     server.owner("POST", f"/v3/projects/{project}:setIamPolicy", {"policy": policy})
     assert mint(server, token, target).status_code == 200
+
+
+def test_refresh_grant_with_openid_returns_the_users_id_token(server: Server) -> None:
+    owner = json.loads(server.owner_file.read_text())
+    r = requests.post(f"{server.url}/token", data={
+        "grant_type": "refresh_token", "client_id": owner["client_id"], "client_secret": owner["client_secret"],
+        "refresh_token": owner["refresh_token"]}, timeout=10).json()
+    from google.auth.transport.requests import Request as GoogleRequest
+    from google.oauth2 import id_token
+
+    claims = id_token.verify_token(r["id_token"], GoogleRequest(), audience=owner["client_id"],
+                                   certs_url=f"{server.url}/oauth2/v1/certs")
+    assert claims["email"] == "owner@keyless.local" and claims["aud"] == owner["client_id"]
+    narrow = requests.post(f"{server.url}/token", data={
+        "grant_type": "refresh_token", "client_id": owner["client_id"], "client_secret": owner["client_secret"],
+        "refresh_token": owner["refresh_token"], "scope": CLOUD}, timeout=10).json()
+    assert "id_token" not in narrow

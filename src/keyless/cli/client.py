@@ -196,8 +196,9 @@ class Session:
         self.delegates: list[str] = []
         if chain:
             self.target, self.delegates = split_chain(chain)
-        self._source_tokens: dict[tuple[str, ...], str] = {}
-        self._token: str | None = None
+        # Cached tokens with the monotonic time they should be renewed at (a long pytest session outlives them).
+        self._source_tokens: dict[tuple[str, ...], tuple[str, float]] = {}
+        self._token: tuple[str, float] | None = None
         self._warned = False
 
     # ---------------------------------------------------------------- the active credential
@@ -215,7 +216,8 @@ class Session:
     def source_token(self, scopes: list[str] | None = None) -> str:
         """An access token of the active credential itself (no impersonation)."""
         key = tuple(scopes or ())
-        if key not in self._source_tokens:
+        cached = self._source_tokens.get(key)
+        if cached is None or time.monotonic() >= cached[1]:
             path, info = self._credential_info()
             kind = info.get("type")
             if kind == "authorized_user":
@@ -232,8 +234,9 @@ class Session:
             result = request("POST", f"{self.base}/token", form=form)
             if result.status != 200:
                 raise api_error(result, "There was a problem refreshing your current auth tokens: ")
-            self._source_tokens[key] = str(result.body["access_token"])
-        return self._source_tokens[key]
+            renew_at = time.monotonic() + float(result.body.get("expires_in", 3600)) - 60
+            self._source_tokens[key] = (str(result.body["access_token"]), renew_at)
+        return self._source_tokens[key][0]
 
     def source_id_token(self, audience: str) -> str:
         """An ID token of the active credential itself: only a service-account key file can have one."""
@@ -298,17 +301,26 @@ class Session:
 
     def access_token(self) -> str:
         """The bearer token API calls carry: the impersonated account's when impersonating."""
-        if self._token is None:
+        if self._token is None or time.monotonic() >= self._token[1]:
             if self.target:
-                self._token = str(self.impersonated_token()["accessToken"])
+                self._token = (str(self.impersonated_token()["accessToken"]), time.monotonic() + 3000)
             else:
-                self._token = self.source_token()
-        return self._token
+                self._token = (self.source_token(), time.monotonic() + 3000)
+        return self._token[0]
+
+    def forget_tokens(self) -> None:
+        self._source_tokens.clear()
+        self._token = None
 
     # ---------------------------------------------------------------- calls
 
     def raw(self, method: str, path: str, body: Any = None) -> HttpResult:
-        return request(method, f"{self.base}{path}", json_body=body, token=self.access_token())
+        result = request(method, f"{self.base}{path}", json_body=body, token=self.access_token())
+        if result.status == 401:
+            # The server's clock may have moved past the token's expiry (time travel): mint a new one, once.
+            self.forget_tokens()
+            result = request(method, f"{self.base}{path}", json_body=body, token=self.access_token())
+        return result
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         result = self.raw(method, path, body)

@@ -107,7 +107,7 @@ def account_email(account_id: str, project: str) -> str:
 
 
 def _write_secret(directory: Path, name: str, content: bytes) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:

@@ -145,8 +145,15 @@ class OAuth:
                                               client_id=user.client_id)
         audit.note_request(scope=" ".join(scopes))
         audit.note(tokenHash=self.core.audit_hash(minted.token_id))
-        return {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
-                "token_type": "Bearer"}
+        out: dict[str, Any] = {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
+                               "token_type": "Bearer"}
+        if "openid" in scopes:
+            # As Google's token endpoint does for a user who granted openid: the user's own ID token.
+            out["id_token"] = await self.credentials.sign_id_token({
+                "iss": self.core.settings.issuer, "azp": user.client_id, "aud": user.client_id,
+                "sub": user.user_id, "email": user.email, "email_verified": True,
+                "iat": issued, "exp": issued + TOKEN_LIFETIME})
+        return out
 
     async def tokeninfo(self, *, access_token: str | None, id_token: str | None) -> dict[str, Any]:
         if access_token:

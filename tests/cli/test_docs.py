@@ -1,0 +1,80 @@
+"""docs/cli.md and docs/seed.schema.json are generated and current; docs/gcloud.md covers the seed documents."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import typer.main
+import yaml
+
+from keyless.cli.docs import render_cli_markdown, render_schema
+from keyless.cli.main import app
+from keyless.cli.seed_schema import SCHEMA
+from tests.conftest import REPO, Server
+
+SEEDS = REPO.parent / "shared" / "seeds"
+
+
+def test_cli_reference_is_up_to_date() -> None:
+    assert (REPO / "docs" / "cli.md").read_text() == render_cli_markdown(), "run scripts/gen-cli-docs"
+
+
+def test_seed_schema_is_up_to_date_and_the_example_conforms() -> None:
+    assert (REPO / "docs" / "seed.schema.json").read_text() == render_schema(), "run scripts/gen-cli-docs"
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert json.loads(render_schema()) == SCHEMA
+    jsonschema.validate(yaml.safe_load((REPO / "docs" / "seed-example.yaml").read_text()), SCHEMA)
+    bad = {"projects": [{"projectId": "keyless-dev", "serviceAccounts": [{"accountId": "UPPER"}]}]}
+    assert list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(bad))
+
+
+def _commands() -> set[tuple[str, ...]]:
+    found: set[tuple[str, ...]] = set()
+
+    def walk(command: object, path: tuple[str, ...]) -> None:
+        found.add(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+def test_gcloud_page_covers_every_seed_command_with_real_keyless_commands() -> None:
+    page = (REPO / "docs" / "gcloud.md").read_text()
+    seen_in_seeds = set()
+    for seed in SEEDS.glob("*.txt"):
+        for line in seed.read_text(errors="replace").splitlines():
+            match = re.match(r"\s*(gcloud(?: [a-z][-a-z]*)+)", line)
+            if match:
+                seen_in_seeds.add(match.group(1))
+    assert "gcloud auth print-access-token" in seen_in_seeds
+    for command in seen_in_seeds:
+        assert f"`{command}" in page, f"{command} is missing from docs/gcloud.md"
+
+    commands = _commands()
+    leaves = {c for c in commands if c and not any(len(d) > len(c) and d[: len(c)] == c for d in commands)}
+    for code in re.findall(r"`keyless ([^`]*)`", page):
+        words = tuple(code.split())
+        assert any(words[: len(leaf)] == leaf for leaf in leaves), f"`keyless {code}` is not a keyless command"
+
+
+def test_readme_command_line_block_runs_as_written(fresh_server: Server) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", readme.split("## The command line", 1)[1], re.S)
+    assert block is not None
+    keyless_bin = Path(sys.executable).parent / "keyless"
+    script = block.group(1).replace("keyless ", f"{keyless_bin} ")
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=120,
+                          env=fresh_server.env())
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "  - user:owner@keyless.local" in lines  # the policy add-iam-policy-binding prints
+    assert sum(line.startswith("ya29.") for line in lines) == 1
+    assert "signed_url: https://storage.googleapis.com/my-bucket/report.pdf?X-Goog-Algorithm=GOOG4-RSA-SHA256" \
+        in proc.stdout
