@@ -1,5 +1,5 @@
 """``python -m keyless`` runs the command line."""
 
-from keyless.cli.main import main
+from keyless.cli.entry import main
 
 main()

@@ -215,7 +215,7 @@ class Keyless:
             raise RuntimeError("advance_clock moves the clock of the whole server, which would expire the "
                                "credentials of other tests: use the keyless_isolated fixture, a server of the "
                                "test's own.")
-        from keyless.cli.args import parse_duration
+        from keyless.cli.client import parse_duration
 
         seconds = parse_duration(duration, "duration") if isinstance(duration, str) else duration
         return str(self.call("POST", "/keyless/v1/debug/clock:advance", {"seconds": seconds})["now"])

@@ -208,6 +208,7 @@ async def serve(options: ServeOptions) -> None:
         issuer=options.issuer,
         public_url=options.public_url or api_url,
         key_rotation_period=options.key_rotation_days * 86400,
+        universe_domains=universes,
     )
     clock: Clock = OffsetClock() if options.allow_time_travel else SystemClock()
     store = open_store(options.database, data_dir)

@@ -13,8 +13,6 @@ import typer
 
 from keyless.cli.client import CliError, options
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SA_EMAIL = re.compile(r"^[^@/]+@([a-z][-a-z0-9]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com$")
 
 ProjectOption = Annotated[str | None, typer.Option(
@@ -23,18 +21,6 @@ ProjectOption = Annotated[str | None, typer.Option(
 
 def project_or_default(project: str | None) -> str:
     return project or options().default_project()
-
-
-def parse_duration(text: str, flag: str = "--duration") -> int:
-    """gcloud durations: ``90``, ``90s``, ``10m``, ``1h30m``, ``2d``; ISO 8601 ``PT1H`` too. Whole seconds."""
-    raw = text.strip()
-    value = raw.lower().removeprefix("pt").removeprefix("p")
-    if re.fullmatch(r"\d+", value):
-        return int(value)
-    if value and _DURATION_PART.sub("", value) == "":
-        return int(sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value)))
-    raise CliError(f"{flag}: invalid duration '{raw}': use seconds or a duration such as 90s, 10m, 2h, 1d.",
-                   exit_code=2)
 
 
 def account_resource(account: str) -> str:

@@ -11,18 +11,11 @@ from typing import Annotated
 
 import typer
 
-from keyless.cli.args import parse_duration
 from keyless.cli.client import CliError, Session
+from keyless.cli.client import print_access_token as _print_access_token
 
 app = typer.Typer(help="Print credentials of the active account, or of an impersonated service account.",
                   no_args_is_help=True)
-SCOPE_PREFIX = "https://www.googleapis.com/auth/"
-
-
-def _scopes(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    return [s if "://" in s else SCOPE_PREFIX + s for s in (p.strip() for p in text.split(",")) if s]
 
 
 @app.command("print-access-token")
@@ -34,15 +27,7 @@ def print_access_token(
         help="Comma-separated OAuth scopes (full URLs, or names under https://www.googleapis.com/auth/).")] = None,
 ) -> None:
     """Print an access token for the active account or, with --impersonate-service-account, for that account."""
-    session = Session()
-    if session.target is None:
-        if lifetime is not None:
-            raise CliError("--lifetime can only be used with --impersonate-service-account.", exit_code=2)
-        token = session.source_token(_scopes(scopes))
-    else:
-        seconds = parse_duration(lifetime, "--lifetime") if lifetime is not None else None
-        token = str(session.impersonated_token(_scopes(scopes), seconds)["accessToken"])
-    sys.stdout.write(token + "\n")
+    _print_access_token(lifetime, scopes)
 
 
 @app.command("print-identity-token")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -23,6 +24,13 @@ from pathlib import Path
 from typing import Any
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+SCOPE_PREFIX = "https://www.googleapis.com/auth/"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+GLOBAL_FLAGS = {"--url": "url", "--data-dir": "data_dir", "--credential-file": "credential_file",
+                "--impersonate-service-account": "impersonate", "--format": "format", "--flatten": "flatten"}
+GLOBAL_SWITCHES = {"--quiet": "quiet", "-q": "quiet"}
+PATH_FLAGS = ("data_dir", "credential_file")
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 IMPERSONATION_WARNING = ("WARNING: This command is using service account impersonation. All API calls will be "
@@ -90,6 +98,71 @@ class GlobalOptions:
         if env:
             return env
         return str(self.endpoints().get("project") or "keyless-dev")
+
+
+def extract_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
+    """Pull the global options out of argv wherever they stand, so each command accepts them."""
+    found = GlobalOptions()
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        name, eq, value = arg.partition("=")
+        if name in GLOBAL_SWITCHES and not eq:
+            setattr(found, GLOBAL_SWITCHES[name], True)
+            i += 1
+            continue
+        if name in GLOBAL_FLAGS:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise CliError(f"{name} needs a value", exit_code=2)
+                value = argv[i + 1]
+                i += 1
+            attr = GLOBAL_FLAGS[name]
+            if attr == "flatten":
+                found.flatten.extend(v.strip() for v in value.split(",") if v.strip())
+            else:
+                setattr(found, attr, Path(value) if attr in PATH_FLAGS else value)
+            i += 1
+            continue
+        rest.append(arg)
+        i += 1
+    return found, rest
+
+
+def parse_duration(text: str, flag: str = "--duration") -> int:
+    """gcloud durations: ``90``, ``90s``, ``10m``, ``1h30m``, ``2d``; ISO 8601 ``PT1H`` too. Whole seconds."""
+    raw = text.strip()
+    value = raw.lower().removeprefix("pt").removeprefix("p")
+    if re.fullmatch(r"\d+", value):
+        return int(value)
+    if value and _DURATION_PART.sub("", value) == "":
+        return int(sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value)))
+    raise CliError(f"{flag}: invalid duration '{raw}': use seconds or a duration such as 90s, 10m, 2h, 1d.",
+                   exit_code=2)
+
+
+def expand_scopes(text: str | None) -> list[str] | None:
+    """``--scopes a,b``: full URLs, or names under https://www.googleapis.com/auth/."""
+    if not text:
+        return None
+    return [s if "://" in s else SCOPE_PREFIX + s for s in (p.strip() for p in text.split(",")) if s]
+
+
+def print_access_token(lifetime: str | None, scopes: str | None) -> None:
+    """``keyless auth print-access-token``: the token, and only the token, on stdout."""
+    session = Session()
+    if session.target is None:
+        if lifetime is not None:
+            raise CliError("--lifetime can only be used with --impersonate-service-account.", exit_code=2)
+        token = session.source_token(expand_scopes(scopes))
+    else:
+        seconds = parse_duration(lifetime, "--lifetime") if lifetime is not None else None
+        token = str(session.impersonated_token(expand_scopes(scopes), seconds)["accessToken"])
+    sys.stdout.write(token + "\n")
 
 
 # The options of this invocation, set once by ``main`` before a command runs.

@@ -11,8 +11,7 @@ from typing import Annotated
 
 import typer
 
-from keyless.cli.args import parse_duration
-from keyless.cli.client import Session
+from keyless.cli.client import Session, parse_duration
 from keyless.cli.formatting import display, status
 
 app = typer.Typer(help="Test helpers for servers started with --allow-time-travel.", no_args_is_help=True)

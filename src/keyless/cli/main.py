@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from keyless.cli import auth, debug, iam, orgpolicy, projects, seed, storage
-from keyless.cli.client import CliError, GlobalOptions, Session, use_options
+from keyless.cli.client import CliError, GlobalOptions, Session, extract_global_options, use_options
 
 GLOBAL_HELP = """Global flags, before or after the verb:
 
@@ -44,44 +44,7 @@ app.add_typer(debug.app, name="debug")
 app.command("apply")(seed.apply_command)
 app.command("export")(seed.export_command)
 
-GLOBAL_FLAGS = {"--url": "url", "--data-dir": "data_dir", "--credential-file": "credential_file",
-                "--impersonate-service-account": "impersonate", "--format": "format", "--flatten": "flatten"}
-GLOBAL_SWITCHES = {"--quiet": "quiet", "-q": "quiet"}
-PATH_FLAGS = ("data_dir", "credential_file")
 _globals = GlobalOptions()
-
-
-def extract_global_options(argv: list[str]) -> tuple[GlobalOptions, list[str]]:
-    """Pull the global options out of argv wherever they stand, so each command accepts them."""
-    options = GlobalOptions()
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            rest.extend(argv[i:])
-            break
-        name, eq, value = arg.partition("=")
-        if name in GLOBAL_SWITCHES and not eq:
-            setattr(options, GLOBAL_SWITCHES[name], True)
-            i += 1
-            continue
-        if name in GLOBAL_FLAGS:
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise CliError(f"{name} needs a value", exit_code=2)
-                value = argv[i + 1]
-                i += 1
-            attr = GLOBAL_FLAGS[name]
-            if attr == "flatten":
-                options.flatten.extend(v.strip() for v in value.split(",") if v.strip())
-            else:
-                setattr(options, attr, Path(value) if attr in PATH_FLAGS else value)
-            i += 1
-            continue
-        rest.append(arg)
-        i += 1
-    return options, rest
 
 
 @app.command()

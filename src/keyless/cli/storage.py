@@ -22,8 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyless.cli.args import parse_duration
-from keyless.cli.client import CliError, Session
+from keyless.cli.client import CliError, Session, parse_duration
 from keyless.cli.formatting import display
 
 app = typer.Typer(help="Cloud Storage signed URLs.", no_args_is_help=True)

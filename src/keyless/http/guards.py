@@ -22,6 +22,7 @@ def redact_query(query: str) -> str:
 
 
 async def _reject(send: Send, error: KeylessError, status: int) -> None:
+    error.http_status = status  # the body's code is the HTTP status, as in every other error
     body = orjson.dumps(error.to_json())
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json; charset=UTF-8"),

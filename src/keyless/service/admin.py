@@ -20,6 +20,8 @@ from keyless.service.policies import store_policy
 from keyless.storage.base import AuditEntry, AuditQuery, Conflict, OrgPolicy, Project, User
 
 ADMIN_PERMISSION = "keyless.admin"
+MAX_CLOCK_ADVANCE = 100 * 366 * 86400.0
+MAX_CLOCK_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: timestamps must stay formattable
 KNOWN_CONSTRAINTS = frozenset({LIFETIME_EXTENSION_CONSTRAINT})
 AUDIT_FILTER_KEYS = {
     "protoPayload.authenticationInfo.principalEmail": "principal", "caller": "principal",
@@ -113,8 +115,10 @@ class Admin:
             raise FailedPrecondition("Time travel is off: start the server with --allow-time-travel.")
         if isinstance(seconds, str):
             seconds = parse_duration(seconds, field="seconds")
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
-            raise InvalidArgument("seconds must be a positive number or a duration such as \"3600s\".",
+        if (not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= MAX_CLOCK_ADVANCE
+                or clock.now() + seconds >= MAX_CLOCK_TIME):
+            raise InvalidArgument("seconds must be a positive number of at most 100 years, or a duration such as "
+                                  "\"3600s\".",
                                   field="seconds")
         clock.advance(float(seconds))
         return clock.now()

@@ -59,7 +59,7 @@ def begin(method: str, service: str, **request: Any) -> None:
     if record is not None:
         record.method = method
         record.service = service
-        record.request.update({k: v for k, v in request.items() if v is not None})
+        record.request.update({k: bounded(v) for k, v in request.items() if v is not None})
 
 
 def note(*, principal: str | None = None, resource: str | None = None, delegation: list[str] | None = None,
@@ -76,10 +76,28 @@ def note(*, principal: str | None = None, resource: str | None = None, delegatio
     record.response.update({k: v for k, v in response.items() if v is not None})
 
 
+def bounded(value: Any, depth: int = 0) -> Any:
+    """A copy of request data safe to serialise: nesting, lengths and types are bounded (a caller's body is
+    recorded as sent, within reason)."""
+    if depth > 8:
+        return "..."
+    if isinstance(value, str):
+        return value if len(value) <= 1024 else value[:1024] + "..."
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, list):
+        return [bounded(v, depth + 1) for v in value[:100]]
+    if isinstance(value, dict):
+        return {str(k)[:256]: bounded(v, depth + 1) for k, v in list(value.items())[:100]}
+    return str(value)[:256]
+
+
 def note_request(**request: Any) -> None:
     record = _current.get()
     if record is not None:
-        record.request.update({k: v for k, v in request.items() if v is not None})
+        record.request.update({k: bounded(v) for k, v in request.items() if v is not None})
 
 
 def note_authorization(permission: str, resource: str, granted: bool) -> None:

@@ -71,8 +71,11 @@ def _audience_ok(core: Core, aud: object) -> bool:
     if aud.rstrip("/") == own:
         return True
     parts = urlsplit(aud)
-    host = parts.hostname or ""
-    return parts.scheme == "https" and host.split(".", 1)[0] in SERVED_SERVICES and "." in host
+    service, _, domain = (parts.hostname or "").partition(".")
+    # Only Google's own service URLs (or a universe domain keyless serves): a JWT the account signed for any
+    # other service must not be replayable here.
+    return (parts.scheme == "https" and service in SERVED_SERVICES
+            and domain in ("googleapis.com", *core.settings.universe_domains))
 
 
 async def _self_signed_jwt(core: Core, token: str) -> Caller:

@@ -18,6 +18,7 @@ class Settings:
     key_retention: float = 1 * DAY
     clock_skew: float = 300.0
     owner_email: str = "owner@keyless.local"
+    universe_domains: tuple[str, ...] = ()
 
     @property
     def token_uri(self) -> str:
