@@ -45,7 +45,7 @@ class TokenMinter:
         claims = AccessTokenClaims(secrets.token_urlsafe(12), principal_kind, principal_id, scopes, issued_at,
                                    expires_at, key_id, client_id)
         body = b64url(claims.to_json())
-        mac = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
+        mac = hmac.digest(self._key, body.encode(), "sha256")
         return f"{PREFIX}{body}.{b64url(mac)}", claims
 
     def parse(self, token: str) -> AccessTokenClaims | None:
@@ -59,7 +59,7 @@ class TokenMinter:
             mac = b64url_decode(mac_b64)
         except Exception:
             return None
-        expected = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
+        expected = hmac.digest(self._key, body.encode(), "sha256")
         if not hmac.compare_digest(mac, expected):
             return None
         try:

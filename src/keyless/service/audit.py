@@ -9,7 +9,6 @@ a token is named by a keyed hash.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import secrets
 import sys
@@ -123,7 +122,7 @@ class AuditLog:
 
     def token_hash(self, value: str) -> str:
         """How an entry names a token or signature without holding it."""
-        return hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._hash_key, value.encode(), "sha256").hex()[:32]
 
     def entry(self, record: AuditRecord, http_status: int, now: float) -> dict[str, Any]:
         payload: dict[str, Any] = {

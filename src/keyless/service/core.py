@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -65,7 +64,7 @@ class Core:
 
     def audit_hash(self, value: str) -> str:
         """A keyed hash that names a token or signature in the audit log without revealing it."""
-        return hmac.new(self._audit_hash_key, value.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._audit_hash_key, value.encode(), "sha256").hex()[:32]
 
     def now(self) -> float:
         return self.clock.now()
