@@ -130,6 +130,7 @@ class SqliteStore:
         db.execute("PRAGMA busy_timeout=30000")
         # Checkpoints fsync; run them on a thread of their own rather than inside a request's commit.
         db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("PRAGMA journal_size_limit=67108864")
         self._db = db
         self.migrate()
         self._checkpointer = asyncio.create_task(self._checkpoint_loop())
@@ -165,19 +166,20 @@ class SqliteStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     async def _checkpoint_loop(self) -> None:
-        def checkpoint() -> None:
-            conn = sqlite3.connect(self.path, timeout=30)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                conn.close()
-
-        while True:
-            await asyncio.sleep(self.CHECKPOINT_INTERVAL)
-            try:
-                await asyncio.to_thread(checkpoint)
-            except sqlite3.Error:
-                pass  # a busy database is checkpointed next time
+        # RESTART (not PASSIVE): under steady load some reader always holds the WAL, and a passive checkpoint
+        # never lets it wrap, so the file grows without bound. RESTART waits briefly for readers to move on;
+        # journal_size_limit then truncates the file back.
+        conn = sqlite3.connect(self.path, timeout=2, check_same_thread=False)
+        conn.execute("PRAGMA journal_size_limit=67108864")
+        try:
+            while True:
+                await asyncio.sleep(self.CHECKPOINT_INTERVAL)
+                try:
+                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(RESTART)")
+                except sqlite3.Error:
+                    pass  # a busy database is checkpointed next time
+        finally:
+            conn.close()
 
     async def close(self) -> None:
         if self._checkpointer is not None:

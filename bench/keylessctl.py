@@ -1,0 +1,192 @@
+"""Start ``keyless serve``, prepare a target service account as its owner, and describe each method's load."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import VENV_PY, Processes, expect, http, wait_for
+from bench.wrkrun import Load
+
+CLOUD = "https://www.googleapis.com/auth/cloud-platform"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+OWNER_MEMBER = "user:owner@keyless.local"
+KEYLESS = [str(VENV_PY), "-m", "keyless"]
+
+
+@dataclass
+class KeylessServer:
+    """A running ``keyless serve`` with the pids of all its processes and how long it took to be ready."""
+
+    data_dir: Path
+    url: str
+    metadata: str | None
+    pids: list[int]
+    ready_s: float
+    proc: subprocess.Popen[bytes] = field(repr=False)
+    _token: str | None = field(default=None, repr=False)
+
+    @property
+    def owner_token(self) -> str:
+        if self._token is None:
+            owner = json.loads((self.data_dir / "owner.json").read_text())
+            body = expect(http("POST", f"{self.url}/token", form={
+                "grant_type": "refresh_token", "client_id": owner["client_id"],
+                "client_secret": owner["client_secret"], "refresh_token": owner["refresh_token"]}), "owner token")
+            self._token = str(body["access_token"])
+        return self._token
+
+    def call(self, method: str, path: str, body: object = None, status: int = 200) -> dict[str, object]:
+        got = expect(http(method, f"{self.url}{path}", body, token=self.owner_token), f"{method} {path}", status)
+        return dict(got) if isinstance(got, dict) else {}
+
+
+def start_keyless(procs: Processes, data_dir: Path, *extra: str, workers: int = 2, timeout: float = 60.0
+                  ) -> KeylessServer:
+    """Start a server; ready = endpoints.json written and /healthz answering (time measured from the spawn)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    endpoints = data_dir / "endpoints.json"
+    endpoints.unlink(missing_ok=True)
+    argv = [*KEYLESS, "serve", "--port", "0", "--data-dir", str(data_dir), *extra]
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    t0 = time.perf_counter()
+    proc = procs.start(argv, log_file=data_dir / "server.log")
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"keyless serve exited: {(data_dir / 'server.log').read_text()[-3000:]}")
+        if not endpoints.exists():
+            return False
+        url = json.loads(endpoints.read_text())["api"]
+        return http("GET", f"{url}/healthz", timeout=5)[0] == 200
+
+    wait_for(ready, timeout, "keyless serve", interval=0.002)
+    ready_s = time.perf_counter() - t0
+    info = json.loads(endpoints.read_text())
+    pids = [int(info["pid"]), *(int(p) for p in info.get("workers", []))]
+    return KeylessServer(data_dir=data_dir, url=info["api"], metadata=info.get("metadata"), pids=pids,
+                         ready_s=ready_s, proc=proc)
+
+
+@dataclass
+class Target:
+    email: str
+    unique_id: str
+    key_file: Path
+
+
+def prepare_target(server: KeylessServer, account_id: str = "bench-target") -> Target:
+    """Create the target account, let the owner impersonate it, make it a key file and attach it to metadata."""
+    project = "keyless-dev"
+    created = server.call("POST", f"/v1/projects/{project}/serviceAccounts",
+                          {"accountId": account_id, "serviceAccount": {"displayName": "benchmark target"}})
+    email = str(created["email"])
+    path = f"/v1/projects/-/serviceAccounts/{email}"
+    policy = server.call("POST", f"{path}:getIamPolicy")
+    policy["bindings"] = [{"role": TOKEN_CREATOR, "members": [OWNER_MEMBER]}]
+    server.call("POST", f"{path}:setIamPolicy", {"policy": policy})
+    key = server.call("POST", f"{path}/keys", {})
+    key_file = server.data_dir / "bench-target-key.json"
+    key_file.write_bytes(base64.b64decode(str(key["privateKeyData"])))
+    key_file.chmod(0o600)
+    if server.metadata:
+        server.call("PUT", "/keyless/v1/metadata", {"serviceAccount": email})
+    return Target(email=email, unique_id=str(created["uniqueId"]), key_file=key_file)
+
+
+def jwt_bearer_assertions(key_file: Path, count: int) -> list[str]:
+    """Self-signed JWT-bearer assertions (RS256, iss == sub == the account) for its token_uri.
+
+    Each is different (iat = now - i s) and every one is valid for at least 40 minutes: exp = iat + 3600.
+    """
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    info = json.loads(key_file.read_text())
+    key = serialization.load_pem_private_key(info["private_key"].encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": info["private_key_id"]}).encode())
+    now = int(time.time())
+    out = []
+    for i in range(count):
+        iat = now - (i % 1200)
+        claims = {"iss": info["client_email"], "sub": info["client_email"], "aud": info["token_uri"],
+                  "scope": CLOUD, "iat": iat, "exp": iat + 3600}
+        signing_input = f"{header}.{b64(json.dumps(claims, separators=(',', ':')).encode())}"
+        signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        out.append(f"{signing_input}.{b64(signature)}")
+    return out
+
+
+METHODS = ("generateAccessToken", "generateIdToken", "signJwt", "signBlob", "token_jwt_bearer", "metadata_token")
+RSA_BOUND = ("generateIdToken", "signJwt", "signBlob")
+
+
+def loads(server: KeylessServer, target: Target, *, assertions: list[str] | None = None,
+          methods: tuple[str, ...] = METHODS) -> dict[str, Load]:
+    """The load of each method: URL, headers and a pool of request bodies."""
+    api = [f"Authorization: Bearer {server.owner_token}", "Content-Type: application/json"]
+    base = f"{server.url}/v1/projects/-/serviceAccounts/{target.email}"
+    now = int(time.time())
+    out: dict[str, Load] = {}
+    for method in methods:
+        if method == "generateAccessToken":
+            bodies = [json.dumps({"scope": [CLOUD], "lifetime": f"{600 + 60 * i}s"}) for i in range(16)]
+            out[method] = Load(f"{base}:generateAccessToken", "POST", api, bodies)
+        elif method == "generateIdToken":
+            bodies = [json.dumps({"audience": f"https://svc-{i}.example.com", "includeEmail": True})
+                      for i in range(256)]
+            out[method] = Load(f"{base}:generateIdToken", "POST", api, bodies)
+        elif method == "signJwt":
+            bodies = [json.dumps({"payload": json.dumps({"sub": f"user-{i}", "aud": "https://example.com",
+                                                         "iat": now, "exp": now + 7200})}) for i in range(256)]
+            out[method] = Load(f"{base}:signJwt", "POST", api, bodies)
+        elif method == "signBlob":
+            bodies = [json.dumps({"payload": base64.b64encode(secrets.token_bytes(32 + i % 200)).decode()})
+                      for i in range(256)]
+            out[method] = Load(f"{base}:signBlob", "POST", api, bodies)
+        elif method == "token_jwt_bearer":
+            pool = assertions if assertions is not None else jwt_bearer_assertions(target.key_file, 1000)
+            bodies = [urllib.parse.urlencode({"grant_type": JWT_BEARER, "assertion": a}) for a in pool]
+            out[method] = Load(f"{server.url}/token", "POST", ["Content-Type: application/x-www-form-urlencoded"],
+                               bodies)
+        elif method == "metadata_token":
+            if not server.metadata:
+                continue
+            out[method] = Load(f"{server.metadata}/computeMetadata/v1/instance/service-accounts/default/token",
+                               "GET", ["Metadata-Flavor: Google"])
+        else:
+            raise ValueError(method)
+    return out
+
+
+def check_load(load: Load) -> None:
+    """Send the pool's first and last body once: the load must be answered 200 before it is measured."""
+    headers = dict(h.split(": ", 1) for h in load.headers)
+    for body in (load.bodies[0], load.bodies[-1]) if load.bodies else (None,):
+        data = body.encode() if body is not None else None
+        if not load.url.startswith("http://127.0.0.1:"):
+            raise ValueError(f"loopback only: {load.url}")
+        req = urllib.request.Request(load.url, data=data, method=load.method, headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+                status = resp.status
+                text = resp.read()[:300]
+        except urllib.error.HTTPError as err:
+            status, text = err.code, err.read()[:500]
+        if status != 200:
+            raise RuntimeError(f"{load.method} {load.url}: HTTP {status}: {text!r}")

@@ -1,0 +1,390 @@
+"""``bench/run``: one run measures the limits, keyless per method, a peer, the CLI and scale; prints a table.
+
+Everything is on loopback, every wrk run is bounded, and every process started here is stopped at the end.
+Results: ``bench/results/latest.json`` (and the table on stdout). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.common import BENCH, PEER_VENV, Processes, log, processes, wait_for
+from bench.keylessctl import (
+    OWNER_MEMBER,
+    TOKEN_CREATOR,
+    KeylessServer,
+    check_load,
+    jwt_bearer_assertions,
+    loads,
+    prepare_target,
+    start_keyless,
+)
+from bench.wrkrun import Load, Wrk, WrkResult, pick
+
+RESULTS = BENCH / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run (default 6)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections at max rate (default 32)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="keyless serve --workers and bare-app processes")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs per figure; the best is reported (the machine is shared: default 3)")
+    p.add_argument("--no-scale", action="store_true", help="skip the 100,000-account SQLite/PostgreSQL rows")
+    p.add_argument("--no-postgres", action="store_true", help="scale rows on SQLite only")
+    p.add_argument("--scale-accounts", type=int, default=100_000)
+    p.add_argument("--bindings-per-account", type=int, default=10)
+    p.add_argument("--cli-runs", type=int, default=10, help="runs per CLI command (default 10)")
+    p.add_argument("--ready-runs", type=int, default=5, help="keyless serve starts to time (default 5)")
+    p.add_argument("--profile", action="store_true",
+                   help="also record py-spy profiles of keyless per method (bench/results/profile/)")
+    p.add_argument("--no-http", action="store_true", help="skip the limits, keyless per method and the peer")
+    p.add_argument("--no-peer", action="store_true", help="skip moto (its load and the aws CLI)")
+    p.add_argument("--no-cli", action="store_true", help="skip the CLI timings and keyless serve readiness")
+    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    return p.parse_args(argv)
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def environment() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                     if ln.startswith("model name")), platform.processor()),
+        "python": platform.python_version(),
+        "versions": {name: version(name) for name in ("keyless", "starlette", "uvicorn", "uvloop", "httptools",
+                                                      "cryptography", "orjson")},
+        "wrk": wrk[0] if wrk else "",
+        "loadavg_start": loadavg(),
+    }
+
+
+# ---------------------------------------------------------------- sections
+
+
+def start_bare_app(procs: Processes, app: str, workers: int, work: Path) -> tuple[int, list[int], Any]:
+    ready = work / f"bare-{app}.json"
+    ready.unlink(missing_ok=True)
+    proc = procs.start([sys.executable, "-m", "bench.bareapps", "--app", app, "--workers", str(workers),
+                        "--ready-file", str(ready)], log_file=work / f"bare-{app}.log", cwd=BENCH.parent)
+
+    def is_ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bare {app} app exited: {(work / f'bare-{app}.log').read_text()[-2000:]}")
+        return ready.exists()
+
+    wait_for(is_ready, 60, f"bare {app} app", interval=0.02)
+    info = json.loads(ready.read_text())
+    return int(info["port"]), [int(p) for p in info["pids"]], proc
+
+
+def profile_methods(server: KeylessServer, wrk: Wrk, method_loads: dict[str, Load]) -> dict[str, Any]:
+    import threading
+
+    from bench import profile
+
+    folder = RESULTS / "profile"
+    folder.mkdir(parents=True, exist_ok=True)
+    shares: dict[str, Any] = {}
+    for name, load in method_loads.items():
+        log(f"profile: py-spy on pid {server.pids[0]} during a {name} load")
+        raw = folder / f"{name}.raw"
+        recorder = threading.Thread(target=profile.record, args=(server.pids[0], 5, raw))
+        recorder.start()
+        wrk.run(load, server.pids, duration=7, label=f"{name} (profiled, not reported)")
+        recorder.join()
+        (folder / f"{name}.txt").write_text(profile.summarise(raw))
+        shares[name] = profile.category_shares(raw)
+    return shares
+
+
+@dataclass
+class Subject:
+    """One server loaded in the HTTP section: a reference app, a keyless method or the peer."""
+
+    name: str
+    load: Load
+    pids: list[int]
+    runs: list[WrkResult] = field(default_factory=list)
+    half_runs: list[WrkResult] = field(default_factory=list)
+
+    def result(self) -> dict[str, Any]:
+        out = {"max": pick(self.runs, by="rps").as_dict()}
+        if self.half_runs:
+            out["half"] = pick(self.half_runs, by="p99").as_dict()
+        return out
+
+
+def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Path) -> dict[str, Any]:
+    """The limits, keyless per method and the peer, all started at once and measured round-robin.
+
+    Each round runs the in-process RSA measurement, then for each subject one wrk run at max rate and one
+    at half the rate it just reached; the best of ``--repeat`` rounds is reported (highest req/s, lowest p99
+    at half). Interleaving spreads the machine's other load over every subject alike, which keeps the ratios
+    (keyless / limit, keyless / peer) meaningful on a shared machine.
+    """
+    from bench.limits import rsa_sign_rates
+    from bench.peer import assume_role_load, start_moto
+
+    subjects: list[Subject] = []
+    log(f"http: bare apps ({args.workers} processes each, SO_REUSEPORT), keyless serve --workers {args.workers} "
+        "(SQLite, metadata server on, proxy off)" + ("" if args.no_peer else ", moto_server"))
+    apps = {}
+    for app in ("trivial", "sign"):
+        port, pids, _ = start_bare_app(procs, app, args.workers, work)
+        url = f"http://127.0.0.1:{port}/"
+        if app == "trivial":
+            bodies = [json.dumps({"name": f"item-{i}", "value": i, "tags": ["a", "b"]}) for i in range(64)]
+        else:
+            bodies = [json.dumps({"sub": f"user-{i}", "aud": f"https://svc-{i % 16}.example.com"}) for i in range(64)]
+        apps[app] = Subject("trivial_post" if app == "trivial" else "bare_sign",
+                            Load(url, "POST", ["Content-Type: application/json"], bodies), pids)
+    subjects += apps.values()
+    server = start_keyless(procs, work / "keyless-main", "--proxy-port", "-1", "--metadata-port", "0",
+                           workers=args.workers)
+    log(f"  keyless ready in {server.ready_s * 1000:.0f} ms, pids {server.pids}")
+    target = prepare_target(server)
+    method_loads = loads(server, target, assertions=jwt_bearer_assertions(target.key_file, 1000))
+    subjects += [Subject(name, load, server.pids) for name, load in method_loads.items()]
+    moto = None
+    if not args.no_peer:
+        moto = start_moto(procs, work)
+        subjects.append(Subject("moto_assume_role", assume_role_load(moto), moto.pids))
+    for subject in subjects:
+        check_load(subject.load)
+        wrk.warm_up(subject.load)
+
+    rsa_runs: list[dict[str, float]] = []
+    for round_no in range(1, args.repeat + 1):
+        log(f"http: round {round_no}/{args.repeat}: each subject at max rate, then at half of that rate")
+        rsa = rsa_sign_rates(3.0)
+        log(f"  RSA-2048 signs/s in process: one core {rsa['one_core_signs_per_s']:,.0f}, all {rsa['cores']} cores "
+            f"{rsa['all_cores_signs_per_s']:,.0f}")
+        rsa_runs.append(rsa)
+        for subject in subjects:
+            peak = wrk.run(subject.load, subject.pids, label=subject.name)
+            subject.runs.append(peak)
+            # Half of the rate just measured, under the same background load as that measurement.
+            subject.half_runs.append(wrk.run(subject.load, subject.pids, rate=peak.rps / 2,
+                                             label=f"{subject.name} @ half"))
+
+    rsa_best = {"cores": rsa_runs[0]["cores"],
+                "one_core_signs_per_s": max(r["one_core_signs_per_s"] for r in rsa_runs),
+                "all_cores_signs_per_s": max(r["all_cores_signs_per_s"] for r in rsa_runs),
+                "runs": rsa_runs}
+    by_name = {s.name: s for s in subjects}
+    out: dict[str, Any] = {
+        "limits": {"rsa": rsa_best, "trivial_post": by_name["trivial_post"].result(),
+                   "bare_sign": by_name["bare_sign"].result()},
+        "keyless": {"server": {"ready_ms": server.ready_s * 1000, "workers": args.workers, "database": "sqlite",
+                               "target": target.email},
+                    "methods": {name: by_name[name].result() for name in method_loads}},
+    }
+    if moto is not None:
+        out["peer"] = {"moto_assume_role": by_name["moto_assume_role"].result()}
+    if args.profile:
+        out["keyless"]["profile"] = profile_methods(server, wrk, method_loads)
+    # How much the server's SQLite files grew while serving this section (audit log and WAL).
+    out["keyless"]["server"]["requests_served"] = sum(r.requests for s in subjects if s.pids == server.pids
+                                                      for r in (*s.runs, *s.half_runs))
+    for name in ("keyless.db", "keyless.db-wal"):
+        path = server.data_dir / name
+        out["keyless"]["server"][f"{name}_mb"] = round(path.stat().st_size / 2**20, 1) if path.exists() else 0.0
+    out["_handles"] = (server, target, moto)
+    return out
+
+
+def section_cli(args: argparse.Namespace, procs: Processes, work: Path, server: KeylessServer | None,
+                target_email: str | None, moto: Any) -> dict[str, Any]:
+    from bench.clitime import time_command
+    from bench.peer import ROLE_ARN, aws_env
+
+    out: dict[str, Any] = {}
+    if server is not None and target_email is not None:
+        log("cli: keyless auth print-access-token --impersonate-service-account")
+        env = dict(os.environ, KEYLESS_DATA_DIR=str(server.data_dir))
+        keyless_bin = str(BENCH.parent / ".venv" / "bin" / "keyless")
+        probe = subprocess.run([keyless_bin, "auth", "print-access-token", "--help"], capture_output=True, env=env)
+        if probe.returncode == 0:
+            out["keyless_print_access_token"] = time_command(
+                [keyless_bin, "auth", "print-access-token", "--impersonate-service-account", target_email],
+                env, runs=args.cli_runs)
+        else:
+            out["keyless_users_list"] = time_command([keyless_bin, "users", "list"], env, runs=args.cli_runs)
+            out["note"] = "keyless auth print-access-token does not exist yet: measured keyless users list"
+    log("cli: the interpreter alone (python -c pass), the floor under any Python CLI")
+    out["python_startup"] = time_command([sys.executable, "-c", "pass"], dict(os.environ), runs=args.cli_runs)
+    if moto is not None:
+        log("cli: aws sts assume-role against moto")
+        out["aws_sts_assume_role"] = time_command(
+            [str(PEER_VENV / "bin" / "aws"), "sts", "assume-role", "--role-arn", ROLE_ARN, "--role-session-name",
+             "bench", "--endpoint-url", moto.url], aws_env(), runs=args.cli_runs)
+    return out
+
+
+def section_serve_ready(args: argparse.Namespace, procs: Processes, work: Path) -> dict[str, Any]:
+    from bench.clitime import serve_ready_times
+
+    log("cli: keyless serve time to ready (default options, --workers 1)")
+    return serve_ready_times(procs, work, runs=args.ready_runs)
+
+
+def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Path) -> dict[str, Any]:
+    """Per backend, two servers side by side: one on an empty database, one on a populated one. Their runs
+    alternate (empty, populated, empty, ...) so that the machine's other load falls on both alike."""
+    from bench import populate
+
+    out: dict[str, Any] = {"accounts": args.scale_accounts,
+                           "bindings": args.scale_accounts * args.bindings_per_account, "big_binding": 1000,
+                           "backends": {}}
+    backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgresql"]
+    for backend in backends:
+        cluster = None
+        try:
+            extra: dict[str, list[str]] = {k: ["--proxy-port", "-1", "--metadata-port", "-1"]
+                                           for k in ("empty", "scaled")}
+            dsn: dict[str, str] = {}
+            db_pids = None
+            if backend == "postgresql":
+                sys.path.insert(0, str(BENCH.parent))
+                from tests.pg import PostgresCluster
+
+                log("scale: starting a throwaway PostgreSQL cluster")
+                cluster = PostgresCluster().start()
+                for kind in extra:
+                    dsn[kind] = cluster.create_database(f"bench_{kind}_")
+                    extra[kind] += ["--database", dsn[kind]]
+                db_pids = _PostgresPids(cluster.data)
+            servers = {kind: start_keyless(procs, work / f"scale-{backend}-{kind}", *extra[kind],
+                                           workers=args.workers) for kind in extra}
+            targets = {kind: prepare_target(servers[kind]) for kind in servers}
+            log(f"scale: {backend}: adding {args.scale_accounts:,} accounts and "
+                f"{args.scale_accounts * args.bindings_per_account:,} bindings to the second server's database")
+            scaled = servers["scaled"]
+            if backend == "sqlite":
+                filled = populate.populate_sqlite(scaled.data_dir / "keyless.db", args.scale_accounts,
+                                                  args.bindings_per_account)
+            else:
+                filled = populate.populate_postgres(dsn["scaled"], args.scale_accounts, args.bindings_per_account)
+            log(f"  populated in {filled['seconds']:.1f} s; a 1,000-member binding on its target")
+            path = f"/v1/projects/-/serviceAccounts/{targets['scaled'].email}"
+            policy = scaled.call("POST", f"{path}:getIamPolicy")
+            policy["bindings"] = [{"role": TOKEN_CREATOR, "members": populate.big_binding_members(OWNER_MEMBER)}]
+            scaled.call("POST", f"{path}:setIamPolicy", {"policy": policy})
+            row: dict[str, Any] = {"empty": {}, "scaled": {}, "populate": filled}
+            for method in ("generateAccessToken", "signBlob"):
+                method_loads = {kind: loads(servers[kind], targets[kind], methods=(method,))[method]
+                                for kind in servers}
+                runs: dict[str, list[WrkResult]] = {kind: [] for kind in servers}
+                for load in method_loads.values():
+                    check_load(load)
+                    wrk.warm_up(load)
+                for _ in range(wrk.repeat):
+                    for kind, load in method_loads.items():
+                        label = f"{backend} {'empty' if kind == 'empty' else 'populated'} {method}"
+                        runs[kind].append(wrk.run(load, servers[kind].pids, label=label, extra_pids=db_pids))
+                for kind in servers:
+                    row[kind][method] = {"max": pick(runs[kind], by="rps").as_dict()}
+            out["backends"][backend] = row
+            for server in servers.values():
+                procs.stop(server.proc)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+    return out
+
+
+class _PostgresPids:
+    """The postmaster and its backends, listed afresh at each measurement (backends come and go)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pidfile = data_dir / "postmaster.pid"
+
+    def __call__(self) -> list[int]:
+        from bench.common import children_of
+
+        try:
+            master = int(self.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        return [master, *children_of(master)]
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every server and the PostgreSQL cluster are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = time.monotonic()
+    results: dict[str, Any] = {"environment": environment(),
+                               "settings": {"duration_s": args.duration, "connections": args.connections,
+                                            "threads": args.threads, "workers": args.workers,
+                                            "repeat": args.repeat}}
+    work = Path(tempfile.mkdtemp(prefix="keyless-bench-"))
+    wrk = Wrk(duration=args.duration, threads=args.threads, connections=args.connections, work_dir=work,
+              repeat=args.repeat)
+    try:
+        with processes() as procs:
+            server = moto = None
+            target_email = None
+            if not args.no_http:
+                http_results = section_http(args, procs, wrk, work)
+                server, target, moto = http_results.pop("_handles")
+                target_email = target.email
+                results.update(http_results)
+            if not args.no_cli:
+                if server is None:
+                    server = start_keyless(procs, work / "keyless-main", "--proxy-port", "-1", workers=args.workers)
+                    target_email = prepare_target(server).email
+                if moto is None and not args.no_peer:
+                    from bench.peer import start_moto
+
+                    moto = start_moto(procs, work)
+                results["cli"] = section_cli(args, procs, work, server, target_email, moto)
+            procs.stop_all()  # the HTTP section's servers: nothing else runs while the next sections measure
+            if not args.no_cli:
+                results["cli"]["serve_ready"] = section_serve_ready(args, procs, work)
+            if not args.no_scale:
+                results["scale"] = section_scale(args, procs, wrk, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["environment"]["loadavg_end"] = loadavg()
+    results["environment"]["run_seconds"] = round(time.monotonic() - started, 1)
+    results["derived"] = report.derive(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = report.table(results)
+    (args.out.with_suffix(".txt")).write_text(table)
+    print(table)
+    log(f"done in {results['environment']['run_seconds']:.0f} s: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
