@@ -56,11 +56,14 @@ class TokenMinter:
         if not dot:
             return None
         try:
-            mac = b64url_decode(mac_b64)
-        except Exception:
+            body_bytes = body.encode("ascii")
+            given = mac_b64.encode("ascii")
+        except UnicodeEncodeError:
             return None
-        expected = hmac.digest(self._key, body.encode(), "sha256")
-        if not hmac.compare_digest(mac, expected):
+        # Compared as text: base64 has several spellings of one MAC (unused trailing bits), and a token must
+        # have exactly one.
+        expected = b64url(hmac.digest(self._key, body_bytes, "sha256")).encode("ascii")
+        if not hmac.compare_digest(given, expected):
             return None
         try:
             raw = orjson.loads(b64url_decode(body))
