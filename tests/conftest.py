@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import requests
 
 from keyless.clock import FrozenClock
 from keyless.crypto.keys import MasterKey
+from keyless.pytest_plugin import stop_process
 from keyless.service.app import Keyless
 from keyless.service.bootstrap import bootstrap
 from keyless.service.config import Settings
@@ -141,13 +141,7 @@ class Server:
         return dict(self.owner("POST", f"{path}:setIamPolicy", {"policy": policy}))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_server(data_dir: Path, *extra: str, timeout: float = 30.0) -> Server:
