@@ -23,6 +23,7 @@ from keyless.pytest_plugin import stop_process
 from keyless.service.app import Keyless
 from keyless.service.bootstrap import bootstrap
 from keyless.service.config import Settings
+from keyless.storage.cache import CachingStore
 from keyless.storage.sqlite import SqliteStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +51,8 @@ class InProcess:
 def inproc(tmp_path: Path) -> Iterator[InProcess]:
     loop = asyncio.new_event_loop()
     clock = FrozenClock(time.time())
-    store = SqliteStore(tmp_path / "keyless.db")
+    # As `keyless serve` opens it: the read cache (and its decision memo) in front of SQLite.
+    store = CachingStore(SqliteStore(tmp_path / "keyless.db"))
     loop.run_until_complete(store.open())
     kl = Keyless(store, clock, Settings(public_url="http://testserver"), MasterKey(secrets.token_bytes(32)))
     boot = loop.run_until_complete(bootstrap(kl, tmp_path))

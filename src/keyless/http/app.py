@@ -9,12 +9,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from keyless.errors import Internal, KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import admin, certs, oauth, openapi, projects, service_accounts
-from keyless.http.audit import AuditMiddleware
 from keyless.http.common import error_response, oauth_error_response
-from keyless.http.guards import AccessLogMiddleware, RequestLimitsMiddleware
+from keyless.http.edge import DirectRoute, Edge
+from keyless.http.guards import AccessLogMiddleware
 from keyless.service.app import Keyless
 
 log = logging.getLogger("keyless.http")
@@ -88,9 +89,10 @@ async def _healthz(request: Request) -> Response:
     return Response("ok", media_type="text/plain")
 
 
-def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), access_log: bool = False) -> Starlette:
+def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), access_log: bool = False) -> ASGIApp:
+    table = routes()
     app = Starlette(
-        routes=routes(),
+        routes=table,
         exception_handlers={
             KeylessError: _keyless_error,
             OAuthError: _oauth_error,
@@ -98,10 +100,12 @@ def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), acces
             Exception: _unexpected,
         },
     )
-    app.add_middleware(AuditMiddleware, log=keyless.audit)
-    app.add_middleware(RequestLimitsMiddleware, limits=keyless.limits)
-    if access_log:
-        app.add_middleware(AccessLogMiddleware)
     app.state.keyless = keyless
     app.state.universe_domains = universe_domains
-    return app
+    by_path = {route.path: route for route in table}
+    # Every credential (the IAM Credentials verbs, /token) skips Starlette's middleware and router.
+    edge = Edge(app, keyless.audit, limits=keyless.limits, direct=(
+        DirectRoute("/v1/projects/", by_path["/v1/projects/{project}/serviceAccounts/{rest:path}"]),
+        DirectRoute("/token", by_path["/token"]),
+    ))
+    return AccessLogMiddleware(edge) if access_log else edge

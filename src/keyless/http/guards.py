@@ -1,4 +1,4 @@
-"""Middleware at the edge: request-size limits before any parsing, and an access log that never holds a token."""
+"""At the edge: the answer to a request refused before routing, and an access log that never holds a token."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyless.errors import InvalidArgument, KeylessError
-from keyless.service.limits import Limits
+from keyless.errors import KeylessError
 
 access_log = logging.getLogger("keyless.access")
 _SECRET_PARAMS = re.compile(r"(?i)(^|&)(access_token|id_token|token|assertion|refresh_token|client_secret|key)=[^&]*")
@@ -21,33 +20,14 @@ def redact_query(query: str) -> str:
     return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}=REDACTED", query)
 
 
-async def _reject(send: Send, error: KeylessError, status: int) -> None:
+async def reject(send: Send, error: KeylessError, status: int) -> None:
+    """Answer at the edge, before any route: the error in Google's shape with ``status``."""
     error.http_status = status  # the body's code is the HTTP status, as in every other error
     body = orjson.dumps(error.to_json())
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json; charset=UTF-8"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-class RequestLimitsMiddleware:
-    def __init__(self, app: ASGIApp, limits: Limits) -> None:
-        self.app = app
-        self.limits = limits
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
-            if path_bytes > self.limits.max_path_bytes:
-                await _reject(send, InvalidArgument(
-                    f"The request URL is longer than {self.limits.max_path_bytes} bytes."), 414)
-                return
-            header_bytes = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
-            if header_bytes > self.limits.max_header_bytes:
-                await _reject(send, InvalidArgument(
-                    f"The request headers are larger than {self.limits.max_header_bytes} bytes."), 431)
-                return
-        await self.app(scope, receive, send)
 
 
 class AccessLogMiddleware:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.errors import KeylessError
-from keyless.http.audit import AuditMiddleware
+from keyless.http.edge import DirectRoute, Edge
 from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.authn import CLOUD_PLATFORM
@@ -162,9 +162,9 @@ class MetadataServer:
         return _text(token, content_type="text/html; charset=utf-8")
 
 
-def build_metadata_app(keyless: Keyless) -> Starlette:
+def build_metadata_app(keyless: Keyless) -> Edge:
     server = MetadataServer(keyless)
-    app = Starlette(routes=[Route("/{path:path}", server.dispatch, methods=["GET", "POST"])])
-    app.add_middleware(AuditMiddleware, log=keyless.audit)
+    route = Route("/{path:path}", server.dispatch, methods=["GET", "POST"])
+    app = Starlette(routes=[route])
     app.state.keyless = keyless
-    return app
+    return Edge(app, keyless.audit, direct=(DirectRoute("/", route, frozenset({"GET", "HEAD", "POST"})),))

@@ -17,6 +17,7 @@ IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 API_SCOPES = frozenset({CLOUD_PLATFORM, IAM_SCOPE})
 SERVED_SERVICES = frozenset({"iamcredentials", "iam", "cloudresourcemanager", "oauth2", "sts", "www"})
 MAX_SELF_SIGNED_LIFETIME = 3600
+MAX_REMEMBERED_TOKENS = 50_000
 
 MISSING = ("Request is missing required authentication credential. Expected OAuth 2 access token, login cookie "
            "or other valid authentication credential.")
@@ -39,6 +40,24 @@ async def authenticate(core: Core, authorization: str | None) -> Caller:
 
 
 async def authenticate_access_token(core: Core, token: str) -> Caller:
+    # Who a genuine token names, and whether the store still honours it, only change with the stored state
+    # (revocation, disabling, deletion all change it): remembered until then. Expiry is checked every time.
+    memo = await core.decision_memo()
+    if memo is not None:
+        remembered: Caller | None = memo.get(("token", token))
+        if remembered is not None:
+            if core.now() >= remembered.expires_at:
+                raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
+            return remembered
+    caller = await _access_token_caller(core, token)
+    if memo is not None:
+        if len(memo) >= MAX_REMEMBERED_TOKENS:
+            memo.clear()
+        memo[("token", token)] = caller
+    return caller
+
+
+async def _access_token_caller(core: Core, token: str) -> Caller:
     claims = core.minter.parse(token)
     if claims is None:
         raise Unauthenticated()

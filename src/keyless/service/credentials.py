@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,13 +25,23 @@ from keyless.domain.names import AccountRef, parse_account_name
 from keyless.domain.policy import Principal
 from keyless.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from keyless.service import audit
-from keyless.service.core import Caller, Core
+from keyless.service.core import Caller, Core, account_condition_name
 from keyless.service.keyring import ISSUER
 from keyless.service.limits import Limits, RateLimiter
 from keyless.storage.base import ServiceAccount
 
 ID_TOKEN_LIFETIME = 3600
 MAX_SIGN_JWT_AHEAD = 12 * 3600
+
+
+MAX_REMEMBERED = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class _GrantedChain:
+    account: ServiceAccount
+    resource: str
+    authorizations: tuple[tuple[str, str], ...]
 
 
 def _service_account_principal(sa: ServiceAccount) -> Principal:
@@ -45,15 +56,34 @@ class Credentials:
 
     async def authorize_chain(self, caller: Caller, target: AccountRef, raw_delegates: object,
                               permission: str) -> ServiceAccount:
-        """Check the caller -> delegates -> target chain; return the target account."""
+        """Check the caller -> delegates -> target chain; return the target account.
+
+        A granted chain whose policies hold no conditions is remembered until the stored state next changes
+        (any policy, account, group or key change anywhere): the same question is then answered without
+        re-walking the policies, with the same audit record. Conditional grants depend on the time and
+        are evaluated every time."""
         delegates = parse_delegates(raw_delegates, max_delegates=self.limits.max_delegates)
+        delegation = [d.account for d in delegates]
+        memo = await self.core.decision_memo()
+        key = ("chain", caller.principal.member, target.account, permission, *delegation)
+        if memo is not None:
+            remembered: _GrantedChain | None = memo.get(key)
+            if remembered is not None:
+                self.per_account.check(remembered.account.email)
+                audit.note(resource=remembered.resource, delegation=delegation)
+                for hop_permission, hop_resource in remembered.authorizations:
+                    audit.note_authorization(hop_permission, hop_resource, True)
+                return remembered.account
         hops = plan_chain(delegates, target, permission)
         resolved_target = await self.core.resolve_account(target)
         named = resolved_target.unique_id if resolved_target else target.account
         self.per_account.check(resolved_target.email if resolved_target else target.account)
-        audit.note(resource=f"projects/-/serviceAccounts/{named}", delegation=[d.account for d in delegates])
+        resource = f"projects/-/serviceAccounts/{named}"
+        audit.note(resource=resource, delegation=delegation)
         identities = await self.core.identities(caller.principal)
         seen: set[str] = set()
+        chain: list[ServiceAccount] = []
+        authorizations: list[tuple[str, str]] = []
         account: ServiceAccount | None = None
         last = len(hops) - 1
         for index, hop in enumerate(hops):
@@ -69,9 +99,15 @@ class Credentials:
                 raise PermissionDenied.iam(hop.permission, f"projects/-/serviceAccounts/{account.email}")
             if account.disabled:
                 raise FailedPrecondition(f"Service account {account.email} is disabled.")
+            chain.append(account)
+            authorizations.append((hop.permission, account_condition_name(account)))
             if index != last:
                 identities = await self.core.identities(_service_account_principal(account))
         assert account is not None
+        if memo is not None and await self.core.unconditional(chain):
+            if len(memo) >= MAX_REMEMBERED:
+                memo.clear()
+            memo[key] = _GrantedChain(account, resource, tuple(authorizations))
         return account
 
     async def lifetime_extension_allowed(self, account: ServiceAccount) -> bool:

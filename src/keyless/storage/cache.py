@@ -48,20 +48,33 @@ class CachingStore:
         self.inner = inner
         self._generation = _UNCHECKED
         self._cache: dict[tuple[str, ...], Any] = {}
+        self._memo: dict[Any, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         # Backend extras (SqliteStore.path, PostgresStore.dsn, ...) stay reachable.
         return getattr(self.inner, name)
 
-    async def _cached(self, key: tuple[str, ...], load: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    async def _checked(self) -> bool:
+        """In a request: make the cache current (dropping it when the generation moved) and say so."""
         slot = _request_generation.get()
         if slot is None:
-            return await load()
+            return False
         if slot[0] == _UNCHECKED:
             slot[0] = await self.inner.generation()
         if slot[0] != self._generation:
             self._cache.clear()
+            self._memo.clear()
             self._generation = slot[0]
+        return True
+
+    async def memo(self) -> dict[Any, Any] | None:
+        """A dict for values derived from the stored state (decisions, parsed objects), valid for as long as
+        the cache is: emptied whenever the state changes. None outside a request."""
+        return self._memo if await self._checked() else None
+
+    async def _cached(self, key: tuple[str, ...], load: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        if not await self._checked():
+            return await load()
         if key in self._cache:
             value: T = self._cache[key]
             return value
@@ -74,6 +87,7 @@ class CachingStore:
     async def _changed(self) -> None:
         await self.inner.bump_generation()
         self._cache.clear()
+        self._memo.clear()
         self._generation = _UNCHECKED
 
     # lifecycle
