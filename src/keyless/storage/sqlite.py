@@ -27,6 +27,7 @@ from keyless.storage.base import (
     StoredPolicy,
     User,
 )
+from keyless.storage.changes import ChangeCounter
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -114,6 +115,7 @@ class SqliteStore:
         self.path = path
         self._db: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._changes: ChangeCounter | None = None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -133,6 +135,7 @@ class SqliteStore:
         db.execute("PRAGMA journal_size_limit=67108864")
         self._db = db
         self.migrate()
+        self._changes = ChangeCounter(self.path.with_name(f"{self.path.name}-changes"))
         self._checkpointer = asyncio.create_task(self._checkpoint_loop())
 
     def migrate(self) -> None:
@@ -188,18 +191,25 @@ class SqliteStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._changes is not None:
+            self._changes.close()
+            self._changes = None
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self.db.execute(sql, params).fetchone()
         return row
 
     async def generation(self) -> int:
-        row = self._one("SELECT value FROM meta WHERE key='generation'")
-        return int(row[0]) if row else 0
+        # The shared counter, not the meta row: every request asks, and a query costs 5-25 microseconds under
+        # load where a memory read costs nothing.
+        if self._changes is None:
+            raise RuntimeError("store is not open")
+        return self._changes.read()
 
     async def bump_generation(self) -> None:
-        self.db.execute("INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT(key) "
-                        "DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)")
+        if self._changes is None:
+            raise RuntimeError("store is not open")
+        self._changes.increment()  # called after the change itself is committed
 
     # meta
     async def get_meta(self, key: str) -> str | None:
