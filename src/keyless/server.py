@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -266,6 +267,7 @@ async def serve(options: ServeOptions) -> None:
             workers = [_spawn_worker(options, api_port, settings.public_url) for _ in range(options.workers - 1)]
             if workers:
                 endpoints["workers"] = [w.pid for w in workers]
+            settle_memory()
             write_endpoints(data_dir, endpoints)
             print(f"keyless serving {api_url} (data dir {data_dir}, project {settings.default_project})",
                   flush=True)
@@ -346,12 +348,21 @@ async def _serve_worker(options: ServeOptions) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        settle_memory()
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *listeners.tasks], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
     finally:
         await listeners.stop()
         await store.close()
+
+
+def settle_memory() -> None:
+    """Once started: what start-up allocated (modules, the CEL runtime, keys, app objects) is moved out of the
+    cycle collector's reach. Its full collections otherwise re-scan all of it, pausing every request on the
+    process for 20-35 ms a few times a minute under load."""
+    gc.collect()
+    gc.freeze()
 
 
 async def apply_seed(seed: Path, api_url: str, data_dir: Path) -> None:
