@@ -183,3 +183,22 @@ def test_audit_append_and_query(db: Runner) -> None:
     assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(since=2.0)))] == [2, 3]
     page = db(db.store.query_audit(AuditQuery(limit=1)))
     assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(after_seq=page[0].seq)))] == [2, 3]
+
+
+def test_audit_time_bound_over_many_entries_stored_nearly_in_order(db: Runner) -> None:
+    """Concurrent writers store entries a little out of time order; a ``since`` bound is still exact."""
+    import random
+
+    from keyless.storage.base import AuditEntry, AuditQuery
+
+    rng = random.Random(5)
+    stamps = [1000.0 + i + rng.uniform(-20.0, 20.0) for i in range(600)]
+    for start in range(0, len(stamps), 50):
+        db(db.store.append_audit([AuditEntry(f"id{i}", stamps[i], "SignBlob", "a@x", "r", i % 7 == 0, {"n": i})
+                                  for i in range(start, start + 50)]))
+    for since in (0.0, 999.5, 1010.0, 1234.5, 1400.0, 1598.0, 1700.0):
+        expected = [i for i, stamp in enumerate(stamps) if stamp >= since]
+        got = db(db.store.query_audit(AuditQuery(since=since, limit=1000)))
+        assert [e.body["n"] for e in got] == expected, since
+        denied = db(db.store.query_audit(AuditQuery(since=since, denied=True, limit=1000)))
+        assert [e.body["n"] for e in denied] == [i for i in expected if i % 7 == 0], since
