@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import os
 import secrets
 import stat
@@ -116,7 +117,10 @@ def load_certificate(pem: bytes) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem)
 
 
+@functools.lru_cache(maxsize=4096)
 def public_key_of_cert(cert_pem: bytes) -> rsa.RSAPublicKey:
+    # Cached: a certificate's key never changes, and every JWT-bearer grant and self-signed JWT verifies
+    # against one (parsing the PEM certificate cost as much as the rest of the grant's checks).
     key = load_certificate(cert_pem).public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError("not an RSA public key")
