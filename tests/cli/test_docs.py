@@ -18,6 +18,7 @@ from keyless.cli.seed_schema import SCHEMA
 from tests.conftest import REPO, Server
 
 SEEDS = REPO.parent / "shared" / "seeds"
+SEED_COMMANDS = Path(__file__).with_name("seed_gcloud_commands.txt")
 
 
 def test_cli_reference_is_up_to_date() -> None:
@@ -45,14 +46,23 @@ def _commands() -> set[tuple[str, ...]]:
     return found
 
 
-def test_gcloud_page_covers_every_seed_command_with_real_keyless_commands() -> None:
-    page = (REPO / "docs" / "gcloud.md").read_text()
-    seen_in_seeds = set()
-    for seed in SEEDS.glob("*.txt"):
+def _gcloud_commands_in(seeds: Path) -> set[str]:
+    found = set()
+    for seed in seeds.glob("*.txt"):
         for line in seed.read_text(errors="replace").splitlines():
             match = re.match(r"\s*(gcloud(?: [a-z][-a-z]*)+)", line)
             if match:
-                seen_in_seeds.add(match.group(1))
+                found.add(match.group(1))
+    return found
+
+
+def test_gcloud_page_covers_every_seed_command_with_real_keyless_commands() -> None:
+    page = (REPO / "docs" / "gcloud.md").read_text()
+    # The seed documents live beside the repository, not in every clone of it: their gcloud commands are kept
+    # in tests/cli/seed_gcloud_commands.txt, and checked against the documents wherever they are present.
+    seen_in_seeds = set(SEED_COMMANDS.read_text().split("\n")) - {""}
+    if SEEDS.is_dir():
+        assert seen_in_seeds == _gcloud_commands_in(SEEDS)
     assert "gcloud auth print-access-token" in seen_in_seeds
     for command in seen_in_seeds:
         assert f"`{command}" in page, f"{command} is missing from docs/gcloud.md"
