@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import time
 
@@ -50,7 +51,13 @@ def resolve_lifetime(value: object, *, extended_allowed: bool) -> int:
 
 def format_timestamp(epoch: float) -> str:
     """RFC 3339 UTC with whole seconds and a literal ``Z`` (google-auth rejects fractions)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+    return _format_second(int(epoch))
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_second(second: int) -> str:
+    # Every token response and audit entry formats "now" (and now + a lifetime): the same few seconds.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 def parse_timestamp(value: str) -> float:

@@ -28,7 +28,7 @@ from keyless.http.guards import reject
 from keyless.service import audit
 from keyless.service.audit import AuditLog
 from keyless.service.limits import Limits
-from keyless.storage.cache import request_scope
+from keyless.storage.cache import enter_request, leave_request
 
 log = logging.getLogger("keyless.http")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -70,18 +70,19 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        user_agent = b""
+        header_bytes = 0
+        for name, value in scope["headers"]:
+            header_bytes += len(name) + len(value) + 4
+            if name == b"user-agent" and not user_agent:
+                user_agent = value
         if self.limits is not None:
-            rejection = edge_rejection(scope, self.limits)
+            rejection = edge_rejection(scope, header_bytes, self.limits)
             if rejection is not None:
                 await reject(send, *rejection)
                 return
         client = scope.get("client")
-        user_agent = ""
-        for name, value in scope["headers"]:
-            if name == b"user-agent":
-                user_agent = value.decode("latin-1")[:256]
-                break
-        record, token = audit.open_record(client[0] if client else "", user_agent)
+        record, token = audit.open_record(client[0] if client else "", user_agent.decode("latin-1")[:256])
         audit_log = self.audit_log
 
         async def send_after_audit(message: Message) -> None:
@@ -91,14 +92,15 @@ class Edge:
                 record.method = None
             await send(message)
 
+        scoped = enter_request()  # cached store reads check the state generation once per request
         try:
-            with request_scope():  # cached store reads check the state generation once per request
-                direct = self._direct_route(scope)
-                if direct is None:
-                    await self.app(scope, receive, send_after_audit)
-                else:
-                    await self._call_direct(scope, receive, send_after_audit, *direct)
+            direct = self._direct_route(scope)
+            if direct is None:
+                await self.app(scope, receive, send_after_audit)
+            else:
+                await self._call_direct(scope, receive, send_after_audit, *direct)
         finally:
+            leave_request(scoped)
             audit.close_record(token)
 
     async def _call_direct(self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint,
@@ -122,12 +124,11 @@ class Edge:
         return error_response(Internal("Internal error encountered."))
 
 
-def edge_rejection(scope: Scope, limits: Limits) -> tuple[KeylessError, int] | None:
+def edge_rejection(scope: Scope, header_bytes: int, limits: Limits) -> tuple[KeylessError, int] | None:
     """Requests refused before any parsing: an over-long URL (414) or over-large headers (431)."""
     path_bytes = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
     if path_bytes > limits.max_path_bytes:
         return InvalidArgument(f"The request URL is longer than {limits.max_path_bytes} bytes."), 414
-    header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
     if header_bytes > limits.max_header_bytes:
         return InvalidArgument(f"The request headers are larger than {limits.max_header_bytes} bytes."), 431
     return None

@@ -13,7 +13,6 @@ import hmac
 import secrets
 import sys
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import orjson
@@ -25,19 +24,35 @@ from keyless.storage.base import AuditEntry, Store
 _GRPC_CODES = {200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8, 500: 13, 503: 14}
 
 
-@dataclass
 class AuditRecord:
-    caller_ip: str
-    user_agent: str
-    method: str | None = None
-    service: str = ""
-    principal: str | None = None
-    resource: str | None = None
-    delegation: list[str] = field(default_factory=list)
-    authorization: list[dict[str, Any]] = field(default_factory=list)
-    request: dict[str, Any] = field(default_factory=dict)
-    response: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
+    """What one request's entry will say; filled in as the request goes (one per request: kept plain)."""
+
+    __slots__ = (
+        "authorization",
+        "caller_ip",
+        "delegation",
+        "error",
+        "method",
+        "principal",
+        "request",
+        "resource",
+        "response",
+        "service",
+        "user_agent",
+    )
+
+    def __init__(self, caller_ip: str, user_agent: str) -> None:
+        self.caller_ip = caller_ip
+        self.user_agent = user_agent
+        self.method: str | None = None
+        self.service = ""
+        self.principal: str | None = None
+        self.resource: str | None = None
+        self.delegation: list[str] = []
+        self.authorization: list[dict[str, Any]] = []
+        self.request: dict[str, Any] = {}
+        self.response: dict[str, Any] = {}
+        self.error: str | None = None
 
 
 _current: ContextVar[AuditRecord | None] = ContextVar("keyless_audit", default=None)

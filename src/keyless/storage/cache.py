@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
 from keyless.storage.base import (
@@ -31,14 +31,24 @@ _UNCHECKED = -1
 _request_generation: ContextVar[list[int] | None] = ContextVar("keyless_request_generation", default=None)
 
 
+def enter_request() -> Token[list[int] | None]:
+    """Mark the current task as serving one request: its cached reads share one generation check. Returns
+    the token for ``leave_request``."""
+    return _request_generation.set([_UNCHECKED])
+
+
+def leave_request(token: Token[list[int] | None]) -> None:
+    _request_generation.reset(token)
+
+
 @contextlib.contextmanager
 def request_scope() -> Iterator[None]:
-    """Mark the current task as serving one request: its cached reads share one generation check."""
-    token = _request_generation.set([_UNCHECKED])
+    """``enter_request``/``leave_request`` as a context manager."""
+    token = enter_request()
     try:
         yield
     finally:
-        _request_generation.reset(token)
+        leave_request(token)
 
 
 class CachingStore:
