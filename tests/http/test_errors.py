@@ -308,3 +308,47 @@ def test_token_endpoint_accepts_json_bodies(api: Api) -> None:
 def test_tokeninfo_of_garbage_is_oauth_shaped(api: Api) -> None:
     assert_oauth_error(api.client.get("/tokeninfo", params={"access_token": "garbage"}), 400, "invalid_token")
     assert_oauth_error(api.client.get("/tokeninfo"), 400, "invalid_request")
+
+
+@pytest.mark.parametrize("route", ["credentials", "token", "metadata", "routed"])
+def test_an_unexpected_exception_is_a_google_shaped_500_without_its_text(
+        api: Api, inproc: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, route: str) -> None:
+    """Direct routes (credentials, /token, metadata) and routed ones answer alike: a generic 500, the log names
+    only the exception type (its text could hold a secret)."""
+    from starlette.testclient import TestClient
+
+    from keyless.http.app import build_app
+    from keyless.metadata.app import build_metadata_app
+
+    kl = inproc.keyless
+    secret = "ya29.secret-looking-text"
+
+    async def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(secret)
+
+    email = api.create_sa("boom-target")["email"]
+    token = api.owner_token
+    if route == "credentials":
+        monkeypatch.setattr(kl.credentials, "generate_access_token", boom)
+        client, call = TestClient(build_app(kl), raise_server_exceptions=False), (
+            "POST", f"/v1/projects/-/serviceAccounts/{email}:generateAccessToken")
+    elif route == "token":
+        monkeypatch.setattr(kl.oauth, "token", boom)
+        client, call = TestClient(build_app(kl), raise_server_exceptions=False), ("POST", "/token")
+    elif route == "metadata":
+        monkeypatch.setattr(kl.core, "resolve_account", boom)
+        monkeypatch.setattr(kl.store, "get_meta", boom)
+        client, call = TestClient(build_metadata_app(kl), raise_server_exceptions=False), (
+            "GET", "/computeMetadata/v1/instance/service-accounts/default/token")
+    else:
+        monkeypatch.setattr(kl.accounts, "lookup", boom)
+        client, call = TestClient(build_app(kl), raise_server_exceptions=False), (
+            "GET", f"/v1/projects/{PROJECT}/serviceAccounts/{email}")
+    with client:
+        response = client.request(call[0], call[1], json={"scope": [CLOUD]} if call[0] == "POST" else None,
+                                  headers={"Authorization": f"Bearer {token}", "Metadata-Flavor": "Google"})
+    error = assert_google_error(response, 500, "INTERNAL")
+    assert error["message"] == "Internal error encountered."
+    assert secret not in response.text
+    assert secret not in caplog.text
+    assert "RuntimeError" in caplog.text

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -11,14 +9,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from keyless.errors import Internal, KeylessError, MethodNotAllowed, NotFound, OAuthError
+from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import admin, certs, oauth, openapi, projects, service_accounts
 from keyless.http.common import error_response, oauth_error_response
-from keyless.http.edge import DirectRoute, Edge
+from keyless.http.edge import DirectRoute, Edge, unexpected_error
 from keyless.http.guards import AccessLogMiddleware
 from keyless.service.app import Keyless
 
-log = logging.getLogger("keyless.http")
 ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -42,12 +39,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     err.http_status = exc.status_code
     err.status = "INVALID_ARGUMENT" if exc.status_code < 500 else "INTERNAL"
     return error_response(err)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Never a traceback on the wire; the log names the exception type only (it may hold secrets otherwise).
-    log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    return error_response(Internal("Internal error encountered."))
 
 
 def routes() -> list[Route]:
@@ -97,7 +88,7 @@ def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), acces
             KeylessError: _keyless_error,
             OAuthError: _oauth_error,
             HTTPException: _http_error,
-            Exception: _unexpected,
+            Exception: unexpected_error,
         },
     )
     app.state.keyless = keyless

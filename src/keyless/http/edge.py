@@ -120,8 +120,14 @@ class Edge:
             if handler is not None:
                 result: Response = await handler(request, exc)
                 return result
-        log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return error_response(Internal("Internal error encountered."))
+        return await unexpected_error(request, exc)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """Any exception no handler claims: never a traceback on the wire; the log names the exception type only
+    (its text may hold secrets)."""
+    log.error("internal error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return error_response(Internal("Internal error encountered."))
 
 
 def edge_rejection(scope: Scope, header_bytes: int, limits: Limits) -> tuple[KeylessError, int] | None:
