@@ -2,8 +2,8 @@
 route's handler.
 
 The hot routes (the IAM Credentials verbs, ``/token``, the metadata server) are matched here by prefix and
-called directly, without Starlette's middleware stack and router: on a request that costs a few hundred
-microseconds in all, those layers were a tenth of it. Their handlers are the same functions Starlette routes
+called directly, without Starlette's middleware stack and router (about 6 microseconds of a 135-microsecond
+`generateAccessToken` measured in process, before the other speed work). Their handlers are the same functions Starlette routes
 to, taking the same ``Request``; their exceptions go to the same handlers the Starlette app registers, so the
 wire is identical either way.
 """
