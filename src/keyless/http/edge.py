@@ -3,9 +3,9 @@ route's handler.
 
 The hot routes (the IAM Credentials verbs, ``/token``, the metadata server) are matched here by prefix and
 called directly, without Starlette's middleware stack and router (about 6 microseconds of a 135-microsecond
-`generateAccessToken` measured in process, before the other speed work). Their handlers are the same functions Starlette routes
-to, taking the same ``Request``; their exceptions go to the same handlers the Starlette app registers, so the
-wire is identical either way.
+`generateAccessToken` measured in process, before the other speed work). Their handlers are the same
+functions Starlette routes to, taking the same ``Request``; their exceptions go to the same handlers the
+Starlette app registers, so the wire is identical either way.
 """
 
 from __future__ import annotations
