@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -93,6 +94,18 @@ class AuditQuery:
     denied: bool | None = None
     after_seq: int = 0
     limit: int = 100
+
+
+# What update_service_account / update_key may change, in every backend.
+SERVICE_ACCOUNT_UPDATABLE = frozenset({"display_name", "description", "disabled", "deleted_at", "tokens_valid_after"})
+KEY_UPDATABLE = frozenset({"disabled", "retired_at", "deleted_at"})
+
+
+def check_updatable(changes: Mapping[str, object], updatable: frozenset[str]) -> None:
+    """Refuse (ValueError) a change to a column the protocol does not let callers update."""
+    unknown = set(changes) - updatable
+    if unknown:
+        raise ValueError(f"cannot update {unknown}")
 
 
 class Conflict(Exception):

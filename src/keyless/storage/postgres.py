@@ -16,6 +16,8 @@ import asyncpg
 import orjson
 
 from keyless.storage.base import (
+    KEY_UPDATABLE,
+    SERVICE_ACCOUNT_UPDATABLE,
     AuditEntry,
     AuditQuery,
     Conflict,
@@ -25,6 +27,7 @@ from keyless.storage.base import (
     ServiceAccount,
     StoredPolicy,
     User,
+    check_updatable,
 )
 
 MIGRATIONS: list[str] = [
@@ -81,8 +84,6 @@ _SA_COLS = ("unique_id, project_id, account_id, email, display_name, description
 _KEY_COLS = ("key_id, owner, key_type, key_origin, certificate_pem, private_key_enc, valid_after, valid_before, "
              "created_at, disabled, retired_at, deleted_at")
 _USER_COLS = "user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled"
-_SA_FIELDS = frozenset({"display_name", "description", "disabled", "deleted_at", "tokens_valid_after"})
-_KEY_FIELDS = frozenset({"disabled", "retired_at", "deleted_at"})
 
 
 def _sa(row: Any) -> ServiceAccount | None:
@@ -223,9 +224,7 @@ class PostgresStore:
         return [ServiceAccount(*r) for r in rows]
 
     async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None:
-        unknown = set(changes) - _SA_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update {unknown}")
+        check_updatable(changes, SERVICE_ACCOUNT_UPDATABLE)
         if changes:
             sets = ", ".join(f"{k}=${i}" for i, k in enumerate(changes, start=2))
             try:
@@ -275,9 +274,7 @@ class PostgresStore:
         return True
 
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
-        unknown = set(changes) - _KEY_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update {unknown}")
+        check_updatable(changes, KEY_UPDATABLE)
         if changes:
             sets = ", ".join(f"{k}=${i}" for i, k in enumerate(changes, start=2))
             await self.pool.execute(f"UPDATE keys SET {sets} WHERE key_id=$1", key_id, *changes.values())

@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 
 from keyless.storage.base import (
+    KEY_UPDATABLE,
+    SERVICE_ACCOUNT_UPDATABLE,
     AuditEntry,
     AuditQuery,
     Conflict,
@@ -29,6 +31,7 @@ from keyless.storage.base import (
     ServiceAccount,
     StoredPolicy,
     User,
+    check_updatable,
 )
 from keyless.storage.changes import ChangeCounter
 
@@ -98,8 +101,6 @@ _SA_COLS = ("unique_id, project_id, account_id, email, display_name, description
 _KEY_COLS = ("key_id, owner, key_type, key_origin, certificate_pem, private_key_enc, valid_after, valid_before, "
              "created_at, disabled, retired_at, deleted_at")
 _USER_COLS = "user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled"
-_SA_FIELDS = frozenset({"display_name", "description", "disabled", "deleted_at", "tokens_valid_after"})
-_KEY_FIELDS = frozenset({"disabled", "retired_at", "deleted_at"})
 
 
 def _sa(row: tuple[Any, ...] | None) -> ServiceAccount | None:
@@ -334,9 +335,7 @@ class SqliteStore:
         return [a for a in map(_sa, rows) if a is not None]
 
     async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None:
-        unknown = set(changes) - _SA_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update {unknown}")
+        check_updatable(changes, SERVICE_ACCOUNT_UPDATABLE)
         if changes:
             sets = ", ".join(f"{k}=?" for k in changes)
             params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
@@ -391,9 +390,7 @@ class SqliteStore:
             raise
 
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
-        unknown = set(changes) - _KEY_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update {unknown}")
+        check_updatable(changes, KEY_UPDATABLE)
         if changes:
             sets = ", ".join(f"{k}=?" for k in changes)
             params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
