@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import admin, certs, oauth, openapi, projects, service_accounts
 from keyless.http.common import error_response, oauth_error_response
+from keyless.http.credentials import CredentialVerbs
 from keyless.http.edge import DirectRoute, Edge, unexpected_error
 from keyless.http.guards import AccessLogMiddleware
 from keyless.service.app import Keyless
@@ -98,5 +99,5 @@ def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), acces
     edge = Edge(app, keyless.audit, limits=keyless.limits, direct=(
         DirectRoute("/v1/projects/", by_path["/v1/projects/{project}/serviceAccounts/{rest:path}"]),
         DirectRoute("/token", by_path["/token"]),
-    ))
+    ), verbs=CredentialVerbs(keyless, universe_domains))
     return AccessLogMiddleware(edge) if access_log else edge

@@ -1,25 +1,34 @@
-"""Request parsing, authentication and rendering shared by every route."""
+"""Request parsing, authentication and rendering shared by every route.
+
+Each step has a form that works on raw ASGI messages (``receive_body``, ``parse_json_object``,
+``authenticate_api_caller``, ``send_json``) for the routes that skip Starlette's objects, and the
+``Request``/``Response`` form the other routes use is built on it, so both say the same thing on the wire."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Send
 
-from keyless.errors import InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
+from keyless.errors import Internal, InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
 from keyless.proxy.hosts import is_served
 from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.authn import authenticate, require_api_scope
 from keyless.service.core import Caller
 
+log = logging.getLogger("keyless.http")
+_JSON_TYPE = b"application/json; charset=UTF-8"
+
 
 class JSONResponse(Response):
-    media_type = "application/json; charset=UTF-8"
+    media_type = _JSON_TYPE.decode()
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -30,24 +39,43 @@ def keyless_of(request: Request) -> Keyless:
     return app
 
 
-async def read_body(request: Request) -> bytes:
-    limit = keyless_of(request).limits.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+async def receive_body(receive: Receive, limit: int, declared_length: str | None) -> bytes:
+    """The request body from ASGI messages; over ``limit`` bytes (declared or sent) is refused."""
+    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
         if size > limit:
             raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if size > limit:
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
     return b"".join(chunks)
 
 
-async def read_json(request: Request, allowed: Iterable[str] | None = None) -> dict[str, Any]:
-    """The JSON object of the body ({} when empty); unknown top-level fields are refused as Google does."""
-    raw = await read_body(request)
+async def read_body(request: Request) -> bytes:
+    return await receive_body(request.receive, keyless_of(request).limits.max_body_bytes,
+                              request.headers.get("content-length"))
+
+
+def parse_json_object(raw: bytes, allowed: Collection[str] | None = None) -> dict[str, Any]:
+    """The JSON object of a body ({} when empty); unknown top-level fields are refused as Google does."""
     if not raw.strip():
         return {}
     try:
@@ -57,12 +85,15 @@ async def read_json(request: Request, allowed: Iterable[str] | None = None) -> d
     if not isinstance(body, dict):
         raise InvalidArgument("Invalid JSON payload received. Expected an object at the top level.")
     if allowed is not None:
-        known = set(allowed)
         for name in body:
-            if name not in known:
+            if name not in allowed:
                 raise InvalidArgument(f"Invalid JSON payload received. Unknown name \"{name}\": Cannot find field.",
                                       field=name)
     return body
+
+
+async def read_json(request: Request, allowed: Collection[str] | None = None) -> dict[str, Any]:
+    return parse_json_object(await read_body(request), allowed)
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -90,13 +121,37 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
-async def api_caller(request: Request) -> Caller:
-    kl = keyless_of(request)
-    caller = await authenticate(kl.core, request.headers.get("authorization"))
+async def authenticate_api_caller(kl: Keyless, authorization: str | None) -> Caller:
+    """The caller of an API method (IAM, IAM Credentials, Resource Manager), within its rate limit."""
+    caller = await authenticate(kl.core, authorization)
     audit.note(principal=caller.email)
     kl.per_caller.check(caller.email)
     require_api_scope(caller)
     return caller
+
+
+async def api_caller(request: Request) -> Caller:
+    return await authenticate_api_caller(keyless_of(request), request.headers.get("authorization"))
+
+
+async def send_json(send: Send, status: int, content: Any) -> None:
+    """A whole JSON response as two ASGI messages, with the headers ``JSONResponse`` sends."""
+    body = orjson.dumps(content)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_TYPE)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, exc: KeylessError) -> None:
+    audit.note_error(exc.message)
+    await send_json(send, exc.http_status, exc.to_json())
+
+
+def unexpected(method: str, path: str, exc: Exception) -> Internal:
+    """Any exception no handler claims: never a traceback on the wire; the log names the exception type only
+    (its text may hold secrets)."""
+    log.error("internal error on %s %s: %s", method, path, type(exc).__name__)
+    return Internal("Internal error encountered.")
 
 
 def error_response(exc: KeylessError) -> JSONResponse:

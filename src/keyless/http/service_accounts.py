@@ -1,13 +1,10 @@
-"""Routes under ``/v1/projects/{project}/serviceAccounts``: IAM v1 and the IAM Credentials API share them.
+"""Routes under ``/v1/projects/{project}/serviceAccounts``: IAM v1's service accounts, keys and policies.
 
-IAM Credentials methods need the ``-`` project; the deprecated IAM v1 ``signBlob``/``signJwt`` are chosen
-when the request is addressed to ``iam.*``, names a real project, or sends IAM v1's ``bytesToSign``.
+The credential verbs that share these paths (``generateAccessToken``, ``generateIdToken``, ``signBlob``,
+``signJwt``) are answered at the edge by ``keyless.http.credentials``.
 """
 
 from __future__ import annotations
-
-import base64
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,25 +15,15 @@ from keyless.http.wire import created_key_json, key_json, service_account_json
 from keyless.service import audit
 from keyless.service.policies import requested_version
 
-GENERATE_ACCESS_TOKEN = ("delegates", "scope", "lifetime")
-GENERATE_ID_TOKEN = ("delegates", "audience", "includeEmail", "useEmailAzp", "organizationNumberIncluded")
-SIGN = ("delegates", "payload")
 PUBLIC_KEY_TYPES = ("TYPE_NONE", "TYPE_X509_PEM_FILE", "TYPE_RAW_PUBLIC_KEY")
-CREDENTIALS = "iamcredentials.googleapis.com"
 IAM = "iam.googleapis.com"
-# Audit method names of the verbs that mint, sign or change something.
+# Audit method names of the verbs that change something.
 AUDITED_VERBS = {
-    "generateAccessToken": ("GenerateAccessToken", CREDENTIALS),
-    "generateIdToken": ("GenerateIdToken", CREDENTIALS),
-    "signBlob": ("SignBlob", CREDENTIALS),
-    "signJwt": ("SignJwt", CREDENTIALS),
-    "disable": ("google.iam.admin.v1.DisableServiceAccount", IAM),
-    "enable": ("google.iam.admin.v1.EnableServiceAccount", IAM),
-    "undelete": ("google.iam.admin.v1.UndeleteServiceAccount", IAM),
-    "setIamPolicy": ("google.iam.admin.v1.SetIAMPolicy", IAM),
+    "disable": "google.iam.admin.v1.DisableServiceAccount",
+    "enable": "google.iam.admin.v1.EnableServiceAccount",
+    "undelete": "google.iam.admin.v1.UndeleteServiceAccount",
+    "setIamPolicy": "google.iam.admin.v1.SetIAMPolicy",
 }
-# Request fields worth recording; payloads are recorded by hash, never verbatim.
-AUDITED_FIELDS = ("scope", "lifetime", "delegates", "audience", "includeEmail", "useEmailAzp")
 
 
 async def collection(request: Request) -> Response:
@@ -58,18 +45,9 @@ async def collection(request: Request) -> Response:
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
 
 
-def _audited(body: dict[str, Any]) -> dict[str, Any]:
-    audit.note_request(**{k: body[k] for k in AUDITED_FIELDS if k in body})
-    return body
-
-
 def _split_verb(segment: str) -> tuple[str, str | None]:
     name, sep, verb = segment.rpartition(":")
     return (name, verb) if sep and "@" not in verb else (segment, None)
-
-
-def _is_iam_host(request: Request) -> bool:
-    return request.headers.get("host", "").startswith("iam.") and via_google_host(request)
 
 
 async def member(request: Request) -> Response:
@@ -81,7 +59,7 @@ async def member(request: Request) -> Response:
     if len(parts) == 1:
         if verb is None:
             return await _account(request, name)
-        return await _account_verb(request, project, name, verb)
+        return await _account_verb(request, name, verb)
     if parts[1] == "allowedLocations" and len(parts) == 2 and verb is None:
         return await _allowed_locations(request, name)
     keys_segment, keys_verb = _split_verb(parts[1])
@@ -115,33 +93,13 @@ async def _account(request: Request, name: str) -> Response:
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
 
 
-async def _account_verb(request: Request, project: str, name: str, verb: str) -> Response:
+async def _account_verb(request: Request, name: str, verb: str) -> Response:
     if request.method != "POST":
         raise MethodNotAllowed(f"Method {request.method} is not allowed for :{verb}; use POST.")
     if verb in AUDITED_VERBS:
-        method, service = AUDITED_VERBS[verb]
-        audit.begin(method, service, name=name)
+        audit.begin(AUDITED_VERBS[verb], IAM, name=name)
     kl = keyless_of(request)
     caller = await api_caller(request)
-    if verb == "generateAccessToken":
-        return JSONResponse(await kl.credentials.generate_access_token(
-            caller, name, _audited(await read_json(request, GENERATE_ACCESS_TOKEN))))
-    if verb == "generateIdToken":
-        return JSONResponse(await kl.credentials.generate_id_token(
-            caller, name, _audited(await read_json(request, GENERATE_ID_TOKEN))))
-    if verb == "signBlob":
-        data = _audited(await read_json(request, (*SIGN, "bytesToSign")))
-        if _is_iam_host(request) or project != "-" or "bytesToSign" in data:
-            key_id, signature = await kl.credentials.sign_blob(caller, name, data, payload_field="bytesToSign",
-                                                               require_wildcard=False)
-            return JSONResponse({"keyId": key_id, "signature": base64.b64encode(signature).decode()})
-        key_id, signature = await kl.credentials.sign_blob(caller, name, data)
-        return JSONResponse({"keyId": key_id, "signedBlob": base64.b64encode(signature).decode()})
-    if verb == "signJwt":
-        data = _audited(await read_json(request, SIGN))
-        legacy = _is_iam_host(request) or project != "-"
-        key_id, jwt = await kl.credentials.sign_jwt(caller, name, data, add_exp=legacy, require_wildcard=not legacy)
-        return JSONResponse({"keyId": key_id, "signedJwt": jwt})
     if verb in ("disable", "enable"):
         await read_json(request)
         await kl.accounts.set_disabled(caller, name, verb == "disable")

@@ -1,0 +1,129 @@
+"""The credential verbs on ``/v1/projects/{project}/serviceAccounts/{account}:{verb}``: the IAM Credentials API's
+``generateAccessToken``, ``generateIdToken``, ``signBlob`` and ``signJwt``, and IAM v1's deprecated
+``signBlob``/``signJwt`` that share the path.
+
+They are on every caller's hot path, so they are answered straight from the ASGI messages (no Starlette
+``Request``/``Response``: about a fifth of keyless's own work per request, measured in process). Parsing,
+authentication and rendering are the shared steps of ``keyless.http.common``, so the wire is the one the
+other routes speak. IAM v1's variants are chosen when the request is addressed to ``iam.*``, names a real
+project, or sends IAM v1's ``bytesToSign``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+
+from keyless.errors import KeylessError
+from keyless.http.common import (
+    authenticate_api_caller,
+    parse_json_object,
+    receive_body,
+    send_error,
+    send_json,
+    unexpected,
+)
+from keyless.proxy.hosts import is_served
+from keyless.service import audit
+from keyless.service.app import Keyless
+from keyless.service.core import Caller
+
+PATH = re.compile(r"/v1/projects/(?P<project>[^/]+)/serviceAccounts/(?P<account>[^/]+)"
+                  r":(?P<verb>generateAccessToken|generateIdToken|signBlob|signJwt)")
+CREDENTIALS = "iamcredentials.googleapis.com"
+# Audit method name and the request fields each verb accepts.
+VERBS = {
+    "generateAccessToken": ("GenerateAccessToken", ("delegates", "scope", "lifetime")),
+    "generateIdToken": ("GenerateIdToken",
+                        ("delegates", "audience", "includeEmail", "useEmailAzp", "organizationNumberIncluded")),
+    "signBlob": ("SignBlob", ("delegates", "payload", "bytesToSign")),
+    "signJwt": ("SignJwt", ("delegates", "payload")),
+}
+# Request fields worth recording; payloads are recorded by hash, never verbatim.
+AUDITED_FIELDS = ("scope", "lifetime", "delegates", "audience", "includeEmail", "useEmailAzp")
+
+Answer = Callable[[Keyless, Caller, str, dict[str, Any], bool], Awaitable[dict[str, Any]]]
+
+
+class CredentialVerbs:
+    """The ASGI handler of the four verbs; ``match`` says whether a request is one of them."""
+
+    def __init__(self, keyless: Keyless, universe_domains: tuple[str, ...] = ()) -> None:
+        self.keyless = keyless
+        self.universe_domains = universe_domains
+
+    @staticmethod
+    def match(scope: Scope) -> re.Match[str] | None:
+        return PATH.fullmatch(scope["path"]) if scope["method"] == "POST" else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]) -> None:
+        project, account, verb = match.group("project", "account", "verb")
+        name = f"projects/{project}/serviceAccounts/{account}"
+        method, fields = VERBS[verb]
+        audit.begin(method, CREDENTIALS, name=name)
+        authorization: str | None = None
+        host = ""
+        content_length: str | None = None
+        for header, value in scope["headers"]:  # the first of repeated headers counts, as in Starlette
+            if header == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif header == b"host":
+                host = host or value.decode("latin-1")
+            elif header == b"content-length":
+                if content_length is None:
+                    content_length = value.decode("latin-1")
+        kl = self.keyless
+        try:
+            caller = await authenticate_api_caller(kl, authorization)
+            body = parse_json_object(await receive_body(receive, kl.limits.max_body_bytes, content_length), fields)
+            audit.note_request(**{k: body[k] for k in AUDITED_FIELDS if k in body})
+            legacy = project != "-" or (host.startswith("iam.") and is_served(host.split(":")[0],
+                                                                              self.universe_domains))
+            result = await ANSWERS[verb](kl, caller, name, body, legacy)
+        except KeylessError as exc:
+            await send_error(send, exc)
+            return
+        except ClientDisconnect:
+            return
+        except Exception as exc:
+            await send_error(send, unexpected(scope["method"], scope["path"], exc))
+            return
+        await send_json(send, 200, result)
+
+
+async def _generate_access_token(kl: Keyless, caller: Caller, name: str, body: dict[str, Any],
+                                 legacy: bool) -> dict[str, Any]:
+    return await kl.credentials.generate_access_token(caller, name, body)
+
+
+async def _generate_id_token(kl: Keyless, caller: Caller, name: str, body: dict[str, Any],
+                             legacy: bool) -> dict[str, Any]:
+    return await kl.credentials.generate_id_token(caller, name, body)
+
+
+async def _sign_blob(kl: Keyless, caller: Caller, name: str, body: dict[str, Any], legacy: bool) -> dict[str, Any]:
+    if legacy or "bytesToSign" in body:
+        key_id, signature = await kl.credentials.sign_blob(caller, name, body, payload_field="bytesToSign",
+                                                           require_wildcard=False)
+        return {"keyId": key_id, "signature": base64.b64encode(signature).decode()}
+    key_id, signature = await kl.credentials.sign_blob(caller, name, body)
+    return {"keyId": key_id, "signedBlob": base64.b64encode(signature).decode()}
+
+
+async def _sign_jwt(kl: Keyless, caller: Caller, name: str, body: dict[str, Any], legacy: bool) -> dict[str, Any]:
+    key_id, jwt = await kl.credentials.sign_jwt(caller, name, body, add_exp=legacy, require_wildcard=not legacy)
+    return {"keyId": key_id, "signedJwt": jwt}
+
+
+ANSWERS: dict[str, Answer] = {
+    "generateAccessToken": _generate_access_token,
+    "generateIdToken": _generate_id_token,
+    "signBlob": _sign_blob,
+    "signJwt": _sign_jwt,
+}
