@@ -127,7 +127,7 @@ async def audit_log(request: Request) -> Response:
     params = request.query_params
     entries, token = await kl.admin.query_audit(caller, params.get("filter", ""), params.get("pageSize"),
                                                 params.get("pageToken"))
-    body: dict[str, object] = {"entries": [e.body for e in entries]}
+    body: dict[str, object] = {"entries": [audit.render(e) for e in entries]}
     if token:
         body["nextPageToken"] = token
     return JSONResponse(body)

@@ -22,7 +22,7 @@ class Keyless:
     def __init__(self, store: Store, clock: Clock, settings: Settings, master: MasterKey,
                  limits: Limits | None = None, audit_sink: TextIO | None = None) -> None:
         self.core = Core(store, clock, settings, master)
-        self.audit = AuditLog(store, clock, master.audit_hash_key, audit_sink)
+        self.audit = AuditLog(store, clock, audit_sink)
         self.accounts = Accounts(self.core)
         self.policies = Policies(self.core)
         self.limits = limits or Limits()

@@ -3,13 +3,13 @@
 The HTTP layer opens a record per request (``begin``); services annotate it (caller, resource, permissions
 checked, request fields that are not secret); the entry is committed before the response starts, so a
 credential is never returned unless its audit entry is stored. Token values and keys are never recorded:
-a token is named by a keyed hash.
+a token is named by a keyed hash. An entry is stored as its varying parts (``stored_body``) and rendered
+whole (``render``) when it is read or streamed to the ``--audit-log`` sink.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import secrets
 import sys
 from contextvars import ContextVar
@@ -49,7 +49,7 @@ class AuditRecord:
         self.principal: str | None = None
         self.resource: str | None = None
         self.delegation: list[str] = []
-        self.authorization: list[dict[str, Any]] = []
+        self.authorization: list[tuple[str, str, bool]] = []  # (permission, resource, granted)
         self.request: dict[str, Any] = {}
         self.response: dict[str, Any] = {}
         self.error: str | None = None
@@ -117,7 +117,7 @@ def note_request(**request: Any) -> None:
 def note_authorization(permission: str, resource: str, granted: bool) -> None:
     record = _current.get()
     if record is not None and record.method is not None:
-        record.authorization.append({"permission": permission, "resource": resource, "granted": granted})
+        record.authorization.append((permission, resource, granted))
 
 
 def note_error(message: str) -> None:
@@ -127,57 +127,23 @@ def note_error(message: str) -> None:
 
 
 class AuditLog:
-    def __init__(self, store: Store, clock: Clock, hash_key: bytes, sink: TextIO | None = None) -> None:
+    def __init__(self, store: Store, clock: Clock, sink: TextIO | None = None) -> None:
         self._store = store
         self._clock = clock
-        self._hash_key = hash_key
         self._sink = sink
         self._pending: list[tuple[AuditEntry, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
-
-    def token_hash(self, value: str) -> str:
-        """How an entry names a token or signature without holding it."""
-        return hmac.digest(self._hash_key, value.encode(), "sha256").hex()[:32]
-
-    def entry(self, record: AuditRecord, http_status: int, now: float) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
-            "serviceName": record.service,
-            "methodName": record.method,
-            "resourceName": record.resource or "",
-            "authenticationInfo": {"principalEmail": record.principal or ""},
-            "requestMetadata": {"callerIp": record.caller_ip, "callerSuppliedUserAgent": record.user_agent},
-            "authorizationInfo": record.authorization,
-            "request": record.request,
-        }
-        if record.delegation:
-            payload["authenticationInfo"]["serviceAccountDelegationInfo"] = [
-                {"firstPartyPrincipal": {"principalEmail": email}} for email in record.delegation]
-        if record.response:
-            payload["response"] = record.response
-        if http_status >= 400:
-            payload["status"] = {"code": _GRPC_CODES.get(http_status, 2), "message": record.error or ""}
-        else:
-            payload["status"] = {}
-        micros = int(now * 1_000_000)
-        return {
-            "insertId": f"{micros:x}{secrets.token_hex(4)}",
-            "timestamp": format_timestamp(now).replace("Z", f".{micros % 1_000_000:06d}Z"),
-            "severity": "NOTICE" if http_status < 400 else "ERROR",
-            "logName": f"keyless/logs/cloudaudit.googleapis.com%2F{_log_kind(record.method or '')}",
-            "protoPayload": payload,
-        }
 
     async def commit(self, record: AuditRecord, http_status: int) -> None:
         """Store the entry; returns once it is committed. Entries of concurrent requests share one transaction
         (group commit): the first to arrive schedules a flush, those arriving before it runs ride along."""
         now = self._clock.now()
-        entry = self.entry(record, http_status, now)
+        micros = int(now * 1_000_000)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((AuditEntry(
-            insert_id=entry["insertId"], timestamp=now, method=record.method or "",
+            insert_id=f"{micros:x}{secrets.token_hex(4)}", timestamp=now, method=record.method or "",
             principal=record.principal or "", resource=record.resource or "", denied=http_status >= 400,
-            body=entry), done))
+            body=stored_body(record, http_status)), done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         await done
@@ -193,11 +159,66 @@ class AuditLog:
                         done.set_exception(exc)
                 continue
             if self._sink is not None:
-                self._sink.write("".join(orjson.dumps(e.body).decode() + "\n" for e, _ in batch))
+                self._sink.write("".join(orjson.dumps(render(e)).decode() + "\n" for e, _ in batch))
                 self._sink.flush()
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+
+
+def stored_body(record: AuditRecord, http_status: int) -> dict[str, Any]:
+    """What an entry stores beyond its columns (id, time, method, principal, resource, denied): the parts of
+    the Cloud Audit Logs entry that vary, under half its size; ``render`` rebuilds the rest."""
+    body: dict[str, Any] = {"service": record.service, "callerIp": record.caller_ip}
+    if record.user_agent:
+        body["userAgent"] = record.user_agent
+    if record.delegation:
+        body["delegation"] = record.delegation
+    if record.authorization:
+        body["authorization"] = record.authorization
+    if record.request:
+        body["request"] = record.request
+    if record.response:
+        body["response"] = record.response
+    if http_status >= 400:
+        body["status"] = {"code": _GRPC_CODES.get(http_status, 2), "message": record.error or ""}
+    return body
+
+
+def render(entry: AuditEntry) -> dict[str, Any]:
+    """The Cloud Audit Logs ``LogEntry`` of a stored entry (entries that earlier versions stored whole are
+    returned as they are)."""
+    body = entry.body
+    if "protoPayload" in body:
+        return body
+    authentication: dict[str, Any] = {"principalEmail": entry.principal}
+    delegation = body.get("delegation")
+    if delegation:
+        authentication["serviceAccountDelegationInfo"] = [
+            {"firstPartyPrincipal": {"principalEmail": email}} for email in delegation]
+    payload: dict[str, Any] = {
+        "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+        "serviceName": body.get("service", ""),
+        "methodName": entry.method,
+        "resourceName": entry.resource,
+        "authenticationInfo": authentication,
+        "requestMetadata": {"callerIp": body.get("callerIp", ""),
+                            "callerSuppliedUserAgent": body.get("userAgent", "")},
+        "authorizationInfo": [{"permission": permission, "resource": resource, "granted": granted}
+                              for permission, resource, granted in body.get("authorization", ())],
+        "request": body.get("request", {}),
+    }
+    if "response" in body:
+        payload["response"] = body["response"]
+    payload["status"] = body.get("status", {})
+    micros = int(entry.timestamp * 1_000_000)
+    return {
+        "insertId": entry.insert_id,
+        "timestamp": format_timestamp(entry.timestamp).replace("Z", f".{micros % 1_000_000:06d}Z"),
+        "severity": "ERROR" if entry.denied else "NOTICE",
+        "logName": f"keyless/logs/cloudaudit.googleapis.com%2F{_log_kind(entry.method)}",
+        "protoPayload": payload,
+    }
 
 
 def _log_kind(method: str) -> str:
