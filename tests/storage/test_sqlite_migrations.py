@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+from keyless.storage.base import AuditEntry, AuditQuery
 from keyless.storage.sqlite import MIGRATIONS, SqliteStore
 
 
@@ -27,3 +28,36 @@ def test_upgrade_from_first_schema_keeps_accounts(tmp_path: Path) -> None:
         assert account is not None and account.tokens_valid_after == 0.0
     finally:
         asyncio.run(store.close())
+
+
+def test_upgrade_keeps_the_audit_log_and_its_order(tmp_path: Path) -> None:
+    """Migration 6 copies the audit log into a table without AUTOINCREMENT: same rows, same seq, and new
+    entries still come after every old one."""
+    path = tmp_path / "audit.db"
+    db = sqlite3.connect(path)
+    for migration in MIGRATIONS[:5]:
+        db.executescript(migration)
+    rows = [(seq, f"id-{seq}", float(seq), "GenerateAccessToken", "a@x", "r", 0, f'{{"n": {seq}}}')
+            for seq in (3, 7, 8)]
+    db.executemany("INSERT INTO audit_log (seq, insert_id, timestamp, method, principal, resource, denied, body) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.execute("PRAGMA user_version=5")
+    db.commit()
+    db.close()
+
+    async def upgrade_and_append() -> list[AuditEntry]:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            await store.append_audit([AuditEntry("id-new", 9.0, "SignBlob", "a@x", "r", False, {"n": 9})])
+            schema = store.db.execute("SELECT sql FROM sqlite_master WHERE name = 'audit_log'").fetchone()[0]
+            assert "AUTOINCREMENT" not in schema.upper()
+            assert store.db.execute("SELECT count(*) FROM sqlite_sequence WHERE name = 'audit_log'"
+                                    ).fetchone()[0] == 0
+            return await store.query_audit(AuditQuery())
+        finally:
+            await store.close()
+
+    entries = asyncio.run(upgrade_and_append())
+    assert [(e.seq, e.insert_id, e.body["n"]) for e in entries] == [
+        (3, "id-3", 3), (7, "id-7", 7), (8, "id-8", 8), (9, "id-new", 9)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,28 +14,36 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.crypto.keys import sign_pkcs1_sha256
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def b64url_bytes(data: bytes) -> bytes:
+    """Unpadded base64url (RFC 7515), as bytes: one C call each for encoding and the alphabet."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+
 
 def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    return b64url_bytes(data).decode()
 
 
 def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=1024)
+def _encoded_header(kid: str) -> bytes:
+    return b64url_bytes(orjson.dumps({"alg": "RS256", "kid": kid, "typ": "JWT"})) + b"."
+
+
 def sign_rs256(key: rsa.RSAPrivateKey, kid: str, claims: Mapping[str, Any]) -> str:
     """``header.payload.signature`` with header ``{"alg":"RS256","kid":kid,"typ":"JWT"}``."""
-    header = b64url(orjson.dumps({"alg": "RS256", "kid": kid, "typ": "JWT"}))
-    payload = b64url(orjson.dumps(dict(claims)))
-    signing_input = f"{header}.{payload}"
-    return f"{signing_input}.{b64url(sign_pkcs1_sha256(key, signing_input.encode()))}"
+    return sign_rs256_raw_payload(key, kid, orjson.dumps(claims if isinstance(claims, dict) else dict(claims)))
 
 
 def sign_rs256_raw_payload(key: rsa.RSAPrivateKey, kid: str, payload_json: bytes) -> str:
-    """Sign caller-supplied claims verbatim (``signJwt`` keeps the caller's JSON as sent)."""
-    header = b64url(orjson.dumps({"alg": "RS256", "kid": kid, "typ": "JWT"}))
-    signing_input = f"{header}.{b64url(payload_json)}"
-    return f"{signing_input}.{b64url(sign_pkcs1_sha256(key, signing_input.encode()))}"
+    """Sign the claims' JSON verbatim (``signJwt`` keeps the caller's JSON as sent)."""
+    signing_input = _encoded_header(kid) + b64url_bytes(payload_json)
+    return (signing_input + b"." + b64url_bytes(sign_pkcs1_sha256(key, signing_input))).decode()
 
 
 class JwtError(Exception):

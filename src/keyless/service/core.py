@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -61,11 +62,14 @@ class Core:
         self.keyring = KeyRing(store, master, clock, settings)
         self.minter = TokenMinter(master.token_mac_key)
         self._policy_cache: dict[str, tuple[str, Policy]] = {}
-        self._audit_hash_key = master.audit_hash_key
+        # Keyed once: each hash copies this state rather than setting the key up again.
+        self._audit_hmac = hmac.new(master.audit_hash_key, digestmod=hashlib.sha256)
 
     def audit_hash(self, value: str) -> str:
-        """A keyed hash that names a token or signature in the audit log without revealing it."""
-        return hmac.digest(self._audit_hash_key, value.encode(), "sha256").hex()[:32]
+        """A keyed hash (HMAC-SHA256) that names a token or signature in the audit log without revealing it."""
+        mac = self._audit_hmac.copy()
+        mac.update(value.encode())
+        return mac.hexdigest()[:32]
 
     def now(self) -> float:
         return self.clock.now()
