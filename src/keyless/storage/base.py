@@ -73,7 +73,7 @@ class OrgPolicy:
     updated_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per request, and frozen fields cost 4x to set
 class AuditEntry:
     insert_id: str
     timestamp: float

@@ -80,6 +80,9 @@ class CachingStore:
     async def memo(self) -> dict[Any, Any] | None:
         """A dict for values derived from the stored state (decisions, parsed objects), valid for as long as
         the cache is: emptied whenever the state changes. None outside a request."""
+        slot = _request_generation.get()
+        if slot is not None and slot[0] == self._generation != _UNCHECKED:
+            return self._memo  # already checked in this request
         return self._memo if await self._checked() else None
 
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Coroutine[Any, Any, T]]) -> T:
