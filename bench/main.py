@@ -290,6 +290,10 @@ def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pa
                                                   args.bindings_per_account)
             else:
                 filled = populate.populate_postgres(dsn["scaled"], args.scale_accounts, args.bindings_per_account)
+            if backend == "sqlite":
+                populate.settle_sqlite(servers["empty"].data_dir / "keyless.db")
+            else:
+                populate.settle_postgres(dsn["empty"])
             log(f"  populated in {filled['seconds']:.1f} s; a 1,000-member binding on its target")
             path = f"/v1/projects/-/serviceAccounts/{targets['scaled'].email}"
             policy = scaled.call("POST", f"{path}:getIamPolicy")

@@ -7,6 +7,7 @@ gets a 1,000-member Token Creator binding through the API (``big_binding``), the
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 import time
@@ -67,11 +68,22 @@ def populate_sqlite(db_path: Path, accounts: int, per_account: int) -> dict[str,
             db.executemany("INSERT INTO policies (resource, body, etag) VALUES (?, ?, ?)", [p for _, p in batch])
             db.execute("COMMIT")
             done += len(batch)
+    finally:
+        db.close()
+    settle_sqlite(db_path)
+    return {"seconds": time.perf_counter() - t0, "accounts": accounts, "bindings": accounts * per_account}
+
+
+def settle_sqlite(db_path: Path) -> None:
+    """What populating ends with (the WAL copied back and truncated, fresh planner statistics); the empty
+    database of a scale comparison gets it too, so that the two differ only in their rows."""
+    db = sqlite3.connect(db_path, timeout=60, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=60000")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.execute("ANALYZE")
     finally:
         db.close()
-    return {"seconds": time.perf_counter() - t0, "accounts": accounts, "bindings": accounts * per_account}
 
 
 async def _populate_postgres(dsn: str, accounts: int, per_account: int) -> None:
@@ -91,15 +103,27 @@ async def _populate_postgres(dsn: str, accounts: int, per_account: int) -> None:
                 await conn.copy_records_to_table("policies", columns=["resource", "body", "etag"],
                                                  records=[p for _, p in batch])
             done += len(batch)
-        await conn.execute("ANALYZE service_accounts")
-        await conn.execute("ANALYZE policies")
+    finally:
+        await conn.close()
+    await _settle_postgres(dsn)
+
+
+async def _settle_postgres(dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("ANALYZE")
     finally:
         await conn.close()
 
 
-def populate_postgres(dsn: str, accounts: int, per_account: int) -> dict[str, float]:
-    import asyncio
+def settle_postgres(dsn: str) -> None:
+    """Fresh planner statistics for every table (see settle_sqlite)."""
+    asyncio.run(_settle_postgres(dsn))
 
+
+def populate_postgres(dsn: str, accounts: int, per_account: int) -> dict[str, float]:
     t0 = time.perf_counter()
     asyncio.run(_populate_postgres(dsn, accounts, per_account))
     return {"seconds": time.perf_counter() - t0, "accounts": accounts, "bindings": accounts * per_account}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class AccountRef:
         return self.project == "-"
 
 
+@functools.lru_cache(maxsize=4096)  # every credential request parses its target's name; names repeat
 def parse_account_name(name: str, *, field: str = "name", require_wildcard: bool = False) -> AccountRef:
     parts = name.split("/")
     if len(parts) != 4 or parts[0] != "projects" or parts[2] != "serviceAccounts" or not parts[1] or not parts[3]:
