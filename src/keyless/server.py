@@ -27,7 +27,7 @@ from keyless.metadata.app import ATTACHED_META, build_metadata_app
 from keyless.proxy.hosts import served_hosts
 from keyless.proxy.server import MAX_HEAD, InterceptionProxy
 from keyless.service.app import Keyless
-from keyless.service.audit import open_sink
+from keyless.service.audit import AuditLog, open_sink
 from keyless.service.bootstrap import bootstrap
 from keyless.service.config import Settings
 from keyless.service.limits import Limits
@@ -63,6 +63,7 @@ class ServeOptions:
     universe_cert: Path | None = None
     universe_key: Path | None = None
     audit_log: str | None = None
+    audit_retention_days: float = 0.0  # 0: keep every entry
     seed: Path | None = None  # applied through keyless.cli.seed once listening, before endpoints.json
     access_log: bool = False
     workers: int = 1
@@ -272,8 +273,12 @@ async def serve(options: ServeOptions) -> None:
             print(f"keyless serving {api_url} (data dir {data_dir}, project {settings.default_project})",
                   flush=True)
             waiter = asyncio.create_task(stop.wait())
+            retention = (asyncio.create_task(keep_audit_retention(keyless.audit, options.audit_retention_days))
+                         if options.audit_retention_days > 0 else None)
             await asyncio.wait([waiter, *listeners.tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+            if retention is not None:
+                retention.cancel()
     finally:
         remove_endpoints(data_dir)
         for worker in workers:
@@ -355,6 +360,23 @@ async def _serve_worker(options: ServeOptions) -> None:
     finally:
         await listeners.stop()
         await store.close()
+
+
+AUDIT_PRUNE_INTERVAL = 60.0
+
+
+async def keep_audit_retention(audit: AuditLog, days: float, interval: float = AUDIT_PRUNE_INTERVAL) -> None:
+    """``--audit-retention-days``: entries older than that are deleted at start and then every ``interval``
+    seconds, by the main process of each ``keyless serve`` (replicas doing it too only find less to delete)."""
+    while True:
+        try:
+            deleted = await audit.prune(days * 86400)
+        except Exception as exc:  # a busy or unreachable database is retried next time
+            log.warning("audit retention: %s", type(exc).__name__)
+        else:
+            if deleted:
+                log.info("audit retention: %d entries older than %g days deleted", deleted, days)
+        await asyncio.sleep(interval)
 
 
 def settle_memory() -> None:

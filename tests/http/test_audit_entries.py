@@ -96,3 +96,18 @@ def test_the_sink_gets_the_entries_the_api_reads(api: Api, inproc: Any, monkeypa
     by_id = {e["insertId"]: e for e in read}
     assert [e["protoPayload"]["methodName"] for e in streamed][-2:] == ["GenerateAccessToken", "SignBlob"]
     assert all(by_id[e["insertId"]] == e for e in streamed)
+
+
+def test_retention_deletes_entries_older_than_it(api: Api, inproc: Any) -> None:
+    """``--audit-retention-days``: what is older goes (in batches), what is younger stays, and the log goes on."""
+    audit = inproc.keyless.audit
+    _delegated_token_and_a_denial(api)
+    old_ids = {e["insertId"] for e in api.ok("GET", "/v1/auditLog", params={"pageSize": 1000})["entries"]}
+    inproc.clock.advance(2 * 86400)
+    target = "audit-target@keyless-dev.iam.gserviceaccount.com"  # the owner may only reach it through the delegate
+    denied_now = api.call("POST", f"/v1/projects/-/serviceAccounts/{target}:generateAccessToken", {"scope": [CLOUD]})
+    assert denied_now.status_code == 403
+    assert inproc.run(audit.prune(86400.0, batch=2)) == len(old_ids)
+    left = api.ok("GET", "/v1/auditLog", params={"pageSize": 1000})["entries"]
+    assert left and not old_ids & {e["insertId"] for e in left}
+    assert inproc.run(audit.prune(86400.0)) == 0

@@ -185,6 +185,25 @@ def test_audit_append_and_query(db: Runner) -> None:
     assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(after_seq=page[0].seq)))] == [2, 3]
 
 
+def test_audit_prune_deletes_the_oldest_in_batches_and_keeps_the_newest(db: Runner) -> None:
+    from keyless.storage.base import AuditEntry, AuditQuery
+
+    db(db.store.append_audit([AuditEntry(f"id{i}", float(i), "SignBlob", "a@x", "r", False, {"n": i})
+                              for i in range(10)]))
+    assert db(db.store.prune_audit(0.0, 100)) == 0
+    assert db(db.store.prune_audit(6.0, 4)) == 4  # a batch at most
+    assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery()))] == list(range(4, 10))
+    assert db(db.store.prune_audit(6.0, 100)) == 2
+    assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery()))] == list(range(6, 10))
+    # Everything is old: all but the newest entry go, and seq goes on from there.
+    assert db(db.store.prune_audit(100.0, 100)) == 3
+    kept = db(db.store.query_audit(AuditQuery()))
+    assert [e.body["n"] for e in kept] == [9]
+    db(db.store.append_audit([AuditEntry("id10", 10.0, "SignBlob", "a@x", "r", False, {"n": 10})]))
+    after = db(db.store.query_audit(AuditQuery(after_seq=kept[0].seq)))
+    assert [e.body["n"] for e in after] == [10]
+
+
 def test_audit_time_bound_over_many_entries_stored_nearly_in_order(db: Runner) -> None:
     """Concurrent writers store entries a little out of time order; a ``since`` bound is still exact."""
     import random

@@ -79,6 +79,9 @@ def serve(
     universe_key: Annotated[Path | None, typer.Option(help="Private key of --universe-cert.")] = None,
     audit_log: Annotated[str | None, typer.Option(
         help="Also write audit entries as JSON lines to this file ('-' for stdout).")] = None,
+    audit_retention_days: Annotated[float, typer.Option(
+        help="Delete audit entries older than this many days, checked every minute (0: keep every entry).",
+        min=0)] = 0.0,
     seed_file: Annotated[Path | None, typer.Option(
         "--seed", help="Apply this seed file (as `keyless apply` does) once the server is up, before "
                        "endpoints.json announces it.")] = None,
@@ -107,6 +110,7 @@ def serve(
                      attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
                      universe_domains=tuple(universe_domain or ()), universe_port=universe_port,
                      universe_cert=universe_cert, universe_key=universe_key, audit_log=audit_log,
+                     audit_retention_days=audit_retention_days,
                      seed=seed_file, access_log=access_log, workers=workers,
                      limits=Limits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes,
                                    max_path_bytes=max_path_bytes, max_delegates=max_delegates, max_scopes=max_scopes,

@@ -10,6 +10,7 @@ whole (``render``) when it is read or streamed to the ``--audit-log`` sink.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import sys
 from contextvars import ContextVar
@@ -132,6 +133,9 @@ class AuditLog:
         self._clock = clock
         self._sink = sink
         self._pending: list[tuple[AuditEntry, asyncio.Future[None]]] = []
+        # insertId: the time, then this process's random tag and a counter (unique without a random read each).
+        self._id_tag = secrets.token_hex(4)
+        self._id_count = itertools.count()
         self._flusher: asyncio.Task[None] | None = None
 
     async def commit(self, record: AuditRecord, http_status: int) -> None:
@@ -141,12 +145,23 @@ class AuditLog:
         micros = int(now * 1_000_000)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((AuditEntry(
-            insert_id=f"{micros:x}{secrets.token_hex(4)}", timestamp=now, method=record.method or "",
+            insert_id=f"{micros:x}{self._id_tag}{next(self._id_count):x}", timestamp=now, method=record.method or "",
             principal=record.principal or "", resource=record.resource or "", denied=http_status >= 400,
             body=stored_body(record, http_status)), done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         await done
+
+    async def prune(self, retention: float, *, batch: int = 5000) -> int:
+        """Delete the entries older than ``retention`` seconds, a batch per transaction (writers wait for one
+        batch at most); returns how many went."""
+        before = self._clock.now() - retention
+        deleted = 0
+        while True:
+            count = await self._store.prune_audit(before, batch)
+            deleted += count
+            if count < batch:
+                return deleted
 
     async def _flush(self) -> None:
         while self._pending:

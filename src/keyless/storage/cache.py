@@ -267,6 +267,9 @@ class CachingStore:
     async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
         return await self.inner.query_audit(query)
 
+    async def prune_audit(self, before: float, limit: int) -> int:
+        return await self.inner.prune_audit(before, limit)
+
     # revocation
     async def revoke_token(self, token_hash: str, expires_at: float) -> None:
         await self.inner.revoke_token(token_hash, expires_at)

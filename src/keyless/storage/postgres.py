@@ -387,6 +387,12 @@ class PostgresStore:
                 "INSERT INTO audit_log (insert_id, timestamp, method, principal, resource, denied, body) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7)", rows)
 
+    async def prune_audit(self, before: float, limit: int) -> int:
+        status = await self.pool.execute(
+            "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log WHERE timestamp < $1 "
+            "AND seq < (SELECT MAX(seq) FROM audit_log) ORDER BY seq LIMIT $2)", before, limit)
+        return int(status.split()[-1])
+
     async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
         clauses = ["seq > $1"]
         params: list[Any] = [query.after_seq]

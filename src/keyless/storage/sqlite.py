@@ -528,6 +528,18 @@ class SqliteStore:
                 db.execute("ROLLBACK")
                 raise
 
+    async def prune_audit(self, before: float, limit: int) -> int:
+        if self._writer_lock is None:
+            raise RuntimeError("store is not open")
+        db = self.db
+        with _flocked(self._writer_lock):
+            # The oldest `limit` rows, of which those older than `before` (rows are in time order to within
+            # AUDIT_ORDER_SLACK, so a slightly younger row among them is left for a later pass).
+            cursor = db.execute(
+                "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log ORDER BY seq LIMIT ?) "
+                "AND timestamp < ? AND seq < (SELECT MAX(seq) FROM audit_log)", (limit, before))
+        return int(cursor.rowcount)
+
     def _first_seq_since(self, since: float) -> int:
         """The first seq whose entry is at or after ``since``, by binary search on the primary key (entries are
         stored in time order, to within AUDIT_ORDER_SLACK: callers filter on the timestamp too)."""
