@@ -317,7 +317,8 @@ def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pa
                         label = f"{backend} {'empty' if kind == 'empty' else 'populated'} {method}"
                         runs[kind].append(wrk.run(load, servers[kind].pids, label=label, extra_pids=db_pids))
                 for kind in servers:
-                    row[kind][method] = {"max": pick(runs[kind], by="rps").as_dict()}
+                    row[kind][method] = {"max": pick(runs[kind], by="rps").as_dict(),
+                                         "runs": [run.as_dict() for run in runs[kind]]}
             out["backends"][backend] = row
             for server in servers.values():
                 procs.stop(server.proc)
