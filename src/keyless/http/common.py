@@ -40,33 +40,22 @@ def keyless_of(request: Request) -> Keyless:
 
 
 async def receive_body(receive: Receive, limit: int, declared_length: str | None) -> bytes:
-    """The request body from ASGI messages; over ``limit`` bytes (declared or sent) is refused."""
+    """The request body from ASGI messages; over ``limit`` bytes (declared or sent so far) is refused."""
     if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
-    message = await receive()
-    if message["type"] != "http.request":
-        raise ClientDisconnect()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
-        return body
-    chunks = [body]
-    size = len(body)
+    chunks: list[bytes] = []
+    size = 0
     while True:
-        if size > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
         message = await receive()
         if message["type"] != "http.request":
             raise ClientDisconnect()
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
-        chunks.append(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
         if not message.get("more_body", False):
-            break
-    if size > limit:
-        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
-    return b"".join(chunks)
+            return b"".join((*chunks, chunk)) if chunks else chunk
+        chunks.append(chunk)
 
 
 async def read_body(request: Request) -> bytes:

@@ -6,10 +6,10 @@ import logging
 import re
 import time
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyless.errors import KeylessError
+from keyless.http.common import send_json
 
 access_log = logging.getLogger("keyless.access")
 _SECRET_PARAMS = re.compile(r"(?i)(^|&)(access_token|id_token|token|assertion|refresh_token|client_secret|key)=[^&]*")
@@ -23,11 +23,7 @@ def redact_query(query: str) -> str:
 async def reject(send: Send, error: KeylessError, status: int) -> None:
     """Answer at the edge, before any route: the error in Google's shape with ``status``."""
     error.http_status = status  # the body's code is the HTTP status, as in every other error
-    body = orjson.dumps(error.to_json())
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json; charset=UTF-8"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, error.to_json())
 
 
 class AccessLogMiddleware:
