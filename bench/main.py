@@ -34,7 +34,7 @@ from bench.keylessctl import (
     prepare_target,
     start_keyless,
 )
-from bench.wrkrun import Load, Side, Wrk, WrkResult, pick
+from bench.wrkrun import Load, Wrk, WrkResult, pick
 
 RESULTS = BENCH / "results"
 
@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="keyless serve --workers and bare-app processes")
     p.add_argument("--repeat", type=int, default=3,
                    help="runs per figure; the best is reported (the machine is shared: default 3)")
+    p.add_argument("--pairs", type=int, default=5,
+                   help="back-to-back runs of each RSA-bound method and the bare signing app, after the rounds: "
+                        "their ratio is judged on these pairs (default 5)")
+    p.add_argument("--scale-rounds", type=int, default=5,
+                   help="rounds of the empty and the populated server, back to back (default 5)")
     p.add_argument("--no-scale", action="store_true", help="skip the 100,000-account SQLite/PostgreSQL rows")
     p.add_argument("--no-postgres", action="store_true", help="scale rows on SQLite only")
     p.add_argument("--scale-accounts", type=int, default=100_000)
@@ -132,17 +137,17 @@ class Subject:
     pids: list[int]
     runs: list[WrkResult] = field(default_factory=list)
     half_runs: list[WrkResult] = field(default_factory=list)
-    # RSA-bound methods: per round, (this method, the bare signing app) loaded side by side.
-    side_by_side: list[tuple[WrkResult, WrkResult]] = field(default_factory=list)
+    # RSA-bound methods: (this method's run, the bare signing app's run) back to back.
+    pairs: list[tuple[WrkResult, WrkResult]] = field(default_factory=list)
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max": pick(self.runs, by="rps").as_dict()}
         if self.half_runs:
             out["half"] = pick(self.half_runs, by="p99").as_dict()
-        if self.side_by_side:
-            out["side_by_side"] = [{"rps": run.rps, "cpu_ms_per_req": run.cpu_ms_per_req,
-                                    "bare_rps": bare.rps, "bare_cpu_ms_per_req": bare.cpu_ms_per_req}
-                                   for run, bare in self.side_by_side]
+        if self.pairs:
+            out["pairs"] = [{"rps": run.rps, "cpu_ms_per_req": run.cpu_ms_per_req,
+                             "bare_rps": bare.rps, "bare_cpu_ms_per_req": bare.cpu_ms_per_req}
+                            for run, bare in self.pairs]
         return out
 
 
@@ -152,9 +157,9 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
     Each round runs the in-process RSA measurement, then for each subject one wrk run at max rate and one
     at half the rate it just reached; the best of ``--repeat`` rounds is reported (highest req/s, lowest p99
     at half). Interleaving spreads the machine's other load over every subject alike, which keeps the ratios
-    (keyless / limit, keyless / peer) meaningful on a shared machine. Each round ends with each RSA-bound
-    method and the bare signing app loaded side by side (``Wrk.run_side_by_side``): their ratio is judged on
-    those runs.
+    (keyless / limit, keyless / peer) meaningful on a shared machine. Then ``--pairs`` times, each RSA-bound
+    method and the bare signing app run back to back (which goes first alternates): their ratio is judged on
+    those pairs, as the machine's speed swings from one run to the next.
     """
     from bench.limits import rsa_sign_rates
     from bench.peer import assume_role_load, start_moto
@@ -173,7 +178,6 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
         apps[app] = Subject("trivial_post" if app == "trivial" else "bare_sign",
                             Load(url, "POST", ["Content-Type: application/json"], bodies), pids)
     subjects += apps.values()
-    bare_sign = apps["sign"]
     server = start_keyless(procs, work / "keyless-main", "--proxy-port", "-1", "--metadata-port", "0",
                            workers=args.workers)
     log(f"  keyless ready in {server.ready_s * 1000:.0f} ms, pids {server.pids}")
@@ -201,11 +205,19 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
             # Half of the rate just measured, under the same background load as that measurement.
             subject.half_runs.append(wrk.run(subject.load, subject.pids, rate=peak.rps / 2,
                                              label=f"{subject.name} @ half"))
+
+    bare_sign = apps["sign"]
+    for pair_no in range(args.pairs):
+        log(f"http: pair {pair_no + 1}/{args.pairs}: each RSA-bound method and the bare signing app back to back")
         for subject in subjects:
             if subject.name in RSA_BOUND:
-                method_run, bare_run = wrk.run_side_by_side([Side(subject.load, subject.pids, subject.name),
-                                                             Side(bare_sign.load, bare_sign.pids, "bare_sign")])
-                subject.side_by_side.append((method_run, bare_run))
+                if pair_no % 2 == 0:
+                    bare_run = wrk.run(bare_sign.load, bare_sign.pids, label=f"bare_sign (pair of {subject.name})")
+                    run = wrk.run(subject.load, subject.pids, label=f"{subject.name} (pair)")
+                else:
+                    run = wrk.run(subject.load, subject.pids, label=f"{subject.name} (pair)")
+                    bare_run = wrk.run(bare_sign.load, bare_sign.pids, label=f"bare_sign (pair of {subject.name})")
+                subject.pairs.append((run, bare_run))
 
     rsa_best = {"cores": rsa_runs[0]["cores"],
                 "one_core_signs_per_s": max(r["one_core_signs_per_s"] for r in rsa_runs),
@@ -323,26 +335,17 @@ def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pa
                 for load in method_loads.values():
                     check_load(load)
                     wrk.warm_up(load)
-                side_by_side: dict[str, list[WrkResult]] = {kind: [] for kind in servers}
-                for round_no in range(wrk.repeat):
+                for round_no in range(args.scale_rounds):
                     # Which server goes first alternates: a run measured just after the other server's run is
                     # not in the same position as one measured after a pause (on PostgreSQL the first of the
                     # pair cost up to 13% more CPU, whichever server it was).
                     order = list(method_loads.items())
                     for kind, load in order if round_no % 2 == 0 else order[::-1]:
-                        label = f"{backend} {_kind_label(kind)} {method}"
+                        label = f"{backend} {'empty' if kind == 'empty' else 'populated'} {method}"
                         runs[kind].append(wrk.run(load, servers[kind].pids, label=label, extra_pids=db_pids))
-                    # Then both at once: the ratio of their costs is judged on these runs.
-                    together = wrk.run_side_by_side([
-                        Side(load, servers[kind].pids, f"{backend} {_kind_label(kind)} {method}",
-                             _PostgresPids(cluster.data, _database_of(dsn[kind])) if cluster is not None else None)
-                        for kind, load in order])
-                    for (kind, _), result in zip(order, together, strict=True):
-                        side_by_side[kind].append(result)
                 for kind in servers:
                     row[kind][method] = {"max": pick(runs[kind], by="rps").as_dict(),
-                                         "runs": [run.as_dict() for run in runs[kind]],
-                                         "side_by_side": [run.as_dict() for run in side_by_side[kind]]}
+                                         "runs": [run.as_dict() for run in runs[kind]]}
             out["backends"][backend] = row
             for server in servers.values():
                 procs.stop(server.proc)
@@ -352,22 +355,11 @@ def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pa
     return out
 
 
-def _kind_label(kind: str) -> str:
-    return "empty" if kind == "empty" else "populated"
-
-
-def _database_of(dsn: str) -> str:
-    return dsn.rsplit("/", 1)[1]
-
-
 class _PostgresPids:
-    """The postmaster and its backends, listed afresh at each measurement (backends come and go). With a
-    database name, only the backends connected to it (their process title names it): two servers' shares of
-    one cluster; the cluster's shared processes (WAL writer, checkpointer) then count for neither."""
+    """The postmaster and its backends, listed afresh at each measurement (backends come and go)."""
 
-    def __init__(self, data_dir: Path, database: str | None = None) -> None:
+    def __init__(self, data_dir: Path) -> None:
         self.pidfile = data_dir / "postmaster.pid"
-        self.database = database
 
     def __call__(self) -> list[int]:
         from bench.common import children_of
@@ -376,17 +368,7 @@ class _PostgresPids:
             master = int(self.pidfile.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return []
-        pids = [master, *children_of(master)]
-        if self.database is None:
-            return pids
-        return [pid for pid in pids if f" {self.database} " in _process_title(pid)]
-
-
-def _process_title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+        return [master, *children_of(master)]
 
 
 # ---------------------------------------------------------------- main
@@ -400,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"environment": environment(),
                                "settings": {"duration_s": args.duration, "connections": args.connections,
                                             "threads": args.threads, "workers": args.workers,
-                                            "repeat": args.repeat}}
+                                            "repeat": args.repeat, "pairs": args.pairs,
+                                            "scale_rounds": args.scale_rounds}}
     work = Path(tempfile.mkdtemp(prefix="keyless-bench-"))
     wrk = Wrk(duration=args.duration, threads=args.threads, connections=args.connections, work_dir=work,
               repeat=args.repeat)

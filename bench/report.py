@@ -37,13 +37,12 @@ def _total_cpu(run: dict[str, Any]) -> float | None:
 def _paired_cpu_ratio(empty: dict[str, Any], scaled: dict[str, Any]) -> float | None:
     """Populated / empty CPU per request: the median over rounds of the ratio within each round.
 
-    In each round the two servers are loaded side by side (earlier results: back to back), so a ratio within
-    a round compares runs made under the same conditions; the machine's speed swings by up to a fifth from
-    one run to the next (its host, not other processes: the busy time of other processes stays near zero),
-    so comparing the best run of each side would compare two lucky moments. The median ignores one disturbed
-    round. Results without per-round runs fall back to the best runs."""
-    key = "side_by_side" if empty.get("side_by_side") and scaled.get("side_by_side") else "runs"
-    rounds = zip(empty.get(key, []), scaled.get(key, []), strict=True)
+    The two servers of a round run back to back, so a ratio within a round compares runs made under the same
+    conditions; the machine's speed drifts by up to a fifth between rounds (its host, not other processes:
+    the busy time of other processes stays near zero), so comparing the best run of each side would compare
+    two lucky moments. The median ignores one disturbed round. Results without per-round runs fall back to
+    the best runs."""
+    rounds = zip(empty.get("runs", []), scaled.get("runs", []), strict=True)
     pairs = [(_total_cpu(p), _total_cpu(e)) for e, p in rounds]
     ratios = sorted(p / e for p, e in pairs if p and e)
     if ratios:
@@ -53,8 +52,8 @@ def _paired_cpu_ratio(empty: dict[str, Any], scaled: dict[str, Any]) -> float | 
 
 
 def _paired_bare_ratio(pairs: list[dict[str, Any]]) -> float | None:
-    """Method / bare signing app req/s: the median over rounds of the ratio of the two loaded side by side
-    (see ``_paired_cpu_ratio`` for why not the ratio of each side's best run)."""
+    """Method / bare signing app req/s: the median over pairs of the ratio of two runs made back to back (see
+    ``_paired_cpu_ratio`` for why not the ratio of each side's best run)."""
     ratios = [p["rps"] / p["bare_rps"] for p in pairs if p.get("rps") and p.get("bare_rps")]
     return float(statistics.median(ratios)) if ratios else None
 
@@ -74,7 +73,7 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
                 ratio["vs_rsa_all_cores"] = rps / rsa_all
             if bare_sign:
                 ratio["vs_bare_sign_app_best"] = rps / bare_sign
-            paired = _paired_bare_ratio(res.get("side_by_side") or [])
+            paired = _paired_bare_ratio(res.get("pairs") or [])
             if paired is not None:
                 ratio["vs_bare_sign_app"] = paired
             elif bare_sign:
@@ -117,7 +116,7 @@ def _targets(results: dict[str, Any], derived: dict[str, Any], methods: dict[str
     rsa = {m: v for m, v in rsa.items() if v is not None}
     if rsa:
         worst = min(rsa, key=lambda m: rsa[m])
-        targets.append(_target("RSA-bound methods vs bare signing app", ">= 90% (side by side, median of rounds)",
+        targets.append(_target("RSA-bound methods vs bare signing app", ">= 90% (median of back-to-back pairs)",
                                ", ".join(f"{LABELS[m]} {100 * v:.0f}%" for m, v in rsa.items()),
                                all(v >= 0.9 for v in rsa.values()),
                                f"worst {LABELS[worst]}: {100 * rsa[worst]:.0f}% (needs {0.9 / rsa[worst]:.2f}x)"))
@@ -193,7 +192,10 @@ def table(results: dict[str, Any]) -> str:
     ratios = derived["ratios"]
     lines = [f"keyless benchmark, {env['date']}, {env['cores']} cores ({env['cpu']}), python {env['python']}",
              f"wrk {results['settings']['threads']} threads, {results['settings']['connections']} connections, "
-             f"{results['settings']['duration_s']:g} s per run, best of {results['settings'].get('repeat', 1)}; "
+             f"{results['settings']['duration_s']:g} s per run, best of {results['settings'].get('repeat', 1)}"
+             + (f" ({results['settings']['pairs']} back-to-back pairs for the bare-app ratio, "
+                f"{results['settings'].get('scale_rounds')} scale rounds)" if results['settings'].get('pairs') else "")
+             + "; "
              f"server processes: {results['settings']['workers']}; "
              f"load average {env['loadavg_start'][0]:.2f} at start, {env.get('loadavg_end', [0])[0]:.2f} at end",
              ""]
@@ -217,7 +219,8 @@ def table(results: dict[str, Any]) -> str:
                 text = f"{100 * r['vs_trivial_post']:.0f}% of trivial POST"
             else:
                 text = (f"{100 * r.get('vs_rsa_all_cores', 0):.0f}% of RSA all cores, "
-                        f"{100 * r.get('vs_bare_sign_app', 0):.0f}% of bare signing app*")
+                        f"{100 * r.get('vs_bare_sign_app', 0):.0f}% of bare signing app"
+                        + ("*" if res.get("pairs") else ""))
             rows.append((LABELS[name], res, text))
         server = results["keyless"]["server"]
         lines += _load_rows(f"KEYLESS over HTTP (SQLite, --workers {server['workers']}, "
@@ -229,16 +232,15 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"  generateAccessToken round by round: {' -> '.join(f'{r:,.0f}' for r in gat['runs_rps'])}"
                          f" req/s, {' -> '.join(cpus)} cpu ms/req (trivial POST: "
                          f"{' -> '.join(f'{r:,.0f}' for r in trivial_runs)} req/s)")
-        paired = {name: res["side_by_side"] for name, res in methods.items() if res.get("side_by_side")}
+        paired = {name: res["pairs"] for name, res in methods.items() if res.get("pairs")}
         if paired:
-            lines.append("  * median over rounds of the method's req/s over the bare signing app's, the two loaded "
-                         "side by side (16 connections each); round by round:")
+            lines.append("  * median over pairs of runs made back to back of the method's req/s / the bare signing "
+                         "app's:")
             for name, pairs in paired.items():
                 best = ratios.get(name, {}).get("vs_bare_sign_app_best")
                 lines.append(f"    {LABELS[name]}: "
-                             + ", ".join(f"{p['rps']:,.0f}/{p['bare_rps']:,.0f} = {100 * p['rps'] / p['bare_rps']:.0f}%"
-                                         for p in pairs if p.get("bare_rps"))
-                             + (f" (best run / best bare run: {100 * best:.0f}%)" if best else ""))
+                             + ", ".join(f"{100 * p['rps'] / p['bare_rps']:.0f}%" for p in pairs if p.get("bare_rps"))
+                             + (f" (best run / best bare run of the rounds: {100 * best:.0f}%)" if best else ""))
         if "keyless.db-wal_mb" in server:
             lines.append(f"  after {server.get('requests_served', 0):,} requests: keyless.db "
                          f"{server['keyless.db_mb']:,.0f} MiB, keyless.db-wal {server['keyless.db-wal_mb']:,.0f} MiB")
@@ -286,8 +288,8 @@ def table(results: dict[str, Any]) -> str:
                                        f"{100 * d['rps_ratio']:.0f}%" if d.get("rps_ratio") else "",
                                        f"{100 * d['cpu_ratio']:.0f}%" if d.get("cpu_ratio") else ""], widths))
             lines.append(f"  ({backend}: populated in {rows['populate']['seconds']:.1f} s)")
-        lines.append("  * median over rounds of populated/empty CPU per request, the two servers loaded side by side "
-                     "(16 connections each); the other columns are each server's best run alone")
+        lines.append("  * median over rounds of populated/empty CPU per request within each round (the two servers run "
+                     "back to back); the other columns are each side's best run")
         lines.append("")
     if derived["targets"]:
         lines.append("TARGETS")

@@ -57,43 +57,6 @@ class Load:
     bodies: Sequence[str] = ()
 
 
-@dataclass
-class Side:
-    """One server of a side-by-side run: its load, its processes, and the database processes it uses."""
-
-    load: Load
-    pids: Sequence[int]
-    label: str
-    extra_pids: Callable[[], list[int]] | None = None
-
-
-def _result(returncode: int, stdout: str, stderr: str, *, server_cpu: float, counted: bool, db_cpu: float | None,
-            connections: int, threads: int, rate: float | None) -> WrkResult:
-    line = next((ln for ln in stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
-    if returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({returncode}): {stdout[-2000:]} {stderr[-2000:]}")
-    raw = json.loads(line[len("WRK_JSON "):])
-    seconds = raw["duration_us"] / 1e6
-    requests = int(raw["requests"])
-    errors = int(raw["connect_errors"] + raw["read_errors"] + raw["write_errors"] + raw["timeouts"])
-    return WrkResult(
-        rps=requests / seconds if seconds else 0.0, requests=requests, seconds=seconds,
-        p50_ms=raw["p50_us"] / 1000, p90_ms=raw["p90_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
-        max_ms=raw["lat_max_us"] / 1000, errors=errors, non_2xx=int(raw["status_errors"]),
-        cpu_ms_per_req=server_cpu * 1000 / requests if requests and counted else None,
-        connections=connections, threads=threads, target_rps=rate,
-        db_cpu_ms_per_req=db_cpu * 1000 / requests if db_cpu is not None and requests else None)
-
-
-def _log_result(label: str, result: WrkResult, rate: float | None) -> None:
-    log(f"  {label}: {result.rps:,.0f} req/s p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
-        + (f" (target {rate:,.0f}/s)" if rate else "")
-        + (f" cpu {result.cpu_ms_per_req:.3f} ms/req" if result.cpu_ms_per_req is not None else "")
-        + (f" db cpu {result.db_cpu_ms_per_req:.3f} ms/req" if result.db_cpu_ms_per_req is not None else "")
-        + (f" other load {result.other_cores:.2f} cores" if result.other_cores else "")
-        + (f" ERRORS {result.errors} non-2xx {result.non_2xx}" if result.errors or result.non_2xx else ""))
-
-
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -117,9 +80,12 @@ class Wrk:
         self.connections = connections
         self.work_dir = work_dir
 
-    def _command(self, load: Load, *, threads: int, connections: int, seconds: float,
-                 rate: float | None) -> tuple[list[str], dict[str, str], str]:
-        """wrk's argv and environment for ``load``, and the body pool file it reads ("-" for none)."""
+    def run(self, load: Load, server_pids: Sequence[int], *, rate: float | None = None,
+            connections: int | None = None, duration: float | None = None, label: str = "",
+            extra_pids: Callable[[], list[int]] | None = None) -> WrkResult:
+        conns = connections or self.connections
+        threads = min(self.threads, conns)
+        secs = duration or self.duration
         pool = "-"
         if load.bodies:
             if any("\n" in b for b in load.bodies):
@@ -132,8 +98,7 @@ class Wrk:
         base = "/".join(load.url.split("/", 3)[:3])
         if not base.startswith("http://127.0.0.1:"):
             raise ValueError(f"loopback only: {load.url}")
-        argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
-                "--timeout", "10s"]
+        argv = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{secs:g}s", "--latency", "--timeout", "10s"]
         for header in load.headers:
             argv += ["-H", header]
         argv += ["-s", str(POOL_LUA), base + path, "--", pool, load.method, path, str(threads)]
@@ -141,15 +106,6 @@ class Wrk:
         env.pop("BENCH_RATE", None)
         if rate:
             env["BENCH_RATE"] = f"{rate:.1f}"
-        return argv, env, pool
-
-    def run(self, load: Load, server_pids: Sequence[int], *, rate: float | None = None,
-            connections: int | None = None, duration: float | None = None, label: str = "",
-            extra_pids: Callable[[], list[int]] | None = None) -> WrkResult:
-        conns = connections or self.connections
-        threads = min(self.threads, conns)
-        secs = duration or self.duration
-        argv, env, pool = self._command(load, threads=threads, connections=conns, seconds=secs, rate=rate)
         db_before = {pid: cpu_seconds([pid]) for pid in extra_pids()} if extra_pids else {}
         cpu_before, busy_before = cpu_seconds(server_pids), machine_busy_seconds()
         wrk_before = _children_cpu()
@@ -160,43 +116,29 @@ class Wrk:
         db_cpu = sum(cpu_seconds([pid]) - db_before.get(pid, 0.0) for pid in extra_pids()) if extra_pids else None
         if pool != "-":
             Path(pool).unlink(missing_ok=True)
-        result = _result(proc.returncode, proc.stdout, proc.stderr, server_cpu=cpu_after - cpu_before,
-                         counted=bool(server_pids), db_cpu=db_cpu, connections=conns, threads=threads, rate=rate)
-        result.other_cores = (max(0.0, (busy_after - busy_before) - (cpu_after - cpu_before) - wrk_cpu
-                                  - (db_cpu or 0.0)) / result.seconds if result.seconds else None)
-        _log_result(label or load.url, result, rate)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+        if proc.returncode != 0 or line is None:
+            raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+        raw = json.loads(line[len("WRK_JSON "):])
+        seconds = raw["duration_us"] / 1e6
+        requests = int(raw["requests"])
+        errors = int(raw["connect_errors"] + raw["read_errors"] + raw["write_errors"] + raw["timeouts"])
+        result = WrkResult(
+            rps=requests / seconds if seconds else 0.0, requests=requests, seconds=seconds,
+            p50_ms=raw["p50_us"] / 1000, p90_ms=raw["p90_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
+            max_ms=raw["lat_max_us"] / 1000, errors=errors, non_2xx=int(raw["status_errors"]),
+            cpu_ms_per_req=(cpu_after - cpu_before) * 1000 / requests if requests and server_pids else None,
+            connections=conns, threads=threads, target_rps=rate,
+            other_cores=max(0.0, (busy_after - busy_before) - (cpu_after - cpu_before) - wrk_cpu - (db_cpu or 0.0))
+            / seconds if seconds else None,
+            db_cpu_ms_per_req=db_cpu * 1000 / requests if db_cpu is not None and requests else None)
+        log(f"  {label or load.url}: {result.rps:,.0f} req/s p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
+            + (f" (target {rate:,.0f}/s)" if rate else "")
+            + (f" cpu {result.cpu_ms_per_req:.3f} ms/req" if result.cpu_ms_per_req is not None else "")
+            + (f" db cpu {result.db_cpu_ms_per_req:.3f} ms/req" if result.db_cpu_ms_per_req is not None else "")
+            + (f" other load {result.other_cores:.2f} cores" if result.other_cores else "")
+            + (f" ERRORS {errors} non-2xx {result.non_2xx}" if errors or result.non_2xx else ""))
         return result
-
-    def run_side_by_side(self, sides: Sequence[Side], *, duration: float | None = None) -> list[WrkResult]:
-        """Every side loaded at once, each by its own wrk with an equal share of the connections and threads,
-        and each server's CPU per request measured over the same seconds.
-
-        The machine's speed swings by a fifth from one run to the next (its host: no other process is busy),
-        so two servers measured one after the other are compared under different conditions; measured side by
-        side, both see the same ones, and the ratio of their figures holds still."""
-        conns = max(1, self.connections // len(sides))
-        threads = max(1, min(self.threads // len(sides), conns))
-        secs = duration or self.duration
-        commands = [self._command(side.load, threads=threads, connections=conns, seconds=secs, rate=None)
-                    for side in sides]
-        db_before = [{pid: cpu_seconds([pid]) for pid in side.extra_pids()} if side.extra_pids else {}
-                     for side in sides]
-        cpu_before = [cpu_seconds(side.pids) for side in sides]
-        running = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                   for argv, env, _ in commands]
-        outputs = [proc.communicate(timeout=secs + 60) for proc in running]
-        cpu_after = [cpu_seconds(side.pids) for side in sides]
-        results = []
-        for i, side in enumerate(sides):
-            db_cpu = (sum(cpu_seconds([pid]) - db_before[i].get(pid, 0.0) for pid in side.extra_pids())
-                      if side.extra_pids else None)
-            if commands[i][2] != "-":
-                Path(commands[i][2]).unlink(missing_ok=True)
-            result = _result(running[i].returncode, *outputs[i], server_cpu=cpu_after[i] - cpu_before[i],
-                             counted=bool(side.pids), db_cpu=db_cpu, connections=conns, threads=threads, rate=None)
-            _log_result(f"{side.label} (side by side)", result, None)
-            results.append(result)
-        return results
 
     def warm_up(self, load: Load, seconds: float = 1.0) -> None:
         """A short unreported run first: lazily created keys, caches and connection pools are ready after it."""
