@@ -4,6 +4,7 @@ one transaction, a lone entry is committed at once, and a failed transaction fai
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ class CountingStore(SqliteStore):
             raise OSError("disk full")
         self.transactions.append(len(entries))
         await super().append_audit(entries)
+
+
+def _work(seconds: float) -> None:
+    """CPU-bound work of a given length in a loop turn (a signature, say)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def _record(n: int) -> AuditRecord:
@@ -118,5 +126,27 @@ def test_gathering_can_be_turned_down(tmp_path: Path, turns: int, monkeypatch: p
         await asyncio.gather(log.commit(_record(0), 200), *(late(n) for n in range(1, 4)))
         assert sum(store.transactions) == 4
         assert store.transactions[0] == 1  # the late ones arrived after the first transaction was taken
+
+    asyncio.run(_with_store(tmp_path, body))
+
+
+def test_gathering_stops_after_a_bounded_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body(store: CountingStore) -> None:
+        monkeypatch.setattr(AuditLog, "GATHER_TURNS", 10_000)
+        monkeypatch.setattr(AuditLog, "GATHER_SECONDS", 0.005)
+        log = AuditLog(store, FrozenClock())
+
+        async def trickle() -> None:
+            # Each loop turn does 1 ms of work (a signature, say) and brings one more request to its commit.
+            for n in range(40):
+                asyncio.get_running_loop().create_task(log.commit(_record(n), 200))
+                _work(0.001)
+                await asyncio.sleep(0)
+
+        await trickle()
+        while sum(store.transactions) < 40:
+            await asyncio.sleep(0)
+        assert len(store.transactions) >= 4
+        assert store.transactions[0] <= 10
 
     asyncio.run(_with_store(tmp_path, body))
