@@ -34,28 +34,29 @@ def _total_cpu(run: dict[str, Any]) -> float | None:
     return float(run["cpu_ms_per_req"]) + float(run.get("db_cpu_ms_per_req") or 0.0)
 
 
-def _paired_cpu_ratio(empty: dict[str, Any], scaled: dict[str, Any]) -> float | None:
-    """Populated / empty CPU per request: the median over rounds of the ratio within each round.
+def _median_cpu_ratio(empty: dict[str, Any], scaled: dict[str, Any]) -> float | None:
+    """Populated / empty CPU per request: the median of the populated server's rounds over the median of the
+    empty server's.
 
-    The two servers of a round run back to back, so a ratio within a round compares runs made under the same
-    conditions; the machine's speed drifts by up to a fifth between rounds (its host, not other processes:
-    the busy time of other processes stays near zero), so comparing the best run of each side would compare
-    two lucky moments. The median ignores one disturbed round. Results without per-round runs fall back to
-    the best runs."""
-    rounds = zip(empty.get("runs", []), scaled.get("runs", []), strict=True)
-    pairs = [(_total_cpu(p), _total_cpu(e)) for e, p in rounds]
-    ratios = sorted(p / e for p, e in pairs if p and e)
-    if ratios:
-        return float(statistics.median(ratios))
-    cpu_scaled, cpu_empty = _total_cpu(scaled["max"]), _total_cpu(empty["max"])
-    return cpu_scaled / cpu_empty if cpu_scaled and cpu_empty else None
+    The machine's speed swings by up to a fifth from one run to the next (its host, not other processes: the
+    busy time of other processes stays near zero), so comparing each side's best run compares two lucky
+    moments. The swings hardly correlate between the two runs of a round (0.0-0.3 over the scale rows of one
+    run), so a ratio taken within each round adds the noise of both sides; the median of each side ignores a
+    disturbed run or two. Results without per-round runs fall back to the best runs."""
+    cpu_empty = [c for c in (_total_cpu(r) for r in empty.get("runs", [])) if c]
+    cpu_scaled = [c for c in (_total_cpu(r) for r in scaled.get("runs", [])) if c]
+    if cpu_empty and cpu_scaled:
+        return float(statistics.median(cpu_scaled) / statistics.median(cpu_empty))
+    best_scaled, best_empty = _total_cpu(scaled["max"]), _total_cpu(empty["max"])
+    return best_scaled / best_empty if best_scaled and best_empty else None
 
 
 def _paired_bare_ratio(pairs: list[dict[str, Any]]) -> float | None:
-    """Method / bare signing app req/s: the median over pairs of the ratio of two runs made back to back (see
-    ``_paired_cpu_ratio`` for why not the ratio of each side's best run)."""
-    ratios = [p["rps"] / p["bare_rps"] for p in pairs if p.get("rps") and p.get("bare_rps")]
-    return float(statistics.median(ratios)) if ratios else None
+    """Method / bare signing app req/s over runs made back to back: the median of the method's runs over the
+    median of the bare app's (see ``_median_cpu_ratio`` for why medians and not each side's best run)."""
+    method = [p["rps"] for p in pairs if p.get("rps")]
+    bare = [p["bare_rps"] for p in pairs if p.get("bare_rps")]
+    return float(statistics.median(method) / statistics.median(bare)) if method and bare else None
 
 
 def derive(results: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
             out["scale"][f"{backend}/{method}"] = {
                 "rps_ratio": scaled["rps"] / e["rps"] if e["rps"] else None,
                 "p99_ratio": scaled["p99_ms"] / e["p99_ms"] if e["p99_ms"] else None,
-                "cpu_ratio": _paired_cpu_ratio(empty, rows["scaled"][method]),
+                "cpu_ratio": _median_cpu_ratio(empty, rows["scaled"][method]),
             }
     out["targets"] = _targets(results, out, methods, moto, gat)
     return out
@@ -116,7 +117,7 @@ def _targets(results: dict[str, Any], derived: dict[str, Any], methods: dict[str
     rsa = {m: v for m, v in rsa.items() if v is not None}
     if rsa:
         worst = min(rsa, key=lambda m: rsa[m])
-        targets.append(_target("RSA-bound methods vs bare signing app", ">= 90% (median of back-to-back pairs)",
+        targets.append(_target("RSA-bound methods vs bare signing app", ">= 90% (medians of back-to-back pairs)",
                                ", ".join(f"{LABELS[m]} {100 * v:.0f}%" for m, v in rsa.items()),
                                all(v >= 0.9 for v in rsa.values()),
                                f"worst {LABELS[worst]}: {100 * rsa[worst]:.0f}% (needs {0.9 / rsa[worst]:.2f}x)"))
@@ -133,7 +134,8 @@ def _targets(results: dict[str, Any], derived: dict[str, Any], methods: dict[str
         # shared machine, CPU per request by a few percent. Both are printed.
         cpu = {k: v["cpu_ratio"] for k, v in scale.items() if v["cpu_ratio"] is not None}
         worst_scale = max(cpu, key=lambda k: abs(cpu[k] - 1)) if cpu else None
-        targets.append(_target("scale rows vs empty rows", "within 10% (CPU per request: median of per-round ratios)",
+        targets.append(_target("scale rows vs empty rows",
+                               "within 10% (CPU per request: median over median of the rounds)",
                                ", ".join(f"{k} cpu {100 * (v['cpu_ratio'] or 0):.0f}% req/s "
                                          f"{100 * (v['rps_ratio'] or 0):.0f}%" for k, v in scale.items()),
                                all(abs(v - 1) <= 0.1 for v in cpu.values()) if cpu else None,
@@ -234,8 +236,8 @@ def table(results: dict[str, Any]) -> str:
                          f"{' -> '.join(f'{r:,.0f}' for r in trivial_runs)} req/s)")
         paired = {name: res["pairs"] for name, res in methods.items() if res.get("pairs")}
         if paired:
-            lines.append("  * median over pairs of runs made back to back of the method's req/s / the bare signing "
-                         "app's:")
+            lines.append("  * median req/s of the method over the bare signing app's, in runs made back to back; "
+                         "pair by pair:")
             for name, pairs in paired.items():
                 best = ratios.get(name, {}).get("vs_bare_sign_app_best")
                 lines.append(f"    {LABELS[name]}: "
@@ -288,8 +290,8 @@ def table(results: dict[str, Any]) -> str:
                                        f"{100 * d['rps_ratio']:.0f}%" if d.get("rps_ratio") else "",
                                        f"{100 * d['cpu_ratio']:.0f}%" if d.get("cpu_ratio") else ""], widths))
             lines.append(f"  ({backend}: populated in {rows['populate']['seconds']:.1f} s)")
-        lines.append("  * median over rounds of populated/empty CPU per request within each round (the two servers run "
-                     "back to back); the other columns are each side's best run")
+        lines.append("  * median CPU per request of the populated server's rounds over the empty server's (the two run "
+                     "back to back in each round); the other columns are each side's best run")
         lines.append("")
     if derived["targets"]:
         lines.append("TARGETS")
