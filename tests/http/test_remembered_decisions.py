@@ -162,3 +162,34 @@ def check_each_sees_the_other(api: Api, target: str, other: Keyless) -> None:
         assert other_gat() == 403
         api.grant_owner_token_creator(target)
         assert other_gat() == 200
+
+
+def test_a_remembered_caller_is_refused_once_its_token_expires(api: Api, target: str) -> None:
+    caller = api.create_sa("memo-caller")["email"]
+    api.grant_owner_token_creator(caller)
+    api.add_binding(f"/v1/projects/-/serviceAccounts/{target}", TOKEN_CREATOR, f"serviceAccount:{caller}")
+    token = api.sa_token(caller, lifetime="300s")["accessToken"]
+    for _ in range(2):  # the second answer comes from the caller remembered by its Authorization header
+        assert gat(api, target, token=token).status_code == 200
+    api.clock.advance(299)
+    assert gat(api, target, token=token).status_code == 200
+    api.clock.advance(1)
+    r = gat(api, target, token=token)
+    assert_google_error(r, 401, "UNAUTHENTICATED")
+    assert "ACCESS_TOKEN_EXPIRED" in r.text
+
+
+def sign_blob_key(api: Api, email: str) -> str:
+    out = api.ok("POST", f"/v1/projects/-/serviceAccounts/{email}:signBlob", {"payload": "aGVsbG8="})
+    key_id: str = out["keyId"]
+    return key_id
+
+
+def test_a_disabled_signing_key_stops_signing_on_the_next_request(api: Api, target: str) -> None:
+    api.grant_owner_token_creator(target)
+    first = sign_blob_key(api, target)
+    assert sign_blob_key(api, target) == first  # remembered as the current key
+    api.ok("POST", f"/v1/projects/-/serviceAccounts/{target}/keys/{first}:disable", {})
+    second = sign_blob_key(api, target)
+    assert second != first
+    assert sign_blob_key(api, target) == second

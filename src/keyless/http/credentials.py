@@ -14,23 +14,24 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from keyless.errors import KeylessError
 from keyless.http.common import (
+    JSON_TYPE,
     authenticate_api_caller,
     parse_json_object,
     receive_body,
-    send_error,
-    send_json,
     unexpected,
 )
 from keyless.proxy.hosts import is_served
 from keyless.service import audit
 from keyless.service.app import Keyless
+from keyless.service.audit import AuditRecord
 from keyless.service.core import Caller
 
 PATH = re.compile(r"/v1/projects/(?P<project>[^/]+)/serviceAccounts/(?P<account>[^/]+)"
@@ -47,6 +48,14 @@ VERBS = {
 # Request fields worth recording; payloads are recorded by hash, never verbatim.
 AUDITED_FIELDS = ("scope", "lifetime", "delegates", "audience", "includeEmail", "useEmailAzp")
 
+class VerbHeaders(NamedTuple):
+    """The request headers the verbs read, taken by the edge in its one pass over them (raw bytes)."""
+
+    authorization: bytes | None
+    host: bytes
+    content_length: bytes | None
+
+
 Answer = Callable[[Keyless, Caller, str, dict[str, Any], bool], Awaitable[dict[str, Any]]]
 
 
@@ -61,40 +70,45 @@ class CredentialVerbs:
     def match(scope: Scope) -> re.Match[str] | None:
         return PATH.fullmatch(scope["path"]) if scope["method"] == "POST" else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, match: re.Match[str]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, match: re.Match[str], record: AuditRecord,
+                       headers: VerbHeaders) -> None:
         project, account, verb = match.group("project", "account", "verb")
         name = f"projects/{project}/serviceAccounts/{account}"
         method, fields = VERBS[verb]
         audit.begin(method, CREDENTIALS, name=name)
-        authorization: str | None = None
-        host = ""
-        content_length: str | None = None
-        for header, value in scope["headers"]:  # the first of repeated headers counts, as in Starlette
-            if header == b"authorization":
-                if authorization is None:
-                    authorization = value.decode("latin-1")
-            elif header == b"host":
-                host = host or value.decode("latin-1")
-            elif header == b"content-length":
-                if content_length is None:
-                    content_length = value.decode("latin-1")
         kl = self.keyless
         try:
-            caller = await authenticate_api_caller(kl, authorization)
-            body = parse_json_object(await receive_body(receive, kl.limits.max_body_bytes, content_length), fields)
+            caller = await authenticate_api_caller(
+                kl, None if headers.authorization is None else headers.authorization.decode("latin-1"))
+            body = parse_json_object(await receive_body(
+                receive, kl.limits.max_body_bytes,
+                None if headers.content_length is None else headers.content_length.decode("latin-1")), fields)
             audit.note_request(**{k: body[k] for k in AUDITED_FIELDS if k in body})
-            legacy = project != "-" or (host.startswith("iam.") and is_served(host.split(":")[0],
-                                                                              self.universe_domains))
+            legacy = project != "-" or (headers.host.startswith(b"iam.") and is_served(
+                headers.host.decode("latin-1").split(":")[0], self.universe_domains))
             result = await ANSWERS[verb](kl, caller, name, body, legacy)
         except KeylessError as exc:
-            await send_error(send, exc)
+            audit.note_error(exc.message)
+            await self._answer(send, record, exc.http_status, exc.to_json())
             return
         except ClientDisconnect:
             return
         except Exception as exc:
-            await send_error(send, unexpected(scope["method"], scope["path"], exc))
+            error = unexpected(scope["method"], scope["path"], exc)
+            audit.note_error(error.message)
+            await self._answer(send, record, error.http_status, error.to_json())
             return
-        await send_json(send, 200, result)
+        await self._answer(send, record, 200, result)
+
+    async def _answer(self, send: Send, record: AuditRecord, status: int, content: dict[str, Any]) -> None:
+        body = orjson.dumps(content)
+        if record.method is not None:
+            # The credential in this response is released only once its entry is stored.
+            await self.keyless.audit.commit(record, status)
+            record.method = None
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", JSON_TYPE)]})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _generate_access_token(kl: Keyless, caller: Caller, name: str, body: dict[str, Any],

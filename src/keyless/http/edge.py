@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from keyless.errors import InvalidArgument, KeylessError
 from keyless.http.common import error_response, unexpected
-from keyless.http.credentials import CredentialVerbs
+from keyless.http.credentials import CredentialVerbs, VerbHeaders
 from keyless.http.guards import reject
 from keyless.service import audit
 from keyless.service.audit import AuditLog
@@ -71,11 +71,24 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # One pass over the headers for the edge's limits and the credential verbs (the first of repeated
+        # headers counts, as in Starlette).
         user_agent = b""
+        authorization: bytes | None = None
+        host = b""
+        content_length: bytes | None = None
         header_bytes = 0
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value) + 4
-            if name == b"user-agent" and not user_agent:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == b"host":
+                host = host or value
+            elif name == b"content-length":
+                if content_length is None:
+                    content_length = value
+            elif name == b"user-agent" and not user_agent:
                 user_agent = value
         if self.limits is not None:
             rejection = edge_rejection(scope, header_bytes, self.limits)
@@ -84,21 +97,23 @@ class Edge:
                 return
         client = scope.get("client")
         record, token = audit.open_record(client[0] if client else "", user_agent.decode("latin-1")[:256])
-        audit_log = self.audit_log
-
-        async def send_after_audit(message: Message) -> None:
-            if record.method is not None and message["type"] == "http.response.start":
-                # The credential in this response is released only once its entry is stored.
-                await audit_log.commit(record, int(message["status"]))
-                record.method = None
-            await send(message)
-
         scoped = enter_request()  # cached store reads check the state generation once per request
         try:
             verbs = self.verbs
             if verbs is not None and (verb := verbs.match(scope)) is not None:
-                await verbs(scope, receive, send_after_audit, verb)
+                # The verbs store their audit entry themselves before the response starts.
+                await verbs(scope, receive, send, verb, record,
+                            VerbHeaders(authorization, host, content_length))
                 return
+            audit_log = self.audit_log
+
+            async def send_after_audit(message: Message) -> None:
+                if record.method is not None and message["type"] == "http.response.start":
+                    # The credential in this response is released only once its entry is stored.
+                    await audit_log.commit(record, int(message["status"]))
+                    record.method = None
+                await send(message)
+
             direct = self._direct_route(scope)
             if direct is None:
                 await self.app(scope, receive, send_after_audit)

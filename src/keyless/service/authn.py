@@ -33,10 +33,22 @@ def bearer_token(authorization: str | None) -> str:
 
 
 async def authenticate(core: Core, authorization: str | None) -> Caller:
+    # An access token's caller is remembered by the Authorization header that carried it too, so that a
+    # repeated header skips parsing it (the hot path of every API call).
+    memo = await core.decision_memo()
+    if memo is not None and authorization is not None:
+        remembered: Caller | None = memo.get(("authorization", authorization))
+        if remembered is not None:
+            if core.now() >= remembered.expires_at:
+                raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
+            return remembered
     token = bearer_token(authorization)
     if token.count(".") == 2 and not token.startswith("ya29."):
         return await _self_signed_jwt(core, token)
-    return await authenticate_access_token(core, token)
+    caller = await authenticate_access_token(core, token)
+    if memo is not None and authorization is not None:
+        memo[("authorization", authorization)] = caller
+    return caller
 
 
 async def authenticate_access_token(core: Core, token: str) -> Caller:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -59,11 +60,22 @@ class KeyRing:
     async def signing_key(self, owner: str, common_name: str) -> SigningKey:
         """The current system-managed key of ``owner``, creating or rotating it when due."""
         now = self._clock.now()
+        # Which key is current changes with the stored state (a rotation, a disabled key: the memo is emptied)
+        # or with the time (the window remembered with it): remembered in between.
+        memo_of = getattr(self._store, "memo", None)
+        memo: dict[Any, Any] | None = await memo_of() if memo_of is not None else None
+        if memo is not None:
+            remembered: tuple[SigningKey, float, float] | None = memo.get(("signing-key", owner))
+            if remembered is not None and remembered[1] <= now < remembered[2]:
+                return remembered[0]
         records = await self._store.list_keys(owner)
         current = [r for r in records if self._is_current(r, now)]
         if current:
             newest = current[-1]
-            return SigningKey(newest.key_id, self.private_key(newest))
+            key = SigningKey(newest.key_id, self.private_key(newest))
+            if memo is not None:
+                memo[("signing-key", owner)] = (key, *self._current_window(newest, records, now))
+            return key
         lock = self._locks.setdefault(owner, asyncio.Lock())
         async with lock:
             records = await self._store.list_keys(owner)
@@ -82,6 +94,13 @@ class KeyRing:
             if not current:
                 raise RuntimeError(f"no current signing key for {owner} after a concurrent rotation")
             return SigningKey(current[-1].key_id, self.private_key(current[-1]))
+
+    def _current_window(self, newest: KeyRecord, records: list[KeyRecord], now: float) -> tuple[float, float]:
+        """From when until when ``newest`` stays the key ``signing_key`` picks, the stored state unchanged: until
+        it is due for rotation or expires, or another key's validity starts."""
+        until = min(newest.created_at + self._settings.key_rotation_period, newest.valid_before,
+                    *(r.valid_after for r in records if r.valid_after > now))
+        return newest.valid_after, until
 
     async def create_user_managed(self, owner: str, common_name: str) -> tuple[KeyRecord, bytes]:
         """A new user-managed key; returns the record and the private key PEM (handed to the caller once)."""
