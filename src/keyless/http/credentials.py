@@ -11,7 +11,7 @@ project, or sends IAM v1's ``bytesToSign``.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -83,7 +83,11 @@ class CredentialVerbs:
             body = parse_json_object(await receive_body(
                 receive, kl.limits.max_body_bytes,
                 None if headers.content_length is None else headers.content_length.decode("latin-1")), fields)
-            audit.note_request(**{k: body[k] for k in AUDITED_FIELDS if k in body})
+            audited = {}
+            for field in AUDITED_FIELDS:
+                if field in body:
+                    audited[field] = body[field]
+            audit.note_request(**audited)
             legacy = project != "-" or (headers.host.startswith(b"iam.") and is_served(
                 headers.host.decode("latin-1").split(":")[0], self.universe_domains))
             result = await ANSWERS[verb](kl, caller, name, body, legacy)
@@ -125,9 +129,9 @@ async def _sign_blob(kl: Keyless, caller: Caller, name: str, body: dict[str, Any
     if legacy or "bytesToSign" in body:
         key_id, signature = await kl.credentials.sign_blob(caller, name, body, payload_field="bytesToSign",
                                                            require_wildcard=False)
-        return {"keyId": key_id, "signature": base64.b64encode(signature).decode()}
+        return {"keyId": key_id, "signature": binascii.b2a_base64(signature, newline=False).decode()}
     key_id, signature = await kl.credentials.sign_blob(caller, name, body)
-    return {"keyId": key_id, "signedBlob": base64.b64encode(signature).decode()}
+    return {"keyId": key_id, "signedBlob": binascii.b2a_base64(signature, newline=False).decode()}
 
 
 async def _sign_jwt(kl: Keyless, caller: Caller, name: str, body: dict[str, Any], legacy: bool) -> dict[str, Any]:

@@ -68,13 +68,23 @@ def close_record(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
 
 
+# The annotating functions run several times on every request: plain loops, as a comprehension is a function
+# call of its own.
+
+
 def begin(method: str, service: str, **request: Any) -> None:
     """Mark the current request as audited under ``method``."""
     record = _current.get()
     if record is not None:
         record.method = method
         record.service = service
-        record.request.update({k: bounded(v) for k, v in request.items() if v is not None})
+        _update_request(record.request, request)
+
+
+def _update_request(stored: dict[str, Any], request: dict[str, Any]) -> None:
+    for key, value in request.items():
+        if value is not None:
+            stored[key] = value if type(value) is str and len(value) <= 1024 else bounded(value)
 
 
 def note(*, principal: str | None = None, resource: str | None = None, delegation: list[str] | None = None,
@@ -88,7 +98,10 @@ def note(*, principal: str | None = None, resource: str | None = None, delegatio
         record.resource = resource
     if delegation is not None:
         record.delegation = delegation
-    record.response.update({k: v for k, v in response.items() if v is not None})
+    stored = record.response
+    for key, value in response.items():
+        if value is not None:
+            stored[key] = value
 
 
 def bounded(value: Any, depth: int = 0) -> Any:
@@ -112,7 +125,7 @@ def bounded(value: Any, depth: int = 0) -> Any:
 def note_request(**request: Any) -> None:
     record = _current.get()
     if record is not None:
-        record.request.update({k: bounded(v) for k, v in request.items() if v is not None})
+        _update_request(record.request, request)
 
 
 def note_authorization(permission: str, resource: str, granted: bool) -> None:
