@@ -97,3 +97,15 @@ def test_cli_without_server_says_how_to_start_one(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "keyless serve" in proc.stderr
+
+
+def test_the_cel_runtime_is_loaded_only_when_a_condition_needs_it() -> None:
+    """Importing celpy and building its parser took half of ``keyless serve``'s start-up (the issue asks for
+    ready in under 1 s): a server whose policies have no condition never loads it."""
+    code = ("import sys, keyless.server, keyless.http.app\n"
+            "assert 'celpy' not in sys.modules, 'celpy imported at start-up'\n"
+            "from keyless.domain.conditions import compile_condition\n"
+            "compile_condition('request.time < timestamp(\"2030-01-01T00:00:00Z\")')\n"
+            "assert 'celpy' in sys.modules\n")
+    result = subprocess.run([KEYLESS[0], "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -10,15 +10,22 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import celpy
-from celpy import celtypes
-
 from keyless.errors import InvalidArgument
 
 ALLOWED_ROOTS = frozenset({"request", "resource"})
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
-_env = celpy.Environment()
 MAX_EXPRESSION_LENGTH = 12_800
+
+
+@functools.cache
+def _cel() -> tuple[Any, Any]:
+    """The CEL environment and value types, loaded on first use: importing celpy and building its parser take
+    about a quarter of a second, which ``keyless serve`` would otherwise pay at every start (half of its
+    start-up) whether or not any policy has a condition."""
+    import celpy
+    from celpy import celtypes
+
+    return celpy.Environment(), celtypes
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +51,11 @@ class CompiledCondition:
             result = self._program.evaluate(_activation(ctx))
         except Exception:
             return False
-        return isinstance(result, celtypes.BoolType) and bool(result)
+        return isinstance(result, _cel()[1].BoolType) and bool(result)
 
 
 def _activation(ctx: RequestContext) -> dict[str, Any]:
+    celtypes = _cel()[1]
     when = dt.datetime.fromtimestamp(ctx.time, tz=dt.UTC)
     return {
         "request": celtypes.MapType({celtypes.StringType("time"): celtypes.TimestampType(when)}),
@@ -80,9 +88,10 @@ def compile_condition(expression: str) -> CompiledCondition:
         raise InvalidArgument("Condition expression must not be empty.", field="policy.bindings.condition.expression")
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise InvalidArgument("Condition expression is too long.", field="policy.bindings.condition.expression")
+    env, celtypes = _cel()
     try:
-        ast = _env.compile(expression)
-        program = _env.program(ast)
+        ast = env.compile(expression)
+        program = env.program(ast)
     except Exception as exc:
         raise InvalidArgument(
             f"Condition expression '{expression}' is not valid CEL: {str(exc).splitlines()[0]}",
