@@ -24,11 +24,11 @@ from keyless.service.authn import authenticate, require_api_scope
 from keyless.service.core import Caller
 
 log = logging.getLogger("keyless.http")
-JSON_TYPE = b"application/json; charset=UTF-8"
+_JSON_TYPE = b"application/json; charset=UTF-8"
 
 
 class JSONResponse(Response):
-    media_type = JSON_TYPE.decode()
+    media_type = _JSON_TYPE.decode()
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -127,7 +127,7 @@ async def send_json(send: Send, status: int, content: Any) -> None:
     """A whole JSON response as two ASGI messages, with the headers ``JSONResponse`` sends."""
     body = orjson.dumps(content)
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", JSON_TYPE)]})
+                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_TYPE)]})
     await send({"type": "http.response.body", "body": body})
 
 

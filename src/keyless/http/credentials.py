@@ -16,16 +16,15 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
-import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from keyless.errors import KeylessError
 from keyless.http.common import (
-    JSON_TYPE,
     authenticate_api_caller,
     parse_json_object,
     receive_body,
+    send_json,
     unexpected,
 )
 from keyless.proxy.hosts import is_served
@@ -47,6 +46,7 @@ VERBS = {
 }
 # Request fields worth recording; payloads are recorded by hash, never verbatim.
 AUDITED_FIELDS = ("scope", "lifetime", "delegates", "audience", "includeEmail", "useEmailAzp")
+
 
 class VerbHeaders(NamedTuple):
     """The request headers the verbs read, taken by the edge in its one pass over them (raw bytes)."""
@@ -105,14 +105,11 @@ class CredentialVerbs:
         await self._answer(send, record, 200, result)
 
     async def _answer(self, send: Send, record: AuditRecord, status: int, content: dict[str, Any]) -> None:
-        body = orjson.dumps(content)
         if record.method is not None:
             # The credential in this response is released only once its entry is stored.
             await self.keyless.audit.commit(record, status)
             record.method = None
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", JSON_TYPE)]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, content)
 
 
 async def _generate_access_token(kl: Keyless, caller: Caller, name: str, body: dict[str, Any],

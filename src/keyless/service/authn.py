@@ -10,6 +10,7 @@ from keyless.crypto.tokens import token_hash
 from keyless.domain.policy import Principal
 from keyless.errors import PermissionDenied, Unauthenticated
 from keyless.service.core import Caller, Core
+from keyless.storage.cache import decision_memo
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 IAM_SCOPE = "https://www.googleapis.com/auth/iam"
@@ -35,7 +36,7 @@ def bearer_token(authorization: str | None) -> str:
 async def authenticate(core: Core, authorization: str | None) -> Caller:
     # An access token's caller is remembered by the Authorization header that carried it too, so that a
     # repeated header skips parsing it (the hot path of every API call).
-    memo = await core.decision_memo()
+    memo = await decision_memo(core.store)
     if memo is not None and authorization is not None:
         remembered: Caller | None = memo.get(("authorization", authorization))
         if remembered is not None:
@@ -54,7 +55,7 @@ async def authenticate(core: Core, authorization: str | None) -> Caller:
 async def authenticate_access_token(core: Core, token: str) -> Caller:
     # Who a genuine token names, and whether the store still honours it, only change with the stored state
     # (revocation, disabling, deletion all change it): remembered until then. Expiry is checked every time.
-    memo = await core.decision_memo()
+    memo = await decision_memo(core.store)
     if memo is not None:
         remembered: Caller | None = memo.get(("token", token))
         if remembered is not None:

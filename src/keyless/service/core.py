@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any
 
 from keyless.clock import Clock
 from keyless.crypto.keys import MasterKey
@@ -94,12 +93,6 @@ class Core:
             self._policy_cache.clear()
         self._policy_cache[resource] = (stored.etag, policy)
         return policy
-
-    async def decision_memo(self) -> dict[Any, Any] | None:
-        """Where decisions derived from the stored state may be remembered until it next changes (None: the
-        store cannot say when it changes, so nothing is remembered)."""
-        memo = getattr(self.store, "memo", None)
-        return await memo() if memo is not None else None
 
     async def unconditional(self, accounts: list[ServiceAccount]) -> bool:
         """True when no policy that decides access to these accounts has a condition (so no decision about

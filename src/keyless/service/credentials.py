@@ -28,6 +28,7 @@ from keyless.service.core import Caller, Core, account_condition_name
 from keyless.service.keyring import ISSUER
 from keyless.service.limits import Limits, RateLimiter
 from keyless.storage.base import ServiceAccount
+from keyless.storage.cache import decision_memo
 
 ID_TOKEN_LIFETIME = 3600
 MAX_SIGN_JWT_AHEAD = 12 * 3600
@@ -63,7 +64,7 @@ class Credentials:
         are evaluated every time."""
         delegates = parse_delegates(raw_delegates, max_delegates=self.limits.max_delegates)
         delegation = [d.account for d in delegates] if delegates else []
-        memo = await self.core.decision_memo()
+        memo = await decision_memo(self.core.store)
         key = ("chain", caller.principal.member, target.account, permission, *delegation)
         if memo is not None:
             remembered: _GrantedChain | None = memo.get(key)

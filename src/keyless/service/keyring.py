@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -17,6 +16,7 @@ from keyless.crypto.keys import MasterKey, generate_key_pair, load_private_key
 from keyless.domain.names import new_key_id
 from keyless.service.config import Settings
 from keyless.storage.base import KeyRecord, Store
+from keyless.storage.cache import decision_memo
 
 ISSUER = "issuer"
 SYSTEM_MANAGED = "SYSTEM_MANAGED"
@@ -62,8 +62,7 @@ class KeyRing:
         now = self._clock.now()
         # Which key is current changes with the stored state (a rotation, a disabled key: the memo is emptied)
         # or with the time (the window remembered with it): remembered in between.
-        memo_of = getattr(self._store, "memo", None)
-        memo: dict[Any, Any] | None = await memo_of() if memo_of is not None else None
+        memo = await decision_memo(self._store)
         if memo is not None:
             remembered: tuple[SigningKey, float, float] | None = memo.get(("signing-key", owner))
             if remembered is not None and remembered[1] <= now < remembered[2]:

@@ -41,6 +41,13 @@ def leave_request(token: Token[list[int] | None]) -> None:
     _request_generation.reset(token)
 
 
+async def decision_memo(store: Store) -> dict[Any, Any] | None:
+    """Where decisions derived from ``store``'s state may be remembered until it next changes: the caching
+    store's memo (see ``CachingStore.memo``); None when the store cannot say when it changes."""
+    memo = getattr(store, "memo", None)
+    return await memo() if memo is not None else None
+
+
 @contextlib.contextmanager
 def request_scope() -> Iterator[None]:
     """``enter_request``/``leave_request`` as a context manager."""
