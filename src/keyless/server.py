@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,9 +24,11 @@ from keyless.clock import Clock, OffsetClock, SystemClock
 from keyless.crypto.ca import LocalCA, server_context, system_ca_bundle
 from keyless.crypto.keys import MasterKey
 from keyless.http.app import build_app
+from keyless.http.protocol import guarded_protocol
 from keyless.metadata.app import ATTACHED_META, build_metadata_app
+from keyless.proxy.destinations import TunnelRules
 from keyless.proxy.hosts import served_hosts
-from keyless.proxy.server import MAX_HEAD, InterceptionProxy
+from keyless.proxy.server import MAX_HEAD, InterceptionProxy, ProxyLimits
 from keyless.service.app import Keyless
 from keyless.service.audit import AuditLog, open_sink
 from keyless.service.bootstrap import bootstrap
@@ -54,6 +57,8 @@ class ServeOptions:
     proxy_port: int | None = None
     metadata_port: int | None = None
     metadata_host: str = "127.0.0.1"
+    # The proxy listens here whatever ``host`` is; off loopback it asks for the password in DATA_DIR/proxy.password.
+    proxy_host: str = "127.0.0.1"
     attach: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -68,6 +73,24 @@ class ServeOptions:
     access_log: bool = False
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
+
+
+class ListenerError(SystemExit):
+    """A listener could not start: one line naming it, its address and the option that changes it."""
+
+
+def bind_listener(name: str, option: str, host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    try:
+        return bind_socket(host, port, reuse_port=reuse_port)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        free = "0 picks a free one" if option == "--port" else "0 picks a free one, -1 turns it off"
+        raise ListenerError(f"keyless serve: the {name} cannot listen on {url_of(host, port)[7:]}: {reason}. "
+                            f"Choose another port with {option} ({free}).") from None
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -136,8 +159,7 @@ def _side_port(explicit: int | None, api_port: int, offset: int) -> int:
 
 
 def _check_exposure(options: ServeOptions) -> None:
-    loopback = options.host in LOOPBACK or options.host.startswith("127.")
-    if not loopback and options.tls_cert is None and not options.insecure:
+    if not is_loopback(options.host) and options.tls_cert is None and not options.insecure:
         raise SystemExit(f"Refusing to serve plain HTTP on {options.host}: give --tls-cert and --tls-key, "
                          "or --insecure if a TLS terminator stands in front.")
     if options.allow_time_travel and options.database and not options.database.startswith("sqlite"):
@@ -154,8 +176,10 @@ def _check_exposure(options: ServeOptions) -> None:
 class _Listeners:
     """The uvicorn servers and raw listeners of one process, started and stopped together."""
 
-    def __init__(self, log_level: str) -> None:
+    def __init__(self, log_level: str, limits: Limits) -> None:
         self.log_level = log_level
+        self.protocol = guarded_protocol(limits.header_timeout, limits.body_timeout, limits.max_connections)
+        self.keep_alive_timeout = limits.keep_alive_timeout
         self.servers: list[_Server] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.raw: list[asyncio.Server] = []
@@ -163,7 +187,8 @@ class _Listeners:
     def add_asgi(self, app: object, sock: socket.socket, *, certfile: Path | None = None,
                  keyfile: Path | None = None) -> None:
         config = uvicorn.Config(app, log_level=self.log_level, access_log=False, lifespan="off",  # type: ignore[arg-type]
-                                server_header=False, date_header=True, proxy_headers=False, http="httptools",
+                                server_header=False, date_header=True, proxy_headers=False, http=self.protocol,
+                                timeout_keep_alive=self.keep_alive_timeout,  # type: ignore[arg-type]
                                 ssl_certfile=str(certfile) if certfile else None,
                                 ssl_keyfile=str(keyfile) if keyfile else None)
         server = _Server(config)
@@ -195,10 +220,12 @@ async def serve(options: ServeOptions) -> None:
     if options.access_log:
         logging.getLogger("keyless.access").setLevel(logging.INFO)
     data_dir = options.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    if not data_dir.exists():
+        # Only a directory keyless creates gets its mode from keyless: an existing one is the operator's.
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700)
     master = MasterKey.load_or_create(master_key_path(options))
-    api_sock = bind_socket(options.host, options.port, reuse_port=options.workers > 1)
+    api_sock = bind_listener("API", "--port", options.host, options.port, reuse_port=options.workers > 1)
     api_port = api_sock.getsockname()[1]
     wildcard = options.host in ("0.0.0.0", "::")  # noqa: S104 (comparing, not binding)
     api_host = "127.0.0.1" if wildcard else options.host
@@ -223,13 +250,15 @@ async def serve(options: ServeOptions) -> None:
     endpoints: dict[str, object] = {"api": api_url, "pid": os.getpid(), "dataDir": str(data_dir.resolve()),
                                     "project": settings.default_project}
     app = build_app(keyless, universe_domains=universes, access_log=options.access_log)
-    listeners = _Listeners(options.log_level)
+    listeners = _Listeners(options.log_level, options.limits)
     listeners.add_asgi(app, api_sock, certfile=options.tls_cert, keyfile=options.tls_key)
+    own_ports = {api_port}
 
     metadata_port = _side_port(options.metadata_port, options.port, 2)
     if metadata_port >= 0:
-        md_sock = bind_socket(options.metadata_host, metadata_port)
+        md_sock = bind_listener("metadata server", "--metadata-port", options.metadata_host, metadata_port)
         listeners.add_asgi(build_metadata_app(keyless), md_sock)
+        own_ports.add(md_sock.getsockname()[1])
         endpoints["metadata"] = url_of(options.metadata_host, md_sock.getsockname()[1])
 
     proxy_port = _side_port(options.proxy_port, options.port, 1)
@@ -241,20 +270,33 @@ async def serve(options: ServeOptions) -> None:
         endpoints["caCert"] = str(ca.cert_path.resolve())
         endpoints["caBundle"] = str(bundle.resolve())
         leaf_cert, leaf_key = ca.issue("proxy-leaf", served_hosts(universes))
-        if proxy_port >= 0:
-            proxy = InterceptionProxy(api_host, api_port, server_context(leaf_cert, leaf_key), universes,
-                                      upstream_tls=api_tls)
-            proxy_sock = bind_socket(options.host, proxy_port)
-            listeners.raw.append(await asyncio.start_server(proxy.handle, sock=proxy_sock, limit=MAX_HEAD))
-            endpoints["proxy"] = url_of(api_host, proxy_sock.getsockname()[1])
         if universes:
             cert, key = (options.universe_cert, options.universe_key)
             if cert is None or key is None:
                 cert, key = ca.issue("universe-leaf", [h for d in universes for h in (d, f"*.{d}")])
-            universe_sock = bind_socket(options.host, _side_port(options.universe_port, options.port, 3))
+            universe_sock = bind_listener("universe-domain listener", "--universe-port", options.host,
+                                          _side_port(options.universe_port, options.port, 3))
             listeners.add_asgi(app, universe_sock, certfile=cert, keyfile=key)
+            own_ports.add(universe_sock.getsockname()[1])
             endpoints["universe"] = {"domains": list(universes),
                                      "url": url_of(api_host, universe_sock.getsockname()[1], tls=True)}
+        if proxy_port >= 0:
+            proxy_sock = bind_listener("interception proxy", "--proxy-port", options.proxy_host, proxy_port)
+            own_ports.add(proxy_sock.getsockname()[1])
+            public = not is_loopback(options.proxy_host)
+            password = proxy_password(data_dir) if public else None
+            proxy = InterceptionProxy(api_host, api_port, server_context(leaf_cert, leaf_key), universes,
+                                      upstream_tls=api_tls, rules=TunnelRules(frozenset(own_ports), public=public),
+                                      password=password, limits=ProxyLimits(
+                                          header_timeout=options.limits.header_timeout,
+                                          idle_timeout=options.limits.tunnel_idle_timeout,
+                                          max_connections=options.limits.max_connections))
+            listeners.raw.append(await asyncio.start_server(proxy.handle, sock=proxy_sock, limit=MAX_HEAD))
+            proxy_wildcard = options.proxy_host in ("0.0.0.0", "::")  # noqa: S104 (comparing, not binding)
+            endpoints["proxy"] = url_of("127.0.0.1" if proxy_wildcard else options.proxy_host,
+                                        proxy_sock.getsockname()[1])
+            if public:
+                endpoints["proxyPasswordFile"] = str((data_dir / PROXY_PASSWORD).resolve())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -337,7 +379,7 @@ async def _serve_worker(options: ServeOptions) -> None:
     if options.access_log:
         logging.getLogger("keyless.access").setLevel(logging.INFO)
     master = MasterKey.load_or_create(master_key_path(options))
-    sock = bind_socket(options.host, options.port, reuse_port=True)
+    sock = bind_listener("API", "--port", options.host, options.port, reuse_port=True)
     settings = Settings(default_project=options.project, issuer=options.issuer,
                         public_url=options.public_url or url_of(options.host, options.port),
                         key_rotation_period=options.key_rotation_days * 86400)
@@ -345,7 +387,7 @@ async def _serve_worker(options: ServeOptions) -> None:
     await store.open()
     keyless = Keyless(store, SystemClock(), settings, master, limits=options.limits,
                       audit_sink=open_sink(options.audit_log))
-    listeners = _Listeners(options.log_level)
+    listeners = _Listeners(options.log_level, options.limits)
     listeners.add_asgi(build_app(keyless, access_log=options.access_log), sock, certfile=options.tls_cert,
                        keyfile=options.tls_key)
     stop = asyncio.Event()
@@ -377,6 +419,22 @@ async def keep_audit_retention(audit: AuditLog, days: float, interval: float = A
             if deleted:
                 log.info("audit retention: %d entries older than %g days deleted", deleted, days)
         await asyncio.sleep(interval)
+
+
+PROXY_PASSWORD = "proxy.password"
+
+
+def proxy_password(data_dir: Path) -> str:
+    """The password of a proxy listening off loopback: made once (0600) in the data dir, read by ``keyless env``."""
+    path = data_dir / PROXY_PASSWORD
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password
 
 
 def settle_memory() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from keyless.cli.client import CliError, GlobalOptions
 
@@ -22,12 +23,26 @@ def _endpoints(options: GlobalOptions) -> dict[str, str]:
             from None
 
 
+def proxy_url(endpoints: dict[str, str]) -> str:
+    """The proxy's URL, with the password of a proxy listening off loopback (Basic proxy authentication)."""
+    url = endpoints["proxy"]
+    password_file = endpoints.get("proxyPasswordFile")
+    if not password_file:
+        return url
+    try:
+        password = Path(password_file).read_text().strip()
+    except OSError:
+        raise CliError(f"Cannot read the proxy's password file {password_file}.") from None
+    return url.replace("http://", f"http://keyless:{quote(password, safe='')}@", 1)
+
+
 def environment(options: GlobalOptions) -> dict[str, str]:
     endpoints = _endpoints(options)
     out: dict[str, str] = {}
     if "proxy" in endpoints:
-        out["HTTPS_PROXY"] = endpoints["proxy"]
-        out["https_proxy"] = endpoints["proxy"]
+        proxy = proxy_url(endpoints)
+        out["HTTPS_PROXY"] = proxy
+        out["https_proxy"] = proxy
         no_proxy = "127.0.0.1,localhost,::1"
         out["NO_PROXY"] = no_proxy
         out["no_proxy"] = no_proxy

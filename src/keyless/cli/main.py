@@ -50,7 +50,7 @@ _globals = GlobalOptions()
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="API port (0 picks a free one).")] = 8093,
+    port: Annotated[int, typer.Option(help="API port (0 picks a free one).", min=0, max=65535)] = 8093,
     database: Annotated[str | None, typer.Option(help="Database URL (default: SQLite in the data dir).")] = None,
     project: Annotated[str, typer.Option(help="Default project id.")] = "keyless-dev",
     master_key_file: Annotated[Path | None, typer.Option(
@@ -62,10 +62,15 @@ def serve(
     = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
     proxy_port: Annotated[int | None, typer.Option(
-        help="Interception proxy port (default: API port + 1; 0 picks a free port; -1 turns it off).")] = None,
+        help="Interception proxy port (default: API port + 1; 0 picks a free port; -1 turns it off).",
+        min=-1, max=65535)] = None,
     metadata_port: Annotated[int | None, typer.Option(
-        help="Metadata server port (default: API port + 2; 0 picks a free port; -1 turns it off).")] = None,
+        help="Metadata server port (default: API port + 2; 0 picks a free port; -1 turns it off).",
+        min=-1, max=65535)] = None,
     metadata_host: Annotated[str, typer.Option(help="Metadata server address.")] = "127.0.0.1",
+    proxy_host: Annotated[str, typer.Option(
+        help="Interception proxy address, whatever --host is. Off loopback the proxy asks for the password in "
+             "DATA_DIR/proxy.password and tunnels only to public addresses.")] = "127.0.0.1",
     attach: Annotated[str | None, typer.Option(help="Service account the metadata server serves.")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="Serve the API over HTTPS with this certificate.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="Private key of --tls-cert.")] = None,
@@ -73,7 +78,8 @@ def serve(
     universe_domain: Annotated[list[str] | None, typer.Option(
         help="Also serve https://iamcredentials.DOMAIN etc. (repeatable).")] = None,
     universe_port: Annotated[int | None, typer.Option(
-        help="HTTPS port for the universe domains (default: API port + 3; 0 picks a free port).")] = None,
+        help="HTTPS port for the universe domains (default: API port + 3; 0 picks a free port).",
+        min=0, max=65535)] = None,
     universe_cert: Annotated[Path | None, typer.Option(help="Certificate for the universe domains "
                                                             "(default: issued by the local CA).")] = None,
     universe_key: Annotated[Path | None, typer.Option(help="Private key of --universe-cert.")] = None,
@@ -98,6 +104,16 @@ def serve(
     rate_limit: Annotated[float, typer.Option(help="Requests per second per caller (0: off).")] = 0.0,
     rate_limit_per_account: Annotated[float, typer.Option(
         help="Credential requests per second per target account (0: off).")] = 0.0,
+    header_timeout: Annotated[float, typer.Option(
+        help="Seconds a connection has to send a request's head (every listener).", min=0.1)] = 10.0,
+    body_timeout: Annotated[float, typer.Option(
+        help="Seconds a request has to send its body once its head is in.", min=0.1)] = 30.0,
+    keep_alive_timeout: Annotated[float, typer.Option(
+        help="Seconds an idle kept-alive connection stays open.", min=0.1)] = 5.0,
+    tunnel_idle_timeout: Annotated[float, typer.Option(
+        help="Seconds a proxy tunnel may carry nothing either way before it is closed.", min=0.1)] = 300.0,
+    max_connections: Annotated[int, typer.Option(
+        help="Open connections per listener; more are answered 503 and closed.", min=1)] = 1000,
 ) -> None:
     """Start the keyless server (SQLite under ./.keyless unless told otherwise)."""
     from keyless.server import ServeOptions, run
@@ -107,6 +123,7 @@ def serve(
                      project=project, master_key_file=master_key_file, issuer=issuer, public_url=public_url,
                      key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel, log_level=log_level,
                      proxy_port=proxy_port, metadata_port=metadata_port, metadata_host=metadata_host,
+                     proxy_host=proxy_host,
                      attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
                      universe_domains=tuple(universe_domain or ()), universe_port=universe_port,
                      universe_cert=universe_cert, universe_key=universe_key, audit_log=audit_log,
@@ -115,7 +132,10 @@ def serve(
                      limits=Limits(max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes,
                                    max_path_bytes=max_path_bytes, max_delegates=max_delegates, max_scopes=max_scopes,
                                    max_sign_blob_bytes=max_sign_blob_bytes, max_sign_jwt_bytes=max_sign_jwt_bytes,
-                                   rate_limit=rate_limit, rate_limit_per_account=rate_limit_per_account)))
+                                   rate_limit=rate_limit, rate_limit_per_account=rate_limit_per_account,
+                                   header_timeout=header_timeout, body_timeout=body_timeout,
+                                   keep_alive_timeout=keep_alive_timeout, tunnel_idle_timeout=tunnel_idle_timeout,
+                                   max_connections=max_connections)))
 
 
 @app.command()

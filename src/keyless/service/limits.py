@@ -20,6 +20,12 @@ class Limits:
     max_sign_jwt_bytes: int = 64 * 1024
     rate_limit: float = 0.0  # requests per second per caller; 0 is off
     rate_limit_per_account: float = 0.0  # credential requests per second per target account; 0 is off
+    # Connections, per listener (API, metadata, universe, proxy): see keyless.http.protocol.
+    header_timeout: float = 10.0  # seconds to receive a request's head
+    body_timeout: float = 30.0  # seconds to receive its body once the head is in
+    keep_alive_timeout: float = 5.0  # an idle kept-alive connection is closed after this
+    tunnel_idle_timeout: float = 300.0  # a proxy tunnel quiet both ways for this long is closed
+    max_connections: int = 1000  # more open connections than this are answered 503 and closed
 
 
 class RateLimiter:

@@ -1,0 +1,165 @@
+"""The interception proxy is not a relay: never to keyless's own listeners or link-local addresses; on
+loopback unless told otherwise; off loopback only with a password and only to public addresses."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import KEYLESS, Server, start_server
+
+
+def _endpoints(srv: Server) -> dict[str, str]:
+    return dict(json.loads((srv.data_dir / "endpoints.json").read_text()))
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].rstrip("/"))
+
+
+def _connect(proxy_url: str, target: str, *, auth: str | None = None, host: str | None = None) -> tuple[bytes,
+                                                                                                       socket.socket]:
+    """Send ``CONNECT target`` to the proxy; the reply's head and body (up to 4 KiB) and the open socket."""
+    proxy_host = host or proxy_url.removeprefix("http://").rsplit(":", 1)[0]
+    conn = socket.create_connection((proxy_host, _port(proxy_url)), timeout=10)
+    extra = f"Proxy-Authorization: Basic {base64.b64encode(auth.encode()).decode()}\r\n" if auth else ""
+    conn.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n".encode())
+    reply = conn.recv(4096)
+    return reply, conn
+
+
+def _refused(reply: bytes) -> str:
+    """The one-line reason of a 403 refusal."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403"), reply
+    lines = body.decode().strip().splitlines()
+    assert len(lines) == 1, body
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("proxy") / "data", "--proxy-port", "0", "--metadata-port", "0")
+    yield srv
+    srv.stop()
+
+
+def test_proxy_refuses_keyless_own_listeners(local: Server) -> None:
+    endpoints = _endpoints(local)
+    attached = local.create_sa("relay-target")
+    local.owner("PUT", "/keyless/v1/metadata", {"serviceAccount": attached})
+    for listener in ("metadata", "api", "proxy"):
+        port = _port(endpoints[listener])
+        for host in ("127.0.0.1", "localhost", "0.0.0.0", "[::ffff:127.0.0.1]"):
+            reply, conn = _connect(endpoints["proxy"], f"{host}:{port}")
+            with conn:
+                reason = _refused(reply)
+                assert f":{port} is one of keyless's own listeners" in reason, reason
+                # The refusal ends the connection: nothing sent after it reaches the metadata server.
+                conn.sendall(b"GET /computeMetadata/v1/instance/service-accounts/default/token HTTP/1.1\r\n"
+                             b"Host: metadata\r\nMetadata-Flavor: Google\r\n\r\n")
+                assert b"access_token" not in conn.recv(4096)
+
+
+def test_proxy_refuses_link_local_destinations(local: Server) -> None:
+    proxy = _endpoints(local)["proxy"]
+    for target in ("169.254.169.254:80", "[fe80::1]:80", "[::ffff:169.254.169.254]:80"):
+        reply, conn = _connect(proxy, target)
+        conn.close()
+        assert "link-local" in _refused(reply), target
+
+
+def test_plain_http_proxying_is_refused_for_other_hosts(local: Server) -> None:
+    proxy = _endpoints(local)["proxy"]
+    with socket.create_connection(("127.0.0.1", _port(proxy)), timeout=10) as conn:
+        conn.sendall(b"GET http://169.254.169.254/computeMetadata/v1/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n")
+        assert "only for the Google hosts keyless serves" in _refused(conn.recv(4096))
+
+
+def test_proxy_listens_on_loopback_whatever_host_says(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", "--host", "0.0.0.0", "--insecure", "--proxy-port", "0")
+    try:
+        endpoints = _endpoints(srv)
+        assert endpoints["proxy"].startswith("http://127.0.0.1:")
+        assert "proxyPasswordFile" not in endpoints
+        # A socket bound to 127.0.0.1 is not reachable at 127.0.0.2; the API, bound to every address, is.
+        with socket.create_connection(("127.0.0.2", _port(endpoints["api"])), timeout=10):
+            pass
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", _port(endpoints["proxy"])), timeout=10)
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def public(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("public-proxy") / "data", "--proxy-port", "0",
+                       "--proxy-host", "0.0.0.0")
+    yield srv
+    srv.stop()
+
+
+def _password(srv: Server) -> str:
+    path = Path(_endpoints(srv)["proxyPasswordFile"])
+    assert path.stat().st_mode & 0o777 == 0o600
+    return path.read_text().strip()
+
+
+def test_public_proxy_requires_its_password(public: Server) -> None:
+    proxy = _endpoints(public)["proxy"]
+    for auth in (None, "keyless:wrong", "keyless:"):
+        reply, conn = _connect(proxy, "www.googleapis.com:443", auth=auth, host="127.0.0.2")
+        conn.close()
+        assert reply.startswith(b"HTTP/1.1 407"), reply
+        assert b'Proxy-Authenticate: Basic realm="keyless"' in reply
+    reply, conn = _connect(proxy, "www.googleapis.com:443", auth=f"anyone:{_password(public)}", host="127.0.0.2")
+    conn.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+
+
+def test_public_proxy_tunnels_to_public_addresses_only(public: Server) -> None:
+    proxy = _endpoints(public)["proxy"]
+    auth = f"keyless:{_password(public)}"
+    refused = {"127.0.0.1:22": "this machine", "localhost:8080": "this machine", "10.1.2.3:443": "not a public",
+               "192.168.1.1:443": "not a public", "[fd00::1]:443": "not a public", "100.64.0.1:80": "not a public",
+               "169.254.169.254:80": "link-local"}
+    for target, why in refused.items():
+        reply, conn = _connect(proxy, target, auth=auth, host="127.0.0.2")
+        conn.close()
+        assert why in _refused(reply), target
+
+
+def test_keyless_env_gives_clients_the_public_proxy_password(public: Server) -> None:
+    env = subprocess.run([*KEYLESS, "env", "--shell", "dotenv"], capture_output=True, text=True, check=True,
+                         env=public.env(), timeout=60).stdout
+    proxy = dict(line.split("=", 1) for line in env.splitlines())["HTTPS_PROXY"]
+    assert proxy.startswith(f"http://keyless:{_password(public)}@")
+    ca = _endpoints(public)["caBundle"]
+    r = requests.get("https://oauth2.googleapis.com/oauth2/v1/certs", proxies={"https": proxy}, verify=ca, timeout=10)
+    assert r.status_code == 200 and r.json()
+
+
+def test_intercepted_tls_handshake_has_a_deadline(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", "--proxy-port", "0", "--header-timeout", "0.5")
+    try:
+        reply, conn = _connect(_endpoints(srv)["proxy"], "www.googleapis.com:443")
+        with conn:
+            assert reply.startswith(b"HTTP/1.1 200")
+            # No ClientHello: the proxy gives up on the handshake and closes the connection.
+            assert conn.recv(4096) == b""
+        reply, conn = _connect(_endpoints(srv)["proxy"], "www.googleapis.com:443")
+        with conn:
+            context = ssl.create_default_context(cafile=_endpoints(srv)["caBundle"])
+            with context.wrap_socket(conn, server_hostname="www.googleapis.com") as tls:
+                tls.sendall(b"GET /oauth2/v1/certs HTTP/1.1\r\nHost: www.googleapis.com\r\nConnection: close\r\n\r\n")
+                assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        srv.stop()
