@@ -205,6 +205,11 @@ def test_etag_is_kept() -> None:
     assert parse_policy({"etag": "BwXhqDlYRSo=", "bindings": []}).etag == "BwXhqDlYRSo="
 
 
+@pytest.mark.parametrize("sent", ["CtA4C2S+eaU=", "CtA4C2S-eaU=", "CtA4C2S-eaU", "CtA4C2S+eaU"])
+def test_equal_etag_bytes_are_the_same_etag(sent: str) -> None:
+    assert parse_policy({"etag": sent, "bindings": []}).etag == "CtA4C2S+eaU="
+
+
 def test_duplicate_bindings_are_merged() -> None:
     policy = parse_policy({"bindings": [
         binding("roles/viewer", ["user:a@example.com", "user:b@example.com"]),

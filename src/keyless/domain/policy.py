@@ -107,12 +107,15 @@ def new_etag() -> str:
     return base64.b64encode(secrets.token_bytes(8)).decode()
 
 
-def _is_base64(text: str) -> bool:
+def canonical_etag(text: str) -> str | None:
+    """An etag in the standard base64 alphabet, or None if it is not base64. Etags are bytes on the wire:
+    gcloud decodes one and sends it back URL-safe ("CtA4C2S+eaU=" as "CtA4C2S-eaU="), with or without padding,
+    and equal bytes are the same etag."""
     try:
-        base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
     except ValueError:
-        return False
-    return True
+        return None
+    return base64.b64encode(raw).decode()
 
 
 def validate_member(member: object) -> str:
@@ -200,10 +203,11 @@ def parse_policy(raw: object, *, known_roles: Iterable[str] | None = None) -> Po
         raise InvalidArgument(f"The policy has {total} principals; at most {MAX_MEMBERS} are allowed.",
                               field="policy.bindings.members")
     etag = raw.get("etag")
-    if etag is not None and (not isinstance(etag, str) or not _is_base64(etag)):
+    canonical = canonical_etag(etag) if isinstance(etag, str) else None
+    if etag is not None and canonical is None:
         raise InvalidArgument(f"Invalid value at 'policy.etag' (TYPE_BYTES), {etag!r}: expected base64.",
                               field="policy.etag")
-    return Policy(version=version, bindings=bindings, etag=etag or "")
+    return Policy(version=version, bindings=bindings, etag=canonical or "")
 
 
 def load_stored_policy(raw: Mapping[str, Any], etag: str) -> Policy:
