@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import uvicorn
 from keyless.clock import Clock, OffsetClock, SystemClock
 from keyless.crypto.ca import LocalCA, server_context, system_ca_bundle
 from keyless.crypto.keys import MasterKey
+from keyless.datadir import DataDirLock, describe, remove_endpoints, write_endpoints
 from keyless.http.app import build_app
 from keyless.http.protocol import guarded_protocol
 from keyless.metadata.app import ATTACHED_META, build_metadata_app
@@ -122,23 +124,6 @@ def master_key_path(options: ServeOptions) -> Path:
     return Path(env) if env else options.data_dir / "master.key"
 
 
-def write_endpoints(data_dir: Path, endpoints: dict[str, object]) -> Path:
-    path = data_dir / "endpoints.json"
-    tmp = data_dir / f".endpoints.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def remove_endpoints(data_dir: Path) -> None:
-    path = data_dir / "endpoints.json"
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
-
-
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM after shutting down, which would skip our clean-up; we handle signals."""
 
@@ -215,15 +200,38 @@ class _Listeners:
                 raise task.exception()  # type: ignore[misc]
 
 
+@dataclass
+class _Startup:
+    announced: bool = False  # endpoints.json written: the data dir is in use
+
+
 async def serve(options: ServeOptions) -> None:
+    """One server per data dir (a lock held while the process lives); a data dir this start created is removed
+    again if the start fails."""
     _check_exposure(options)
-    if options.access_log:
-        logging.getLogger("keyless.access").setLevel(logging.INFO)
     data_dir = options.data_dir
-    if not data_dir.exists():
+    created = not data_dir.exists()
+    if created:
         # Only a directory keyless creates gets its mode from keyless: an existing one is the operator's.
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         data_dir.mkdir(mode=0o700)
+    lock = DataDirLock(data_dir)
+    startup = _Startup()
+    try:
+        lock.acquire()
+        await _serve(options, startup)
+    except BaseException:
+        if created and not startup.announced:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+async def _serve(options: ServeOptions, startup: _Startup) -> None:
+    if options.access_log:
+        logging.getLogger("keyless.access").setLevel(logging.INFO)
+    data_dir = options.data_dir
     master = MasterKey.load_or_create(master_key_path(options))
     api_sock = bind_listener("API", "--port", options.host, options.port, reuse_port=options.workers > 1)
     api_port = api_sock.getsockname()[1]
@@ -312,8 +320,9 @@ async def serve(options: ServeOptions) -> None:
                 endpoints["workers"] = [w.pid for w in workers]
             settle_memory()
             write_endpoints(data_dir, endpoints)
-            print(f"keyless serving {api_url} (data dir {data_dir}, project {settings.default_project})",
-                  flush=True)
+            startup.announced = True
+            attached = await keyless.store.get_meta(ATTACHED_META)
+            print(describe(endpoints, attached or ""), flush=True)
             waiter = asyncio.create_task(stop.wait())
             retention = (asyncio.create_task(keep_audit_retention(keyless.audit, options.audit_retention_days))
                          if options.audit_retention_days > 0 else None)

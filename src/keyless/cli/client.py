@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keyless.datadir import ENDPOINTS, find_data_dir, read_endpoints
+
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 SCOPE_PREFIX = "https://www.googleapis.com/auth/"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -68,26 +70,27 @@ class GlobalOptions:
         if self.data_dir is not None:
             return self.data_dir
         env = os.environ.get("KEYLESS_DATA_DIR")
-        return Path(env) if env else Path(".keyless")
+        return Path(env) if env else find_data_dir()
 
     def endpoints(self) -> dict[str, Any]:
-        path = self.resolved_data_dir() / "endpoints.json"
-        try:
-            data: dict[str, Any] = json.loads(path.read_text())
-            return data
-        except (OSError, ValueError):
-            return {}
+        return read_endpoints(self.resolved_data_dir()) or {}
+
+    def running_endpoints(self) -> dict[str, Any]:
+        """The running server's endpoints.json, or a CliError saying why there is none."""
+        data_dir = self.resolved_data_dir()
+        endpoints = read_endpoints(data_dir)
+        if endpoints is None:
+            why = ("its server is no longer running" if (data_dir / ENDPOINTS).exists()
+                   else f"{data_dir / ENDPOINTS} is missing")
+            raise CliError(f"No running keyless server found for the data dir {data_dir} ({why}). Start one with "
+                           "`keyless serve`, or pass --url / set KEYLESS_URL.")
+        return endpoints
 
     def server_url(self) -> str:
         url = self.url or os.environ.get("KEYLESS_URL")
         if url:
             return url.rstrip("/")
-        path = self.resolved_data_dir() / "endpoints.json"
-        try:
-            return str(json.loads(path.read_text())["api"]).rstrip("/")
-        except (OSError, ValueError, KeyError):
-            raise CliError(f"No running keyless server found ({path} is missing). Start one with `keyless serve`, "
-                           "or pass --url / set KEYLESS_URL.") from None
+        return str(self.running_endpoints().get("api", "")).rstrip("/")
 
     def credential_path(self) -> Path:
         return self.credential_file or self.resolved_data_dir() / "owner.json"

@@ -13,16 +13,6 @@ LAST_ADC = "last-adc-path"
 IAMCREDENTIALS = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts"
 
 
-def _endpoints(options: GlobalOptions) -> dict[str, str]:
-    path = options.resolved_data_dir() / "endpoints.json"
-    try:
-        data: dict[str, str] = json.loads(path.read_text())
-        return data
-    except (OSError, ValueError):
-        raise CliError(f"No running keyless server found ({path} is missing). Start one with `keyless serve`.") \
-            from None
-
-
 def proxy_url(endpoints: dict[str, str]) -> str:
     """The proxy's URL, with the password of a proxy listening off loopback (Basic proxy authentication)."""
     url = endpoints["proxy"]
@@ -36,9 +26,17 @@ def proxy_url(endpoints: dict[str, str]) -> str:
     return url.replace("http://", f"http://keyless:{quote(password, safe='')}@", 1)
 
 
+# Every variable ``keyless env`` may set: what ``keyless env --unset`` clears.
+VARIABLES = ("KEYLESS_URL", "KEYLESS_DATA_DIR", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
+             "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+             "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "HTTPLIB2_CA_CERTS", "GCE_METADATA_HOST", "GCE_METADATA_IP",
+             "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
+
+
 def environment(options: GlobalOptions) -> dict[str, str]:
-    endpoints = _endpoints(options)
-    out: dict[str, str] = {}
+    endpoints = options.running_endpoints()
+    # The CLI then finds this server from any directory of the shell.
+    out: dict[str, str] = {"KEYLESS_URL": endpoints["api"], "KEYLESS_DATA_DIR": endpoints["dataDir"]}
     if "proxy" in endpoints:
         proxy = proxy_url(endpoints)
         out["HTTPS_PROXY"] = proxy
@@ -68,6 +66,17 @@ def environment(options: GlobalOptions) -> dict[str, str]:
         out["GOOGLE_CLOUD_PROJECT"] = project
         out["CLOUDSDK_CORE_PROJECT"] = project
     return out
+
+
+def render_unset(shell: str) -> str:
+    """What undoes ``keyless env`` in this shell."""
+    if shell == "sh":
+        return f"unset {' '.join(VARIABLES)}\n"
+    if shell == "fish":
+        return "".join(f"set -e {name}\n" for name in VARIABLES)
+    if shell == "powershell":
+        return "".join(f"Remove-Item Env:{name} -ErrorAction SilentlyContinue\n" for name in VARIABLES)
+    raise CliError(f"--unset works for sh, fish and powershell, not {shell!r}.", exit_code=2)
 
 
 def _quote_sh(value: str) -> str:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyless.cli import auth, debug, iam, orgpolicy, projects, seed, storage
+from keyless.cli import auth, debug, iam, metadata, orgpolicy, projects, seed, storage
 from keyless.cli.client import CliError, GlobalOptions, Session, extract_global_options, use_options
 
 GLOBAL_HELP = """Global flags, before or after the verb:
@@ -41,6 +41,7 @@ app.add_typer(projects.app, name="projects")
 app.add_typer(storage.app, name="storage")
 app.add_typer(orgpolicy.app, name="resource-manager")
 app.add_typer(debug.app, name="debug")
+app.add_typer(metadata.app, name="metadata")
 app.command("apply")(seed.apply_command)
 app.command("export")(seed.export_command)
 
@@ -141,11 +142,39 @@ def serve(
 @app.command()
 def env(
     shell: Annotated[str, typer.Option(help="sh, fish, powershell or dotenv.")] = "sh",
+    unset: Annotated[bool, typer.Option(help="Print what undoes it instead.")] = False,
 ) -> None:
     """Print the environment that makes unchanged Google clients use keyless: eval "$(keyless env)"."""
-    from keyless.cli.environment import environment, render
+    from keyless.cli.environment import environment, render, render_unset
 
-    typer.echo(render(environment(_globals), shell), nl=False)
+    if unset:
+        typer.echo(render_unset(shell), nl=False)
+        return
+    variables = environment(_globals)
+    typer.echo(render(variables, shell), nl=False)
+    if "GCE_METADATA_HOST" in variables and "GOOGLE_APPLICATION_CREDENTIALS" not in variables:
+        attached = _attached_account()
+        if attached == "":
+            typer.echo("keyless env: no service account is attached to the metadata server, so "
+                       "google.auth.default() will find no credentials there; attach one with "
+                       "`keyless metadata attach EMAIL`.", err=True)
+
+
+def _attached_account() -> str | None:
+    """The metadata server's account ('' when none), or None when the server cannot say."""
+    try:
+        return str(Session(_globals).call("GET", "/keyless/v1/metadata").get("serviceAccount", ""))
+    except CliError:
+        return None
+
+
+@app.command()
+def status() -> None:
+    """Say what the server of this data dir serves: its listeners, data dir, owner credential, attached account."""
+    from keyless.datadir import describe
+
+    endpoints = _globals.running_endpoints()
+    typer.echo(describe(endpoints, _attached_account()))
 
 
 adc_app = typer.Typer(help="Application Default Credentials files.", no_args_is_help=True)
