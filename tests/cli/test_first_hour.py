@@ -101,7 +101,7 @@ def test_env_lets_the_cli_work_anywhere_and_unset_undoes_it(server: Server, tmp_
 
 def test_the_quick_test_loop_runs_only_pytest_on_the_selection() -> None:
     env = {**_env_without_keyless(), "PATH": os.environ.get("PATH", "")}
-    run = subprocess.run([str(REPO / "scripts" / "test"), "--quick", "tests/domain/test_names.py", "-q"],
+    run = subprocess.run([str(REPO / "scripts" / "test"), "--quick", "tests/domain/test_names.py"],
                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "== pytest" in run.stdout and "== ruff" not in run.stdout and "== mypy" not in run.stdout
