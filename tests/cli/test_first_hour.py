@@ -107,3 +107,24 @@ def test_the_quick_test_loop_runs_only_pytest_on_the_selection() -> None:
     assert "== pytest" in run.stdout and "== ruff" not in run.stdout and "== mypy" not in run.stdout
     assert "npm ci" not in run.stdout and "PostgreSQL" not in run.stdout
     assert " passed" in run.stdout
+
+
+def test_help_reads_at_80_columns() -> None:
+    env = {**_env_without_keyless(), "COLUMNS": "80"}
+    serve = _keyless("serve", "--help", env=env).stdout
+    import typer.main
+
+    from keyless.cli.main import app
+
+    options = [p.opts[0] for p in typer.main.get_command(app).commands["serve"].params]  # type: ignore[attr-defined]
+    for option in options:
+        assert option in serve, option  # every option name in full, never cut short
+    for heading in ("Listening, broker and TLS:", "Emulator:", "Limits:", "Audit and logs:"):
+        assert heading in serve
+    assert "--data-dir" in serve and "KEYLESS_DATA_DIR" in serve and "KEYLESS_MASTER_KEY_FILE" in serve
+    for command in ([], ["serve"], ["iam", "service-accounts", "create"], ["users", "add"], ["env"]):
+        text = _keyless(*command, "--help", env=env).stdout
+        assert text, command
+        for line in text.splitlines():
+            assert len(line) <= 80, (command, line)
+            assert "…" not in line and "<str>" not in line and "<list[" not in line and "<bool>" not in line, line

@@ -13,8 +13,9 @@ import typer
 
 from keyless.cli.client import CliError, Session
 from keyless.cli.client import print_access_token as _print_access_token
+from keyless.cli.help import plain_app
 
-app = typer.Typer(help="Print credentials of the active account, or of an impersonated service account.",
+app = plain_app(help="Print credentials of the active account, or of an impersonated service account.",
                   no_args_is_help=True)
 
 

@@ -13,8 +13,9 @@ import typer
 
 from keyless.cli.client import Session, parse_duration
 from keyless.cli.formatting import display, status
+from keyless.cli.help import plain_app
 
-app = typer.Typer(help="Test helpers for servers started with --allow-time-travel.", no_args_is_help=True)
+app = plain_app(help="Test helpers for servers started with --allow-time-travel.", no_args_is_help=True)
 
 
 @app.command("advance-clock")

@@ -50,11 +50,9 @@ def _walk(command: Any, ctx: Any, path: list[str]) -> Iterator[tuple[list[str], 
 
 
 def render_cli_markdown() -> str:
-    import typer.main
+    from keyless.cli.main import command_tree
 
-    from keyless.cli.main import app
-
-    root = typer.main.get_command(app)
+    root = command_tree()
     ctx = root.make_context("keyless", [], resilient_parsing=True, max_content_width=WIDTH, terminal_width=WIDTH)
     entries = list(_walk(root, ctx, ["keyless"]))
     flag_rows = "| flag | what it does |\n|---|---|\n" + "\n".join(f"| {f} | {t} |" for f, t in FLAG_ROWS)

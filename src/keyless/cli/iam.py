@@ -16,6 +16,7 @@ import typer
 from keyless.cli.args import ProjectOption, account_resource, confirm, project_or_default, read_input, write_output
 from keyless.cli.client import CliError, Session, account_path
 from keyless.cli.formatting import display, status
+from keyless.cli.help import plain_app
 from keyless.cli.policy import (
     ConditionFileOption,
     ConditionOption,
@@ -28,9 +29,9 @@ from keyless.cli.policy import (
     set_policy_from_file,
 )
 
-app = typer.Typer(help="Manage IAM service accounts, their keys and policies.", no_args_is_help=True)
-accounts = typer.Typer(help="Create and manage service accounts.", no_args_is_help=True)
-keys = typer.Typer(help="Manage service account keys.", no_args_is_help=True)
+app = plain_app(help="Manage IAM service accounts, their keys and policies.", no_args_is_help=True)
+accounts = plain_app(help="Create and manage service accounts.", no_args_is_help=True)
+keys = plain_app(help="Manage service account keys.", no_args_is_help=True)
 app.add_typer(accounts, name="service-accounts")
 accounts.add_typer(keys, name="keys")
 

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
 
 from keyless.cli import auth, debug, iam, metadata, orgpolicy, projects, seed, storage
 from keyless.cli.client import CliError, GlobalOptions, Session, extract_global_options, use_options
+from keyless.cli.help import grouped_command, plain_app, tidy
 
 GLOBAL_HELP = """Global flags, before or after the verb:
 
@@ -31,9 +33,9 @@ GLOBAL_HELP = """Global flags, before or after the verb:
 
 --format json|yaml|table|value|csv|none[(KEY,...)]; --flatten KEY; --quiet"""
 
-app = typer.Typer(help="keyless: Google Cloud service-account credentials, self-hosted.", no_args_is_help=True,
+app = plain_app(help="keyless: Google Cloud service-account credentials, self-hosted.", no_args_is_help=True,
                   add_completion=False, epilog=GLOBAL_HELP)
-users_app = typer.Typer(help="Human callers and their credentials files.", no_args_is_help=True)
+users_app = plain_app(help="Human callers and their credentials files.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(auth.app, name="auth")
 app.add_typer(iam.app, name="iam")
@@ -47,8 +49,25 @@ app.command("export")(seed.export_command)
 
 _globals = GlobalOptions()
 
+# The option groups of `keyless serve --help`, in order.
+SERVE_GROUPS = {
+    "Listening, broker and TLS": ("host", "port", "database", "master_key_file", "issuer", "public_url",
+                                  "key_rotation_days", "tls_cert", "tls_key", "insecure", "workers"),
+    "Emulator: proxy, metadata server, seeds, time travel": (
+        "project", "proxy_port", "proxy_host", "metadata_port", "metadata_host", "attach", "seed_file",
+        "universe_domain", "universe_port", "universe_cert", "universe_key", "allow_time_travel"),
+    "Limits: request sizes, rates, connections": (
+        "max_body_bytes", "max_header_bytes", "max_path_bytes", "max_delegates", "max_scopes", "max_sign_blob_bytes",
+        "max_sign_jwt_bytes", "rate_limit", "rate_limit_per_account", "header_timeout", "body_timeout",
+        "keep_alive_timeout", "tunnel_idle_timeout", "max_connections"),
+    "Audit and logs": ("audit_log", "audit_retention_days", "access_log", "log_level"),
+}
+SERVE_EPILOG = """Data dir: --data-dir DIR, before or after the verb (default: ./.keyless, or the nearest .keyless in a
+parent directory). Environment: KEYLESS_DATA_DIR (the data dir), KEYLESS_MASTER_KEY_FILE (--master-key-file).
+One server per data dir; it writes DATA_DIR/endpoints.json while it runs."""
 
-@app.command()
+
+@app.command(cls=grouped_command(SERVE_GROUPS), epilog=SERVE_EPILOG)
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port (0 picks a free one).", min=0, max=65535)] = 8093,
@@ -177,7 +196,7 @@ def status() -> None:
     typer.echo(describe(endpoints, _attached_account()))
 
 
-adc_app = typer.Typer(help="Application Default Credentials files.", no_args_is_help=True)
+adc_app = plain_app(help="Application Default Credentials files.", no_args_is_help=True)
 app.add_typer(adc_app, name="adc")
 
 
@@ -274,6 +293,11 @@ def _usage_error(args: list[str], err: Any) -> None:
     raise SystemExit(code)
 
 
+def command_tree() -> Any:
+    """The click command tree of ``app``, with the help's metavars (``keyless.cli.help``)."""
+    return tidy(typer.main.get_command(app))
+
+
 def main(argv: list[str] | None = None) -> None:
     global _globals
     args = list(sys.argv[1:] if argv is None else argv)
@@ -283,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(args, str(err), err.exit_code)
     use_options(_globals)
     try:
-        result = app(args=rest, prog_name="keyless", standalone_mode=False)
+        result = command_tree()(args=rest, prog_name="keyless", standalone_mode=False)
     except CliError as err:
         _fail(rest, str(err), err.exit_code)
     except (typer.Exit, typer.Abort) as err:

@@ -9,8 +9,9 @@ import typer
 
 from keyless.cli.client import Session
 from keyless.cli.formatting import display, status
+from keyless.cli.help import plain_app
 
-app = typer.Typer(help="The account the metadata server serves.", no_args_is_help=True)
+app = plain_app(help="The account the metadata server serves.", no_args_is_help=True)
 
 
 @app.command("attach")

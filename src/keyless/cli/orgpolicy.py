@@ -13,9 +13,10 @@ import typer
 from keyless.cli.args import ProjectOption, project_or_default
 from keyless.cli.client import ApiError, Session
 from keyless.cli.formatting import display, status
+from keyless.cli.help import plain_app
 
-app = typer.Typer(help="Resource Manager: organization policies.", no_args_is_help=True)
-policies = typer.Typer(help="Organization policy constraints on projects.", no_args_is_help=True)
+app = plain_app(help="Resource Manager: organization policies.", no_args_is_help=True)
+policies = plain_app(help="Organization policy constraints on projects.", no_args_is_help=True)
 app.add_typer(policies, name="org-policies")
 Constraint = Annotated[str, typer.Argument(
     metavar="CONSTRAINT", help="e.g. iam.allowServiceAccountCredentialLifetimeExtension")]

@@ -9,6 +9,7 @@ import typer
 
 from keyless.cli.client import Session
 from keyless.cli.formatting import display, status
+from keyless.cli.help import plain_app
 from keyless.cli.policy import (
     ConditionFileOption,
     ConditionOption,
@@ -21,7 +22,7 @@ from keyless.cli.policy import (
     set_policy_from_file,
 )
 
-app = typer.Typer(help="Manage projects and their allow policies.", no_args_is_help=True)
+app = plain_app(help="Manage projects and their allow policies.", no_args_is_help=True)
 ProjectId = Annotated[str, typer.Argument(metavar="PROJECT_ID", help="The project id.")]
 
 

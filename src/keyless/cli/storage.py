@@ -24,8 +24,9 @@ import typer
 
 from keyless.cli.client import CliError, Session, parse_duration
 from keyless.cli.formatting import display
+from keyless.cli.help import plain_app
 
-app = typer.Typer(help="Cloud Storage signed URLs.", no_args_is_help=True)
+app = plain_app(help="Cloud Storage signed URLs.", no_args_is_help=True)
 ENDPOINT = "https://storage.googleapis.com"
 ALGORITHM = "GOOG4-RSA-SHA256"
 MAX_IMPERSONATED_DURATION = 12 * 3600
