@@ -36,6 +36,22 @@ GLOBAL_HELP = """Global flags, before or after the verb:
 app = plain_app(help="keyless: Google Cloud service-account credentials, self-hosted.", no_args_is_help=True,
                   add_completion=False, epilog=GLOBAL_HELP)
 users_app = plain_app(help="Human callers and their credentials files.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from keyless import __version__
+
+        typer.echo(f"keyless {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print keyless's version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
+) -> None:
+    """keyless: Google Cloud service-account credentials, self-hosted."""
 app.add_typer(users_app, name="users")
 app.add_typer(auth.app, name="auth")
 app.add_typer(iam.app, name="iam")
