@@ -131,3 +131,12 @@ def test_seed_files_may_come_from_stdin(server: Server) -> None:
     out = kl(server, "apply", "-", input=f"projects:\n  - projectId: {project}\n")
     assert out.stderr.splitlines() == [f"Created project [{project}].", "Applied [-]: 1 created, 0 updated, 0 unchanged."]
     assert WARNING not in out.stderr
+
+
+def test_the_example_seed_writes_credentials_into_the_data_dir(fresh_server: Server) -> None:
+    """Applied as written, without --credentials-dir: nothing lands in the checkout."""
+    applied = fresh_server.cli("apply", str(EXAMPLE))
+    assert "credentials written to" in applied.stderr
+    assert not (REPO / "docs" / "credentials").exists()
+    written = fresh_server.data_dir / "credentials" / "alice@example.com.json"
+    assert written.exists() and written.stat().st_mode & 0o777 == 0o600

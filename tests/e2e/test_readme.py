@@ -6,12 +6,8 @@ import json
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 from tests.conftest import REPO, Server
-
-DEFAULT_URL = "http://127.0.0.1:8093"
 
 
 def _block(lang: str) -> str:
@@ -19,21 +15,33 @@ def _block(lang: str) -> str:
     walkthrough = readme.split("## Walkthrough", 1)[1]
     match = re.search(rf"```{lang}\n(.*?)```", walkthrough, re.S)
     assert match, f"no {lang} block in the walkthrough"
-    return match.group(1).replace(DEFAULT_URL, "{URL}")
+    return match.group(1)
 
 
-def _workdir(tmp_path: Path, srv: Server) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / ".keyless").symlink_to(srv.data_dir)
-    return work
+def _env(srv: Server) -> dict[str, str]:
+    """A shell at the checkout's root whose data dir is the test server's (as ./.keyless would be)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KEYLESS_", "GOOGLE_", "GCE_")) and "proxy" not in k.lower()}
+    env["KEYLESS_DATA_DIR"] = str(srv.data_dir)
+    return env
 
 
-def test_readme_walkthrough_shell_then_python(fresh_server: Server, tmp_path: Path) -> None:
-    work = _workdir(tmp_path, fresh_server)
-    shell = _block("sh").replace("{URL}", fresh_server.url)
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", shell], cwd=work, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHON": sys.executable})
+def _run_shell(srv: Server, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=180, env=_env(srv))
+
+
+def _run_python(srv: Server) -> None:
+    """The Python block, as the README says: in the shell where `eval "$(keyless env)"` ran."""
+    script = 'export PATH="$PWD/.venv/bin:$PATH"; eval "$(keyless env)"; python3 -c "$README_PYTHON"'
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=180, env={**_env(srv), "README_PYTHON": _block("python")})
+    assert proc.returncode == 0, proc.stderr
+    assert "py-target@keyless-dev.iam.gserviceaccount.com" in proc.stdout
+
+
+def test_readme_walkthrough_shell_then_python(fresh_server: Server) -> None:
+    proc = _run_shell(fresh_server, _block("sh"))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert '"accessToken":"ya29.' in out
@@ -42,17 +50,16 @@ def test_readme_walkthrough_shell_then_python(fresh_server: Server, tmp_path: Pa
     assert "INVALID_ARGUMENT" in out  # the 43200s request before the constraint
     assert "iam.allowServiceAccountCredentialLifetimeExtension" in out
 
-    python = _block("python").replace("{URL}", fresh_server.url)
-    proc = subprocess.run([sys.executable, "-c", python], cwd=work, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "target-sa@keyless-dev.iam.gserviceaccount.com" in proc.stdout
+    _run_python(fresh_server)
 
 
-def test_every_token_the_walkthrough_mints_is_audited(fresh_server: Server, tmp_path: Path) -> None:
-    work = _workdir(tmp_path, fresh_server)
-    shell = _block("sh").replace("{URL}", fresh_server.url)
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", shell], cwd=work, capture_output=True, text=True,
-                          timeout=120)
+def test_the_python_example_stands_alone(fresh_server: Server) -> None:
+    """Without the shell steps first: it makes its own accounts and bindings."""
+    _run_python(fresh_server)
+
+
+def test_every_token_the_walkthrough_mints_is_audited(fresh_server: Server) -> None:
+    proc = _run_shell(fresh_server, _block("sh"))
     assert proc.returncode == 0, proc.stderr
     log = fresh_server.owner("GET", "/v1/auditLog?pageSize=1000")["entries"]
     methods = [e["protoPayload"]["methodName"] for e in log]
