@@ -1,4 +1,5 @@
-"""docs/cli.md and docs/seed.schema.json are generated and current; docs/gcloud.md covers the seed documents."""
+"""docs/cli.md and docs/seed.schema.json are generated and current; docs/gcloud.md covers the seed documents; the
+docs stand on their own: no reference to files outside the repository, and every relative link resolves."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import jsonschema
+import pytest
 import typer.main
 import yaml
 
@@ -88,3 +91,60 @@ def test_readme_command_line_block_runs_as_written(fresh_server: Server) -> None
     assert sum(line.startswith("ya29.") for line in lines) == 1
     assert "signed_url: https://storage.googleapis.com/my-bucket/report.pdf?X-Goog-Algorithm=GOOG4-RSA-SHA256" \
         in proc.stdout
+
+
+# The pages a reader of the repository alone gets: they must not send them to files beside the checkout.
+PAGES = sorted([REPO / "README.md", *(p for p in (REPO / "docs").rglob("*") if p.is_file())])
+OUTSIDE = re.compile(r"\.\./shared|shared/(?:spec|seeds)|section \d+(?:\.\d+)* of the spec|spec,? section \d", re.I)
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+
+
+def _page_id(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_page_refers_to_nothing_outside_the_repository(page: Path) -> None:
+    text = page.read_text(errors="replace")
+    found = [f"{_page_id(page)}:{n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1)
+             if OUTSIDE.search(line)]
+    assert not found, "references to files outside the repository:\n" + "\n".join(found)
+
+
+def _strip_fences(markdown: str) -> str:
+    return re.sub(r"^(```|~~~).*?^\1[^\n]*$", "", markdown, flags=re.S | re.M)
+
+
+def _prose(markdown: str) -> str:
+    """The text outside fenced code blocks and inline code, where a ``[x](y)`` is a link."""
+    return re.sub(r"(`+).*?\1", "", _strip_fences(markdown), flags=re.S)
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens, repeats numbered."""
+    seen: dict[str, int] = {}
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", _strip_fences(markdown), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+MARKDOWN_PAGES = [p for p in PAGES if p.suffix == ".md"]
+
+
+@pytest.mark.parametrize("page", MARKDOWN_PAGES, ids=_page_id)
+def test_relative_links_point_at_files_in_the_repository(page: Path) -> None:
+    broken = []
+    for target in LINK.findall(_prose(page.read_text())):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):
+            continue  # https:, mailto: ...
+        path_part, _, anchor = target.partition("#")
+        resolved = (page.parent / unquote(path_part)).resolve() if path_part else page
+        if not resolved.is_relative_to(REPO) or not resolved.exists():
+            broken.append(f"{target} (no such file in the repository)")
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved.read_text()):
+            broken.append(f"{target} (no heading with that anchor)")
+    assert not broken, f"broken links in {_page_id(page)}:\n" + "\n".join(broken)

@@ -55,9 +55,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "library against a real keyless server on loopback. *route* says how the client reaches keyless: the",
         "documented knob (an endpoint option, `token_uri`, `GCE_METADATA_HOST` …) or the interception proxy",
         "that `eval \"$(keyless env)\"` sets up. Library versions are pinned in `pyproject.toml` and",
-        "`tests/compat/node/package.json`; section numbers refer to the wire spec.",
+        "`tests/compat/node/package.json`; *section* is the part of [wire.md](wire.md) that covers the client.",
         "",
-        "| spec | client | call | route | result |",
+        "| section | client | call | route | result |",
         "|---|---|---|---|---|",
     ]
     lines += [f"| {r['section']} | {r['client']} | {r['call']} | {r['route']} | {r['outcome']} |" for r in rows]
