@@ -90,12 +90,14 @@ def test_the_cli_finds_the_data_dir_from_a_subdirectory(tmp_path: Path) -> None:
 def test_env_lets_the_cli_work_anywhere_and_unset_undoes_it(server: Server, tmp_path: Path) -> None:
     keyless = " ".join(KEYLESS)
     script = (f'eval "$({keyless} env)"; cd {tmp_path}; {keyless} status >/dev/null && echo STATUS-OK; '
-              f'echo "url=$KEYLESS_URL"; eval "$({keyless} env --unset)"; '
-              'echo "after=${KEYLESS_URL:-}${HTTPS_PROXY:-}${GCE_METADATA_HOST:-}"')
+              f'echo "url=$KEYLESS_URL"; echo "root=$GCE_METADATA_ROOT"; eval "$({keyless} env --unset)"; '
+              'echo "after=${KEYLESS_URL:-}${HTTPS_PROXY:-}${GCE_METADATA_HOST:-}${GCE_METADATA_ROOT:-}"')
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, env=server.env(),
                          cwd=REPO).stdout
     assert "STATUS-OK" in out
     assert f"url={server.url}" in out
+    metadata = json.loads((server.data_dir / "endpoints.json").read_text())["metadata"]
+    assert f"root={metadata.removeprefix('http://')}\n" in out  # gcloud finds the metadata server by this name
     assert "after=\n" in out
 
 

@@ -30,6 +30,7 @@ def proxy_url(endpoints: dict[str, str]) -> str:
 VARIABLES = ("KEYLESS_URL", "KEYLESS_DATA_DIR", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
              "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
              "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "HTTPLIB2_CA_CERTS", "GCE_METADATA_HOST", "GCE_METADATA_IP",
+             "GCE_METADATA_ROOT",
              "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
 
 
@@ -56,6 +57,7 @@ def environment(options: GlobalOptions) -> dict[str, str]:
         host = endpoints["metadata"].removeprefix("http://")
         out["GCE_METADATA_HOST"] = host
         out["GCE_METADATA_IP"] = host
+        out["GCE_METADATA_ROOT"] = host  # gcloud's name for it (and google-auth's older one)
     last = options.resolved_data_dir() / LAST_ADC
     if last.exists():
         adc = last.read_text().strip()
