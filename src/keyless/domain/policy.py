@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keyless.domain import roles
-from keyless.domain.conditions import CompiledCondition, RequestContext, compile_condition
+from keyless.domain.conditions import CompiledCondition, RequestContext, compile_condition, load_condition
 from keyless.domain.fields import check_fields
 from keyless.errors import InvalidArgument
 
@@ -50,10 +50,13 @@ class Binding:
     _compiled: list[CompiledCondition] = field(default_factory=list, compare=False, repr=False)
 
     def compiled_condition(self) -> CompiledCondition | None:
+        """The condition ready to evaluate. It was checked when the policy was written, but is loaded leniently
+        (the store may hold one from before a limit existed): one that breaks a rule grants nothing, under the
+        evaluation budget, instead of failing every request that reads the policy."""
         if self.condition is None:
             return None
         if not self._compiled:
-            self._compiled.append(compile_condition(self.condition.expression))
+            self._compiled.append(load_condition(self.condition.expression))
         return self._compiled[0]
 
     def to_json(self) -> dict[str, Any]:
