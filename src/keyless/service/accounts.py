@@ -20,6 +20,7 @@ from keyless.domain.names import (
     service_account_email,
     validate_account_id,
 )
+from keyless.domain.numbers import parse_count
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from keyless.service import audit
 from keyless.service.core import Caller, Core, account_condition_name
@@ -293,12 +294,4 @@ class Accounts:
 
 
 def _page_size(raw: object) -> int:
-    if raw in (None, "", 0, "0"):
-        return DEFAULT_PAGE_SIZE
-    try:
-        size = int(str(raw))
-    except ValueError:
-        raise InvalidArgument(f"Invalid pageSize '{raw}'.", field="page_size") from None
-    if size < 0:
-        raise InvalidArgument("pageSize must not be negative.", field="page_size")
-    return min(size, MAX_PAGE_SIZE)
+    return min(parse_count(raw, field="page_size", wire="pageSize") or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

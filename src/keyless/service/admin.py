@@ -13,6 +13,7 @@ from typing import Any
 from keyless.clock import OffsetClock
 from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_duration, parse_timestamp
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
+from keyless.domain.numbers import is_ascii_digits, parse_count
 from keyless.domain.policy import Binding, Policy, new_etag, validate_member
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from keyless.service.core import Caller, Core, project_resource
@@ -50,6 +51,17 @@ def authorized_user_file(user: User, client_secret: str, refresh_token: str, tok
     }
 
 
+def _audit_page_position(page_token: object) -> int:
+    """The sequence number a ``nextPageToken`` of the audit log carries (base64url of its ASCII digits)."""
+    try:
+        digits = base64.urlsafe_b64decode(str(page_token)).decode("ascii")
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text to decode
+        digits = ""
+    if not (len(digits) <= 18 and is_ascii_digits(digits)):
+        raise InvalidArgument("Invalid pageToken.", field="pageToken")
+    return int(digits)
+
+
 class Admin:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -61,11 +73,8 @@ class Admin:
                           ) -> tuple[list[AuditEntry], str]:
         await self.require_admin(caller)
         query = await self._parse_audit_filter(filter_text or "")
-        try:
-            size = min(max(int(str(page_size or 100)), 1), 1000)
-            after = int(base64.urlsafe_b64decode(str(page_token)).decode()) if page_token else 0
-        except ValueError:
-            raise InvalidArgument("Invalid pageSize or pageToken.", field="pageToken") from None
+        size = min(parse_count(page_size, field="pageSize", wire="pageSize") or 100, 1000)
+        after = _audit_page_position(page_token) if page_token else 0
         entries = await self.core.store.query_audit(replace(query, after_seq=after, limit=size + 1))
         token = ""
         if len(entries) > size:

@@ -11,6 +11,7 @@ from keyless.crypto.keys import MasterKey
 from keyless.crypto.tokens import TokenMinter
 from keyless.domain.conditions import RequestContext
 from keyless.domain.names import AccountRef
+from keyless.domain.numbers import is_ascii_digits
 from keyless.domain.policy import EMPTY_POLICY, Policy, Principal, is_allowed, load_stored_policy
 from keyless.errors import PermissionDenied
 from keyless.service import audit
@@ -76,7 +77,7 @@ class Core:
     async def resolve_account(self, ref: AccountRef | str) -> ServiceAccount | None:
         """The active account named by email or unique id (deleted accounts resolve to None)."""
         account = ref.account if isinstance(ref, AccountRef) else ref
-        if account.isdigit():
+        if is_ascii_digits(account):
             sa = await self.store.get_service_account(account)
             return sa if sa is not None and sa.deleted_at is None else None
         return await self.store.find_service_account(account.lower())

@@ -226,8 +226,9 @@ class Credentials:
 
 
 def _scopes(raw: object, limit: int) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        raw = raw.split()
+    # ``scope`` is a repeated field: a string (even space-separated, as /token takes it) is refused, as Google does.
+    if isinstance(raw, str) and raw:
+        raise InvalidArgument("Invalid value at 'scope': expected a list of strings.", field="scope")
     if not isinstance(raw, list) or not raw:
         raise InvalidArgument("Scope required.", field="scope")
     if len(raw) > limit:
