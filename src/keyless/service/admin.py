@@ -15,9 +15,9 @@ from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_durati
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
 from keyless.domain.numbers import is_ascii_digits, parse_count
 from keyless.domain.policy import Binding, Policy, new_etag, validate_member
-from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from keyless.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from keyless.service.core import Caller, Core, project_resource
-from keyless.service.policies import store_policy
+from keyless.service.policies import CONCURRENT_CHANGE, store_policy
 from keyless.storage.base import AuditEntry, AuditQuery, Conflict, OrgPolicy, Project, User
 
 ADMIN_PERMISSION = "keyless.admin"
@@ -60,6 +60,21 @@ def _audit_page_position(page_token: object) -> int:
     if not (len(digits) <= 18 and is_ascii_digits(digits)):
         raise InvalidArgument("Invalid pageToken.", field="pageToken")
     return int(digits)
+
+
+def _expected_org_policy_etag(body: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
+    """The etag an UpdatePolicy request expects: the Policy's ``etag`` or its ``spec.etag`` (where GET answers it);
+    both given must agree."""
+    given = []
+    for value, wire in ((body.get("etag"), "policy.etag"), (spec.get("etag"), "policy.spec.etag")):
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise InvalidArgument(f"Invalid value at '{wire}': expected a string.", field=wire)
+        given.append(value)
+    if len(set(given)) > 1:
+        raise Aborted(CONCURRENT_CHANGE)
+    return given[0] if given else None
 
 
 class Admin:
@@ -264,12 +279,15 @@ class Admin:
             raise NotFound(f"Policy {resource}/policies/{name} not found.")
         return found
 
-    async def put_org_policy(self, caller: Caller, parent: str, name: str, body: Mapping[str, Any]) -> OrgPolicy:
+    async def put_org_policy(self, caller: Caller, parent: str, name: str, body: Mapping[str, Any], *,
+                             check_etag: bool = False) -> OrgPolicy:
+        """Create or replace a policy; with ``check_etag`` (UpdatePolicy) an etag in the body must be current."""
         resource = await self.org_parent(caller, parent, "orgpolicy.policies.update")
         constraint = self._constraint(name)
         spec = body.get("spec")
         if not isinstance(spec, Mapping):
             raise InvalidArgument("spec is required.", field="policy.spec")
+        expected = _expected_org_policy_etag(body, spec) if check_etag else None
         rules = spec.get("rules")
         if not isinstance(rules, list) or not rules:
             raise InvalidArgument("spec.rules must be a non-empty list.", field="policy.spec.rules")
@@ -291,7 +309,8 @@ class Admin:
                 raise InvalidArgument("Each rule needs allowAll, denyAll or values.allowedValues.",
                                       field="policy.spec.rules")
         policy = OrgPolicy(resource, constraint, {"rules": clean_rules}, new_etag(), self.core.now())
-        await self.core.store.put_org_policy(policy)
+        if not await self.core.store.put_org_policy(policy, expected_etag=expected):
+            raise Aborted(CONCURRENT_CHANGE)
         return policy
 
     async def delete_org_policy(self, caller: Caller, parent: str, name: str) -> None:
