@@ -53,6 +53,14 @@ def account_condition_name(account: ServiceAccount) -> str:
     return f"projects/-/serviceAccounts/{account.unique_id}"
 
 
+async def in_named_project(core: Core, ref: AccountRef, account: ServiceAccount) -> bool:
+    """Whether the project a name gives (``-``, an id or a number) exists and holds ``account``."""
+    if ref.project in ("-", account.project_id):
+        return True
+    project = await core.store.get_project(ref.project)
+    return project is not None and project.project_id == account.project_id
+
+
 class Core:
     def __init__(self, store: Store, clock: Clock, settings: Settings, master: MasterKey) -> None:
         self.store = store
