@@ -7,9 +7,11 @@ sees it."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import jwt as pyjwt
 import pytest
 
 from keyless.cli.audit import since_timestamp
@@ -198,3 +200,30 @@ def test_cli_audit_since_takes_ascii_digits_only(text: str) -> None:
     with pytest.raises(CliError):
         since_timestamp(text)
     assert since_timestamp("999999999d") == "0001-01-01T00:00:00Z"
+
+
+# ---------------------------------------------------------------- JWT times (already refused: a regression guard)
+
+
+@pytest.mark.parametrize("times", [
+    {"exp": float("nan"), "iat": float("nan")},
+    {"exp": float("nan")},
+    {"exp": 10**400},
+    {"iat": -(10**400)},
+    {"exp": float("inf"), "iat": float("-inf")},
+    {"nbf": float("nan")},
+], ids=["nan-both", "nan-exp", "huge-exp", "huge-iat", "infinite", "nan-nbf"])
+def test_jwt_times_must_be_finite_numbers(api: Api, sa: dict[str, Any], times: dict[str, Any]) -> None:
+    created = api.ok("POST", account_path(sa, "/keys"), {})
+    key = json.loads(base64.b64decode(created["privateKeyData"]))
+    now = int(api.clock.now())
+    claims = {"iss": sa["email"], "sub": sa["email"], "aud": "https://iam.googleapis.com/", "iat": now,
+              "exp": now + 600, **times}
+    token = pyjwt.encode(claims, key["private_key"], algorithm="RS256", headers={"kid": key["private_key_id"]})
+    r = api.call("GET", account_path(sa), token=token)
+    assert_google_error(r, 401, "UNAUTHENTICATED")
+    grant = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": pyjwt.encode(
+        {**claims, "aud": "https://oauth2.googleapis.com/token", "scope": CLOUD}, key["private_key"],
+        algorithm="RS256", headers={"kid": key["private_key_id"]})}
+    r = api.client.post("/token", data=grant)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
