@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from keyless.cli.client import ApiError, GlobalOptions, Session, request
+from keyless.private_files import write_private
 
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 STARTUP_TIMEOUT = 60.0
@@ -172,7 +173,7 @@ class Keyless:
         created = self.call("POST", f"/v1/projects/-/serviceAccounts/{email}/keys", {})
         path = self.credentials_dir / f"{email}-{str(created['name'])[-8:]}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(created["privateKeyData"]))
+        write_private(path, base64.b64decode(created["privateKeyData"]))
         return path
 
     def credential_file(self, principal: str) -> Path:
@@ -291,9 +292,7 @@ class Keyless:
 
 def _write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
+    write_private(path, json.dumps(data, indent=2))
     return path
 
 

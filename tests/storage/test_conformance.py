@@ -158,6 +158,21 @@ def test_org_policies(db: Runner) -> None:
     assert db(db.store.get_org_policy("projects/p", "constraints/c")) is None
 
 
+def test_org_policy_compare_and_swap(db: Runner) -> None:
+    first = OrgPolicy("projects/p", "constraints/c", {"rules": [{"allowAll": True}]}, "e1", 1.0)
+    # An expected etag of a policy that does not exist matches nothing.
+    assert not db(db.store.put_org_policy(first, expected_etag="e0"))
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")) is None
+    assert db(db.store.put_org_policy(first))
+    second = OrgPolicy("projects/p", "constraints/c", {"rules": [{"denyAll": True}]}, "e2", 2.0)
+    assert not db(db.store.put_org_policy(second, expected_etag="stale"))
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")) == first
+    assert db(db.store.put_org_policy(second, expected_etag="e1"))
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")) == second
+    assert not db(db.store.put_org_policy(first, expected_etag="e1"))  # e1 is stale now
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")) == second
+
+
 def test_revocation(db: Runner) -> None:
     assert not db(db.store.is_token_revoked("h"))
     db(db.store.revoke_token("h", 10.0))

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from keyless.cli.client import CliError, options
+from keyless.private_files import write_private
 
 _SA_EMAIL = re.compile(r"^[^@/]+@([a-z][-a-z0-9]{4,28}[a-z0-9])\.iam\.gserviceaccount\.com$")
 
@@ -49,7 +50,10 @@ def write_output(path: str, data: bytes, *, private: bool = False) -> None:
         sys.stdout.flush()
         return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        if private:
+            write_private(path, data)
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
     except OSError as err:

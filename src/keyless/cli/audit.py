@@ -13,16 +13,19 @@ from rich.table import Table
 
 from keyless.cli.client import CliError, Session
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"([0-9]{1,9})([smhd])")  # ASCII digits: "\d" also takes "٣"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def since_timestamp(text: str, now: dt.datetime | None = None) -> str:
     """``15m`` / ``2h`` / ``1d`` back from now, or an RFC 3339 time, as RFC 3339."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if match:
         now = now or dt.datetime.now(dt.UTC)
-        when = now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        try:
+            when = now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        except OverflowError:  # before the year 1: everything
+            return "0001-01-01T00:00:00Z"
         return when.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         dt.datetime.fromisoformat(text.replace("Z", "+00:00"))

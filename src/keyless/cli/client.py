@@ -27,7 +27,7 @@ from keyless.datadir import ENDPOINTS, find_data_dir, read_endpoints
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 SCOPE_PREFIX = "https://www.googleapis.com/auth/"
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_DURATION_PART = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)([smhd])")  # ASCII digits: "\d" also takes "٣"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 GLOBAL_FLAGS = {"--url": "url", "--data-dir": "data_dir", "--credential-file": "credential_file",
                 "--impersonate-service-account": "impersonate", "--format": "format", "--flatten": "flatten"}
@@ -140,7 +140,7 @@ def parse_duration(text: str, flag: str = "--duration") -> int:
     """gcloud durations: ``90``, ``90s``, ``10m``, ``1h30m``, ``2d``; ISO 8601 ``PT1H`` too. Whole seconds."""
     raw = text.strip()
     value = raw.lower().removeprefix("pt").removeprefix("p")
-    if re.fullmatch(r"\d+", value):
+    if re.fullmatch(r"[0-9]{1,12}", value):
         return int(value)
     if value and _DURATION_PART.sub("", value) == "":
         return int(sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value)))

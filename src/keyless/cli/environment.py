@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from urllib.parse import quote
 
 from keyless.cli.client import CliError, GlobalOptions
+from keyless.private_files import write_private
 
 LAST_ADC = "last-adc-path"
 IAMCREDENTIALS = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts"
@@ -117,10 +117,7 @@ def write_impersonated_adc(options: GlobalOptions, email: str, delegates: list[s
         "delegates": [d if d.startswith("projects/") else f"projects/-/serviceAccounts/{d}" for d in delegates],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(adc, fh, indent=2)
-        fh.write("\n")
+    write_private(path, json.dumps(adc, indent=2) + "\n")
     if data_dir.exists():
         (data_dir / LAST_ADC).write_text(str(path.resolve()) + "\n")
     return path.resolve()

@@ -212,7 +212,8 @@ def sign_jwt(
     except ValueError:
         raise CliError(f"[{input_}] does not hold a JSON claims set.", exit_code=2) from None
     result = Session().call("POST", f"{account_path(iam_account)}:signJwt", {"payload": claims})
-    write_output(output, str(result["signedJwt"]).encode())
+    # A signed JWT is a bearer credential (a self-signed JWT is accepted in place of an access token).
+    write_output(output, str(result["signedJwt"]).encode(), private=True)
     status(f"signed jwt [{input_}] as [{output}] for [{iam_account}]")
 
 

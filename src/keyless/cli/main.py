@@ -9,7 +9,6 @@ the client at start-up, so short commands such as ``keyless auth print-access-to
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ import typer.main
 from keyless.cli import auth, debug, iam, metadata, orgpolicy, projects, seed, storage
 from keyless.cli.client import CliError, GlobalOptions, Session, extract_global_options, use_options
 from keyless.cli.help import grouped_command, plain_app, tidy
+from keyless.private_files import write_private
 
 GLOBAL_HELP = """Global flags, before or after the verb:
 
@@ -240,9 +240,7 @@ def users_add(
     if output is None:
         sys.stdout.write(text)
         return
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    write_private(output, text)
     typer.echo(f"Created user [{email}]; credentials written to [{output}].", err=True)
 
 

@@ -11,7 +11,6 @@ server reproduces the state. ``keyless serve --seed FILE`` applies a file throug
 from __future__ import annotations
 
 import json
-import os
 import string
 import sys
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ import typer
 from keyless.cli.args import account_resource
 from keyless.cli.client import CliError, GlobalOptions, Session, api_error, options
 from keyless.cli.policy import add_binding, modify, same_condition
+from keyless.private_files import write_private
 
 HEADER = "# keyless seed file (docs/seed.schema.json). Apply it with: keyless apply FILE\n"
 KEYED_KINDS = ("user:", "serviceAccount:", "group:", "domain:")
@@ -109,9 +109,7 @@ def account_email(account_id: str, project: str) -> str:
 def _write_secret(directory: Path, name: str, content: bytes) -> Path:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(content)
+    write_private(path, content)
     return path
 
 

@@ -7,7 +7,6 @@ import datetime as dt
 import functools
 import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
+
+from keyless.private_files import write_private
 
 RSA_BITS = 2048
 CERT_VALIDITY_DAYS = 3650
@@ -57,9 +58,11 @@ class MasterKey:
             return cls(base64.b64decode(text))
         path.parent.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(base64.b64encode(secret).decode() + "\n")
+        try:
+            # Whole or not at all (a crash never leaves an empty key file), and never over another's key.
+            write_private(path, base64.b64encode(secret).decode() + "\n", exclusive=True)
+        except FileExistsError:  # another process starting on this data dir created it first
+            return cls(base64.b64decode(path.read_text().strip()))
         return cls(secret)
 
 

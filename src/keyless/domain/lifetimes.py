@@ -13,7 +13,8 @@ DEFAULT_LIFETIME = 3600
 MAX_LIFETIME = 3600
 MAX_EXTENDED_LIFETIME = 43200
 LIFETIME_EXTENSION_CONSTRAINT = "constraints/iam.allowServiceAccountCredentialLifetimeExtension"
-_DURATION_RE = re.compile(r"^(-?)(\d{1,12})(?:\.(\d{1,9}))?s$")
+# ASCII digits only ("\d" also matches "٣"), and the whole string ("$" would allow a trailing newline).
+_DURATION_RE = re.compile(r"(-?)([0-9]{1,12})(?:\.([0-9]{1,9}))?s")
 
 
 def parse_duration(value: object, *, field: str) -> float:
@@ -21,7 +22,7 @@ def parse_duration(value: object, *, field: str) -> float:
     if not isinstance(value, str):
         raise InvalidArgument(f"Invalid value at '{field}' (type.googleapis.com/google.protobuf.Duration): "
                               f"expected a string such as \"3600s\".", field=field)
-    m = _DURATION_RE.match(value)
+    m = _DURATION_RE.fullmatch(value)
     if not m:
         raise InvalidArgument(f"Invalid value at '{field}' (type.googleapis.com/google.protobuf.Duration), "
                               f"Field '{field}', Illegal duration format; duration must end with 's'", field=field)

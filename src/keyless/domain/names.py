@@ -7,6 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from keyless.domain.numbers import is_ascii_digits
 from keyless.errors import InvalidArgument
 
 SA_DOMAIN = "iam.gserviceaccount.com"
@@ -26,7 +27,7 @@ class AccountRef:
 
     @property
     def is_unique_id(self) -> bool:
-        return self.account.isdigit()
+        return is_ascii_digits(self.account)
 
     @property
     def wildcard(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 from keyless.domain import roles
 from keyless.domain.conditions import CompiledCondition, RequestContext, compile_condition, load_condition
 from keyless.domain.fields import check_fields
+from keyless.domain.numbers import is_ascii_digits, shown
 from keyless.errors import InvalidArgument
 
 VALID_VERSIONS = (0, 1, 3)
@@ -169,11 +170,7 @@ def parse_policy(raw: object, *, known_roles: Iterable[str] | None = None) -> Po
     if not isinstance(raw, Mapping):
         raise InvalidArgument("Invalid value at 'policy': expected an object.", field="policy")
     check_fields(raw, POLICY_FIELDS, "policy")
-    version = raw.get("version", 0)
-    if isinstance(version, str) and version.isdigit():
-        version = int(version)
-    if not isinstance(version, int) or isinstance(version, bool) or version not in VALID_VERSIONS:
-        raise InvalidArgument(f"Invalid policy version {version!r}: it must be 0, 1 or 3.", field="policy.version")
+    version = parse_version(raw.get("version", 0), what="policy version", field="policy.version")
     raw_bindings = raw.get("bindings") or []
     if not isinstance(raw_bindings, list):
         raise InvalidArgument("Invalid value at 'policy.bindings': expected a list.", field="policy.bindings")
@@ -222,6 +219,14 @@ def load_stored_policy(raw: Mapping[str, Any], etag: str) -> Policy:
                                 Condition(cond["expression"], cond.get("title", ""), cond.get("description", ""),
                                           cond.get("location", "")) if cond else None))
     return Policy(int(raw.get("version", 1)), tuple(bindings), etag)
+
+
+def parse_version(raw: object, *, what: str, field: str) -> int:
+    """A policy version, 0, 1 or 3: a JSON integer or a string of ASCII digits (proto3 JSON int32)."""
+    version = int(raw) if isinstance(raw, str) and len(raw) <= 2 and is_ascii_digits(raw) else raw
+    if isinstance(version, int) and not isinstance(version, bool) and version in VALID_VERSIONS:
+        return version
+    raise InvalidArgument(f"Invalid {what} {shown(raw)}: it must be 0, 1 or 3.", field=field)
 
 
 def check_requested_version(policy: Policy, requested: int) -> None:

@@ -101,7 +101,8 @@ async def org_policies(request: Request) -> Response:
         return JSONResponse(Admin.org_policy_json(await kl.admin.get_org_policy(caller, parent, name)))
     if request.method in ("PATCH", "PUT"):
         data = await read_json(request, ("name", "spec", "dryRunSpec", "etag"))
-        return JSONResponse(Admin.org_policy_json(await kl.admin.put_org_policy(caller, parent, name, data)))
+        return JSONResponse(Admin.org_policy_json(await kl.admin.put_org_policy(caller, parent, name, data,
+                                                                                check_etag=True)))
     if request.method == "DELETE":
         await kl.admin.delete_org_policy(caller, parent, name)
         return JSONResponse({})

@@ -13,7 +13,7 @@ from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import admin, certs, oauth, openapi, projects, service_accounts
 from keyless.http.common import error_response, oauth_error_response
 from keyless.http.credentials import CredentialVerbs
-from keyless.http.edge import DirectRoute, Edge, unexpected_error
+from keyless.http.edge import DirectRoute, Edge, internal_error
 from keyless.http.guards import AccessLogMiddleware
 from keyless.service.app import Keyless
 
@@ -89,7 +89,7 @@ def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), acces
             KeylessError: _keyless_error,
             OAuthError: _oauth_error,
             HTTPException: _http_error,
-            Exception: unexpected_error,
+            Exception: internal_error,
         },
     )
     app.state.keyless = keyless

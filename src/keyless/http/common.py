@@ -41,7 +41,9 @@ def keyless_of(request: Request) -> Keyless:
 
 async def receive_body(receive: Receive, limit: int, declared_length: str | None) -> bytes:
     """The request body from ASGI messages; over ``limit`` bytes (declared or sent so far) is refused."""
-    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+    # ASCII digits only: the header is decoded as latin-1, where "²" is a digit to str.isdigit() but not to int().
+    if (declared_length is not None and declared_length.isascii() and declared_length.isdigit()
+            and (len(declared_length) > 18 or int(declared_length) > limit)):
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
     chunks: list[bytes] = []
     size = 0

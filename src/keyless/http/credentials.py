@@ -93,22 +93,28 @@ class CredentialVerbs:
             result = await ANSWERS[verb](kl, caller, name, body, legacy)
         except KeylessError as exc:
             audit.note_error(exc.message)
-            await self._answer(send, record, exc.http_status, exc.to_json())
+            await self._answer(send, record, exc.http_status, exc.to_json(), scope)
             return
         except ClientDisconnect:
             return
         except Exception as exc:
             error = unexpected(scope["method"], scope["path"], exc)
             audit.note_error(error.message)
-            await self._answer(send, record, error.http_status, error.to_json())
+            await self._answer(send, record, error.http_status, error.to_json(), scope)
             return
-        await self._answer(send, record, 200, result)
+        await self._answer(send, record, 200, result, scope)
 
-    async def _answer(self, send: Send, record: AuditRecord, status: int, content: dict[str, Any]) -> None:
+    async def _answer(self, send: Send, record: AuditRecord, status: int, content: dict[str, Any],
+                      scope: Scope) -> None:
         if record.method is not None:
             # The credential in this response is released only once its entry is stored.
-            await self.keyless.audit.commit(record, status)
-            record.method = None
+            try:
+                await self.keyless.audit.commit(record, status)
+            except Exception as exc:  # the entry cannot be stored: nothing is released
+                error = unexpected(scope["method"], scope["path"], exc)
+                status, content = error.http_status, error.to_json()
+            finally:
+                record.method = None
         await send_json(send, status, content)
 
 

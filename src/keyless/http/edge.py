@@ -22,8 +22,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from keyless.errors import InvalidArgument, KeylessError
-from keyless.http.common import error_response, unexpected
+from keyless.errors import Internal, InvalidArgument, KeylessError
+from keyless.http.common import error_response, send_json, unexpected
 from keyless.http.credentials import CredentialVerbs, VerbHeaders
 from keyless.http.guards import reject
 from keyless.service import audit
@@ -98,20 +98,25 @@ class Edge:
         client = scope.get("client")
         record, token = audit.open_record(client[0] if client else "", user_agent.decode("latin-1")[:256])
         scoped = enter_request()  # cached store reads check the state generation once per request
+        started = False
         try:
             verbs = self.verbs
             if verbs is not None and (verb := verbs.match(scope)) is not None:
-                # The verbs store their audit entry themselves before the response starts.
+                # The verbs answer every outcome themselves, and store their audit entry before the response starts.
+                started = True
                 await verbs(scope, receive, send, verb, record,
                             VerbHeaders(authorization, host, content_length))
                 return
             audit_log = self.audit_log
 
             async def send_after_audit(message: Message) -> None:
-                if record.method is not None and message["type"] == "http.response.start":
-                    # The credential in this response is released only once its entry is stored.
-                    await audit_log.commit(record, int(message["status"]))
-                    record.method = None
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    if record.method is not None:
+                        # The credential in this response is released only once its entry is stored.
+                        await audit_log.commit(record, int(message["status"]))
+                        record.method = None
+                    started = True
                 await send(message)
 
             direct = self._direct_route(scope)
@@ -119,6 +124,14 @@ class Edge:
                 await self.app(scope, receive, send_after_audit)
             else:
                 await self._call_direct(scope, receive, send_after_audit, *direct)
+        except Exception as exc:
+            # Starlette's ServerErrorMiddleware answers through the app's handler and then re-raises for the server
+            # to log (a traceback, whose frames and text may hold request data); an exception can also escape the
+            # handlers (a failed audit commit). Either way: one log line naming its type, and a generic 500 when
+            # nothing was sent yet.
+            error = unexpected(scope["method"], scope["path"], exc)
+            if not started:
+                await send_json(send, error.http_status, error.to_json())
         finally:
             leave_request(scoped)
             audit.close_record(token)
@@ -136,6 +149,8 @@ class Edge:
 
     async def _handle(self, request: Request, exc: Exception) -> Response:
         for cls in type(exc).__mro__:
+            if cls is Exception:  # the app's catch-all does not log (Starlette re-raises after it); this does
+                break
             handler: Any = self.app.exception_handlers.get(cls)
             if handler is not None:
                 result: Response = await handler(request, exc)
@@ -144,7 +159,14 @@ class Edge:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """The answer to an exception no handler claims, logged here (the edge's direct routes swallow it)."""
     return error_response(unexpected(request.method, request.url.path, exc))
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """The same answer as Starlette's ``Exception`` handler: ServerErrorMiddleware re-raises the exception after
+    it, and the edge logs it then (once)."""
+    return error_response(Internal("Internal error encountered."))
 
 
 def edge_rejection(scope: Scope, header_bytes: int, limits: Limits) -> tuple[KeylessError, int] | None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,12 +12,20 @@ from keyless.errors import KeylessError
 from keyless.http.common import send_json
 
 access_log = logging.getLogger("keyless.access")
-_SECRET_PARAMS = re.compile(r"(?i)(^|&)(access_token|id_token|token|assertion|refresh_token|client_secret|key)=[^&]*")
+# Parameters whose value is a credential (compared casefolded, after decoding).
+_SECRET_PARAMS = frozenset({"access_token", "id_token", "token", "assertion", "refresh_token", "client_secret", "key",
+                            "client_assertion", "subject_token", "actor_token", "code"})
 
 
 def redact_query(query: str) -> str:
-    """Query strings such as ``tokeninfo?access_token=...`` lose their secret values."""
-    return _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}=REDACTED", query)
+    """Query strings such as ``tokeninfo?access_token=...`` lose their secret values. A name is compared as the
+    server reads it, percent- and '+'-decoded (``acc%65ss_token`` is ``access_token``), and case-insensitively."""
+    fields = query.split("&")
+    for index, field in enumerate(fields):
+        name, sep, _value = field.partition("=")
+        if sep and unquote_plus(name).casefold() in _SECRET_PARAMS:
+            fields[index] = f"{name}=REDACTED"
+    return "&".join(fields)
 
 
 async def reject(send: Send, error: KeylessError, status: int) -> None:

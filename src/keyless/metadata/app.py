@@ -1,6 +1,6 @@
 """Metadata routes, with the header rules that make google-auth (Python) and gcp-metadata (Node) detect it:
 every response carries ``Metadata-Flavor: Google`` and a ``Content-Type``; requests must carry
-``Metadata-Flavor: Google`` and no ``X-Forwarded-For``."""
+``Metadata-Flavor: Google`` and no ``X-Forwarded-For`` or ``Forwarded`` header."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ class MetadataServer:
         return project.project_id, project.number
 
     async def dispatch(self, request: Request) -> Response:
-        if request.headers.get("x-forwarded-for"):
+        # Present at all, even empty, or in its RFC 7239 form: the request came through a proxy.
+        if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
             return _error(403, "Your client does not have permission to get URL from this server. "
                           "Detected X-Forwarded-For header.")
         path = request.url.path

@@ -20,9 +20,10 @@ from keyless.domain.names import (
     service_account_email,
     validate_account_id,
 )
+from keyless.domain.numbers import parse_count
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from keyless.service import audit
-from keyless.service.core import Caller, Core, account_condition_name
+from keyless.service.core import Caller, Core, account_condition_name, in_named_project
 from keyless.service.keyring import SYSTEM_MANAGED, USER_MANAGED
 from keyless.service.policies import store_policy
 from keyless.storage.base import Conflict, KeyRecord, ServiceAccount
@@ -76,10 +77,8 @@ class Accounts:
             account = await self.core.store.get_service_account(ref.account)
         else:
             account = await self.core.resolve_account(ref)
-        if account is not None and ref.project not in ("-", account.project_id):
-            project = await self.core.store.get_project(ref.project)
-            if project is None or project.project_id != account.project_id:
-                account = None
+        if account is not None and not await in_named_project(self.core, ref, account):
+            account = None
         if account is None:
             if ref.wildcard:
                 raise PermissionDenied.iam("iam.serviceAccounts.get", f"projects/-/serviceAccounts/{ref.account}")
@@ -173,7 +172,7 @@ class Accounts:
             raise InvalidArgument("Undelete needs the account's unique id: projects/-/serviceAccounts/UNIQUE_ID.",
                                   field="name")
         account = await self.core.store.get_service_account(ref.account)
-        if account is None:
+        if account is None or not await in_named_project(self.core, ref, account):
             raise NotFound(f"Service account {ref.account} does not exist.")
         audit.note(resource=account_condition_name(account))
         await self.core.require_on_project(caller, "iam.serviceAccounts.undelete", account.project_id)
@@ -293,12 +292,4 @@ class Accounts:
 
 
 def _page_size(raw: object) -> int:
-    if raw in (None, "", 0, "0"):
-        return DEFAULT_PAGE_SIZE
-    try:
-        size = int(str(raw))
-    except ValueError:
-        raise InvalidArgument(f"Invalid pageSize '{raw}'.", field="page_size") from None
-    if size < 0:
-        raise InvalidArgument("pageSize must not be negative.", field="page_size")
-    return min(size, MAX_PAGE_SIZE)
+    return min(parse_count(raw, field="page_size", wire="pageSize") or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

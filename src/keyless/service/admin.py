@@ -13,10 +13,11 @@ from typing import Any
 from keyless.clock import OffsetClock
 from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_duration, parse_timestamp
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
+from keyless.domain.numbers import is_ascii_digits, parse_count
 from keyless.domain.policy import Binding, Policy, new_etag, validate_member
-from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from keyless.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from keyless.service.core import Caller, Core, project_resource
-from keyless.service.policies import store_policy
+from keyless.service.policies import CONCURRENT_CHANGE, store_policy
 from keyless.storage.base import AuditEntry, AuditQuery, Conflict, OrgPolicy, Project, User
 
 ADMIN_PERMISSION = "keyless.admin"
@@ -50,6 +51,32 @@ def authorized_user_file(user: User, client_secret: str, refresh_token: str, tok
     }
 
 
+def _audit_page_position(page_token: object) -> int:
+    """The sequence number a ``nextPageToken`` of the audit log carries (base64url of its ASCII digits)."""
+    try:
+        digits = base64.urlsafe_b64decode(str(page_token)).decode("ascii")
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text to decode
+        digits = ""
+    if not (len(digits) <= 18 and is_ascii_digits(digits)):
+        raise InvalidArgument("Invalid pageToken.", field="pageToken")
+    return int(digits)
+
+
+def _expected_org_policy_etag(body: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
+    """The etag an UpdatePolicy request expects: the Policy's ``etag`` or its ``spec.etag`` (where GET answers it);
+    both given must agree."""
+    given = []
+    for value, wire in ((body.get("etag"), "policy.etag"), (spec.get("etag"), "policy.spec.etag")):
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise InvalidArgument(f"Invalid value at '{wire}': expected a string.", field=wire)
+        given.append(value)
+    if len(set(given)) > 1:
+        raise Aborted(CONCURRENT_CHANGE)
+    return given[0] if given else None
+
+
 class Admin:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -61,11 +88,8 @@ class Admin:
                           ) -> tuple[list[AuditEntry], str]:
         await self.require_admin(caller)
         query = await self._parse_audit_filter(filter_text or "")
-        try:
-            size = min(max(int(str(page_size or 100)), 1), 1000)
-            after = int(base64.urlsafe_b64decode(str(page_token)).decode()) if page_token else 0
-        except ValueError:
-            raise InvalidArgument("Invalid pageSize or pageToken.", field="pageToken") from None
+        size = min(parse_count(page_size, field="pageSize", wire="pageSize") or 100, 1000)
+        after = _audit_page_position(page_token) if page_token else 0
         entries = await self.core.store.query_audit(replace(query, after_seq=after, limit=size + 1))
         token = ""
         if len(entries) > size:
@@ -255,12 +279,15 @@ class Admin:
             raise NotFound(f"Policy {resource}/policies/{name} not found.")
         return found
 
-    async def put_org_policy(self, caller: Caller, parent: str, name: str, body: Mapping[str, Any]) -> OrgPolicy:
+    async def put_org_policy(self, caller: Caller, parent: str, name: str, body: Mapping[str, Any], *,
+                             check_etag: bool = False) -> OrgPolicy:
+        """Create or replace a policy; with ``check_etag`` (UpdatePolicy) an etag in the body must be current."""
         resource = await self.org_parent(caller, parent, "orgpolicy.policies.update")
         constraint = self._constraint(name)
         spec = body.get("spec")
         if not isinstance(spec, Mapping):
             raise InvalidArgument("spec is required.", field="policy.spec")
+        expected = _expected_org_policy_etag(body, spec) if check_etag else None
         rules = spec.get("rules")
         if not isinstance(rules, list) or not rules:
             raise InvalidArgument("spec.rules must be a non-empty list.", field="policy.spec.rules")
@@ -282,7 +309,8 @@ class Admin:
                 raise InvalidArgument("Each rule needs allowAll, denyAll or values.allowedValues.",
                                       field="policy.spec.rules")
         policy = OrgPolicy(resource, constraint, {"rules": clean_rules}, new_etag(), self.core.now())
-        await self.core.store.put_org_policy(policy)
+        if not await self.core.store.put_org_policy(policy, expected_etag=expected):
+            raise Aborted(CONCURRENT_CHANGE)
         return policy
 
     async def delete_org_policy(self, caller: Caller, parent: str, name: str) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from keyless.private_files import write_private
 from keyless.service.admin import authorized_user_file
 from keyless.service.app import Keyless
 from keyless.service.core import project_resource
@@ -26,12 +26,7 @@ class Bootstrapped:
 def write_private_json(path: Path, data: Mapping[str, object]) -> None:
     """Write a credentials file readable by its owner only (mode 0600), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=2) + "\n")
 
 
 async def bootstrap(keyless: Keyless, data_dir: Path) -> Bootstrapped:

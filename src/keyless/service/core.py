@@ -11,6 +11,7 @@ from keyless.crypto.keys import MasterKey
 from keyless.crypto.tokens import TokenMinter
 from keyless.domain.conditions import RequestContext
 from keyless.domain.names import AccountRef
+from keyless.domain.numbers import is_ascii_digits
 from keyless.domain.policy import EMPTY_POLICY, Policy, Principal, is_allowed, load_stored_policy
 from keyless.errors import PermissionDenied
 from keyless.service import audit
@@ -52,6 +53,14 @@ def account_condition_name(account: ServiceAccount) -> str:
     return f"projects/-/serviceAccounts/{account.unique_id}"
 
 
+async def in_named_project(core: Core, ref: AccountRef, account: ServiceAccount) -> bool:
+    """Whether the project a name gives (``-``, an id or a number) exists and holds ``account``."""
+    if ref.project in ("-", account.project_id):
+        return True
+    project = await core.store.get_project(ref.project)
+    return project is not None and project.project_id == account.project_id
+
+
 class Core:
     def __init__(self, store: Store, clock: Clock, settings: Settings, master: MasterKey) -> None:
         self.store = store
@@ -76,7 +85,7 @@ class Core:
     async def resolve_account(self, ref: AccountRef | str) -> ServiceAccount | None:
         """The active account named by email or unique id (deleted accounts resolve to None)."""
         account = ref.account if isinstance(ref, AccountRef) else ref
-        if account.isdigit():
+        if is_ascii_digits(account):
             sa = await self.store.get_service_account(account)
             return sa if sa is not None and sa.deleted_at is None else None
         return await self.store.find_service_account(account.lower())

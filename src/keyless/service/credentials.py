@@ -22,9 +22,9 @@ from keyless.domain.lifetimes import (
 )
 from keyless.domain.names import AccountRef, parse_account_name
 from keyless.domain.policy import Principal
-from keyless.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from keyless.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from keyless.service import audit
-from keyless.service.core import Caller, Core, account_condition_name
+from keyless.service.core import Caller, Core, account_condition_name, in_named_project
 from keyless.service.keyring import ISSUER
 from keyless.service.limits import Limits, RateLimiter
 from keyless.storage.base import ServiceAccount
@@ -110,6 +110,16 @@ class Credentials:
             memo[key] = _GrantedChain(account, resource, tuple(authorizations))
         return account
 
+    async def require_named_project(self, target: AccountRef) -> None:
+        """IAM v1's ``signBlob``/``signJwt`` name a project: it must exist and hold the account, else 404 as IAM v1
+        answers (the '-' wildcard of the IAM Credentials API is checked by the chain alone)."""
+        if target.wildcard:
+            return
+        account = await self.core.resolve_account(target)
+        if account is None or not await in_named_project(self.core, target, account):
+            raise NotFound(f"Service account projects/{target.project}/serviceAccounts/{target.account} does not "
+                           "exist.")
+
     async def lifetime_extension_allowed(self, account: ServiceAccount) -> bool:
         for resource in (f"projects/{account.project_id}", "organizations/-"):
             policy = await self.core.store.get_org_policy(resource, LIFETIME_EXTENSION_CONSTRAINT)
@@ -177,6 +187,7 @@ class Credentials:
     async def sign_blob(self, caller: Caller, name: str, body: Mapping[str, Any], *,
                         payload_field: str = "payload", require_wildcard: bool = True) -> tuple[str, bytes]:
         target = parse_account_name(name, require_wildcard=require_wildcard)
+        await self.require_named_project(target)
         payload = decode_bytes(body.get(payload_field), field=payload_field)
         if len(payload) > self.limits.max_sign_blob_bytes:
             raise InvalidArgument(f"The {payload_field} is larger than {self.limits.max_sign_blob_bytes} bytes.",
@@ -190,6 +201,7 @@ class Credentials:
     async def sign_jwt(self, caller: Caller, name: str, body: Mapping[str, Any], *,
                        add_exp: bool = False, require_wildcard: bool = True) -> tuple[str, str]:
         target = parse_account_name(name, require_wildcard=require_wildcard)
+        await self.require_named_project(target)
         raw = body.get("payload")
         if not isinstance(raw, str) or not raw:
             raise InvalidArgument("The payload must be a JSON object serialized as a string.", field="payload")
@@ -226,8 +238,9 @@ class Credentials:
 
 
 def _scopes(raw: object, limit: int) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        raw = raw.split()
+    # ``scope`` is a repeated field: a string (even space-separated, as /token takes it) is refused, as Google does.
+    if isinstance(raw, str) and raw:
+        raise InvalidArgument("Invalid value at 'scope': expected a list of strings.", field="scope")
     if not isinstance(raw, list) or not raw:
         raise InvalidArgument("Scope required.", field="scope")
     if len(raw) > limit:

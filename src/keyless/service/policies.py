@@ -12,6 +12,7 @@ from keyless.domain.policy import (
     check_requested_version,
     new_etag,
     parse_policy,
+    parse_version,
 )
 from keyless.domain.roles import ALL_PERMISSIONS
 from keyless.errors import Aborted, InvalidArgument, PermissionDenied
@@ -33,6 +34,8 @@ async def store_policy(core: Core, resource: str, policy: Policy, *, expected_et
 
 
 def requested_version(query: Mapping[str, str], body: Mapping[str, Any]) -> int:
+    """``options.requestedPolicyVersion`` of ``getIamPolicy`` (the query parameter wins over the body's): 0, 1
+    or 3, else 400 before anything is looked up."""
     raw: Any = query.get("options.requestedPolicyVersion")
     options = body.get("options")
     if options is not None and not isinstance(options, Mapping):
@@ -43,11 +46,7 @@ def requested_version(query: Mapping[str, str], body: Mapping[str, Any]) -> int:
             raw = options.get("requestedPolicyVersion")
     if raw is None or raw == "":
         return 0
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"Invalid requestedPolicyVersion '{raw}'.",
-                              field="options.requested_policy_version") from None
+    return parse_version(raw, what="requestedPolicyVersion", field="options.requestedPolicyVersion")
 
 
 def parse_permissions(body: Mapping[str, Any]) -> list[str]:

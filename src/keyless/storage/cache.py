@@ -254,9 +254,11 @@ class CachingStore:
         return await self._cached(("org", resource, constraint),
                                   lambda: self.inner.get_org_policy(resource, constraint))
 
-    async def put_org_policy(self, policy: OrgPolicy) -> None:
-        await self.inner.put_org_policy(policy)
-        await self._changed()
+    async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
+        try:
+            return await self.inner.put_org_policy(policy, expected_etag=expected_etag)
+        finally:
+            await self._changed()
 
     async def delete_org_policy(self, resource: str, constraint: str) -> bool:
         try:

@@ -362,12 +362,20 @@ class PostgresStore:
                                        "WHERE resource=$1 AND constraint_name=$2", resource, constraint)
         return OrgPolicy(row[0], row[1], orjson.loads(row[2]), row[3], row[4]) if row else None
 
-    async def put_org_policy(self, policy: OrgPolicy) -> None:
+    async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
+        spec = orjson.dumps(policy.spec).decode()
+        if expected_etag is not None:
+            # As put_policy: the row lock serialises writers with one etag; the loser's WHERE no longer matches.
+            return _count(await self.pool.execute(
+                "UPDATE org_policies SET spec=$3, etag=$4, updated_at=$5 WHERE resource=$1 AND constraint_name=$2 "
+                "AND etag=$6",
+                policy.resource, policy.constraint, spec, policy.etag, policy.updated_at, expected_etag)) == 1
         await self.pool.execute(
             "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES ($1, $2, $3, $4, $5) "
             "ON CONFLICT (resource, constraint_name) DO UPDATE SET spec=excluded.spec, etag=excluded.etag, "
             "updated_at=excluded.updated_at",
-            policy.resource, policy.constraint, orjson.dumps(policy.spec).decode(), policy.etag, policy.updated_at)
+            policy.resource, policy.constraint, spec, policy.etag, policy.updated_at)
+        return True
 
     async def delete_org_policy(self, resource: str, constraint: str) -> bool:
         return _count(await self.pool.execute("DELETE FROM org_policies WHERE resource=$1 AND constraint_name=$2",

@@ -507,12 +507,19 @@ class SqliteStore:
                         "WHERE resource=? AND constraint_name=?", (resource, constraint))
         return OrgPolicy(row[0], row[1], orjson.loads(row[2]), row[3], row[4]) if row else None
 
-    async def put_org_policy(self, policy: OrgPolicy) -> None:
+    async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
+        spec = orjson.dumps(policy.spec).decode()
+        if expected_etag is not None:
+            return self.db.execute(
+                "UPDATE org_policies SET spec=?, etag=?, updated_at=? WHERE resource=? AND constraint_name=? "
+                "AND etag=?",
+                (spec, policy.etag, policy.updated_at, policy.resource, policy.constraint, expected_etag)).rowcount == 1
         self.db.execute(
             "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(resource, constraint_name) DO UPDATE SET spec=excluded.spec, etag=excluded.etag, "
             "updated_at=excluded.updated_at",
-            (policy.resource, policy.constraint, orjson.dumps(policy.spec).decode(), policy.etag, policy.updated_at))
+            (policy.resource, policy.constraint, spec, policy.etag, policy.updated_at))
+        return True
 
     async def delete_org_policy(self, resource: str, constraint: str) -> bool:
         return self.db.execute("DELETE FROM org_policies WHERE resource=? AND constraint_name=?",
