@@ -28,6 +28,7 @@ from keyless.datadir import DataDirLock, describe, remove_endpoints, write_endpo
 from keyless.http.app import build_app
 from keyless.http.protocol import guarded_protocol
 from keyless.metadata.app import ATTACHED_META, build_metadata_app
+from keyless.private_files import write_private
 from keyless.proxy.destinations import TunnelRules
 from keyless.proxy.hosts import served_hosts
 from keyless.proxy.server import MAX_HEAD, InterceptionProxy, ProxyLimits
@@ -437,13 +438,10 @@ def proxy_password(data_dir: Path) -> str:
     """The password of a proxy listening off loopback: made once (0600) in the data dir, read by ``keyless env``."""
     path = data_dir / PROXY_PASSWORD
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_private(path, secrets.token_urlsafe(24) + "\n", exclusive=True)
     except FileExistsError:
-        return path.read_text().strip()
-    password = secrets.token_urlsafe(24)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
-    return password
+        pass  # made by an earlier start: keep it, so clients configured with it keep working
+    return path.read_text().strip()
 
 
 def settle_memory() -> None:

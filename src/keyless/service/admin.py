@@ -14,7 +14,7 @@ from keyless.clock import OffsetClock
 from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_duration, parse_timestamp
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
 from keyless.domain.numbers import is_ascii_digits, parse_count
-from keyless.domain.policy import Binding, Policy, new_etag, validate_member
+from keyless.domain.policy import Binding, Policy, canonical_etag, new_etag, validate_member
 from keyless.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from keyless.service.core import Caller, Core, project_resource
 from keyless.service.policies import CONCURRENT_CHANGE, store_policy
@@ -69,9 +69,10 @@ def _expected_org_policy_etag(body: Mapping[str, Any], spec: Mapping[str, Any]) 
     for value, wire in ((body.get("etag"), "policy.etag"), (spec.get("etag"), "policy.spec.etag")):
         if value is None or value == "":
             continue
-        if not isinstance(value, str):
-            raise InvalidArgument(f"Invalid value at '{wire}': expected a string.", field=wire)
-        given.append(value)
+        canonical = canonical_etag(value) if isinstance(value, str) else None
+        if canonical is None:
+            raise InvalidArgument(f"Invalid value at '{wire}' (TYPE_BYTES), {value!r}: expected base64.", field=wire)
+        given.append(canonical)  # equal bytes, either base64 alphabet: the same etag
     if len(set(given)) > 1:
         raise Aborted(CONCURRENT_CHANGE)
     return given[0] if given else None
