@@ -22,6 +22,7 @@ from keyless.storage.base import AuditEntry, AuditQuery, Conflict, OrgPolicy, Pr
 ADMIN_PERMISSION = "keyless.admin"
 MAX_CLOCK_ADVANCE = 100 * 366 * 86400.0
 MAX_CLOCK_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: timestamps must stay formattable
+GROUP_MEMBER_KINDS = ("user:", "serviceAccount:", "deleted:user:", "deleted:serviceAccount:")
 KNOWN_CONSTRAINTS = frozenset({LIFETIME_EXTENSION_CONSTRAINT})
 AUDIT_FILTER_KEYS = {
     "protoPayload.authenticationInfo.principalEmail": "principal", "caller": "principal",
@@ -200,7 +201,8 @@ class Admin:
         checked = []
         for member in members:
             value = validate_member(member)
-            if not value.startswith(("user:", "serviceAccount:")):
+            # deleted: members are what deleting a principal leaves (a group read back can be written back).
+            if not value.startswith(GROUP_MEMBER_KINDS):
                 raise InvalidArgument(f"Group members must be user: or serviceAccount: members, not '{member}'.",
                                       field="members")
             checked.append(value)
