@@ -8,17 +8,24 @@ from starlette.responses import Response
 from keyless.domain.lifetimes import format_timestamp
 from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
-from keyless.metadata.app import ATTACHED_META
 from keyless.service import audit
 from keyless.service.admin import Admin, authorized_user_file
+from keyless.service.grants import ATTACHED_META
+from keyless.storage.base import User
+
+USER_VERBS = {"disable": "keyless.DisableUser", "enable": "keyless.EnableUser",
+              "resetSecret": "keyless.ResetUserSecret"}
+
+
+def _user_json(user: User) -> dict[str, object]:
+    return {"email": user.email, "clientId": user.client_id, "disabled": user.disabled}
 
 
 async def users(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     if request.method == "GET":
-        return JSONResponse({"users": [{"email": u.email, "clientId": u.client_id, "disabled": u.disabled}
-                                       for u in await kl.admin.list_users(caller)]})
+        return JSONResponse({"users": [_user_json(u) for u in await kl.admin.list_users(caller)]})
     if request.method == "POST":
         audit.begin("keyless.CreateUser", "keyless")
         data = await read_json(request, ("email",))
@@ -30,6 +37,39 @@ async def users(request: Request) -> Response:
                                                 kl.settings.default_project),
         })
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+
+
+async def user(request: Request) -> Response:
+    """``/keyless/v1/users/{email}``: GET, DELETE; ``:disable``, ``:enable``, ``:resetSecret`` (POST)."""
+    email, sep, verb = request.path_params["user"].partition(":")
+    if sep:
+        if verb not in USER_VERBS:
+            raise NotFound(f"Unknown method :{verb}.")
+        if request.method != "POST":
+            raise MethodNotAllowed(f"Method {request.method} is not allowed for :{verb}; use POST.")
+        audit.begin(USER_VERBS[verb], "keyless")
+    elif request.method == "DELETE":
+        audit.begin("keyless.DeleteUser", "keyless")
+    elif request.method != "GET":
+        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+    audit.note(resource=f"users/{email.lower()}")
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    if verb in ("disable", "enable"):
+        await read_json(request, ())
+        return JSONResponse(_user_json(await kl.admin.set_user_disabled(caller, email, verb == "disable")))
+    if verb == "resetSecret":
+        await read_json(request, ())
+        found, secret, refresh = await kl.admin.reset_user_secret(caller, email)
+        return JSONResponse({
+            "user": _user_json(found),
+            "credentials": authorized_user_file(found, secret, refresh, kl.settings.token_uri,
+                                                kl.settings.default_project),
+        })
+    if request.method == "DELETE":
+        await kl.admin.delete_user(caller, email)
+        return JSONResponse({})
+    return JSONResponse(_user_json(await kl.admin.get_user(caller, email)))
 
 
 async def groups(request: Request) -> Response:

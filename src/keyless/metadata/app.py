@@ -15,7 +15,7 @@ from keyless.http.edge import DirectRoute, Edge
 from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.authn import CLOUD_PLATFORM
-from keyless.service.grants import ATTACHED_META
+from keyless.service.grants import ATTACHED_META as ATTACHED_META  # where server.py's --attach finds it
 from keyless.storage.base import ServiceAccount
 
 BASE_HEADERS = {"Metadata-Flavor": "Google", "Server": "Metadata Server for VM"}
