@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.domain.lifetimes import format_timestamp
-from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
+from keyless.errors import MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
 from keyless.service import audit
 from keyless.service.admin import Admin, authorized_user_file
@@ -104,8 +104,13 @@ async def projects(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     if request.method == "POST":
+        audit.begin("keyless.CreateProject", "keyless")
         data = await read_json(request, ("projectId",))
-        project = await kl.admin.create_project(caller, data.get("projectId"))
+        project_id = data.get("projectId")
+        audit.note_request(projectId=project_id)
+        if isinstance(project_id, str):
+            audit.note(resource=f"projects/{project_id}")
+        project = await kl.admin.create_project(caller, project_id)
         return JSONResponse({"projectId": project.project_id, "projectNumber": project.number})
     if request.method == "GET":
         await kl.admin.require_admin(caller)
@@ -153,9 +158,13 @@ async def advance_clock(request: Request) -> Response:
     caller = await api_caller(request)
     if request.method != "POST":
         raise MethodNotAllowed("Use POST.")
+    # Moving the clock changes what every time-bound grant (a condition, a key's validity) allows.
+    audit.begin("keyless.AdvanceClock", "keyless")
     data = await read_json(request, ("seconds",))
-    now = await kl.admin.advance_clock(caller, data.get("seconds"))
-    return JSONResponse({"now": format_timestamp(now)})
+    audit.note_request(seconds=data.get("seconds"))
+    now = format_timestamp(await kl.admin.advance_clock(caller, data.get("seconds")))
+    audit.note(now=now)
+    return JSONResponse({"now": now})
 
 
 async def audit_log(request: Request) -> Response:
@@ -177,13 +186,13 @@ async def metadata_attachment(request: Request) -> Response:
     """``GET|PUT /keyless/v1/metadata {"serviceAccount": EMAIL}``: the account the metadata server serves."""
     kl = keyless_of(request)
     caller = await api_caller(request)
-    await kl.admin.require_admin(caller)
     if request.method == "PUT":
+        audit.begin("keyless.SetMetadataAttachment", "keyless")
         data = await read_json(request, ("serviceAccount",))
-        email = data.get("serviceAccount")
-        if not isinstance(email, str) or await kl.core.resolve_account(email) is None:
-            raise InvalidArgument(f"Service account {email} does not exist.", field="serviceAccount")
-        await kl.store.set_meta(ATTACHED_META, email.lower())
-    elif request.method != "GET":
+        audit.note_request(serviceAccount=data.get("serviceAccount"))
+        await kl.admin.attach_to_metadata(caller, data.get("serviceAccount"))
+    elif request.method == "GET":
+        await kl.admin.require_admin(caller)
+    else:
         raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
     return JSONResponse({"serviceAccount": await kl.store.get_meta(ATTACHED_META) or ""})

@@ -16,8 +16,8 @@ from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_durati
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
 from keyless.domain.policy import Binding, Policy, new_etag, validate_member
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from keyless.service import grants
-from keyless.service.core import Caller, Core, project_resource
+from keyless.service import audit, grants
+from keyless.service.core import Caller, Core, account_condition_name, project_resource
 from keyless.service.policies import store_policy
 from keyless.storage.base import AuditEntry, AuditQuery, Conflict, OrgPolicy, Project, User
 
@@ -61,6 +61,11 @@ def authorized_user_file(user: User, client_secret: str, refresh_token: str, tok
         "account": user.email,
         "universe_domain": "googleapis.com",
     }
+
+
+def owner_delta(member: str) -> dict[str, Any]:
+    """The audit entry's record of a roles/owner binding added (the shape of Cloud Audit Logs' policyDelta)."""
+    return {"bindingDeltas": [{"action": "ADD", "role": "roles/owner", "member": member}]}
 
 
 class Admin:
@@ -136,6 +141,15 @@ class Admin:
         clock.advance(float(seconds))
         return clock.now()
 
+    async def attach_to_metadata(self, caller: Caller, email: object) -> None:
+        """Make ``email`` the account the metadata server serves (to whoever can reach it)."""
+        await self.require_admin(caller)
+        account = await self.core.resolve_account(email) if isinstance(email, str) else None
+        if account is None:
+            raise InvalidArgument(f"Service account {email} does not exist.", field="serviceAccount")
+        audit.note(resource=account_condition_name(account))
+        await self.core.store.set_meta(grants.ATTACHED_META, account.email)
+
     async def ensure_project(self, project_id: str) -> Project:
         found = await self.core.store.get_project(project_id)
         if found is not None:
@@ -160,6 +174,7 @@ class Admin:
         project = await self.ensure_project(project_id)
         # The creator owns what it creates, as on Google.
         await self.grant(project_resource(project.project_id), "roles/owner", caller.principal.member)
+        audit.note(policyDelta=owner_delta(caller.principal.member))
         return project
 
     async def grant(self, resource: str, role: str, member: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from keyless.service.admin import OWNER_CREDENTIAL_META, authorized_user_file, secret_hash
+from keyless.service.admin import OWNER_CREDENTIAL_META, authorized_user_file, owner_delta, secret_hash
 from keyless.service.app import Keyless
 from keyless.service.core import project_resource
 from keyless.service.keyring import ISSUER
@@ -53,6 +53,8 @@ async def _bootstrap(keyless: Keyless, data_dir: Path) -> Bootstrapped:
         await core.store.init_meta(OWNER_CREDENTIAL_META,
                                    keyless.admin.seal_owner_credential(client_secret, refresh_token))
         await keyless.admin.grant(project_resource(project.project_id), "roles/owner", f"user:{owner.email}")
+        await keyless.audit.commit_system_change("keyless.CreateUser", f"users/{owner.email}",
+                                                 policyDelta=owner_delta(f"user:{owner.email}"))
     stored = await core.store.get_meta(OWNER_CREDENTIAL_META)
     assert stored is not None
     # Any replica holding the master key can write the owner's file, so a fresh data dir joins an installation.
@@ -61,6 +63,7 @@ async def _bootstrap(keyless: Keyless, data_dir: Path) -> Bootstrapped:
             and hmac.compare_digest(secret_hash(refresh_token), owner.refresh_token_hash)):
         # The owner's refresh token was revoked (POST /revoke): whoever holds the master key gets new ones.
         owner, client_secret, refresh_token = await keyless.admin.renew_credentials(owner)
+        await keyless.audit.commit_system_change("keyless.ResetUserSecret", f"users/{owner.email}")
     owner_file = data_dir / "owner.json"
     write_private_json(owner_file, authorized_user_file(owner, client_secret, refresh_token, settings.token_uri,
                                                         project.project_id))
