@@ -23,7 +23,7 @@ from keyless.service.config import Settings
 from keyless.storage.cache import CachingStore
 from keyless.storage.sqlite import SqliteStore
 from tests.conftest import InProcess, Server
-from tests.http.helpers import PROJECT, Api, assert_google_error, assert_oauth_error
+from tests.http.helpers import CLOUD, PROJECT, TOKEN_CREATOR, Api, assert_google_error, assert_oauth_error
 
 USERS = "/keyless/v1/users"
 
@@ -208,10 +208,15 @@ def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
 def test_a_user_disabled_on_one_replica_is_refused_by_the_other(replicas: tuple[Replica, Replica]) -> None:
     a, b = replicas
     frank = _add_user(a.api, "frank@example.com")
+    robot = a.api.create_sa("frank-robot")["email"]
+    a.api.add_binding(f"/v1/projects/-/serviceAccounts/{robot}", TOKEN_CREATOR, "user:frank@example.com")
     token = _token(b.api, frank)
-    assert _works(b.api, token)  # b has now remembered this caller
+    mint = f"/v1/projects/-/serviceAccounts/{robot}:generateAccessToken"
+    assert _works(b.api, token)  # b has now remembered this caller, on the API and on the credential verbs
+    assert b.api.call("POST", mint, {"scope": [CLOUD]}, token=token).status_code == 200
     a.api.ok("POST", f"{USERS}/frank@example.com:disable", {})
     assert not _works(b.api, token)
+    assert_google_error(b.api.call("POST", mint, {"scope": [CLOUD]}, token=token), 401, "UNAUTHENTICATED")
     assert_oauth_error(b.api.refresh_token_grant(frank), 400, "invalid_grant")
     a.api.ok("POST", f"{USERS}/frank@example.com:enable", {})
     assert _works(b.api, token)
