@@ -140,3 +140,17 @@ def test_the_example_seed_writes_credentials_into_the_data_dir(fresh_server: Ser
     assert not (REPO / "docs" / "credentials").exists()
     written = fresh_server.data_dir / "credentials" / "alice@example.com.json"
     assert written.exists() and written.stat().st_mode & 0o777 == 0o600
+
+
+def test_export_leaves_out_what_a_deleted_account_leaves_behind(fresh_server: Server) -> None:
+    # Deleting an account leaves deleted:serviceAccount:... in groups and the metadata attachment; a seed names
+    # live principals only, so the export stays a valid seed file.
+    email = fresh_server.create_sa("gone-bot")
+    fresh_server.owner("PUT", "/keyless/v1/groups/team@example.com",
+                       {"members": [f"serviceAccount:{email}", "user:bob@example.com"]})
+    fresh_server.owner("PUT", "/keyless/v1/metadata", {"serviceAccount": email})
+    fresh_server.owner("DELETE", f"/v1/projects/-/serviceAccounts/{email}")
+    state = yaml.safe_load(kl(fresh_server, "export").stdout)
+    jsonschema.validate(state, SCHEMA)
+    assert state["groups"] == [{"email": "team@example.com", "members": ["user:bob@example.com"]}]
+    assert "metadata" not in state

@@ -44,7 +44,8 @@ def _priority(path: str, method: str) -> int:
         return 5
     if method == "delete":
         return 4
-    if method in ("put", "patch") or path.endswith((":setIamPolicy", ":disable", ":enable", ":undelete")):
+    if method in ("put", "patch") or path.endswith((":setIamPolicy", ":disable", ":enable", ":undelete",
+                                                      ":resetSecret")):
         return 3
     if method == "post":
         return 2
@@ -78,13 +79,14 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         key = srv.owner("POST", f"/v1/projects/-/serviceAccounts/{email}/keys", {})["name"].rsplit("/", 1)[1]
         srv.owner("POST", "/keyless/v1/projects", {"projectId": "fuzz-victim"})
         srv.owner("PUT", "/keyless/v1/groups/fuzz-group@example.com", {"members": ["user:owner@keyless.local"]})
+        srv.owner("POST", "/keyless/v1/users", {"email": "fuzz-user@example.com"})
         constraint = "iam.allowServiceAccountCredentialLifetimeExtension"
         srv.owner("PATCH", f"/v2/projects/fuzz-victim/policies/{constraint}",
                   {"spec": {"rules": [{"values": {"allowedValues": [email]}}]}})
         schema = schemathesis.openapi.from_url(f"{srv.url}/openapi.json")
         tgt = Target(srv, schema, LogWatch(srv.data_dir / "server.log"), real={
             "account": [email, unique_id], "key": [key], "email": [email], "group": ["fuzz-group@example.com"],
-            "constraint": [constraint]})
+            "constraint": [constraint], "user": ["fuzz-user@example.com"]})
         tgt.refresh_owner()
         yield tgt
     finally:

@@ -132,6 +132,27 @@ def test_users(db: Runner) -> None:
     assert [u.email for u in db(db.store.list_users())] == ["alice@example.com"]
 
 
+def test_user_updates_and_deletion(db: Runner) -> None:
+    db(db.store.create_user(User("1", "alice@example.com", "cid", "sh", "rh", 1.0)))
+    db(db.store.create_user(User("2", "bob@example.com", "cid2", "sh2", "rh2", 1.0)))
+    changed = db(db.store.update_user("1", client_secret_hash="sh-new", refresh_token_hash="rh-new", disabled=True))
+    assert changed == User("1", "alice@example.com", "cid", "sh-new", "rh-new", 1.0, disabled=True)
+    assert db(db.store.get_user("1")) == changed
+    assert db(db.store.find_user_by_refresh_hash("rh")) is None
+    assert db(db.store.find_user_by_refresh_hash("rh-new")) == changed
+    assert db(db.store.update_user("1", disabled=False)).disabled is False
+    with pytest.raises(Conflict):
+        db(db.store.update_user("1", refresh_token_hash="rh2"))
+    with pytest.raises(ValueError):
+        db(db.store.update_user("1", email="mallory@example.com"))
+    assert db(db.store.update_user("9", disabled=True)) is None
+    assert db(db.store.delete_user("1")) is True
+    assert db(db.store.delete_user("1")) is False
+    assert db(db.store.get_user("1")) is None and db(db.store.find_user("alice@example.com")) is None
+    assert db(db.store.find_user_by_refresh_hash("rh-new")) is None
+    assert [u.email for u in db(db.store.list_users())] == ["bob@example.com"]
+
+
 def test_groups(db: Runner) -> None:
     assert db(db.store.get_group("g@x")) is None
     db(db.store.set_group("g@x", ["user:a@x", "user:b@x"]))

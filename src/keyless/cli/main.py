@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ import typer
 import typer.main
 
 from keyless.cli import auth, debug, iam, metadata, orgpolicy, projects, seed, storage
+from keyless.cli.args import confirm
 from keyless.cli.client import CliError, GlobalOptions, Session, extract_global_options, use_options
 from keyless.cli.help import grouped_command, plain_app, tidy
 from keyless.private_files import write_private
@@ -236,12 +238,55 @@ def users_add(
 ) -> None:
     """Register a user and write an authorized_user credentials file for it."""
     result = Session(_globals).call("POST", "/keyless/v1/users", {"email": email})
-    text = json.dumps(result["credentials"], indent=2) + "\n"
+    if _write_credentials(result["credentials"], output):
+        typer.echo(f"Created user [{email}]; credentials written to [{output}].", err=True)
+
+
+def _write_credentials(credentials: dict[str, Any], output: Path | None) -> bool:
+    """An authorized_user file to ``output`` (mode 0600, replaced whole), else to stdout; True when written."""
+    text = json.dumps(credentials, indent=2) + "\n"
     if output is None:
         sys.stdout.write(text)
-        return
+        return False
     write_private(output, text)
-    typer.echo(f"Created user [{email}]; credentials written to [{output}].", err=True)
+    return True
+
+
+def _user_path(email: str, verb: str = "") -> str:
+    return f"/keyless/v1/users/{urllib.parse.quote(email, safe='@')}{verb}"
+
+
+@users_app.command("disable")
+def users_disable(email: Annotated[str, typer.Argument(help="The user's email.")]) -> None:
+    """Disable a user: it gets no token, and the access tokens it holds stop working."""
+    Session(_globals).call("POST", _user_path(email, ":disable"), {})
+    typer.echo(f"Disabled user [{email}].", err=True)
+
+
+@users_app.command("enable")
+def users_enable(email: Annotated[str, typer.Argument(help="The user's email.")]) -> None:
+    """Enable a disabled user."""
+    Session(_globals).call("POST", _user_path(email, ":enable"), {})
+    typer.echo(f"Enabled user [{email}].", err=True)
+
+
+@users_app.command("delete")
+def users_delete(email: Annotated[str, typer.Argument(help="The user's email.")]) -> None:
+    """Delete a user: its credentials and the access tokens it holds stop working."""
+    confirm(f"You are about to delete user [{email}].")
+    Session(_globals).call("DELETE", _user_path(email))
+    typer.echo(f"Deleted user [{email}].", err=True)
+
+
+@users_app.command("reset-secret")
+def users_reset_secret(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    output: Annotated[Path | None, typer.Option(help="Write the new credentials file here (else stdout).")] = None,
+) -> None:
+    """Give a user a new client secret and refresh token: the old ones stop working."""
+    result = Session(_globals).call("POST", _user_path(email, ":resetSecret"), {})
+    if _write_credentials(result["credentials"], output):
+        typer.echo(f"Reset the credentials of user [{email}]; written to [{output}].", err=True)
 
 
 @app.command("audit")

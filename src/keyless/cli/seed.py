@@ -327,7 +327,9 @@ def export_state(session: Session) -> dict[str, Any]:
         state["users"] = [{"email": u} for u in users]
     groups = session.call("GET", "/keyless/v1/groups").get("groups", [])
     if groups:
-        state["groups"] = [{"email": g["email"], "members": sorted(g["members"])}
+        # Deleted principals are left out, as in bindings: a seed names live principals only.
+        state["groups"] = [{"email": g["email"], "members": sorted(m for m in g["members"]
+                                                                   if not m.startswith("deleted:"))}
                            for g in sorted(groups, key=lambda g: str(g["email"]))]
     projects = []
     for pid in sorted(p["projectId"] for p in session.call("GET", "/keyless/v1/projects").get("projects", [])):
@@ -358,7 +360,7 @@ def export_state(session: Session) -> dict[str, Any]:
     if projects:
         state["projects"] = projects
     attached = session.call("GET", "/keyless/v1/metadata").get("serviceAccount", "")
-    if attached:
+    if attached and not attached.startswith("deleted:"):
         state["metadata"] = {"serviceAccount": attached}
     return state
 

@@ -28,11 +28,16 @@ class AccessTokenClaims:
     expires_at: int
     key_id: str | None = None  # the user-managed key a JWT-bearer grant was signed with
     client_id: str | None = None
+    # A user's token: which refresh token it was minted from (a digest), so revoking or replacing that refresh
+    # token ends the access tokens it gave.
+    grant: str | None = None
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"j": self.token_id, "k": self.principal_kind[0], "p": self.principal_id,
-                             "s": list(self.scopes), "i": self.issued_at, "e": self.expires_at,
-                             "y": self.key_id, "c": self.client_id})
+        claims = {"j": self.token_id, "k": self.principal_kind[0], "p": self.principal_id, "s": list(self.scopes),
+                  "i": self.issued_at, "e": self.expires_at, "y": self.key_id, "c": self.client_id}
+        if self.grant is not None:
+            claims["g"] = self.grant
+        return orjson.dumps(claims)
 
 
 class TokenMinter:
@@ -40,10 +45,10 @@ class TokenMinter:
         self._key = mac_key
 
     def mint(self, *, principal_kind: str, principal_id: str, scopes: tuple[str, ...], issued_at: int,
-             expires_at: int, key_id: str | None = None, client_id: str | None = None) -> tuple[str,
-                                                                                                AccessTokenClaims]:
+             expires_at: int, key_id: str | None = None, client_id: str | None = None,
+             grant: str | None = None) -> tuple[str, AccessTokenClaims]:
         claims = AccessTokenClaims(secrets.token_urlsafe(12), principal_kind, principal_id, scopes, issued_at,
-                                   expires_at, key_id, client_id)
+                                   expires_at, key_id, client_id, grant)
         body = b64url(claims.to_json())
         mac = hmac.digest(self._key, body.encode(), "sha256")
         return f"{PREFIX}{body}.{b64url(mac)}", claims
@@ -70,7 +75,7 @@ class TokenMinter:
             return AccessTokenClaims(
                 token_id=raw["j"], principal_kind="serviceAccount" if raw["k"] == "s" else "user",
                 principal_id=raw["p"], scopes=tuple(raw["s"]), issued_at=int(raw["i"]),
-                expires_at=int(raw["e"]), key_id=raw.get("y"), client_id=raw.get("c"),
+                expires_at=int(raw["e"]), key_id=raw.get("y"), client_id=raw.get("c"), grant=raw.get("g"),
             )
         except Exception:
             return None

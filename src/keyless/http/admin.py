@@ -6,19 +6,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.domain.lifetimes import format_timestamp
-from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
+from keyless.errors import MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
-from keyless.metadata.app import ATTACHED_META
 from keyless.service import audit
 from keyless.service.admin import Admin, authorized_user_file
+from keyless.service.grants import ATTACHED_META
+from keyless.storage.base import User
+
+USER_VERBS = {"disable": "keyless.DisableUser", "enable": "keyless.EnableUser",
+              "resetSecret": "keyless.ResetUserSecret"}
+
+
+def _user_json(user: User) -> dict[str, object]:
+    return {"email": user.email, "clientId": user.client_id, "disabled": user.disabled}
 
 
 async def users(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     if request.method == "GET":
-        return JSONResponse({"users": [{"email": u.email, "clientId": u.client_id, "disabled": u.disabled}
-                                       for u in await kl.admin.list_users(caller)]})
+        return JSONResponse({"users": [_user_json(u) for u in await kl.admin.list_users(caller)]})
     if request.method == "POST":
         audit.begin("keyless.CreateUser", "keyless")
         data = await read_json(request, ("email",))
@@ -30,6 +37,39 @@ async def users(request: Request) -> Response:
                                                 kl.settings.default_project),
         })
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+
+
+async def user(request: Request) -> Response:
+    """``/keyless/v1/users/{email}``: GET, DELETE; ``:disable``, ``:enable``, ``:resetSecret`` (POST)."""
+    email, sep, verb = request.path_params["user"].partition(":")
+    if sep:
+        if verb not in USER_VERBS:
+            raise NotFound(f"Unknown method :{verb}.")
+        if request.method != "POST":
+            raise MethodNotAllowed(f"Method {request.method} is not allowed for :{verb}; use POST.")
+        audit.begin(USER_VERBS[verb], "keyless")
+    elif request.method == "DELETE":
+        audit.begin("keyless.DeleteUser", "keyless")
+    elif request.method != "GET":
+        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+    audit.note(resource=f"users/{email.lower()}")
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    if verb in ("disable", "enable"):
+        await read_json(request, ())
+        return JSONResponse(_user_json(await kl.admin.set_user_disabled(caller, email, verb == "disable")))
+    if verb == "resetSecret":
+        await read_json(request, ())
+        found, secret, refresh = await kl.admin.reset_user_secret(caller, email)
+        return JSONResponse({
+            "user": _user_json(found),
+            "credentials": authorized_user_file(found, secret, refresh, kl.settings.token_uri,
+                                                kl.settings.default_project),
+        })
+    if request.method == "DELETE":
+        await kl.admin.delete_user(caller, email)
+        return JSONResponse({})
+    return JSONResponse(_user_json(await kl.admin.get_user(caller, email)))
 
 
 async def groups(request: Request) -> Response:
@@ -64,8 +104,13 @@ async def projects(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     if request.method == "POST":
+        audit.begin("keyless.CreateProject", "keyless")
         data = await read_json(request, ("projectId",))
-        project = await kl.admin.create_project(caller, data.get("projectId"))
+        project_id = data.get("projectId")
+        audit.note_request(projectId=project_id)
+        if isinstance(project_id, str):
+            audit.note(resource=f"projects/{project_id}")
+        project = await kl.admin.create_project(caller, project_id)
         return JSONResponse({"projectId": project.project_id, "projectNumber": project.number})
     if request.method == "GET":
         await kl.admin.require_admin(caller)
@@ -114,9 +159,13 @@ async def advance_clock(request: Request) -> Response:
     caller = await api_caller(request)
     if request.method != "POST":
         raise MethodNotAllowed("Use POST.")
+    # Moving the clock changes what every time-bound grant (a condition, a key's validity) allows.
+    audit.begin("keyless.AdvanceClock", "keyless")
     data = await read_json(request, ("seconds",))
-    now = await kl.admin.advance_clock(caller, data.get("seconds"))
-    return JSONResponse({"now": format_timestamp(now)})
+    audit.note_request(seconds=data.get("seconds"))
+    now = format_timestamp(await kl.admin.advance_clock(caller, data.get("seconds")))
+    audit.note(now=now)
+    return JSONResponse({"now": now})
 
 
 async def audit_log(request: Request) -> Response:
@@ -138,13 +187,13 @@ async def metadata_attachment(request: Request) -> Response:
     """``GET|PUT /keyless/v1/metadata {"serviceAccount": EMAIL}``: the account the metadata server serves."""
     kl = keyless_of(request)
     caller = await api_caller(request)
-    await kl.admin.require_admin(caller)
     if request.method == "PUT":
+        audit.begin("keyless.SetMetadataAttachment", "keyless")
         data = await read_json(request, ("serviceAccount",))
-        email = data.get("serviceAccount")
-        if not isinstance(email, str) or await kl.core.resolve_account(email) is None:
-            raise InvalidArgument(f"Service account {email} does not exist.", field="serviceAccount")
-        await kl.store.set_meta(ATTACHED_META, email.lower())
-    elif request.method != "GET":
+        audit.note_request(serviceAccount=data.get("serviceAccount"))
+        await kl.admin.attach_to_metadata(caller, data.get("serviceAccount"))
+    elif request.method == "GET":
+        await kl.admin.require_admin(caller)
+    else:
         raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
     return JSONResponse({"serviceAccount": await kl.store.get_meta(ATTACHED_META) or ""})

@@ -66,6 +66,7 @@ def routes() -> list[Route]:
         Route("/robot/v1/metadata/x509/{email}", certs.account_x509, methods=["GET"]),
         Route("/.well-known/openid-configuration", certs.openid_configuration, methods=["GET"]),
         Route("/keyless/v1/users", admin.users, methods=ALL),
+        Route("/keyless/v1/users/{user}", admin.user, methods=ALL),
         Route("/keyless/v1/groups", admin.groups, methods=ALL),
         Route("/keyless/v1/groups/{group}", admin.group, methods=ALL),
         Route("/keyless/v1/projects", admin.projects, methods=ALL),

@@ -136,6 +136,7 @@ SCHEMAS: dict[str, Schema] = {
     "OrgPolicy": _obj({"name": STRING, "spec": _ref("OrgPolicySpec"), "dryRunSpec": _ref("OrgPolicySpec"),
                        "etag": STRING}),
     "CreateOrgPolicyRequest": _obj({"name": STRING, "spec": _ref("OrgPolicySpec")}, required=("name", "spec")),
+    "User": _obj({"email": STRING, "clientId": STRING, "disabled": {"type": "boolean"}}, closed=False),
     "CreateUserRequest": _obj({"email": {"type": "string", "format": "email"}}, required=("email",)),
     "SetGroupRequest": _obj({"members": STRINGS, "email": STRING}),
     "CreateProjectRequest": _obj({"projectId": {"type": "string", "pattern": r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"}},
@@ -169,6 +170,7 @@ ACCOUNT = _param("account", schema={"type": "string", "minLength": 1, "pattern":
 KEY = _param("key", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
 EMAIL = _param("email", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
 CONSTRAINT = _param("constraint", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
+USER = _param("user", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
 GROUP = _param("group", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
 POLICY_VERSION_QUERY = _param("options.requestedPolicyVersion", "query", {"type": "integer", "enum": [0, 1, 3]})
 
@@ -349,9 +351,9 @@ def _oauth_paths() -> dict[str, Schema]:
         }
     for i, path in enumerate(("/revoke", "/o/oauth2/revoke")):
         paths[path] = {
-            "get": _op(f"oauth2.revoke.get.{i}", "Revoke an access token.", params=[_param("token", "query")],
-                       oauth=True, public=True),
-            "post": _op(f"oauth2.revoke.post.{i}", "Revoke an access token.",
+            "get": _op(f"oauth2.revoke.get.{i}", "Revoke an access token or a refresh token.",
+                       params=[_param("token", "query")], oauth=True, public=True),
+            "post": _op(f"oauth2.revoke.post.{i}", "Revoke an access token or a refresh token.",
                         body={"required": True, "content": {FORM: {"schema": _ref("RevokeForm")}}},
                         oauth=True, public=True),
         }
@@ -384,6 +386,24 @@ def _admin_paths() -> dict[str, Schema]:
             "get": _op("keyless.users.list", "List users (owner only).", ok=_ok(ANY_OBJECT)),
             "post": _op("keyless.users.create", "Register a user; answers its authorized_user file once.",
                         body=_json_body("CreateUserRequest", required=True), ok=_ok(ANY_OBJECT)),
+        },
+        "/keyless/v1/users/{user}": {
+            "get": _op("keyless.users.get", "A user (owner only).", params=[USER], ok=_ok("User")),
+            "delete": _op("keyless.users.delete", "Delete a user (not the owner): its credentials and tokens stop "
+                          "working.", params=[USER]),
+        },
+        "/keyless/v1/users/{user}:disable": {
+            "post": _op("keyless.users.disable", "Disable a user (not the owner): no token, its tokens refused.",
+                        params=[USER], body=_json_body(_obj({})), ok=_ok("User")),
+        },
+        "/keyless/v1/users/{user}:enable": {
+            "post": _op("keyless.users.enable", "Enable a user.", params=[USER], body=_json_body(_obj({})),
+                        ok=_ok("User")),
+        },
+        "/keyless/v1/users/{user}:resetSecret": {
+            "post": _op("keyless.users.resetSecret", "New client secret and refresh token (the old ones and their "
+                        "access tokens stop working); answers the authorized_user file once.", params=[USER],
+                        body=_json_body(_obj({})), ok=_ok(ANY_OBJECT)),
         },
         "/keyless/v1/groups": {
             "get": _op("keyless.groups.list", "List groups (owner only).", ok=_ok(ANY_OBJECT)),

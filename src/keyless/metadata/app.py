@@ -15,9 +15,9 @@ from keyless.http.edge import DirectRoute, Edge
 from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.authn import CLOUD_PLATFORM
+from keyless.service.grants import ATTACHED_META as ATTACHED_META  # where server.py's --attach finds it
 from keyless.storage.base import ServiceAccount
 
-ATTACHED_META = "metadata_attached_account"
 BASE_HEADERS = {"Metadata-Flavor": "Google", "Server": "Metadata Server for VM"}
 DEFAULT_SCOPES = (CLOUD_PLATFORM, "https://www.googleapis.com/auth/userinfo.email")
 INSTANCE = {"id": "4520031799277581759", "name": "keyless", "zone": "projects/{number}/zones/us-central1-a",

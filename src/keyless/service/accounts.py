@@ -22,10 +22,9 @@ from keyless.domain.names import (
 )
 from keyless.domain.numbers import parse_count
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from keyless.service import audit
+from keyless.service import audit, grants
 from keyless.service.core import Caller, Core, account_condition_name, in_named_project
 from keyless.service.keyring import SYSTEM_MANAGED, USER_MANAGED
-from keyless.service.policies import store_policy
 from keyless.storage.base import Conflict, KeyRecord, ServiceAccount
 
 UNDELETE_WINDOW = 30 * 86400
@@ -163,8 +162,9 @@ class Accounts:
         account = await self.lookup(caller, name, "iam.serviceAccounts.delete")
         now = self.core.now()
         await self.core.store.update_service_account(account.unique_id, deleted_at=now, tokens_valid_after=now)
-        await self._rewrite_members(f"serviceAccount:{account.email}",
-                                    f"deleted:serviceAccount:{account.email}?uid={account.unique_id}")
+        # Bindings, group memberships, org-policy values and the attachment name it as deleted, as Google
+        # rewrites bindings: an account re-created with this email inherits none of them.
+        await grants.account_deleted(self.core, account)
 
     async def undelete(self, caller: Caller, name: str) -> ServiceAccount:
         ref = parse_account_name(name)
@@ -185,18 +185,10 @@ class Accounts:
         except Conflict:
             raise FailedPrecondition(f"An account with the email {account.email} exists again; "
                                      "delete it before undeleting this one.") from None
-        await self._rewrite_members(f"deleted:serviceAccount:{account.email}?uid={account.unique_id}",
-                                    f"serviceAccount:{account.email}")
         assert restored is not None
+        # Bindings, group memberships, org-policy values and the attachment follow the account back.
+        await grants.account_undeleted(self.core, restored)
         return restored
-
-    async def _rewrite_members(self, old: str, new: str) -> None:
-        # Bindings follow the account through delete and undelete, as Google rewrites them.
-        for stored in await self.core.store.policies_mentioning(old):
-            policy = await self.core.load_policy(stored.resource)
-            rewritten = policy.map_members(lambda m: new if m == old else m)
-            if rewritten != policy:
-                await store_policy(self.core, stored.resource, rewritten, expected_etag=None)
 
     async def set_disabled(self, caller: Caller, name: str, disabled: bool) -> None:
         permission = "iam.serviceAccounts.disable" if disabled else "iam.serviceAccounts.enable"

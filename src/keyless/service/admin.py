@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -16,18 +17,30 @@ from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_
 from keyless.domain.numbers import is_ascii_digits, parse_count
 from keyless.domain.policy import Binding, Policy, canonical_etag, new_etag, validate_member
 from keyless.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from keyless.service.core import Caller, Core, project_resource
+from keyless.service import audit, grants
+from keyless.service.core import Caller, Core, account_condition_name, project_resource
 from keyless.service.policies import CONCURRENT_CHANGE, store_policy
 from keyless.storage.base import AuditEntry, AuditQuery, Conflict, OrgPolicy, Project, User
 
 ADMIN_PERMISSION = "keyless.admin"
+# The owner's client secret and refresh token, encrypted with the master key: each start writes owner.json.
+OWNER_CREDENTIAL_META = "owner_credential"
 MAX_CLOCK_ADVANCE = 100 * 366 * 86400.0
 MAX_CLOCK_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: timestamps must stay formattable
+GROUP_MEMBER_KINDS = ("user:", "serviceAccount:", "deleted:user:", "deleted:serviceAccount:")
 KNOWN_CONSTRAINTS = frozenset({LIFETIME_EXTENSION_CONSTRAINT})
 AUDIT_FILTER_KEYS = {
     "protoPayload.authenticationInfo.principalEmail": "principal", "caller": "principal",
     "protoPayload.resourceName": "resource", "protoPayload.methodName": "method", "timestamp": "since",
 }
+
+
+def new_client_secret() -> str:
+    return "KLSPX-" + secrets.token_urlsafe(24)
+
+
+def new_refresh_token() -> str:
+    return "1//kl" + secrets.token_urlsafe(40)
 
 
 def secret_hash(value: str) -> str:
@@ -76,6 +89,11 @@ def _expected_org_policy_etag(body: Mapping[str, Any], spec: Mapping[str, Any]) 
     if len(set(given)) > 1:
         raise Aborted(CONCURRENT_CHANGE)
     return given[0] if given else None
+
+
+def owner_delta(member: str) -> dict[str, Any]:
+    """The audit entry's record of a roles/owner binding added (the shape of Cloud Audit Logs' policyDelta)."""
+    return {"bindingDeltas": [{"action": "ADD", "role": "roles/owner", "member": member}]}
 
 
 class Admin:
@@ -148,6 +166,15 @@ class Admin:
         clock.advance(float(seconds))
         return clock.now()
 
+    async def attach_to_metadata(self, caller: Caller, email: object) -> None:
+        """Make ``email`` the account the metadata server serves (to whoever can reach it)."""
+        await self.require_admin(caller)
+        account = await self.core.resolve_account(email) if isinstance(email, str) else None
+        if account is None:
+            raise InvalidArgument(f"Service account {email} does not exist.", field="serviceAccount")
+        audit.note(resource=account_condition_name(account))
+        await self.core.store.set_meta(grants.ATTACHED_META, account.email)
+
     async def ensure_project(self, project_id: str) -> Project:
         found = await self.core.store.get_project(project_id)
         if found is not None:
@@ -172,6 +199,7 @@ class Admin:
         project = await self.ensure_project(project_id)
         # The creator owns what it creates, as on Google.
         await self.grant(project_resource(project.project_id), "roles/owner", caller.principal.member)
+        audit.note(policyDelta=owner_delta(caller.principal.member))
         return project
 
     async def grant(self, resource: str, role: str, member: str) -> None:
@@ -190,8 +218,7 @@ class Admin:
         email = email.lower()
         if await self.core.store.find_user(email) is not None:
             raise AlreadyExists(f"User {email} already exists.", resource_name=f"users/{email}")
-        client_secret = "KLSPX-" + secrets.token_urlsafe(24)
-        refresh_token = "1//kl" + secrets.token_urlsafe(40)
+        client_secret, refresh_token = new_client_secret(), new_refresh_token()
         user = User(
             user_id=str(secrets.randbelow(9 * 10**20) + 10**20),
             email=email,
@@ -216,6 +243,71 @@ class Admin:
         await self.require_admin(caller)
         return await self.core.store.list_users()
 
+    async def get_user(self, caller: Caller, email: str) -> User:
+        await self.require_admin(caller)
+        user = await self.core.store.find_user(email)
+        if user is None:
+            raise NotFound(f"User {email} does not exist.")
+        return user
+
+    def _is_owner(self, user: User) -> bool:
+        return user.email == self.core.settings.owner_email.lower()
+
+    def _keep_owner(self, user: User, change: str) -> None:
+        # The installation would lose its way in (bootstrap would not bring the owner back).
+        if self._is_owner(user):
+            raise FailedPrecondition(f"The owner {user.email} cannot be {change}; reset its secret instead.")
+
+    async def set_user_disabled(self, caller: Caller, email: str, disabled: bool) -> User:
+        """A disabled user gets no token, and the access tokens it holds are refused, until it is enabled."""
+        user = await self.get_user(caller, email)
+        if disabled:
+            self._keep_owner(user, "disabled")
+        updated = await self.core.store.update_user(user.user_id, disabled=disabled)
+        if updated is None:
+            raise NotFound(f"User {email} does not exist.")
+        return updated
+
+    async def delete_user(self, caller: Caller, email: str) -> None:
+        user = await self.get_user(caller, email)
+        self._keep_owner(user, "deleted")
+        if not await self.core.store.delete_user(user.user_id):
+            raise NotFound(f"User {email} does not exist.")
+        # Its grants name it as deleted, as Google does: a user added later with this email inherits none.
+        member = f"user:{user.email}"
+        await grants.rewrite_member(self.core, member, grants.deleted_member(member, user.user_id))
+
+    async def reset_user_secret(self, caller: Caller, email: str) -> tuple[User, str, str]:
+        user = await self.get_user(caller, email)
+        if not self._is_owner(user):
+            return await self.renew_credentials(user)
+        # The owner's hashes and its stored copy change together, not while a replica bootstraps.
+        async with self.core.store.lock("bootstrap"):
+            return await self.renew_credentials(user)
+
+    async def renew_credentials(self, user: User) -> tuple[User, str, str]:
+        """A new client secret and refresh token for ``user``: the old ones stop working, and so do the access
+        tokens minted from the old refresh token. The owner's stored copy (owner.json's source) follows."""
+        client_secret, refresh_token = new_client_secret(), new_refresh_token()
+        updated = await self.core.store.update_user(user.user_id, client_secret_hash=secret_hash(client_secret),
+                                                    refresh_token_hash=secret_hash(refresh_token))
+        if updated is None:
+            raise NotFound(f"User {user.email} does not exist.")
+        if self._is_owner(updated):
+            await self.core.store.set_meta(OWNER_CREDENTIAL_META, self.seal_owner_credential(client_secret,
+                                                                                             refresh_token))
+        return updated, client_secret, refresh_token
+
+    def seal_owner_credential(self, client_secret: str, refresh_token: str) -> str:
+        """The owner's credentials as stored in the database (encrypted with the master key)."""
+        return self.core.master.encrypt(json.dumps([client_secret, refresh_token]).encode(),
+                                        context=OWNER_CREDENTIAL_META).hex()
+
+    def open_owner_credential(self, sealed: str) -> tuple[str, str]:
+        client_secret, refresh_token = json.loads(self.core.master.decrypt(bytes.fromhex(sealed),
+                                                                           context=OWNER_CREDENTIAL_META))
+        return str(client_secret), str(refresh_token)
+
     async def set_group(self, caller: Caller, group: str, members: object) -> list[str]:
         await self.require_admin(caller)
         if not EMAIL_RE.match(group):
@@ -225,7 +317,8 @@ class Admin:
         checked = []
         for member in members:
             value = validate_member(member)
-            if not value.startswith(("user:", "serviceAccount:")):
+            # deleted: members are what deleting a principal leaves (a group read back can be written back).
+            if not value.startswith(GROUP_MEMBER_KINDS):
                 raise InvalidArgument(f"Group members must be user: or serviceAccount: members, not '{member}'.",
                                       field="members")
             checked.append(value)

@@ -98,6 +98,10 @@ def note(*, principal: str | None = None, resource: str | None = None, delegatio
         record.resource = resource
     if delegation is not None:
         record.delegation = delegation
+    note_response(record, response)
+
+
+def note_response(record: AuditRecord, response: dict[str, Any]) -> None:
     stored = record.response
     for key, value in response.items():
         if value is not None:
@@ -173,6 +177,13 @@ class AuditLog:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         await done
+
+    async def commit_system_change(self, method: str, resource: str, **response: Any) -> None:
+        """Store the entry of a change keyless makes itself, outside any request (at start): no caller."""
+        record = AuditRecord("", "")
+        record.method, record.service, record.resource = method, "keyless", resource
+        note_response(record, response)
+        await self.commit(record, 200)
 
     async def prune(self, retention: float, *, batch: int = 5000) -> int:
         """Delete the entries older than ``retention`` seconds, a batch per transaction (writers wait for one

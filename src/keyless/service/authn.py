@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import urlsplit
 
 from keyless.crypto.jwt import JwtError, unverified_parts, verify_rs256
@@ -10,6 +11,7 @@ from keyless.crypto.tokens import token_hash
 from keyless.domain.policy import Principal
 from keyless.errors import PermissionDenied, Unauthenticated
 from keyless.service.core import Caller, Core
+from keyless.storage.base import User
 from keyless.storage.cache import decision_memo
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -22,6 +24,12 @@ MAX_REMEMBERED_TOKENS = 50_000
 
 MISSING = ("Request is missing required authentication credential. Expected OAuth 2 access token, login cookie "
            "or other valid authentication credential.")
+
+
+def refresh_grant(user: User) -> str:
+    """What a user's access token records of the refresh token it was minted from: a digest of its stored hash
+    (not a secret: the hash cannot be turned back into the token)."""
+    return user.refresh_token_hash[:16]
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -91,6 +99,10 @@ async def _access_token_caller(core: Core, token: str) -> Caller:
     else:
         user = await core.store.get_user(claims.principal_id)
         if user is None or user.disabled:
+            raise Unauthenticated()
+        # Minted from a refresh token that has since been revoked or replaced (tokens minted before grants were
+        # recorded carry none, and live out their hour).
+        if claims.grant is not None and not hmac.compare_digest(claims.grant, refresh_grant(user)):
             raise Unauthenticated()
         principal = Principal("user", user.email)
     return Caller(principal, claims.principal_id, claims.scopes, claims.expires_at, claims.token_id, claims.key_id)

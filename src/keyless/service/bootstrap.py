@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 from collections.abc import Mapping
@@ -9,12 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keyless.private_files import write_private
-from keyless.service.admin import authorized_user_file
+from keyless.service.admin import OWNER_CREDENTIAL_META, authorized_user_file, owner_delta, secret_hash
 from keyless.service.app import Keyless
 from keyless.service.core import project_resource
 from keyless.service.keyring import ISSUER
-
-OWNER_CREDENTIAL_META = "owner_credential"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +45,20 @@ async def _bootstrap(keyless: Keyless, data_dir: Path) -> Bootstrapped:
     owner = await core.store.find_user(settings.owner_email)
     if owner is None:
         owner, client_secret, refresh_token = await keyless.admin.create_user(settings.owner_email)
-        secret_blob = core.master.encrypt(json.dumps([client_secret, refresh_token]).encode(),
-                                          context=OWNER_CREDENTIAL_META)
-        await core.store.init_meta(OWNER_CREDENTIAL_META, secret_blob.hex())
+        await core.store.init_meta(OWNER_CREDENTIAL_META,
+                                   keyless.admin.seal_owner_credential(client_secret, refresh_token))
         await keyless.admin.grant(project_resource(project.project_id), "roles/owner", f"user:{owner.email}")
+        await keyless.audit.commit_system_change("keyless.CreateUser", f"users/{owner.email}",
+                                                 policyDelta=owner_delta(f"user:{owner.email}"))
     stored = await core.store.get_meta(OWNER_CREDENTIAL_META)
     assert stored is not None
     # Any replica holding the master key can write the owner's file, so a fresh data dir joins an installation.
-    client_secret, refresh_token = json.loads(core.master.decrypt(bytes.fromhex(stored),
-                                                                  context=OWNER_CREDENTIAL_META))
+    client_secret, refresh_token = keyless.admin.open_owner_credential(stored)
+    if not (hmac.compare_digest(secret_hash(client_secret), owner.client_secret_hash)
+            and hmac.compare_digest(secret_hash(refresh_token), owner.refresh_token_hash)):
+        # The owner's refresh token was revoked (POST /revoke): whoever holds the master key gets new ones.
+        owner, client_secret, refresh_token = await keyless.admin.renew_credentials(owner)
+        await keyless.audit.commit_system_change("keyless.ResetUserSecret", f"users/{owner.email}")
     owner_file = data_dir / "owner.json"
     write_private_json(owner_file, authorized_user_file(owner, client_secret, refresh_token, settings.token_uri,
                                                         project.project_id))

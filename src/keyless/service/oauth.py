@@ -11,8 +11,8 @@ from keyless.crypto.keys import public_key_of_cert
 from keyless.crypto.tokens import token_hash
 from keyless.errors import OAuthError, Unauthenticated, invalid_grant
 from keyless.service import audit
-from keyless.service.admin import secret_hash
-from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token
+from keyless.service.admin import new_refresh_token, secret_hash
+from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token, refresh_grant
 from keyless.service.core import Core
 from keyless.service.credentials import Credentials
 from keyless.service.keyring import ISSUER
@@ -142,7 +142,7 @@ class OAuth:
         issued = int(self.core.now())
         token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
                                               issued_at=issued, expires_at=issued + TOKEN_LIFETIME,
-                                              client_id=user.client_id)
+                                              client_id=user.client_id, grant=refresh_grant(user))
         audit.note_request(scope=" ".join(scopes))
         audit.note(tokenHash=self.core.audit_hash(minted.token_id))
         out: dict[str, Any] = {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
@@ -205,10 +205,17 @@ class OAuth:
         return out
 
     async def revoke(self, token: str | None) -> None:
+        """Revoke an access token, or a user's refresh token (and with it the access tokens it gave)."""
         if not token:
             raise OAuthError("invalid_request", "Missing required parameter: token")
         claims = self.core.minter.parse(token)
-        if claims is None:
-            raise OAuthError("invalid_token", "Token is not revocable: only access tokens issued here are.")
-        audit.note(tokenHash=self.core.audit_hash(claims.token_id))
-        await self.core.store.revoke_token(token_hash(claims.token_id), claims.expires_at)
+        if claims is not None:
+            audit.note(tokenHash=self.core.audit_hash(claims.token_id))
+            await self.core.store.revoke_token(token_hash(claims.token_id), claims.expires_at)
+            return
+        user = await self.core.store.find_user_by_refresh_hash(secret_hash(token))
+        if user is None:
+            raise OAuthError("invalid_token", "Token expired or revoked")
+        audit.note(principal=user.email, resource=f"users/{user.email}", tokenHash=self.core.audit_hash(token))
+        # A fresh random hash no token matches: the user has no refresh token until the owner resets its secret.
+        await self.core.store.update_user(user.user_id, refresh_token_hash=secret_hash(new_refresh_token()))

@@ -227,6 +227,18 @@ class CachingStore:
     async def list_users(self) -> list[User]:
         return await self.inner.list_users()
 
+    async def update_user(self, user_id: str, **changes: Any) -> User | None:
+        try:
+            return await self.inner.update_user(user_id, **changes)
+        finally:
+            await self._changed()
+
+    async def delete_user(self, user_id: str) -> bool:
+        try:
+            return await self.inner.delete_user(user_id)
+        finally:
+            await self._changed()
+
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:
         try:

@@ -18,6 +18,7 @@ import orjson
 from keyless.storage.base import (
     KEY_UPDATABLE,
     SERVICE_ACCOUNT_UPDATABLE,
+    USER_UPDATABLE,
     AuditEntry,
     AuditQuery,
     Conflict,
@@ -327,6 +328,19 @@ class PostgresStore:
 
     async def list_users(self) -> list[User]:
         return [User(*r) for r in await self.pool.fetch(f"SELECT {_USER_COLS} FROM users ORDER BY email")]
+
+    async def update_user(self, user_id: str, **changes: Any) -> User | None:
+        check_updatable(changes, USER_UPDATABLE)
+        if changes:
+            sets = ", ".join(f"{k}=${i}" for i, k in enumerate(changes, start=2))
+            try:
+                await self.pool.execute(f"UPDATE users SET {sets} WHERE user_id=$1", user_id, *changes.values())
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(str(exc)) from None
+        return await self.get_user(user_id)
+
+    async def delete_user(self, user_id: str) -> bool:
+        return _count(await self.pool.execute("DELETE FROM users WHERE user_id=$1", user_id)) == 1
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:

@@ -22,6 +22,7 @@ import orjson
 from keyless.storage.base import (
     KEY_UPDATABLE,
     SERVICE_ACCOUNT_UPDATABLE,
+    USER_UPDATABLE,
     AuditEntry,
     AuditQuery,
     Conflict,
@@ -467,6 +468,20 @@ class SqliteStore:
     async def list_users(self) -> list[User]:
         return [u for u in map(_user, self.db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY email"))
                 if u is not None]
+
+    async def update_user(self, user_id: str, **changes: Any) -> User | None:
+        check_updatable(changes, USER_UPDATABLE)
+        if changes:
+            sets = ", ".join(f"{k}=?" for k in changes)
+            params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
+            try:
+                self.db.execute(f"UPDATE users SET {sets} WHERE user_id=?", (*params, user_id))
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(str(exc)) from None
+        return await self.get_user(user_id)
+
+    async def delete_user(self, user_id: str) -> bool:
+        return self.db.execute("DELETE FROM users WHERE user_id=?", (user_id,)).rowcount == 1
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:
