@@ -36,6 +36,7 @@ from keyless.service.app import Keyless
 from keyless.service.audit import AuditLog, open_sink
 from keyless.service.bootstrap import bootstrap
 from keyless.service.config import Settings
+from keyless.service.core import account_condition_name
 from keyless.service.limits import Limits
 from keyless.storage import open_store
 
@@ -464,10 +465,15 @@ async def apply_seed(seed: Path, api_url: str, data_dir: Path) -> None:
 
 
 async def attach_account(keyless: Keyless, email: str) -> None:
-    """Name the account the metadata server serves (``--attach``)."""
-    if await keyless.core.resolve_account(email) is None:
+    """Name the account the metadata server serves (``--attach``); audited like ``PUT /keyless/v1/metadata``."""
+    account = await keyless.core.resolve_account(email)
+    if account is None:
         raise SystemExit(f"--attach: service account {email} does not exist.")
-    await keyless.store.set_meta(ATTACHED_META, email.lower())
+    if await keyless.store.get_meta(ATTACHED_META) == account.email:
+        return
+    await keyless.store.set_meta(ATTACHED_META, account.email)
+    await keyless.audit.commit_system_change("keyless.SetMetadataAttachment", account_condition_name(account),
+                                             serviceAccount=account.email)
 
 
 def run(options: ServeOptions) -> None:

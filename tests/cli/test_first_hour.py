@@ -37,6 +37,10 @@ def test_the_banner_names_every_listener_and_the_next_step(tmp_path: Path) -> No
         attached = srv.create_sa("banner-sa")
         assert _keyless("metadata", "attach", attached, env=srv.env()).returncode == 0
         assert f"(serves {attached})" in _keyless("status", env=srv.env()).stdout
+        assert _keyless("metadata", "show", env=srv.env()).stdout.strip() == attached
+        assert _keyless("metadata", "detach", env=srv.env()).returncode == 0
+        assert "no account attached" in _keyless("status", env=srv.env()).stdout
+        assert "no service account is attached" in _keyless("env", env=srv.env()).stderr
     finally:
         srv.stop()
 

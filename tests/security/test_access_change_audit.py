@@ -63,6 +63,11 @@ def test_the_metadata_attachment_is_audited(api: Api) -> None:
     bad = api.call("PUT", "/keyless/v1/metadata", {"serviceAccount": "nobody@keyless-dev.iam.gserviceaccount.com"})
     assert_google_error(bad, 400, "INVALID_ARGUMENT")
     assert _entries(api, "keyless.SetMetadataAttachment")[-1]["severity"] == "ERROR"
+    # Detaching is a change of who gets tokens too.
+    assert api.ok("DELETE", "/keyless/v1/metadata") == {"serviceAccount": ""}
+    detached = _one(api, "keyless.DeleteMetadataAttachment")
+    assert detached["resourceName"] == f"projects/-/serviceAccounts/{account['uniqueId']}"
+    assert detached["authenticationInfo"]["principalEmail"] == "owner@keyless.local"
 
 
 def test_project_creation_and_its_owner_binding_are_audited(api: Api) -> None:
@@ -157,3 +162,20 @@ def test_the_owner_created_at_first_start_is_audited(api: Api, inproc: InProcess
 
 def api_for(inproc: InProcess, owner: dict[str, Any]) -> Api:
     return Api(InProcess(inproc.keyless, inproc.clock, owner, inproc.loop))
+
+
+def test_the_attachment_made_by_serve_attach_is_audited(tmp_path: Path) -> None:
+    from tests.conftest import start_server
+
+    first = start_server(tmp_path / "data")
+    email = first.create_sa("vm-at-start")
+    first.stop()
+    again = start_server(tmp_path / "data", "--attach", email)
+    try:
+        entries = again.owner("GET", "/v1/auditLog?pageSize=1000")["entries"]
+        [entry] = [e["protoPayload"] for e in entries if e["protoPayload"]["methodName"] == "keyless.SetMetadataAttachment"]
+        assert entry["response"]["serviceAccount"] == email
+        assert entry["resourceName"].startswith("projects/-/serviceAccounts/")
+        assert not entry.get("authenticationInfo", {}).get("principalEmail")  # keyless itself, at start
+    finally:
+        again.stop()

@@ -184,7 +184,8 @@ async def audit_log(request: Request) -> Response:
 
 
 async def metadata_attachment(request: Request) -> Response:
-    """``GET|PUT /keyless/v1/metadata {"serviceAccount": EMAIL}``: the account the metadata server serves."""
+    """``GET|PUT|DELETE /keyless/v1/metadata {"serviceAccount": EMAIL}``: the account the metadata server serves
+    (``DELETE``: none)."""
     kl = keyless_of(request)
     caller = await api_caller(request)
     if request.method == "PUT":
@@ -192,6 +193,9 @@ async def metadata_attachment(request: Request) -> Response:
         data = await read_json(request, ("serviceAccount",))
         audit.note_request(serviceAccount=data.get("serviceAccount"))
         await kl.admin.attach_to_metadata(caller, data.get("serviceAccount"))
+    elif request.method == "DELETE":
+        audit.begin("keyless.DeleteMetadataAttachment", "keyless")
+        await kl.admin.detach_from_metadata(caller)
     elif request.method == "GET":
         await kl.admin.require_admin(caller)
     else:

@@ -424,6 +424,8 @@ def _admin_paths() -> dict[str, Schema]:
                        ok=_ok("MetadataAttachment")),
             "put": _op("keyless.metadata.set", "Attach an account to the metadata server.",
                        body=_json_body("MetadataAttachment", required=True), ok=_ok("MetadataAttachment")),
+            "delete": _op("keyless.metadata.delete", "Attach no account to the metadata server.",
+                          ok=_ok("MetadataAttachment")),
         },
         "/v1/auditLog": {
             "get": _op("keyless.auditLog.list", "Audit entries, oldest first (owner only).",

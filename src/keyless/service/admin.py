@@ -175,6 +175,16 @@ class Admin:
         audit.note(resource=account_condition_name(account))
         await self.core.store.set_meta(grants.ATTACHED_META, account.email)
 
+    async def detach_from_metadata(self, caller: Caller) -> None:
+        """Serve no account from the metadata server (clients there then find no credentials)."""
+        await self.require_admin(caller)
+        previous = await self.core.store.get_meta(grants.ATTACHED_META)
+        if previous:
+            account = await self.core.resolve_account(previous)
+            if account is not None:
+                audit.note(resource=account_condition_name(account))
+        await self.core.store.set_meta(grants.ATTACHED_META, "")
+
     async def ensure_project(self, project_id: str) -> Project:
         found = await self.core.store.get_project(project_id)
         if found is not None:
