@@ -294,3 +294,27 @@ def test_deleting_an_account_ends_its_tokens(api: Api, sa: dict[str, Any]) -> No
     assert_google_error(api.call("GET", f"/v1/projects/{PROJECT}", token=token), 401, "UNAUTHENTICATED")
     r = api.call("POST", f"/v1/projects/-/serviceAccounts/{sa['email']}:generateAccessToken", {"scope": [CLOUD]})
     assert_google_error(r, 403, "PERMISSION_DENIED")
+
+
+def test_a_token_minted_in_the_second_of_an_undelete_works(api: Api, sa: dict[str, Any]) -> None:
+    """The revocation cut-off of a delete is kept to the millisecond: a token minted after the undelete, in the
+    same second as the delete, works; one minted before the delete stays refused."""
+    api.clock.set(1_800_000_000.2)
+    before = api.sa_token(sa["email"])["accessToken"]
+    api.clock.advance(0.3)
+    api.ok("DELETE", f"/v1/projects/-/serviceAccounts/{sa['email']}")
+    api.clock.advance(0.2)
+    api.ok("POST", f"/v1/projects/-/serviceAccounts/{sa['uniqueId']}:undelete", {})
+    after = api.sa_token(sa["email"])["accessToken"]
+    assert api.call("GET", f"/tokeninfo?access_token={after}").status_code == 200
+    assert api.call("GET", f"/tokeninfo?access_token={before}").status_code == 400
+
+
+def test_a_token_minted_in_the_second_of_an_enable_works(api: Api, sa: dict[str, Any]) -> None:
+    api.clock.set(1_800_000_000.2)
+    path = f"/v1/projects/-/serviceAccounts/{sa['email']}"
+    api.ok("POST", f"{path}:disable", {})
+    api.clock.advance(0.3)
+    api.ok("POST", f"{path}:enable", {})
+    token = api.sa_token(sa["email"])["accessToken"]
+    assert api.call("GET", f"/tokeninfo?access_token={token}").status_code == 200

@@ -24,7 +24,7 @@ class AccessTokenClaims:
     principal_kind: str  # "serviceAccount" | "user"
     principal_id: str  # unique id of the account, or user id
     scopes: tuple[str, ...]
-    issued_at: int
+    issued_at: float  # to the millisecond: a cut-off (account deleted, then undeleted) may fall inside a second
     expires_at: int
     key_id: str | None = None  # the user-managed key a JWT-bearer grant was signed with
     client_id: str | None = None
@@ -34,7 +34,7 @@ class AccessTokenClaims:
 
     def to_json(self) -> bytes:
         claims = {"j": self.token_id, "k": self.principal_kind[0], "p": self.principal_id, "s": list(self.scopes),
-                  "i": self.issued_at, "e": self.expires_at, "y": self.key_id, "c": self.client_id}
+                  "i": round(self.issued_at, 3), "e": self.expires_at, "y": self.key_id, "c": self.client_id}
         if self.grant is not None:
             claims["g"] = self.grant
         return orjson.dumps(claims)
@@ -44,7 +44,7 @@ class TokenMinter:
     def __init__(self, mac_key: bytes) -> None:
         self._key = mac_key
 
-    def mint(self, *, principal_kind: str, principal_id: str, scopes: tuple[str, ...], issued_at: int,
+    def mint(self, *, principal_kind: str, principal_id: str, scopes: tuple[str, ...], issued_at: float,
              expires_at: int, key_id: str | None = None, client_id: str | None = None,
              grant: str | None = None) -> tuple[str, AccessTokenClaims]:
         claims = AccessTokenClaims(secrets.token_urlsafe(12), principal_kind, principal_id, scopes, issued_at,
@@ -74,7 +74,7 @@ class TokenMinter:
             raw = orjson.loads(b64url_decode(body))
             return AccessTokenClaims(
                 token_id=raw["j"], principal_kind="serviceAccount" if raw["k"] == "s" else "user",
-                principal_id=raw["p"], scopes=tuple(raw["s"]), issued_at=int(raw["i"]),
+                principal_id=raw["p"], scopes=tuple(raw["s"]), issued_at=float(raw["i"]),
                 expires_at=int(raw["e"]), key_id=raw.get("y"), client_id=raw.get("c"), grant=raw.get("g"),
             )
         except Exception:

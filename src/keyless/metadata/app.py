@@ -128,10 +128,11 @@ class MetadataServer:
                           f"{account.email} is disabled.")
         raw = request.query_params.get("scopes", "")
         scopes = tuple(s for s in raw.replace(" ", ",").split(",") if s) or DEFAULT_SCOPES
-        now = int(self.keyless.core.now())
+        issued = self.keyless.core.now()
+        now = int(issued)
         token, claims = self.keyless.core.minter.mint(principal_kind="serviceAccount",
-                                                      principal_id=account.unique_id, scopes=scopes, issued_at=now,
-                                                      expires_at=now + 3600)
+                                                      principal_id=account.unique_id, scopes=scopes,
+                                                      issued_at=issued, expires_at=now + 3600)
         audit.note_request(scopes=list(scopes))
         audit.note(tokenHash=self.keyless.core.audit_hash(claims.token_id))
         return _json({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})

@@ -134,9 +134,10 @@ class Credentials:
         raw_lifetime = body.get("lifetime")
         extended = raw_lifetime not in (None, "") and await self.lifetime_extension_allowed(account)
         lifetime = resolve_lifetime(raw_lifetime, extended_allowed=extended)
-        now = int(self.core.now())
+        issued = self.core.now()
+        now = int(issued)
         token, claims = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
-                                              scopes=scopes, issued_at=now, expires_at=now + lifetime)
+                                              scopes=scopes, issued_at=issued, expires_at=now + lifetime)
         expire_time = format_timestamp(now + lifetime)
         audit.note(tokenHash=self.core.audit_hash(claims.token_id), expireTime=expire_time)
         return {"accessToken": token, "expireTime": expire_time}

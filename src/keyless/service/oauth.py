@@ -114,10 +114,9 @@ class OAuth:
             return {"id_token": id_token}
         if not isinstance(scope, str) or not scope.split():
             raise OAuthError("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
-        issued = int(now)
         token, minted = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
-                                              scopes=tuple(scope.split()), issued_at=issued,
-                                              expires_at=issued + TOKEN_LIFETIME, key_id=used.key_id)
+                                              scopes=tuple(scope.split()), issued_at=now,
+                                              expires_at=int(now) + TOKEN_LIFETIME, key_id=used.key_id)
         audit.note_request(scope=scope)
         audit.note(tokenHash=self.core.audit_hash(minted.token_id), keyId=used.key_id)
         return {"access_token": token, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"}
@@ -139,9 +138,9 @@ class OAuth:
         if not (client_ok and secret_ok):
             raise OAuthError("invalid_client", "Unauthorized", http_status=401)
         scopes = tuple(form.get("scope", "").split()) or USER_DEFAULT_SCOPES
-        issued = int(self.core.now())
+        issued = self.core.now()
         token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
-                                              issued_at=issued, expires_at=issued + TOKEN_LIFETIME,
+                                              issued_at=issued, expires_at=int(issued) + TOKEN_LIFETIME,
                                               client_id=user.client_id, grant=refresh_grant(user))
         audit.note_request(scope=" ".join(scopes))
         audit.note(tokenHash=self.core.audit_hash(minted.token_id))
