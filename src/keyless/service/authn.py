@@ -11,6 +11,7 @@ from keyless.crypto.tokens import token_hash
 from keyless.domain.policy import Principal
 from keyless.errors import PermissionDenied, Unauthenticated
 from keyless.service.core import Caller, Core
+from keyless.service.keyring import verifies_at
 from keyless.storage.base import User
 from keyless.storage.cache import decision_memo
 
@@ -134,12 +135,12 @@ async def _self_signed_jwt(core: Core, token: str) -> Caller:
     if sa is None or sa.disabled:
         raise Unauthenticated()
     kid = header.get("kid")
-    records = [k for k in await core.store.list_keys(sa.unique_id) if not k.disabled]
+    now = core.now()
+    records = [k for k in await core.store.list_keys(sa.unique_id) if verifies_at(k, now)]
     if kid is not None:
         records = [k for k in records if k.key_id == kid]
     if not records:
         raise Unauthenticated("Invalid self-signed JWT: no active key of the service account matches its kid.")
-    now = core.now()
     try:
         claims = verify_rs256(token, [public_key_of_cert(k.certificate_pem) for k in records], audience=None,
                               now=now, leeway=core.settings.clock_skew)

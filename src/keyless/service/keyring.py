@@ -23,6 +23,17 @@ SYSTEM_MANAGED = "SYSTEM_MANAGED"
 USER_MANAGED = "USER_MANAGED"
 
 
+def in_validity_window(record: KeyRecord, now: float) -> bool:
+    """Whether ``now`` lies in the key's ``validAfterTime``..``validBeforeTime``: outside it a key signs,
+    authenticates and is published nowhere (an uploaded certificate may be long expired or not valid yet)."""
+    return record.valid_after <= now < record.valid_before
+
+
+def verifies_at(record: KeyRecord, now: float) -> bool:
+    """Whether a signature by this key is accepted at ``now``: enabled, not deleted, in its validity window."""
+    return not record.disabled and record.deleted_at is None and in_validity_window(record, now)
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     key_id: str
@@ -55,7 +66,7 @@ class KeyRing:
         return (record.key_type == SYSTEM_MANAGED and not record.disabled and record.retired_at is None
                 and record.private_key_enc is not None
                 and now < record.created_at + self._settings.key_rotation_period
-                and record.valid_after <= now < record.valid_before)
+                and in_validity_window(record, now))
 
     async def signing_key(self, owner: str, common_name: str) -> SigningKey:
         """The current system-managed key of ``owner``, creating or rotating it when due."""
@@ -123,7 +134,7 @@ class KeyRing:
         return record, pair.private_pkcs8_pem
 
     def is_published(self, record: KeyRecord, now: float) -> bool:
-        if record.disabled or record.deleted_at is not None or now >= record.valid_before:
+        if not verifies_at(record, now):
             return False
         return record.retired_at is None or now < record.retired_at + self._settings.key_retention
 

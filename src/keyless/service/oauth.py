@@ -15,7 +15,7 @@ from keyless.service.admin import new_refresh_token, secret_hash
 from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token, refresh_grant
 from keyless.service.core import Core
 from keyless.service.credentials import Credentials
-from keyless.service.keyring import ISSUER
+from keyless.service.keyring import ISSUER, in_validity_window, verifies_at
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_LIFETIME = 3600
@@ -63,15 +63,17 @@ class OAuth:
             raise invalid_grant("Invalid grant: account not found")
         audit.note(resource=f"projects/-/serviceAccounts/{account.unique_id}")
         kid = header.get("kid")
+        now = self.core.now()
         keys = [k for k in await self.core.store.list_keys(account.unique_id) if k.deleted_at is None]
         if kid is not None:
             keys = [k for k in keys if k.key_id == kid]
             if keys and keys[0].disabled:
                 raise invalid_grant("Invalid JWT Signature: the key is disabled.")
-        keys = [k for k in keys if not k.disabled]
+            if keys and not in_validity_window(keys[0], now):
+                raise invalid_grant("Invalid JWT Signature: the key is outside its validity period.")
+        keys = [k for k in keys if verifies_at(k, now)]
         if not keys:
             raise invalid_grant("Invalid JWT Signature.")
-        now = self.core.now()
         claims: dict[str, Any] | None = None
         used = None
         for key in keys:
