@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from keyless.crypto.keys import generate_key_pair
 from tests.conftest import CLOUD, Server
-from tests.e2e.support import TOKEN_CREATOR, google_error, mint, probe, sa_token
+from tests.e2e.support import TOKEN_CREATOR, google_error, mint, probe, sa_token, server_now
 
 
 def _certs(server: Server, email: str) -> dict[str, str]:
@@ -31,9 +31,12 @@ def test_legacy_iam_v1_sign_blob_and_sign_jwt(server: Server) -> None:
     cert = x509.load_pem_x509_certificate(_certs(server, sa)[signed["keyId"]].encode())
     cert.public_key().verify(base64.b64decode(signed["signature"]), b"legacy",  # type: ignore[call-arg,union-attr]
                              padding.PKCS1v15(), hashes.SHA256())  # type: ignore[arg-type]
+    before = server_now(server, server.owner_token, sa)
     jwt_out = server.owner("POST", f"{path}:signJwt", {"payload": json.dumps({"sub": "x"})})
+    after = server_now(server, server.owner_token, sa)
     claims = pyjwt.decode(jwt_out["signedJwt"], options={"verify_signature": False})
-    assert claims["sub"] == "x" and claims["exp"] - claims["iat"] == 3600  # IAM v1 adds exp
+    # IAM v1 adds exp an hour ahead (and nothing else), as Google documents.
+    assert set(claims) == {"sub", "exp"} and before + 3600 <= claims["exp"] <= after + 3600
 
 
 def test_uploaded_key_authenticates_jwt_bearer_grants(server: Server) -> None:

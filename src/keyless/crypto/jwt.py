@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -50,12 +51,44 @@ class JwtError(Exception):
     """A JWT that is malformed, forged, expired or otherwise unacceptable."""
 
 
+class DuplicateMember(ValueError):
+    """A JSON object names a member twice."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise DuplicateMember(name)
+            seen.add(name)
+    return out
+
+
+def loads_unique(data: bytes | str) -> Any:
+    """JSON whose objects name each member once (``DuplicateMember`` otherwise, a ``ValueError`` when not JSON).
+
+    For claims sets and JOSE headers: with ``{"exp": A, "exp": B}`` one reader keeps A and another B, so a
+    check made on one value would not hold for the value a relying party reads (RFC 7519 section 4 lets a
+    parser reject such a JWT; keyless does, everywhere a caller's claims decide something). orjson parses
+    (strictly: no NaN, no lone surrogates, integers within 64 bits); the standard parser's member hook, which
+    orjson lacks, looks for repeated names."""
+    value = orjson.loads(data)
+    if isinstance(value, dict | list):
+        json.loads(data, object_pairs_hook=_unique_members)
+    return value
+
+
 def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims, for choosing a key only: nothing here is trusted."""
+    """Header and claims, for choosing a key only: nothing here is trusted. A member named twice (in either)
+    makes the JWT malformed."""
     try:
         header_b64, payload_b64, _sig = token.split(".")
-        header = orjson.loads(b64url_decode(header_b64))
-        claims = orjson.loads(b64url_decode(payload_b64))
+        header = loads_unique(b64url_decode(header_b64))
+        claims = loads_unique(b64url_decode(payload_b64))
+    except DuplicateMember as exc:
+        raise JwtError(f"malformed JWT: the member {str(exc)[:64]!r} appears more than once") from exc
     except Exception as exc:
         raise JwtError("malformed JWT") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):

@@ -138,7 +138,7 @@ async def _sign_blob(kl: Keyless, caller: Caller, name: str, body: dict[str, Any
 
 
 async def _sign_jwt(kl: Keyless, caller: Caller, name: str, body: dict[str, Any], legacy: bool) -> dict[str, Any]:
-    key_id, jwt = await kl.credentials.sign_jwt(caller, name, body, add_exp=legacy, require_wildcard=not legacy)
+    key_id, jwt = await kl.credentials.sign_jwt(caller, name, body, require_wildcard=not legacy)
     return {"keyId": key_id, "signedJwt": jwt}
 
 

@@ -8,9 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from keyless.crypto.jwt import sign_rs256, sign_rs256_raw_payload
+from keyless.crypto.jwt import DuplicateMember, loads_unique, sign_rs256, sign_rs256_raw_payload
 from keyless.crypto.keys import sign_pkcs1_sha256
 from keyless.domain import roles
 from keyless.domain.delegation import parse_delegates, plan_chain
@@ -32,6 +30,7 @@ from keyless.storage.cache import decision_memo
 
 ID_TOKEN_LIFETIME = 3600
 MAX_SIGN_JWT_AHEAD = 12 * 3600
+SIGN_JWT_DEFAULT_LIFETIME = 3600
 
 
 MAX_REMEMBERED = 50_000
@@ -200,7 +199,15 @@ class Credentials:
         return key_id, signature
 
     async def sign_jwt(self, caller: Caller, name: str, body: Mapping[str, Any], *,
-                       add_exp: bool = False, require_wildcard: bool = True) -> tuple[str, str]:
+                       require_wildcard: bool = True) -> tuple[str, str]:
+        """Sign the caller's claims with the account's current system-managed key.
+
+        A payload without ``exp`` gets ``exp`` = now + 1 hour, as Google documents for signJwt ("this claim is
+        added automatically, with a timestamp that is 1 hour in the future"; nothing else is added): a JWT
+        signed with no expiry would be good for as long as its key is published. A given ``exp`` must be an
+        integer, not in the past and at most 12 hours ahead; the payload is then signed as sent. A payload
+        naming a member twice is refused: the 12-hour check and a relying party might read different values.
+        """
         target = parse_account_name(name, require_wildcard=require_wildcard)
         await self.require_named_project(target)
         raw = body.get("payload")
@@ -211,8 +218,11 @@ class Credentials:
             raise InvalidArgument(f"The payload is larger than {self.limits.max_sign_jwt_bytes} bytes.",
                                   field="payload")
         try:
-            claims = orjson.loads(encoded)
-        except orjson.JSONDecodeError:
+            claims = loads_unique(encoded)
+        except DuplicateMember as exc:
+            raise InvalidArgument(f"The payload names the member '{str(exc)[:64]}' more than once.",
+                                  field="payload") from None
+        except ValueError:
             raise InvalidArgument("The payload is not valid JSON.", field="payload") from None
         if not isinstance(claims, dict):
             raise InvalidArgument("The payload must be a JSON object.", field="payload")
@@ -228,9 +238,8 @@ class Credentials:
                 raise InvalidArgument("The exp claim must be at most 12 hours in the future.", field="payload")
         account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_SIGN_JWT)
         key_id, key = await self._account_key(account)
-        if add_exp and "exp" not in claims:
-            claims["exp"] = now + 3600
-            claims.setdefault("iat", now)
+        if "exp" not in claims:
+            claims["exp"] = now + SIGN_JWT_DEFAULT_LIFETIME
             jwt = sign_rs256(key, key_id, claims)
         else:
             jwt = sign_rs256_raw_payload(key, key_id, encoded)
