@@ -139,7 +139,8 @@ def serve(
     max_sign_jwt_bytes: Annotated[int, typer.Option(help="Largest signJwt payload.")] = 64 * 1024,
     workers: Annotated[int, typer.Option(
         help="API processes, each with its own SO_REUSEPORT socket (use one per core for a broker).")] = 1,
-    rate_limit: Annotated[float, typer.Option(help="Requests per second per caller (0: off).")] = 0.0,
+    rate_limit: Annotated[float, typer.Option(
+        help="Requests per second per caller (0: off); on /token, also failed grants per client address.")] = 0.0,
     rate_limit_per_account: Annotated[float, typer.Option(
         help="Credential requests per second per target account (0: off).")] = 0.0,
     header_timeout: Annotated[float, typer.Option(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyless.errors import OAuthError
+from keyless.errors import KeylessError, OAuthError
 from keyless.http.common import JSONResponse, keyless_of, read_form
 from keyless.service import audit
 
@@ -15,10 +15,19 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def token(request: Request) -> Response:
     if request.method != "POST":
         raise OAuthError("invalid_request", "The token endpoint takes POST.", http_status=405)
+    oauth = keyless_of(request).oauth
+    # The TCP peer's address: a header such as X-Forwarded-For is the caller's to write.
+    client_address = request.client.host if request.client else ""
+    oauth.admit(client_address)  # before the request is read or audited
     audit.begin("oauth2.Token", "oauth2.googleapis.com")
-    form = await read_form(request)
-    audit.note_request(grant_type=form.get("grant_type"))
-    return JSONResponse(await keyless_of(request).oauth.token(form), headers=NO_STORE)
+    try:
+        form = await read_form(request)
+        audit.note_request(grant_type=form.get("grant_type"))
+        granted = await oauth.token(form)
+    except (OAuthError, KeylessError) as exc:
+        oauth.refused(client_address, exc)
+        raise
+    return JSONResponse(granted, headers=NO_STORE)
 
 
 async def tokeninfo(request: Request) -> Response:

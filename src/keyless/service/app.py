@@ -28,7 +28,7 @@ class Keyless:
         self.limits = limits or Limits()
         self.per_caller = RateLimiter(self.limits.rate_limit, what="for the caller")
         self.credentials = Credentials(self.core, self.limits)
-        self.oauth = OAuth(self.core, self.credentials)
+        self.oauth = OAuth(self.core, self.credentials, self.limits, self.per_caller)
         self.admin = Admin(self.core)
 
     @property

@@ -40,16 +40,35 @@ class RateLimiter:
         self._now = now
         self._buckets: dict[str, tuple[float, float]] = {}
 
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
+            self._buckets.clear()  # bounded memory: forgetting buckets only ever lets callers through sooner
+        self._buckets[key] = (tokens, now)
+
     def check(self, key: str) -> None:
+        """Take one request from ``key``'s bucket, or raise ``ResourceExhausted`` when it is empty."""
         if self.rate <= 0:
             return
         now = self._now()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = self._tokens(key, now)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             raise ResourceExhausted(f"Quota exceeded: more than {self.rate:g} requests per second {self.what} "
                                     f"'{key}'. Retry with exponential backoff.")
-        if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
-            self._buckets.clear()  # bounded memory: forgetting buckets only ever lets callers through sooner
-        self._buckets[key] = (tokens - 1.0, now)
+        self._store(key, tokens - 1.0, now)
+
+    def exhausted(self, key: str) -> bool:
+        """Whether ``key``'s bucket is empty now (nothing is taken): for limits charged after the fact."""
+        return self.rate > 0 and self._tokens(key, self._now()) < 1.0
+
+    def charge(self, key: str) -> None:
+        """Take one request from ``key``'s bucket after the fact, never raising. Requests admitted together
+        may take it below empty (down to minus one burst): the bucket then refills for longer."""
+        if self.rate <= 0:
+            return
+        now = self._now()
+        self._store(key, max(-self.burst, self._tokens(key, now) - 1.0), now)

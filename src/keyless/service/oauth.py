@@ -9,13 +9,14 @@ from typing import Any
 from keyless.crypto.jwt import JwtError, unverified_parts, verify_rs256
 from keyless.crypto.keys import public_key_of_cert
 from keyless.crypto.tokens import token_hash
-from keyless.errors import OAuthError, Unauthenticated, invalid_grant
+from keyless.errors import OAuthError, ResourceExhausted, Unauthenticated, invalid_grant
 from keyless.service import audit
 from keyless.service.admin import new_refresh_token, secret_hash
 from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token, refresh_grant
 from keyless.service.core import Core
 from keyless.service.credentials import Credentials
 from keyless.service.keyring import ISSUER, in_validity_window, verifies_at
+from keyless.service.limits import Limits, RateLimiter
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_LIFETIME = 3600
@@ -23,14 +24,54 @@ MAX_ASSERTION_LIFETIME = 3600
 GOOGLE_TOKEN_AUDIENCES = ("https://oauth2.googleapis.com/token", "https://www.googleapis.com/oauth2/v4/token",
                           "https://accounts.google.com/o/oauth2/token")
 USER_DEFAULT_SCOPES = (CLOUD_PLATFORM, "https://www.googleapis.com/auth/userinfo.email", "openid")
+RATE_LIMITED = "rate_limit_exceeded"
 TIMEFRAME = ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. "
              "Check your iat and exp values in the JWT claim.")
 
 
 class OAuth:
-    def __init__(self, core: Core, credentials: Credentials) -> None:
+    """The token endpoint's grants, and its rate limits.
+
+    With ``--rate-limit`` set, ``/token`` and its aliases are limited on two keys, neither of which a caller can
+    vary freely without cost:
+
+    * failed grants per **client address** (the TCP peer, never a header the caller writes): before a grant
+      is verified the only other name for the caller is what its assertion claims, which costs nothing to
+      vary and may name a victim. A request from an address whose budget of failures is spent is refused
+      (429) before its body is read, verified or audited, so a flood of garbage costs one bucket's worth of
+      work and audit entries per address. Clients behind one address (a NAT, the interception proxy) share
+      that budget, but only their failures spend it;
+    * granted tokens per **verified identity** (the service account whose key signed the assertion, the
+      user whose refresh token and client secret matched), the budget that identity's API calls spend too
+      (``Keyless.per_caller``), checked before a token is minted. This spends nothing of the address's
+      budget.
+    """
+
+    def __init__(self, core: Core, credentials: Credentials, limits: Limits | None = None,
+                 per_caller: RateLimiter | None = None) -> None:
         self.core = core
         self.credentials = credentials
+        rate = (limits or Limits()).rate_limit
+        self.per_caller = per_caller or RateLimiter(rate, what="for the caller")
+        self.failed_grants = RateLimiter(rate, what="of failed token grants from the client address")
+
+    def admit(self, client_address: str) -> None:
+        """Refuse (429) a token request from an address that has spent its budget of failed grants."""
+        if self.failed_grants.exhausted(client_address):
+            raise OAuthError(RATE_LIMITED, f"Rate limit exceeded: too many failed token requests from "
+                             f"{client_address or 'this client'}. Retry with exponential backoff.", http_status=429)
+
+    def refused(self, client_address: str, error: Exception) -> None:
+        """A token request from ``client_address`` failed with ``error``: it spends the address's budget, unless
+        it was refused for its verified identity's rate."""
+        if not (isinstance(error, OAuthError) and error.error == RATE_LIMITED):
+            self.failed_grants.charge(client_address)
+
+    def _within_rate(self, identity: str) -> None:
+        try:
+            self.per_caller.check(identity)
+        except ResourceExhausted as exc:
+            raise OAuthError(RATE_LIMITED, exc.message, http_status=429) from None
 
     def accepted_audiences(self) -> tuple[str, ...]:
         own = self.core.settings.public_url.rstrip("/")
@@ -57,7 +98,9 @@ class OAuth:
         iss = unverified.get("iss")
         if not isinstance(iss, str) or not iss:
             raise invalid_grant("Invalid JWT: the iss claim is missing.")
-        audit.note(principal=iss)
+        # Until the signature is checked the issuer is only claimed (by anyone, naming anyone): recorded as
+        # such, and the principal only once verified.
+        audit.note_request(claimedIssuer=iss)
         account = await self.core.store.find_service_account(iss.lower())
         if account is None:
             raise invalid_grant("Invalid grant: account not found")
@@ -93,10 +136,12 @@ class OAuth:
                 raise invalid_grant(f"Invalid JWT: {text}.") from None
         if claims is None or used is None:
             raise invalid_grant("Invalid JWT Signature.")
+        audit.note(principal=account.email)
         if claims["exp"] - claims["iat"] > MAX_ASSERTION_LIFETIME:
             raise invalid_grant(TIMEFRAME)
         if account.disabled:
             raise invalid_grant("Invalid grant: the service account is disabled.")
+        self._within_rate(account.email)
         sub = claims.get("sub")
         if sub is not None and sub != iss:
             raise OAuthError("unauthorized_client", "Client is unauthorized to retrieve access tokens using this "
@@ -134,11 +179,13 @@ class OAuth:
         user = await self.core.store.find_user_by_refresh_hash(secret_hash(refresh_token))
         if user is None or user.disabled:
             raise invalid_grant("Token has been expired or revoked.")
-        audit.note(principal=user.email, resource=f"users/{user.email}")
+        audit.note(resource=f"users/{user.email}")
         client_ok = hmac.compare_digest(user.client_id.encode(), client_id.encode())
         secret_ok = hmac.compare_digest(user.client_secret_hash.encode(), secret_hash(client_secret).encode())
         if not (client_ok and secret_ok):
             raise OAuthError("invalid_client", "Unauthorized", http_status=401)
+        audit.note(principal=user.email)
+        self._within_rate(user.email)
         scopes = tuple(form.get("scope", "").split()) or USER_DEFAULT_SCOPES
         issued = self.core.now()
         token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
