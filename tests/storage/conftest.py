@@ -14,6 +14,9 @@ from keyless.storage.base import Store
 from keyless.storage.sqlite import SqliteStore
 
 
+_DSN = pytest.StashKey[str]()  # the PostgreSQL database of the running test
+
+
 def _sqlite(tmp_path: Path) -> Store:
     return SqliteStore(tmp_path / "conformance.db")
 
@@ -21,8 +24,10 @@ def _sqlite(tmp_path: Path) -> Store:
 def _postgres(request: pytest.FixtureRequest) -> Store:
     from keyless.storage.postgres import PostgresStore
 
-    cluster = request.getfixturevalue("postgres")
-    return PostgresStore(cluster.create_database("conformance"), min_size=1, max_size=4)
+    # One database per test: a second store in the same test (Runner.twin) opens the first one's.
+    if _DSN not in request.node.stash:
+        request.node.stash[_DSN] = request.getfixturevalue("postgres").create_database("conformance")
+    return PostgresStore(request.node.stash[_DSN], min_size=1, max_size=4)
 
 
 def _cached_sqlite(request: pytest.FixtureRequest) -> Store:
@@ -31,6 +36,7 @@ def _cached_sqlite(request: pytest.FixtureRequest) -> Store:
     return CachingStore(_sqlite(request.getfixturevalue("tmp_path")))
 
 
+# Each factory, called twice in one test, opens two stores on one database (as two processes would).
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
     "sqlite": lambda request: _sqlite(request.getfixturevalue("tmp_path")),
     "postgresql": _postgres,
@@ -40,9 +46,10 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
 
 
 class Runner:
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, twin: Callable[[], Store]) -> None:
         self.store = store
         self.loop = loop
+        self.twin = twin  # another store on the same database, not yet opened (another process's)
 
     def __call__(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -56,6 +63,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runner]:
     store = BACKENDS[request.param](request)
     loop.run_until_complete(store.open())
     with request_scope() if request.param.endswith("-cached") else contextlib.nullcontext():
-        yield Runner(store, loop)
+        yield Runner(store, loop, lambda: BACKENDS[request.param](request))
     loop.run_until_complete(store.close())
     loop.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from keyless.storage.base import Conflict, KeyRecord, OrgPolicy, Project, ServiceAccount, User
+from keyless.storage.base import Conflict, KeyRecord, OrgPolicy, Project, ServiceAccount, Store, User
 from tests.storage.conftest import Runner
 
 
@@ -257,3 +260,38 @@ def test_audit_time_bound_over_many_entries_stored_nearly_in_order(db: Runner) -
         assert [e.body["n"] for e in got] == expected, since
         denied = db(db.store.query_audit(AuditQuery(since=since, denied=True, limit=1000)))
         assert [e.body["n"] for e in denied] == [i for i in expected if i % 7 == 0], since
+
+
+def _create_within_quota(store: Store, keys: list[KeyRecord], limit: int) -> list[bool]:
+    """In a thread of its own (another process's), on ``store``: every create at once."""
+
+    async def run() -> list[bool]:
+        await store.open()
+        try:
+            return list(await asyncio.gather(*(store.create_key_within_quota(k, limit) for k in keys)))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def test_key_quota_holds_under_concurrent_creates_from_two_stores(db: Runner) -> None:
+    owner = "100000000000000000001"
+    db(db.store.create_key(_key("s" * 40, owner=owner)))  # a system-managed key does not count
+    batches = [[_key(f"{i:02d}{side}" + "0" * 37, owner=owner, created=float(i), key_type="USER_MANAGED")
+                for i in range(8)] for side in "ab"]
+    stores = [db.twin(), db.twin()]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(_create_within_quota, stores, batches, [10, 10]))
+    assert sum(ok for batch in results for ok in batch) == 10, results
+    user_keys = [k for k in db(db.store.list_keys(owner)) if k.key_type == "USER_MANAGED"]
+    assert len(user_keys) == 10
+    assert not db(db.store.create_key_within_quota(_key("x" * 40, owner=owner, key_type="USER_MANAGED"), 10))
+    # A deleted key frees its place; another owner and another key type have quotas of their own.
+    db(db.store.update_key(user_keys[0].key_id, deleted_at=5.0))
+    assert db(db.store.create_key_within_quota(_key("y" * 40, owner=owner, key_type="USER_MANAGED"), 10))
+    assert not db(db.store.create_key_within_quota(_key("z" * 40, owner=owner, key_type="USER_MANAGED"), 10))
+    assert db(db.store.create_key_within_quota(_key("w" * 40, owner="100000000000000000002",
+                                                    key_type="USER_MANAGED"), 10))
+    assert db(db.store.create_key_within_quota(_key("v" * 40, owner=owner, retired_at=1.0), 10))  # 2nd system key
+    assert len(db(db.store.list_keys(owner))) == 12

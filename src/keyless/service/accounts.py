@@ -234,14 +234,19 @@ class Accounts:
             raise InvalidArgument(f"keyAlgorithm {algorithm} is not supported; use KEY_ALG_RSA_2048.",
                                   field="key_algorithm")
         await self._check_key_quota(account)
-        record, pem = await self.core.keyring.create_user_managed(account.unique_id, account.email)
+        created = await self.core.keyring.create_user_managed(account.unique_id, account.email,
+                                                              MAX_USER_MANAGED_KEYS)
+        if created is None:
+            raise _key_quota_reached(account)
+        record, pem = created
         return account, record, pem
 
     async def _check_key_quota(self, account: ServiceAccount) -> None:
+        """Refuse early, before a key pair is generated, when the account is at its quota. Only an early answer:
+        concurrent creates all pass it, and the store's atomic count-and-insert is what holds the quota."""
         existing = [k for k in await self.core.store.list_keys(account.unique_id) if k.key_type == USER_MANAGED]
         if len(existing) >= MAX_USER_MANAGED_KEYS:
-            raise FailedPrecondition(f"Precondition check failed: {account.email} already has "
-                                     f"{MAX_USER_MANAGED_KEYS} keys.")
+            raise _key_quota_reached(account)
 
     async def upload_key(self, caller: Caller, name: str, body: Mapping[str, Any]) -> tuple[ServiceAccount,
                                                                                               KeyRecord]:
@@ -265,7 +270,8 @@ class Accounts:
                            key_origin="USER_PROVIDED", certificate_pem=pem, private_key_enc=None,
                            valid_after=cert.not_valid_before_utc.timestamp(),
                            valid_before=cert.not_valid_after_utc.timestamp(), created_at=now)
-        await self.core.store.create_key(record)
+        if not await self.core.store.create_key_within_quota(record, MAX_USER_MANAGED_KEYS):
+            raise _key_quota_reached(account)
         return account, record
 
     async def change_key(self, caller: Caller, key_name: str, action: str) -> KeyRecord:
@@ -281,6 +287,11 @@ class Accounts:
         changed = await self.core.store.update_key(key.key_id, disabled=(action == "disable"))
         assert changed is not None
         return changed
+
+
+def _key_quota_reached(account: ServiceAccount) -> FailedPrecondition:
+    return FailedPrecondition(f"Precondition check failed: {account.email} already has "
+                              f"{MAX_USER_MANAGED_KEYS} keys.")
 
 
 def _page_size(raw: object) -> int:

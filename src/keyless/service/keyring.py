@@ -112,13 +112,13 @@ class KeyRing:
                     *(r.valid_after for r in records if r.valid_after > now))
         return newest.valid_after, until
 
-    async def create_user_managed(self, owner: str, common_name: str) -> tuple[KeyRecord, bytes]:
-        """A new user-managed key; returns the record and the private key PEM (handed to the caller once)."""
-        return await self._create(owner, common_name, USER_MANAGED, self._clock.now())
-
-    async def _create(self, owner: str, common_name: str, key_type: str, now: float) -> tuple[KeyRecord, bytes]:
-        record, pem = await self._new_record(owner, common_name, key_type, now)
-        await self._store.create_key(record)
+    async def create_user_managed(self, owner: str, common_name: str, limit: int) -> tuple[KeyRecord, bytes] | None:
+        """A new user-managed key, unless ``owner`` has ``limit`` already (None then: the store counts and
+        inserts atomically). Returns the record and the private key PEM (handed to the caller once)."""
+        record, pem = await self._new_record(owner, common_name, USER_MANAGED, self._clock.now())
+        if not await self._store.create_key_within_quota(record, limit):
+            self.forget(record.key_id)
+            return None
         return record, pem
 
     async def _new_record(self, owner: str, common_name: str, key_type: str, now: float

@@ -177,6 +177,12 @@ class CachingStore:
         finally:
             await self._changed()
 
+    async def create_key_within_quota(self, key: KeyRecord, limit: int) -> bool:
+        try:
+            return await self.inner.create_key_within_quota(key, limit)
+        finally:
+            await self._changed()
+
     async def get_key(self, key_id: str) -> KeyRecord | None:
         return await self._cached(("key", key_id), lambda: self.inner.get_key(key_id))
 

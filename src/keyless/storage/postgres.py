@@ -242,6 +242,22 @@ class PostgresStore:
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(str(exc)) from None
 
+    async def create_key_within_quota(self, key: KeyRecord, limit: int) -> bool:
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    # Creates for one owner queue on a lock held to the end of the transaction: under READ
+                    # COMMITTED the count would not see a concurrent, uncommitted insert.
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_id(f"keys:{key.owner}"))
+                    count = await conn.fetchval("SELECT count(*) FROM keys WHERE owner=$1 AND key_type=$2 "
+                                                "AND deleted_at IS NULL", key.owner, key.key_type)
+                    if count >= limit:
+                        return False
+                    await self._insert_key(conn, key)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(str(exc)) from None
+        return True
+
     @staticmethod
     async def _insert_key(conn: Any, key: KeyRecord) -> None:
         await conn.execute(

@@ -379,6 +379,26 @@ class SqliteStore:
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
 
+    async def create_key_within_quota(self, key: KeyRecord, limit: int) -> bool:
+        db = self.db
+        # The write lock first (IMMEDIATE), so that no other process inserts between the count and the insert.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT count(*) FROM keys WHERE owner=? AND key_type=? AND deleted_at IS NULL",
+                             (key.owner, key.key_type)).fetchone()
+            if row[0] >= limit:
+                db.execute("ROLLBACK")
+                return False
+            self._insert_key(key)
+            db.execute("COMMIT")
+            return True
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK")
+            raise Conflict(str(exc)) from None
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def _insert_key(self, key: KeyRecord) -> None:
         self.db.execute(
             f"INSERT INTO keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
