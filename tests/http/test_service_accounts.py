@@ -195,9 +195,12 @@ def test_undelete_of_an_active_account_is_400(api: Api) -> None:
     assert_google_error(r, 400, "FAILED_PRECONDITION")
 
 
-def test_undelete_of_unknown_id_is_404(api: Api) -> None:
-    r = api.call("POST", "/v1/projects/-/serviceAccounts/123456789012345678901:undelete", {})
+def test_undelete_of_unknown_id_is_404_in_its_project(api: Api) -> None:
+    r = api.call("POST", f"/v1/projects/{PROJECT}/serviceAccounts/123456789012345678901:undelete", {})
     assert_google_error(r, 404, "NOT_FOUND")
+    # Through the wildcard the project is unknown: 403, as Google documents for every verb.
+    r = api.call("POST", "/v1/projects/-/serviceAccounts/123456789012345678901:undelete", {})
+    assert_google_error(r, 403, "PERMISSION_DENIED")
 
 
 def test_undelete_after_thirty_days_is_refused(api: Api) -> None:

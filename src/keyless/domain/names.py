@@ -33,6 +33,11 @@ class AccountRef:
     def wildcard(self) -> bool:
         return self.project == "-"
 
+    @property
+    def name(self) -> str:
+        """The name as the request wrote it (what an answer to a caller may repeat)."""
+        return f"projects/{self.project}/serviceAccounts/{self.account}"
+
 
 @functools.lru_cache(maxsize=4096)  # every credential request parses its target's name; names repeat
 def parse_account_name(name: str, *, field: str = "name", require_wildcard: bool = False) -> AccountRef:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keyless.domain.names import parse_account_name
 from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, base_url, keyless_of, read_json, via_google_host
 from keyless.http.wire import created_key_json, key_json, service_account_json
@@ -111,17 +112,17 @@ async def _account_verb(request: Request, name: str, verb: str) -> Response:
     if verb == "getIamPolicy":
         data = await read_json(request, ("options",))
         account = await kl.accounts.lookup(caller, name, "iam.serviceAccounts.getIamPolicy")
-        policy = await kl.policies.get_for_account(caller, account,
+        policy = await kl.policies.get_for_account(caller, account, name,
                                                    requested_version(request.query_params, data))
         return JSONResponse(policy.to_json())
     if verb == "setIamPolicy":
         data = await read_json(request, ("policy", "updateMask"))
         audit.note_request(policy=data.get("policy"), updateMask=data.get("updateMask"))
         account = await kl.accounts.lookup(caller, name, "iam.serviceAccounts.setIamPolicy")
-        return JSONResponse((await kl.policies.set_for_account(caller, account, data)).to_json())
+        return JSONResponse((await kl.policies.set_for_account(caller, account, name, data)).to_json())
     if verb == "testIamPermissions":
         data = await read_json(request, ("permissions",))
-        account = await kl.accounts.find(name)
+        account = await kl.accounts.find(caller, name)
         granted = await kl.policies.test_on_account(caller, account, data)
         return JSONResponse({"permissions": granted} if granted else {})
     raise NotFound(f"Unknown method :{verb}.")
@@ -131,8 +132,9 @@ async def _allowed_locations(request: Request, name: str) -> Response:
     if request.method != "GET":
         raise MethodNotAllowed("Use GET.")
     await api_caller(request)
-    await keyless_of(request).accounts.find(name)
-    # keyless has no regional access boundaries: every location is allowed.
+    # keyless has no regional access boundaries: every location is allowed, for any account, so the answer
+    # needs no lookup (and says nothing of whether the account exists).
+    parse_account_name(name)
     return JSONResponse({"locations": [], "encodedLocations": "0x0"})
 
 

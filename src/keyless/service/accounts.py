@@ -21,13 +21,21 @@ from keyless.domain.names import (
     validate_account_id,
 )
 from keyless.domain.numbers import parse_count
-from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from keyless.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    KeylessError,
+    NotFound,
+    PermissionDenied,
+)
 from keyless.service import audit, grants
 from keyless.service.core import Caller, Core, account_condition_name, in_named_project
 from keyless.service.keyring import SYSTEM_MANAGED, USER_MANAGED
 from keyless.storage.base import Conflict, KeyRecord, ServiceAccount
 
 UNDELETE_WINDOW = 30 * 86400
+UNDELETE = "iam.serviceAccounts.undelete"
 MAX_USER_MANAGED_KEYS = 10
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -58,31 +66,51 @@ class Accounts:
             raise NotFound(f"Project '{project}' not found or permission denied.")
         return found.project_id
 
-    async def lookup(self, caller: Caller, name: str, permission: str, *, allow_deleted: bool = False
-                     ) -> ServiceAccount:
-        """Resolve ``projects/{p|-}/serviceAccounts/{email|id}`` and check ``permission`` on it."""
+    async def lookup(self, caller: Caller, name: str, permission: str) -> ServiceAccount:
+        """Resolve ``projects/{p|-}/serviceAccounts/{email|id}`` and check ``permission`` on it.
+
+        What a caller without the permission learns (decided after Google, whose denial reads "or it may not
+        exist"): nothing. For an account that exists, and for one that does not (or not in the project named),
+        it gets the same 403 ``Permission '<permission>' denied on resource (or it may not exist).`` whose
+        ErrorInfo names the permission and the resource as the caller wrote it, never the account's email or
+        project. A caller who holds ``permission`` on the project named (the policy that would grant it on an
+        account there) is told an account is missing: 404, as Google answers principals with project-level
+        access (they may list and create accounts there anyway). Through the ``-`` wildcard no project is
+        named, so a missing account is 403 for every caller, as Google documents ("the response contains an
+        HTTP 403 Forbidden error instead of a 404")."""
         ref = parse_account_name(name)
-        account = await self._find(ref, allow_deleted=allow_deleted)
-        audit.note(resource=account_condition_name(account))
-        await self.core.require_on_account(caller, permission, account)
-        return account
-
-    async def find(self, name: str) -> ServiceAccount:
-        """The active account ``name`` refers to, without a permission check (testIamPermissions)."""
-        return await self._find(parse_account_name(name))
-
-    async def _find(self, ref: AccountRef, *, allow_deleted: bool = False) -> ServiceAccount:
-        if allow_deleted and ref.is_unique_id:
-            account = await self.core.store.get_service_account(ref.account)
-        else:
-            account = await self.core.resolve_account(ref)
-        if account is not None and not await in_named_project(self.core, ref, account):
-            account = None
+        account = await self._find(ref)
         if account is None:
-            if ref.wildcard:
-                raise PermissionDenied.iam("iam.serviceAccounts.get", f"projects/-/serviceAccounts/{ref.account}")
-            raise NotFound(f"Service account projects/{ref.project}/serviceAccounts/{ref.account} does not exist.")
+            raise await self._missing(caller, ref, permission)
+        audit.note(resource=account_condition_name(account))
+        await self.core.require_on_account(caller, permission, account, ref.name)
         return account
+
+    async def find(self, caller: Caller, name: str) -> ServiceAccount | None:
+        """The account ``name`` refers to, without a permission check (testIamPermissions). None when it does
+        not exist and the caller may not be told so: it then tests as an account the caller holds nothing on.
+        NotFound when the caller may be told (it can get accounts in the project named; see ``lookup``)."""
+        ref = parse_account_name(name)
+        account = await self._find(ref)
+        if account is None:
+            answer = await self._missing(caller, ref, "iam.serviceAccounts.get")
+            if isinstance(answer, NotFound):
+                raise answer
+        return account
+
+    async def _find(self, ref: AccountRef) -> ServiceAccount | None:
+        account = await self.core.resolve_account(ref)
+        return account if account is not None and await in_named_project(self.core, ref, account) else None
+
+    async def _missing(self, caller: Caller, ref: AccountRef, permission: str) -> KeylessError:
+        """The answer for an account that is not there: 404 only for a caller holding ``permission`` on the
+        project named; otherwise the denial an existing account would give (see ``lookup``)."""
+        if not ref.wildcard:
+            project = await self.core.store.get_project(ref.project)
+            if project is not None and await self.core.allowed_on_project(
+                    await self.core.identities(caller.principal), permission, project.project_id):
+                return NotFound(f"Service account {ref.name} does not exist.")
+        return PermissionDenied.iam(permission, ref.name)
 
     async def create(self, caller: Caller, project: str, body: Mapping[str, Any]) -> ServiceAccount:
         project_id = await self._project(project)
@@ -171,11 +199,15 @@ class Accounts:
         if not ref.is_unique_id:
             raise InvalidArgument("Undelete needs the account's unique id: projects/-/serviceAccounts/UNIQUE_ID.",
                                   field="name")
+        # Deleted accounts too (by unique id); answered as lookup answers (a caller without the permission on
+        # the account's project learns nothing of it).
         account = await self.core.store.get_service_account(ref.account)
         if account is None or not await in_named_project(self.core, ref, account):
-            raise NotFound(f"Service account {ref.account} does not exist.")
+            raise await self._missing(caller, ref, UNDELETE)
         audit.note(resource=account_condition_name(account))
-        await self.core.require_on_project(caller, "iam.serviceAccounts.undelete", account.project_id)
+        if not await self.core.allowed_on_project(await self.core.identities(caller.principal), UNDELETE,
+                                                  account.project_id):
+            raise PermissionDenied.iam(UNDELETE, ref.name)
         if account.deleted_at is None:
             raise FailedPrecondition(f"Service account {account.email} is not deleted.")
         if self.core.now() - account.deleted_at > UNDELETE_WINDOW:

@@ -133,9 +133,13 @@ class Core:
         audit.note_authorization(permission, project_resource(project_id), granted)
         return granted
 
-    async def require_on_account(self, caller: Caller, permission: str, account: ServiceAccount) -> None:
+    async def require_on_account(self, caller: Caller, permission: str, account: ServiceAccount, named: str
+                                 ) -> None:
+        """Refuse unless the caller holds ``permission`` on ``account``. The denial names the account as the
+        caller did (``named``), never by what keyless knows of it (its email, its project): it must read the
+        same as the denial for an account that does not exist (see ``Accounts.lookup``)."""
         if not await self.allowed_on_account(await self.identities(caller.principal), permission, account):
-            raise PermissionDenied.iam(permission, f"projects/-/serviceAccounts/{account.email}")
+            raise PermissionDenied.iam(permission, named)
 
     async def require_on_project(self, caller: Caller, permission: str, project_id: str) -> None:
         if not await self.allowed_on_project(await self.identities(caller.principal), permission, project_id):

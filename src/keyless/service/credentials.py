@@ -68,7 +68,7 @@ class Credentials:
         if memo is not None:
             remembered: _GrantedChain | None = memo.get(key)
             if remembered is not None:
-                self.per_account.check(remembered.account.email)
+                self.per_account.check(remembered.account.email, shown=target.account)
                 audit.note(resource=remembered.resource, delegation=delegation)
                 for hop_permission, hop_resource in remembered.authorizations:
                     audit.note_authorization(hop_permission, hop_resource, True)
@@ -76,7 +76,6 @@ class Credentials:
         hops = plan_chain(delegates, target, permission)
         resolved_target = await self.core.resolve_account(target)
         named = resolved_target.unique_id if resolved_target else target.account
-        self.per_account.check(resolved_target.email if resolved_target else target.account)
         resource = f"projects/-/serviceAccounts/{named}"
         audit.note(resource=resource, delegation=delegation)
         identities = await self.core.identities(caller.principal)
@@ -87,15 +86,17 @@ class Credentials:
         last = len(hops) - 1
         for index, hop in enumerate(hops):
             account = resolved_target if index == last else await self.core.resolve_account(hop.resource)
+            # A missing account and one the caller may not use get the same denial, naming the account as the
+            # caller did (as on Google, through the '-' wildcard): neither tells whether it exists, nor its
+            # email when it is named by unique id.
             if account is None:
-                # Through the '-' wildcard a missing account is indistinguishable from a denial (as on Google).
-                raise PermissionDenied.iam(hop.permission, f"projects/-/serviceAccounts/{hop.resource.account}")
+                raise PermissionDenied.iam(hop.permission, hop.resource.name)
             if account.unique_id in seen:
-                raise InvalidArgument(f"The delegation chain contains {account.email} more than once.",
+                raise InvalidArgument(f"The delegation chain names {hop.resource.account} more than once.",
                                       field="delegates")
             seen.add(account.unique_id)
             if not await self.core.allowed_on_account(identities, hop.permission, account):
-                raise PermissionDenied.iam(hop.permission, f"projects/-/serviceAccounts/{account.email}")
+                raise PermissionDenied.iam(hop.permission, hop.resource.name)
             if account.disabled:
                 raise FailedPrecondition(f"Service account {account.email} is disabled.")
             chain.append(account)
@@ -103,6 +104,9 @@ class Credentials:
             if index != last:
                 identities = await self.core.identities(_service_account_principal(account))
         assert account is not None
+        # Only once the chain is granted: a caller who may not use the account cannot spend its budget, nor
+        # learn from a 429 which names belong to one account.
+        self.per_account.check(account.email, shown=target.account)
         if memo is not None and await self.core.unconditional(chain):
             if len(memo) >= MAX_REMEMBERED:
                 memo.clear()

@@ -49,8 +49,9 @@ class RateLimiter:
             self._buckets.clear()  # bounded memory: forgetting buckets only ever lets callers through sooner
         self._buckets[key] = (tokens, now)
 
-    def check(self, key: str) -> None:
-        """Take one request from ``key``'s bucket, or raise ``ResourceExhausted`` when it is empty."""
+    def check(self, key: str, *, shown: str | None = None) -> None:
+        """Take one request from ``key``'s bucket, or raise ``ResourceExhausted`` (naming ``shown``, by default
+        the key) when it is empty."""
         if self.rate <= 0:
             return
         now = self._now()
@@ -58,7 +59,7 @@ class RateLimiter:
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
             raise ResourceExhausted(f"Quota exceeded: more than {self.rate:g} requests per second {self.what} "
-                                    f"'{key}'. Retry with exponential backoff.")
+                                    f"'{key if shown is None else shown}'. Retry with exponential backoff.")
         self._store(key, tokens - 1.0, now)
 
     def exhausted(self, key: str) -> bool:

@@ -90,18 +90,25 @@ class Policies:
                                               field="policy.bindings.members")
 
     # service accounts
-    async def get_for_account(self, caller: Caller, account: ServiceAccount, version: int) -> Policy:
-        await self.core.require_on_account(caller, "iam.serviceAccounts.getIamPolicy", account)
+    async def get_for_account(self, caller: Caller, account: ServiceAccount, named: str, version: int) -> Policy:
+        """``named``: the account's name as the caller wrote it (the only name a denial repeats)."""
+        await self.core.require_on_account(caller, "iam.serviceAccounts.getIamPolicy", account, named)
         policy = await self.core.load_policy(account_resource(account))
         check_requested_version(policy, version)
         return policy
 
-    async def set_for_account(self, caller: Caller, account: ServiceAccount, body: Mapping[str, Any]) -> Policy:
-        await self.core.require_on_account(caller, "iam.serviceAccounts.setIamPolicy", account)
+    async def set_for_account(self, caller: Caller, account: ServiceAccount, named: str, body: Mapping[str, Any]
+                              ) -> Policy:
+        await self.core.require_on_account(caller, "iam.serviceAccounts.setIamPolicy", account, named)
         return await self._set(account_resource(account), body)
 
-    async def test_on_account(self, caller: Caller, account: ServiceAccount, body: Mapping[str, Any]) -> list[str]:
+    async def test_on_account(self, caller: Caller, account: ServiceAccount | None, body: Mapping[str, Any]
+                              ) -> list[str]:
+        """The permissions in ``body`` the caller holds on ``account``; none on an account that is not there
+        (``Accounts.find`` says when the caller may not be told that it is not)."""
         permissions = parse_permissions(body)
+        if account is None:
+            return []
         identities = await self.core.identities(caller.principal)
         return [p for p in permissions
                 if p in ALL_PERMISSIONS and await self.core.allowed_on_account(identities, p, account)]
