@@ -97,7 +97,7 @@ def claims_json(world: World, aud: str, *, before: str = "", after: str = "") ->
 
 
 def header_json(world: World, *, before: str = "") -> str:
-    return '{%s"alg": "RS256", "typ": "JWT", "kid": "%s"}' % (before, world.victim.key_id)
+    return '{' + before + f'"alg": "RS256", "typ": "JWT", "kid": "{world.victim.key_id}"' + '}'
 
 
 def grant(world: World, assertion: str) -> Any:
@@ -135,7 +135,7 @@ def test_duplicate_members_in_a_self_signed_jwt_are_refused(world: World) -> Non
 
 def test_payload_is_checked_once_as_sent(world: World) -> None:
     """The payload is signed as the caller sent it when it carries exp (so its text is what was checked)."""
-    text = '{"sub":"me",  "exp": %d}' % (world.now + 600)
+    text = '{"sub":"me",  "exp": ' + str(world.now + 600) + "}"
     r = sign_jwt(world.api, world.victim.email, text)
     assert r.status_code == 200, r.text
     payload = r.json()["signedJwt"].split(".")[1]

@@ -13,7 +13,6 @@ import pytest
 from keyless.storage.base import Store
 from keyless.storage.sqlite import SqliteStore
 
-
 _DSN = pytest.StashKey[str]()  # the PostgreSQL database of the running test
 
 

@@ -122,8 +122,7 @@ async def _account_verb(request: Request, name: str, verb: str) -> Response:
         return JSONResponse((await kl.policies.set_for_account(caller, account, name, data)).to_json())
     if verb == "testIamPermissions":
         data = await read_json(request, ("permissions",))
-        account = await kl.accounts.find(caller, name)
-        granted = await kl.policies.test_on_account(caller, account, data)
+        granted = await kl.policies.test_on_account(caller, await kl.accounts.find(caller, name), data)
         return JSONResponse({"permissions": granted} if granted else {})
     raise NotFound(f"Unknown method :{verb}.")
 
