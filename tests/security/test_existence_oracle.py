@@ -2,8 +2,10 @@
 about it (its email, its project): every verb on ``projects/{-|p}/serviceAccounts/{email|uniqueId}`` answers
 such a caller the same status, message and details for both, naming only what the caller sent.
 
-A caller who holds the permission on the named project may be told that an account is missing (404), as on
-Google; through the ``-`` wildcard a missing account is 403 for everyone, as Google documents.
+A caller who may learn which accounts the named project holds (it holds the permission asked for, or
+``iam.serviceAccounts.get``/``.list``, on the project) may be told that an account is missing (404), as on
+Google, and so may anyone naming a project that does not exist; through the ``-`` wildcard a missing account is
+403 for everyone, as Google documents.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def _requests(key_id: str) -> list[tuple[str, str, Any]]:
         ("POST", ":generateAccessToken", {"scope": [CLOUD]}),
         ("POST", ":generateIdToken", {"audience": "https://aud.example"}),
         ("POST", ":signBlob", {"payload": "aGk="}),
+        ("POST", ":signBlob", {"bytesToSign": "aGk="}),  # IAM v1's, which also takes a real project
         ("POST", ":signJwt", {"payload": json.dumps({"sub": "x"})}),
         ("POST", ":testIamPermissions", {"permissions": ["iam.serviceAccounts.get"]}),
         ("GET", "/allowedLocations", None),
@@ -144,11 +147,19 @@ def test_a_caller_with_the_permission_on_the_project_is_told_what_is_missing(wor
         # Through the wildcard the project is unknown: 403, as Google documents.
         assert_google_error(api.call(method, f"/v1/projects/-/serviceAccounts/{ghost}{verb}", body), 403,
                             "PERMISSION_DENIED")
-    # A project-level grant of the permission is enough (here roles/viewer: get, not getIamPolicy... of accounts).
+    # A caller who may list the project's accounts may be told one is missing, whatever it asked for (here
+    # roles/viewer: get and list, not setIamPolicy); a caller holding only an unrelated role may not.
     viewer = new_account(api, f"viewer-{secrets.token_hex(3)}")
     api.add_binding(f"/v1/projects/{PROJECT}", "roles/viewer", f"serviceAccount:{viewer.email}")
-    token = access_token(api, viewer)
-    assert_google_error(api.call("GET", f"/v1/projects/{PROJECT}/serviceAccounts/{ghost}", token=token), 404,
-                        "NOT_FOUND")
-    assert_google_error(api.call("POST", f"/v1/projects/{PROJECT}/serviceAccounts/{ghost}:setIamPolicy",
-                                 {"policy": {"bindings": []}}, token=token), 403, "PERMISSION_DENIED")
+    opener = new_account(api, f"opener-{secrets.token_hex(3)}")
+    api.add_binding(f"/v1/projects/{PROJECT}", "roles/iam.serviceAccountOpenIdTokenCreator",
+                    f"serviceAccount:{opener.email}")
+    for account, status in [(viewer, (404, "NOT_FOUND")), (opener, (403, "PERMISSION_DENIED"))]:
+        token = access_token(api, account)
+        for method, verb, body in [("GET", "", None), ("POST", ":setIamPolicy", {"policy": {"bindings": []}})]:
+            assert_google_error(api.call(method, f"/v1/projects/{PROJECT}/serviceAccounts/{ghost}{verb}", body,
+                                         token=token), *status)
+    # A project that does not exist holds no account, whoever asks.
+    token = access_token(api, world.other)
+    assert_google_error(api.call("GET", f"/v1/projects/no-such-project/serviceAccounts/{ghost}", token=token),
+                        404, "NOT_FOUND")

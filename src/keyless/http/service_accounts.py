@@ -9,7 +9,6 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyless.domain.names import parse_account_name
 from keyless.errors import InvalidArgument, MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, base_url, keyless_of, read_json, via_google_host
 from keyless.http.wire import created_key_json, key_json, service_account_json
@@ -130,10 +129,9 @@ async def _account_verb(request: Request, name: str, verb: str) -> Response:
 async def _allowed_locations(request: Request, name: str) -> Response:
     if request.method != "GET":
         raise MethodNotAllowed("Use GET.")
-    await api_caller(request)
-    # keyless has no regional access boundaries: every location is allowed, for any account, so the answer
-    # needs no lookup (and says nothing of whether the account exists).
-    parse_account_name(name)
+    # keyless has no regional access boundaries: every location is allowed, for any account. A missing account
+    # gets the same answer, unless the caller may learn that it is missing (Accounts.find).
+    await keyless_of(request).accounts.find(await api_caller(request), name)
     return JSONResponse({"locations": [], "encodedLocations": "0x0"})
 
 

@@ -25,7 +25,6 @@ from keyless.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    KeylessError,
     NotFound,
     PermissionDenied,
 )
@@ -73,15 +72,16 @@ class Accounts:
         exist"): nothing. For an account that exists, and for one that does not (or not in the project named),
         it gets the same 403 ``Permission '<permission>' denied on resource (or it may not exist).`` whose
         ErrorInfo names the permission and the resource as the caller wrote it, never the account's email or
-        project. A caller who holds ``permission`` on the project named (the policy that would grant it on an
-        account there) is told an account is missing: 404, as Google answers principals with project-level
-        access (they may list and create accounts there anyway). Through the ``-`` wildcard no project is
-        named, so a missing account is 403 for every caller, as Google documents ("the response contains an
-        HTTP 403 Forbidden error instead of a 404")."""
+        project. A caller who may learn which accounts the project named holds (it holds ``permission``, or
+        ``iam.serviceAccounts.get`` or ``.list``, on that project) is told an account is missing: 404, as
+        Google answers principals with project-level access; so is any caller naming a project that does not
+        exist. Through the ``-`` wildcard no project is named, so a missing account is 403 for every caller, as
+        Google documents ("the response contains an HTTP 403 Forbidden error instead of a 404"). The rule is
+        ``Core.missing_account``."""
         ref = parse_account_name(name)
         account = await self._find(ref)
         if account is None:
-            raise await self._missing(caller, ref, permission)
+            raise await self.core.missing_account(caller, ref, permission)
         audit.note(resource=account_condition_name(account))
         await self.core.require_on_account(caller, permission, account, ref.name)
         return account
@@ -89,11 +89,11 @@ class Accounts:
     async def find(self, caller: Caller, name: str) -> ServiceAccount | None:
         """The account ``name`` refers to, without a permission check (testIamPermissions). None when it does
         not exist and the caller may not be told so: it then tests as an account the caller holds nothing on.
-        NotFound when the caller may be told (it can get accounts in the project named; see ``lookup``)."""
+        NotFound when the caller may be told (see ``lookup``)."""
         ref = parse_account_name(name)
         account = await self._find(ref)
         if account is None:
-            answer = await self._missing(caller, ref, "iam.serviceAccounts.get")
+            answer = await self.core.missing_account(caller, ref, "iam.serviceAccounts.get")
             if isinstance(answer, NotFound):
                 raise answer
         return account
@@ -101,16 +101,6 @@ class Accounts:
     async def _find(self, ref: AccountRef) -> ServiceAccount | None:
         account = await self.core.resolve_account(ref)
         return account if account is not None and await in_named_project(self.core, ref, account) else None
-
-    async def _missing(self, caller: Caller, ref: AccountRef, permission: str) -> KeylessError:
-        """The answer for an account that is not there: 404 only for a caller holding ``permission`` on the
-        project named; otherwise the denial an existing account would give (see ``lookup``)."""
-        if not ref.wildcard:
-            project = await self.core.store.get_project(ref.project)
-            if project is not None and await self.core.allowed_on_project(
-                    await self.core.identities(caller.principal), permission, project.project_id):
-                return NotFound(f"Service account {ref.name} does not exist.")
-        return PermissionDenied.iam(permission, ref.name)
 
     async def create(self, caller: Caller, project: str, body: Mapping[str, Any]) -> ServiceAccount:
         project_id = await self._project(project)
@@ -203,7 +193,7 @@ class Accounts:
         # the account's project learns nothing of it).
         account = await self.core.store.get_service_account(ref.account)
         if account is None or not await in_named_project(self.core, ref, account):
-            raise await self._missing(caller, ref, UNDELETE)
+            raise await self.core.missing_account(caller, ref, UNDELETE)
         audit.note(resource=account_condition_name(account))
         if not await self.core.allowed_on_project(await self.core.identities(caller.principal), UNDELETE,
                                                   account.project_id):

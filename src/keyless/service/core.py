@@ -13,7 +13,7 @@ from keyless.domain.conditions import RequestContext
 from keyless.domain.names import AccountRef
 from keyless.domain.numbers import is_ascii_digits
 from keyless.domain.policy import EMPTY_POLICY, Policy, Principal, is_allowed, load_stored_policy
-from keyless.errors import PermissionDenied
+from keyless.errors import KeylessError, NotFound, PermissionDenied
 from keyless.service import audit
 from keyless.service.config import Settings
 from keyless.service.keyring import KeyRing
@@ -140,6 +140,27 @@ class Core:
         same as the denial for an account that does not exist (see ``Accounts.lookup``)."""
         if not await self.allowed_on_account(await self.identities(caller.principal), permission, account):
             raise PermissionDenied.iam(permission, named)
+
+    async def missing_account(self, caller: Caller, ref: AccountRef, permission: str) -> KeylessError:
+        """The answer to a request needing ``permission`` on an account ``ref`` names that is not there (or not
+        in the project named), so that a caller who may not learn which accounts exist cannot tell it from an
+        existing account it may not use:
+
+        * the project named does not exist: 404 (for any caller: it says nothing of any account, and listing
+          or creating accounts there answers 404 too);
+        * the caller may learn which accounts the project named holds (it holds ``permission``, or
+          ``iam.serviceAccounts.get`` or ``.list``, on the project): 404, as Google answers such principals;
+        * otherwise, and always through the ``-`` wildcard (no project named; Google documents a 403 there):
+          the very denial ``require_on_account`` gives an account the caller may not use."""
+        if not ref.wildcard:
+            project = await self.store.get_project(ref.project)
+            if project is None:
+                return NotFound(f"Service account {ref.name} does not exist.")
+            identities = await self.identities(caller.principal)
+            for needed in dict.fromkeys((permission, "iam.serviceAccounts.get", "iam.serviceAccounts.list")):
+                if await self.allowed_on_project(identities, needed, project.project_id):
+                    return NotFound(f"Service account {ref.name} does not exist.")
+        return PermissionDenied.iam(permission, ref.name)
 
     async def require_on_project(self, caller: Caller, permission: str, project_id: str) -> None:
         if not await self.allowed_on_project(await self.identities(caller.principal), permission, project_id):

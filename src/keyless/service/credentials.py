@@ -63,6 +63,8 @@ class Credentials:
         are evaluated every time."""
         delegates = parse_delegates(raw_delegates, max_delegates=self.limits.max_delegates)
         delegation = [d.account for d in delegates] if delegates else []
+        # After the request is validated, where an existing account the caller may not use is refused.
+        await self.require_named_project(caller, target, permission)
         memo = await decision_memo(self.core.store)
         key = ("chain", caller.principal.member, target.account, permission, *delegation)
         if memo is not None:
@@ -113,15 +115,21 @@ class Credentials:
             memo[key] = _GrantedChain(account, resource, tuple(authorizations))
         return account
 
-    async def require_named_project(self, target: AccountRef) -> None:
+    async def require_named_project(self, caller: Caller, target: AccountRef, permission: str, *,
+                                    before_validation: bool = False) -> None:
         """IAM v1's ``signBlob``/``signJwt`` name a project: it must exist and hold the account, else 404 as IAM v1
-        answers (the '-' wildcard of the IAM Credentials API is checked by the chain alone)."""
+        answers, to a caller who may be told (``Core.missing_account``); any other caller gets the denial an
+        account it may not use gives. Checked twice: before the request is validated, to answer the 404 first
+        (only the 404); and in the chain, after validation, where the denial of an existing account comes, and
+        before a remembered chain is used (its key names no project). The '-' wildcard of the IAM Credentials
+        API is checked by the chain alone."""
         if target.wildcard:
             return
         account = await self.core.resolve_account(target)
         if account is None or not await in_named_project(self.core, target, account):
-            raise NotFound(f"Service account projects/{target.project}/serviceAccounts/{target.account} does not "
-                           "exist.")
+            answer = await self.core.missing_account(caller, target, permission)
+            if not before_validation or isinstance(answer, NotFound):
+                raise answer
 
     async def lifetime_extension_allowed(self, account: ServiceAccount) -> bool:
         for resource in (f"projects/{account.project_id}", "organizations/-"):
@@ -191,7 +199,7 @@ class Credentials:
     async def sign_blob(self, caller: Caller, name: str, body: Mapping[str, Any], *,
                         payload_field: str = "payload", require_wildcard: bool = True) -> tuple[str, bytes]:
         target = parse_account_name(name, require_wildcard=require_wildcard)
-        await self.require_named_project(target)
+        await self.require_named_project(caller, target, roles.PERM_SIGN_BLOB, before_validation=True)
         payload = decode_bytes(body.get(payload_field), field=payload_field)
         if len(payload) > self.limits.max_sign_blob_bytes:
             raise InvalidArgument(f"The {payload_field} is larger than {self.limits.max_sign_blob_bytes} bytes.",
@@ -213,7 +221,7 @@ class Credentials:
         naming a member twice is refused: the 12-hour check and a relying party might read different values.
         """
         target = parse_account_name(name, require_wildcard=require_wildcard)
-        await self.require_named_project(target)
+        await self.require_named_project(caller, target, roles.PERM_SIGN_JWT, before_validation=True)
         raw = body.get("payload")
         if not isinstance(raw, str) or not raw:
             raise InvalidArgument("The payload must be a JSON object serialized as a string.", field="payload")
