@@ -200,7 +200,7 @@ class OAuth:
             out["id_token"] = await self.credentials.sign_id_token({
                 "iss": self.core.settings.issuer, "azp": user.client_id, "aud": user.client_id,
                 "sub": user.user_id, "email": user.email, "email_verified": True,
-                "iat": issued, "exp": issued + TOKEN_LIFETIME})
+                "iat": int(issued), "exp": int(issued) + TOKEN_LIFETIME})
         return out
 
     async def tokeninfo(self, *, access_token: str | None, id_token: str | None) -> dict[str, Any]:
