@@ -1,8 +1,5 @@
-"""Fixtures of the security suite: ``api`` (the in-process app on the frozen clock with an owner session), as in
-``tests/http``."""
+"""The in-process fixtures of tests/http (``api``, ``sa``), for the security tests that drive the app in process."""
 
-from __future__ import annotations
+from tests.http.conftest import api, sa
 
-from tests.http.conftest import api
-
-__all__ = ["api"]
+__all__ = ["api", "sa"]

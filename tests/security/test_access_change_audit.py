@@ -30,13 +30,6 @@ from tests.http.helpers import Api, assert_google_error
 USERS = "/keyless/v1/users"
 
 
-@pytest.fixture
-def api(inproc: InProcess) -> Iterator[Api]:
-    client = Api(inproc)
-    yield client
-    client.client.close()
-
-
 def _entries(api: Api, method: str, resource: str | None = None) -> list[dict[str, Any]]:
     entries = api.ok("GET", "/v1/auditLog", params={"pageSize": 1000})["entries"]
     return [e for e in entries if e["protoPayload"]["methodName"] == method

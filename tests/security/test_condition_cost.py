@@ -9,7 +9,6 @@ and a condition that reached the store anyway is evaluated under a step budget a
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from keyless.domain.conditions import (
 from keyless.domain.policy import new_etag
 from keyless.service.core import account_condition_name, account_resource
 from keyless.storage.base import ServiceAccount
-from tests.conftest import InProcess, Server
+from tests.conftest import Server
 from tests.http.helpers import CLOUD, PROJECT, TOKEN_CREATOR, Api, assert_google_error
 
 _NINE = "[1,2,3,4,5,6,7,8,9]"
@@ -35,13 +34,6 @@ STALLING = ('resource.type == "iam.googleapis.com/ServiceAccount" && '
             'request.time < timestamp("2100-01-01T00:00:00Z") && '
             f"{_NINE}.all(a, {_NINE}.all(b, {_NINE}.all(c, {_NINE}.all(d, {_NINE}.all(e, e != 10)))))")  # 367 characters, as long as the issue's
 GET_TOKEN = "iam.serviceAccounts.getAccessToken"
-
-
-@pytest.fixture
-def api(inproc: InProcess) -> Iterator[Api]:
-    client = Api(inproc)
-    yield client
-    client.client.close()
 
 
 @pytest.fixture

@@ -5,10 +5,7 @@ restores them. In process, on a frozen clock."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from keyless.metadata.app import build_metadata_app
 from tests.conftest import InProcess
@@ -16,13 +13,6 @@ from tests.http.helpers import CLOUD, PROJECT, TOKEN_CREATOR, Api, NoServerError
 
 ACCOUNTS = "/v1/projects/-/serviceAccounts"
 LIFETIME_POLICY = "iam.allowServiceAccountCredentialLifetimeExtension"
-
-
-@pytest.fixture
-def api(inproc: InProcess) -> Iterator[Api]:
-    client = Api(inproc)
-    yield client
-    client.client.close()
 
 
 def _user(api: Api, email: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ signature (IAM v1's ``signBlob``/``signJwt`` signed with the account whatever pr
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,13 +13,6 @@ from tests.http.helpers import PROJECT, Api, assert_google_error
 
 MISSING = "no-such-project"
 OTHER = "other-project"
-
-
-@pytest.fixture
-def api(inproc: Any) -> Iterator[Api]:
-    client = Api(inproc)
-    yield client
-    client.client.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import jwt as pyjwt
@@ -23,20 +22,6 @@ from tests.http.helpers import CLOUD, PROJECT, Api, assert_google_error
 
 HUGE = "1" + "0" * 5000
 ARABIC_3600 = "\u0663\u0666\u0660\u0660"  # ٣٦٠٠
-
-
-@pytest.fixture
-def api(inproc: Any) -> Iterator[Api]:
-    client = Api(inproc)
-    yield client
-    client.client.close()
-
-
-@pytest.fixture
-def sa(api: Api) -> dict[str, Any]:
-    account = api.create_sa("robot-one", "Robot One")
-    api.grant_owner_token_creator(account["email"])
-    return account
 
 
 def account_path(sa: dict[str, Any], verb: str = "") -> str:

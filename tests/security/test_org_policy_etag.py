@@ -4,7 +4,6 @@ The etag is read from the policy's ``spec.etag`` (where GET answers it) or the P
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,13 +11,6 @@ import pytest
 from tests.http.helpers import PROJECT, Api, assert_google_error
 
 PATH = f"/v2/projects/{PROJECT}/policies/iam.allowServiceAccountCredentialLifetimeExtension"
-
-
-@pytest.fixture
-def api(inproc: Any) -> Iterator[Api]:
-    client = Api(inproc)
-    yield client
-    client.client.close()
 
 
 def spec(*values: str) -> dict[str, Any]:

@@ -28,13 +28,6 @@ from tests.http.helpers import CLOUD, PROJECT, TOKEN_CREATOR, Api, assert_google
 USERS = "/keyless/v1/users"
 
 
-@pytest.fixture
-def api(inproc: InProcess) -> Iterator[Api]:
-    client = Api(inproc)
-    yield client
-    client.client.close()
-
-
 def _add_user(api: Api, email: str, role: str = "roles/viewer") -> dict[str, Any]:
     creds: dict[str, Any] = api.ok("POST", USERS, {"email": email})["credentials"]
     api.add_binding(f"/v1/projects/{PROJECT}", role, f"user:{email}")
