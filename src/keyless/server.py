@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -18,8 +19,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from keyless.clock import Clock, OffsetClock, SystemClock
 from keyless.crypto.ca import LocalCA, server_context, system_ca_bundle
@@ -259,7 +262,7 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
 
     endpoints: dict[str, object] = {"api": api_url, "pid": os.getpid(), "dataDir": str(data_dir.resolve()),
                                     "project": settings.default_project}
-    app = build_app(keyless, universe_domains=universes, access_log=options.access_log)
+    app = api_app(keyless, options)
     listeners = _Listeners(options.log_level, options.limits)
     listeners.add_asgi(app, api_sock, certfile=options.tls_cert, keyfile=options.tls_key)
     own_ports = {api_port}
@@ -317,8 +320,11 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
         if await listeners.wait_started():
             if options.seed is not None:
                 await apply_seed(options.seed, api_url, data_dir)
-            workers = [_spawn_worker(options, api_port, settings.public_url) for _ in range(options.workers - 1)]
+            spawned = [_spawn_worker(options, api_port, settings) for _ in range(options.workers - 1)]
+            workers = [worker for worker, _ in spawned]
             if workers:
+                # endpoints.json announces a server whose every process takes connections.
+                await asyncio.gather(*(asyncio.to_thread(_wait_ready, *pair) for pair in spawned))
                 endpoints["workers"] = [w.pid for w in workers]
             settle_memory()
             write_endpoints(data_dir, endpoints)
@@ -347,6 +353,7 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
 
 
 WORKER_ENV = "KEYLESS_WORKER_OPTIONS"
+WORKER_READY_ENV = "KEYLESS_WORKER_READY_FD"
 
 
 def _die_with_parent() -> None:
@@ -357,55 +364,93 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _spawn_worker(options: ServeOptions, port: int, public_url: str) -> subprocess.Popen[bytes]:
-    spec = {"data_dir": str(options.data_dir), "host": options.host, "port": port, "database": options.database,
-            "project": options.project, "master_key_file": str(master_key_path(options)), "issuer": options.issuer,
-            "public_url": public_url, "key_rotation_days": options.key_rotation_days,
-            "log_level": options.log_level, "tls_cert": str(options.tls_cert) if options.tls_cert else None,
-            "tls_key": str(options.tls_key) if options.tls_key else None, "insecure": options.insecure,
-            "audit_log": options.audit_log, "access_log": options.access_log,
-            "limits": dataclasses.asdict(options.limits)}
-    env = {**os.environ, WORKER_ENV: json.dumps(spec)}
-    return subprocess.Popen([sys.executable, "-c", "from keyless.server import worker_main; worker_main()"],
-                            env=env, preexec_fn=_die_with_parent)
+def api_app(keyless: Keyless, options: ServeOptions) -> ASGIApp:
+    """The API's ASGI app: built the same way in the main process and in every worker, from the same options and
+    settings (so no worker answers a host or a limit differently)."""
+    return build_app(keyless, universe_domains=keyless.settings.universe_domains, access_log=options.access_log)
+
+
+def _to_json(value: object) -> object:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _spawn_worker(options: ServeOptions, port: int, settings: Settings) -> tuple[subprocess.Popen[bytes], int]:
+    """A worker gets every option and the settings the main process resolved, not a hand-picked subset; returns
+    it and the pipe it writes a byte to once it listens."""
+    fields = {f.name: _to_json(getattr(options, f.name)) for f in dataclasses.fields(options) if f.name != "limits"}
+    spec = {"options": {**fields, "port": port, "master_key_file": str(master_key_path(options))},
+            "limits": dataclasses.asdict(options.limits), "settings": dataclasses.asdict(settings)}
+    ready_read, ready_write = os.pipe()
+    env = {**os.environ, WORKER_ENV: json.dumps(spec), WORKER_READY_ENV: str(ready_write)}
+    try:
+        worker = subprocess.Popen([sys.executable, "-c", "from keyless.server import worker_main; worker_main()"],
+                                  env=env, preexec_fn=_die_with_parent, pass_fds=(ready_write,))
+    finally:
+        os.close(ready_write)
+    return worker, ready_read
+
+
+WORKER_READY_TIMEOUT = 60.0
+
+
+def _wait_ready(worker: subprocess.Popen[bytes], ready: int) -> None:
+    """Until the worker listens (it writes a byte), or fails to start (end of file: it exited)."""
+    try:
+        readable, _, _ = select.select([ready], [], [], WORKER_READY_TIMEOUT)
+        if not readable or os.read(ready, 1) != b"1":
+            raise SystemExit(f"keyless serve: worker {worker.pid} did not start (see the log above).")
+    finally:
+        os.close(ready)
+
+
+def _options_from_json(raw: dict[str, Any], limits: Limits) -> ServeOptions:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(ServeOptions):
+        if f.name == "limits" or f.name not in raw:
+            continue
+        value = raw[f.name]
+        if value is not None and "Path" in str(f.type):
+            value = Path(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return ServeOptions(**values, limits=limits)
 
 
 def worker_main() -> None:
     """An extra API process of ``--workers N``: same database and master key, its own SO_REUSEPORT socket."""
     spec = json.loads(os.environ[WORKER_ENV])
-    limits = Limits(**spec.pop("limits"))
-    for name in ("data_dir", "master_key_file", "tls_cert", "tls_key"):
-        if spec[name] is not None:
-            spec[name] = Path(spec[name])
-    options = ServeOptions(**spec, limits=limits)
+    options = _options_from_json(spec["options"], Limits(**spec["limits"]))
+    raw_settings = spec["settings"]
+    settings = Settings(**{**raw_settings, "universe_domains": tuple(raw_settings["universe_domains"])})
     logging.basicConfig(level=getattr(logging, options.log_level.upper(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_serve_worker(options))
+        uvloop.run(_serve_worker(options, settings))
 
 
-async def _serve_worker(options: ServeOptions) -> None:
+async def _serve_worker(options: ServeOptions, settings: Settings) -> None:
     if options.access_log:
         logging.getLogger("keyless.access").setLevel(logging.INFO)
     master = MasterKey.load_or_create(master_key_path(options))
     sock = bind_listener("API", "--port", options.host, options.port, reuse_port=True)
-    settings = Settings(default_project=options.project, issuer=options.issuer,
-                        public_url=options.public_url or url_of(options.host, options.port),
-                        key_rotation_period=options.key_rotation_days * 86400)
     store = open_store(options.database, options.data_dir)
     await store.open()
     keyless = Keyless(store, SystemClock(), settings, master, limits=options.limits,
                       audit_sink=open_sink(options.audit_log))
     listeners = _Listeners(options.log_level, options.limits)
-    listeners.add_asgi(build_app(keyless, access_log=options.access_log), sock, certfile=options.tls_cert,
-                       keyfile=options.tls_key)
+    listeners.add_asgi(api_app(keyless, options), sock, certfile=options.tls_cert, keyfile=options.tls_key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if await listeners.wait_started():
+            ready = int(os.environ.pop(WORKER_READY_ENV))
+            os.write(ready, b"1")
+            os.close(ready)
         settle_memory()
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *listeners.tasks], return_when=asyncio.FIRST_COMPLETED)

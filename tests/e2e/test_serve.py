@@ -109,3 +109,32 @@ def test_the_cel_runtime_is_loaded_only_when_a_condition_needs_it() -> None:
             "assert 'celpy' in sys.modules\n")
     result = subprocess.run([KEYLESS[0], "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_worker_knows_the_universe_domains(tmp_path: Path) -> None:
+    """``--workers 2 --universe-domain D``: a request for ``iam.D`` is IAM v1's signBlob on every process (the
+    workers used to be started without the universe domains, so the answer depended on which took the
+    connection)."""
+    import http.client
+
+    srv = start_server(tmp_path / "data", "--workers", "2", "--universe-domain", "example.internal")
+    try:
+        email = srv.create_sa("universe-worker")
+        srv.grant(email, "user:owner@keyless.local")
+        host, port = srv.url.removeprefix("http://").rsplit(":", 1)
+        body = json.dumps({"payload": "aGVsbG8="})
+        assert len(json.loads((srv.data_dir / "endpoints.json").read_text())["workers"]) == 1  # listening
+        answers = set()
+        for _ in range(40):  # a new connection each time: SO_REUSEPORT spreads them over both processes
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            conn.request("POST", f"/v1/projects/-/serviceAccounts/{email}:signBlob", body=body,
+                         headers={"Host": "iam.example.internal", "Authorization": f"Bearer {srv.owner_token}",
+                                  "Content-Type": "application/json"})
+            response = conn.getresponse()
+            answers.add((response.status, tuple(sorted(json.loads(response.read()).get("error", {"ok": 1})))))
+            conn.close()
+        assert len(answers) == 1, answers
+        [(status, _)] = answers
+        assert status == 400  # IAM v1's signBlob wants bytesToSign
+    finally:
+        srv.stop()
