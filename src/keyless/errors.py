@@ -57,12 +57,6 @@ class FailedPrecondition(KeylessError):
     legacy_reason = "failedPrecondition"
 
 
-class OutOfRange(KeylessError):
-    http_status = 400
-    status = "OUT_OF_RANGE"
-    legacy_reason = "outOfRange"
-
-
 class Unauthenticated(KeylessError):
     http_status = 401
     status = "UNAUTHENTICATED"

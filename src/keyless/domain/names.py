@@ -15,7 +15,6 @@ ACCOUNT_ID_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])$")
 PROJECT_ID_RE = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
 UNIQUE_ID_RE = re.compile(r"^[0-9]{1,32}$")
 EMAIL_RE = re.compile(r"^[^@\s/]+@[^@\s/]+$")
-KEY_ID_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True, slots=True)

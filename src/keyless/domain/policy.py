@@ -88,9 +88,6 @@ class Policy:
         # Google answers version 1 for any policy without conditional bindings.
         return 3 if self.has_conditions else 1
 
-    def with_etag(self, etag: str) -> Policy:
-        return Policy(self.version, self.bindings, etag)
-
     def members_of(self, role: str) -> frozenset[str]:
         out: set[str] = set()
         for b in self.bindings:

@@ -133,11 +133,6 @@ async def send_json(send: Send, status: int, content: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, exc: KeylessError) -> None:
-    audit.note_error(exc.message)
-    await send_json(send, exc.http_status, exc.to_json())
-
-
 def unexpected(method: str, path: str, exc: Exception) -> Internal:
     """Any exception no handler claims: never a traceback on the wire; the log names the exception type only
     (its text may hold secrets)."""

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -52,10 +51,6 @@ class Edge:
         self.limits = limits
         self.direct = direct
         self.verbs = verbs
-
-    @property
-    def state(self) -> State:
-        return self.app.state
 
     def _direct_route(self, scope: Scope) -> tuple[Endpoint, dict[str, str]] | None:
         path: str = scope["path"]

@@ -143,9 +143,6 @@ class PostgresStore:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id("migrate"))
 
-    async def schema_version(self) -> int:
-        return int(await self.pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
-
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
