@@ -1,7 +1,8 @@
-"""The one error hierarchy: every error knows its HTTP status, canonical status and wire shape.
+"""The one error hierarchy: every error knows its HTTP status, canonical status, headers and wire shape.
 
 API errors render as Google's JSON error body (``{"error": {"code", "message", "status", "details"}}``);
-``OAuthError`` renders in the OAuth 2.0 shape used by the token endpoint.
+``OAuthError``, a branch of the same tree, renders in the OAuth 2.0 shape used by the token endpoint. Whatever
+layer raises, one renderer (``to_json``, ``headers``) answers.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ class KeylessError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details or []
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error's status calls for."""
+        return {}
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -67,6 +73,11 @@ class Unauthenticated(KeylessError):
 
     def __init__(self, message: str = DEFAULT_MESSAGE, *, reason: str = "ACCESS_TOKEN_TYPE_UNSUPPORTED") -> None:
         super().__init__(message, details=[{"@type": ERROR_INFO, "reason": reason, "domain": "googleapis.com"}])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # RFC 6750: a 401 names the scheme it wants (Google's APIs answer this realm).
+        return {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'}
 
 
 class PermissionDenied(KeylessError):
@@ -130,14 +141,27 @@ class Internal(KeylessError):
     status = "INTERNAL"
 
 
-class OAuthError(Exception):
+class OAuthError(KeylessError):
     """An error of the OAuth 2.0 token, tokeninfo and revoke endpoints: ``{"error", "error_description"}``."""
+
+    status = "INVALID_ARGUMENT"
 
     def __init__(self, error: str, description: str, *, http_status: int = 400) -> None:
         super().__init__(f"{error}: {description}")
         self.error = error
         self.description = description
         self.http_status = http_status
+        if http_status == 401:
+            self.status = "UNAUTHENTICATED"
+        elif http_status == 429:
+            self.status = "RESOURCE_EXHAUSTED"
+        elif http_status >= 500:
+            self.status = "UNAVAILABLE" if http_status == 503 else "INTERNAL"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # RFC 6749 section 5.2: a 401 for client authentication names the scheme.
+        return {"WWW-Authenticate": 'Basic realm="oauth2"'} if self.http_status == 401 else {}
 
     def to_json(self) -> dict[str, Any]:
         return {"error": self.error, "error_description": self.description}

@@ -62,7 +62,16 @@ AUTHENTICATED_REQUESTS = [
 
 @pytest.mark.parametrize(("method", "path", "body"), AUTHENTICATED_REQUESTS)
 def test_missing_bearer_is_401(api: Api, sa: dict[str, Any], method: str, path: str, body: Any) -> None:
-    assert_google_error(api.call(method, path, body, auth=False), 401, "UNAUTHENTICATED")
+    r = api.call(method, path, body, auth=False)
+    assert_google_error(r, 401, "UNAUTHENTICATED")
+    # RFC 6750: the 401 names the scheme it wants, on the fast credential path and the routed one alike.
+    assert r.headers["www-authenticate"] == 'Bearer realm="https://accounts.google.com/"'
+
+
+def test_a_client_authentication_failure_names_its_scheme(api: Api) -> None:
+    r = api.refresh_token_grant(client_secret="wrong")
+    assert_oauth_error(r, 401, "invalid_client")
+    assert r.headers["www-authenticate"].startswith("Basic")
 
 
 @pytest.mark.parametrize("authorization", [

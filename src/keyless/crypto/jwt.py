@@ -14,6 +14,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.crypto.keys import sign_pkcs1_sha256
+from keyless.errors import InvalidArgument, KeylessError
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
@@ -47,11 +48,49 @@ def sign_rs256_raw_payload(key: rsa.RSAPrivateKey, kid: str, payload_json: bytes
     return (signing_input + b"." + b64url_bytes(sign_pkcs1_sha256(key, signing_input))).decode()
 
 
-class JwtError(Exception):
-    """A JWT that is malformed, forged, expired or otherwise unacceptable."""
+class JwtError(KeylessError):
+    """A JWT that is malformed, forged, expired or otherwise unacceptable. Its subclasses say which, so callers
+    choose their answer by type, never by the message's words."""
+
+    http_status = 401
+    status = "UNAUTHENTICATED"
+    legacy_reason = "authError"
 
 
-class DuplicateMember(ValueError):
+class MalformedJwt(JwtError):
+    """Not three base64url parts of JSON objects, or a member named twice."""
+
+
+class UnacceptedAlgorithm(JwtError):
+    """Any ``alg`` but RS256."""
+
+
+class BadSignature(JwtError):
+    """No candidate key verifies the signature (or there is no candidate key)."""
+
+
+class WrongAudience(JwtError):
+    """The ``aud`` claim names none of the accepted audiences."""
+
+
+class BadClaim(JwtError):
+    """A claim that must be present is missing, or has the wrong type."""
+
+
+class JwtTimeError(JwtError):
+    """The JWT's times do not hold now: expired, used before its issue time, not yet valid, or a time claim
+    missing or not a number."""
+
+
+class ExpiredJwt(JwtTimeError):
+    """``exp`` has passed."""
+
+
+class PrematureJwt(JwtTimeError):
+    """``iat`` or ``nbf`` is still to come."""
+
+
+class DuplicateMember(InvalidArgument, ValueError):
     """A JSON object names a member twice."""
 
 
@@ -88,11 +127,11 @@ def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         header = loads_unique(b64url_decode(header_b64))
         claims = loads_unique(b64url_decode(payload_b64))
     except DuplicateMember as exc:
-        raise JwtError(f"malformed JWT: the member {str(exc)[:64]!r} appears more than once") from exc
+        raise MalformedJwt(f"malformed JWT: the member {str(exc)[:64]!r} appears more than once") from exc
     except Exception as exc:
-        raise JwtError("malformed JWT") from exc
+        raise MalformedJwt("malformed JWT") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise JwtError("malformed JWT")
+        raise MalformedJwt("malformed JWT")
     return header, claims
 
 
@@ -101,7 +140,7 @@ def verify_rs256(token: str, keys: Iterable[rsa.RSAPublicKey], *, audience: Iter
     """Verify with each candidate key; RS256 is the only algorithm accepted, whatever the header says."""
     header, _ = unverified_parts(token)
     if header.get("alg") != "RS256":
-        raise JwtError(f"algorithm {header.get('alg')!r} is not accepted; only RS256 is")
+        raise UnacceptedAlgorithm(f"algorithm {header.get('alg')!r} is not accepted; only RS256 is")
     last: Exception | None = None
     for key in keys:
         try:
@@ -116,10 +155,24 @@ def verify_rs256(token: str, keys: Iterable[rsa.RSAPublicKey], *, audience: Iter
             last = exc
             continue
         except pyjwt.PyJWTError as exc:
-            raise JwtError(str(exc)) from exc
+            raise _typed(exc) from exc
         _check_times(claims, now, leeway)
         return claims
-    raise JwtError("invalid signature" if last else "no key to verify the signature")
+    raise BadSignature("invalid signature" if last else "no key to verify the signature")
+
+
+def _typed(exc: pyjwt.PyJWTError) -> JwtError:
+    """PyJWT's error as one of ours (its message kept: it names the claim, never a secret)."""
+    if isinstance(exc, pyjwt.InvalidAudienceError) or (
+            isinstance(exc, pyjwt.MissingRequiredClaimError) and exc.claim == "aud"):
+        return WrongAudience(str(exc))
+    if isinstance(exc, pyjwt.MissingRequiredClaimError):
+        return (JwtTimeError if exc.claim in ("exp", "iat", "nbf") else BadClaim)(str(exc))
+    if isinstance(exc, pyjwt.InvalidAlgorithmError):
+        return UnacceptedAlgorithm(str(exc))
+    if isinstance(exc, pyjwt.DecodeError):
+        return MalformedJwt(str(exc))
+    return JwtError(str(exc))
 
 
 def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
@@ -127,10 +180,10 @@ def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
     exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
     for name, value in (("exp", exp), ("iat", iat), ("nbf", nbf)):
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-            raise JwtError(f"claim {name} must be a number")
+            raise JwtTimeError(f"claim {name} must be a number")
     if exp is not None and now > exp + leeway:
-        raise JwtError("token expired")
+        raise ExpiredJwt("token expired")
     if iat is not None and iat > now + leeway:
-        raise JwtError("token used before its issue time")
+        raise PrematureJwt("token used before its issue time")
     if nbf is not None and nbf > now + leeway:
-        raise JwtError("token not yet valid")
+        raise PrematureJwt("token not yet valid")

@@ -15,7 +15,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from keyless.errors import InvalidArgument
+from keyless.errors import InvalidArgument, KeylessError
 
 ALLOWED_ROOTS = frozenset({"request", "resource"})
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
@@ -41,9 +41,12 @@ _PASS_THROUGH = frozenset({"expr", "conditionalor", "conditionaland", "relation"
                            "unary", "member", "primary", "paren_expr"})
 
 
-class EvaluationBudgetExceeded(Exception):
+class EvaluationBudgetExceeded(KeylessError):
     """Raised inside the evaluator when an evaluation has used its steps. Deliberately none of the exception
     types celpy turns into CEL error values, so it unwinds the whole evaluation."""
+
+    def __init__(self) -> None:
+        super().__init__("The condition used its evaluation budget.")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
+from keyless.errors import KeylessError, MethodNotAllowed, NotFound
 from keyless.http import admin, certs, oauth, openapi, projects, service_accounts
-from keyless.http.common import error_response, oauth_error_response
+from keyless.http.common import error_response
 from keyless.http.credentials import CredentialVerbs
 from keyless.http.edge import DirectRoute, Edge, internal_error
 from keyless.http.guards import AccessLogMiddleware
@@ -23,11 +23,6 @@ ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 async def _keyless_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KeylessError)
     return error_response(exc)
-
-
-async def _oauth_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, OAuthError)
-    return oauth_error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -88,7 +83,6 @@ def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), acces
         routes=table,
         exception_handlers={
             KeylessError: _keyless_error,
-            OAuthError: _oauth_error,
             HTTPException: _http_error,
             Exception: internal_error,
         },

@@ -7,7 +7,7 @@ Each step has a form that works on raw ASGI messages (``receive_body``, ``parse_
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -125,11 +125,13 @@ async def api_caller(request: Request) -> Caller:
     return await authenticate_api_caller(keyless_of(request), request.headers.get("authorization"))
 
 
-async def send_json(send: Send, status: int, content: Any) -> None:
-    """A whole JSON response as two ASGI messages, with the headers ``JSONResponse`` sends."""
+async def send_json(send: Send, status: int, content: Any, headers: Mapping[str, str] | None = None) -> None:
+    """A whole JSON response as two ASGI messages, with the headers ``JSONResponse`` sends (and ``headers``)."""
     body = orjson.dumps(content)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_TYPE)]})
+    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_TYPE)]
+    if headers:
+        raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -141,13 +143,9 @@ def unexpected(method: str, path: str, exc: Exception) -> Internal:
 
 
 def error_response(exc: KeylessError) -> JSONResponse:
+    """Any error of the tree, in its own wire shape (Google's, or OAuth's for ``OAuthError``)."""
     audit.note_error(exc.message)
-    return JSONResponse(exc.to_json(), status_code=exc.http_status)
-
-
-def oauth_error_response(exc: OAuthError) -> JSONResponse:
-    audit.note_error(f"{exc.error}: {exc.description}")
-    return JSONResponse(exc.to_json(), status_code=exc.http_status)
+    return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=exc.headers)
 
 
 def base_url(request: Request) -> str:

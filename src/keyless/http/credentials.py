@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
 from starlette.requests import ClientDisconnect
@@ -93,7 +93,7 @@ class CredentialVerbs:
             result = await ANSWERS[verb](kl, caller, name, body, legacy)
         except KeylessError as exc:
             audit.note_error(exc.message)
-            await self._answer(send, record, exc.http_status, exc.to_json(), scope)
+            await self._answer(send, record, exc.http_status, exc.to_json(), scope, exc.headers)
             return
         except ClientDisconnect:
             return
@@ -105,17 +105,17 @@ class CredentialVerbs:
         await self._answer(send, record, 200, result, scope)
 
     async def _answer(self, send: Send, record: AuditRecord, status: int, content: dict[str, Any],
-                      scope: Scope) -> None:
+                      scope: Scope, headers: Mapping[str, str] | None = None) -> None:
         if record.method is not None:
             # The credential in this response is released only once its entry is stored.
             try:
                 await self.keyless.audit.commit(record, status)
             except Exception as exc:  # the entry cannot be stored: nothing is released
                 error = unexpected(scope["method"], scope["path"], exc)
-                status, content = error.http_status, error.to_json()
+                status, content, headers = error.http_status, error.to_json(), None
             finally:
                 record.method = None
-        await send_json(send, status, content)
+        await send_json(send, status, content, headers)
 
 
 async def _generate_access_token(kl: Keyless, caller: Caller, name: str, body: dict[str, Any],

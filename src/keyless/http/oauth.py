@@ -24,7 +24,7 @@ async def token(request: Request) -> Response:
         form = await read_form(request)
         audit.note_request(grant_type=form.get("grant_type"))
         granted = await oauth.token(form)
-    except (OAuthError, KeylessError) as exc:
+    except KeylessError as exc:
         oauth.refused(client_address, exc)
         raise
     return JSONResponse(granted, headers=NO_STORE)

@@ -7,6 +7,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from keyless.errors import Aborted
+
 
 @dataclass(frozen=True, slots=True)
 class Project:
@@ -109,8 +111,9 @@ def check_updatable(changes: Mapping[str, object], updatable: frozenset[str]) ->
         raise ValueError(f"cannot update {unknown}")
 
 
-class Conflict(Exception):
-    """A uniqueness or compare-and-swap condition failed in the store."""
+class Conflict(Aborted):
+    """A uniqueness or compare-and-swap condition failed in the store (the service turns it into the answer the
+    operation calls for; one that escapes is a 409 ABORTED)."""
 
 
 class Store(Protocol):

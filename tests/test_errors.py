@@ -1,0 +1,47 @@
+"""One error tree: every exception keyless raises toward a caller derives from ``KeylessError`` and renders
+itself; OAuth errors are a branch that keeps OAuth's shape; JWT failures are typed; a 401 names its scheme."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import keyless
+from keyless.crypto.jwt import BadSignature, ExpiredJwt, JwtError, MalformedJwt, PrematureJwt, WrongAudience
+from keyless.errors import KeylessError, OAuthError, Unauthenticated
+
+# Process exits at start-up (a port in use, a data dir in use) are SystemExit on purpose: they end `keyless
+# serve` with one line, they never answer a request. The CLI's own errors are the command line's business.
+NOT_WIRE_LAYERS = ("cli", "pytest_plugin", "__main__")
+
+
+def test_every_exception_class_derives_from_the_one_root() -> None:
+    outside = []
+    for info in pkgutil.walk_packages(keyless.__path__, "keyless."):
+        if info.name.split(".")[1] in NOT_WIRE_LAYERS:
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == info.name
+                    and not issubclass(obj, KeylessError | SystemExit)):
+                outside.append(f"{info.name}.{name}")
+    assert not outside, outside
+
+
+def test_oauth_errors_are_a_branch_with_their_own_shape() -> None:
+    error = OAuthError("invalid_client", "Unauthorized", http_status=401)
+    assert isinstance(error, KeylessError)
+    assert error.to_json() == {"error": "invalid_client", "error_description": "Unauthorized"}
+    assert error.status == "UNAUTHENTICATED" and error.headers["WWW-Authenticate"].startswith("Basic")
+    assert OAuthError("invalid_grant", "Bad Request").headers == {}
+
+
+def test_a_401_names_its_scheme() -> None:
+    assert Unauthenticated().headers == {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'}
+
+
+def test_jwt_failures_are_typed() -> None:
+    for cls in (MalformedJwt, BadSignature, WrongAudience, ExpiredJwt, PrematureJwt):
+        assert issubclass(cls, JwtError) and issubclass(cls, KeylessError)
+        assert cls("x").http_status == 401
