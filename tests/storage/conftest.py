@@ -35,12 +35,19 @@ def _cached_sqlite(request: pytest.FixtureRequest) -> Store:
     return CachingStore(_sqlite(request.getfixturevalue("tmp_path")))
 
 
+def _cached_postgres(request: pytest.FixtureRequest) -> Store:
+    from keyless.storage.cache import CachingStore
+
+    return CachingStore(_postgres(request))
+
+
 # Each factory, called twice in one test, opens two stores on one database (as two processes would).
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
     "sqlite": lambda request: _sqlite(request.getfixturevalue("tmp_path")),
     "postgresql": _postgres,
     # The read cache, with the whole test as one long request: every write must invalidate what it cached.
     "sqlite-cached": _cached_sqlite,
+    "postgresql-cached": _cached_postgres,
 }
 
 

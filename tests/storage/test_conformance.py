@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from keyless.storage.base import Conflict, KeyRecord, OrgPolicy, Project, ServiceAccount, Store, User
+from keyless.storage.cache import CachingStore
 from tests.storage.conftest import Runner
 
 
@@ -295,3 +296,52 @@ def test_key_quota_holds_under_concurrent_creates_from_two_stores(db: Runner) ->
                                                     key_type="USER_MANAGED"), 10))
     assert db(db.store.create_key_within_quota(_key("v" * 40, owner=owner, retired_at=1.0), 10))  # 2nd system key
     assert len(db(db.store.list_keys(owner))) == 12
+
+
+def test_every_change_bumps_the_generation_that_another_store_reads(db: Runner) -> None:
+    """The counter every cache compares: a bump by one store (process) is visible to the other's read."""
+    other = db.twin()
+    db(other.open())
+    try:
+        before = db(other.generation())
+        db(db.store.bump_generation())
+        bumped = db(other.generation())
+        assert bumped > before
+        if isinstance(db.store, CachingStore):  # the cache bumps it on every write it passes on
+            db(db.store.create_project(Project("gen-proj", "123456789012", 1.0)))
+            assert db(other.generation()) > bumped
+    finally:
+        db(other.close())
+
+
+def test_lock_excludes_another_store(db: Runner) -> None:
+    """``lock(name)`` is held across stores on one database (bootstrap and migrations rely on it)."""
+    other = db.twin()
+    db(other.open())
+    order: list[str] = []
+
+    async def hold(store: Store, tag: str, entered: asyncio.Event | None, release: asyncio.Event | None) -> None:
+        async with store.lock("conformance"):
+            order.append(f"{tag}-in")
+            if entered is not None:
+                entered.set()
+            if release is not None:
+                await release.wait()
+            order.append(f"{tag}-out")
+
+    async def scenario() -> None:
+        entered, release = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(hold(db.store, "a", entered, release))
+        await entered.wait()
+        second = asyncio.create_task(hold(other, "b", None, None))
+        # b must not get in while a holds the lock. Not a synchronisation: time for a wrong lock to show itself.
+        await asyncio.sleep(0.05)
+        assert order == ["a-in"]
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+
+    try:
+        db(scenario())
+        assert order == ["a-in", "a-out", "b-in", "b-out"]
+    finally:
+        db(other.close())
