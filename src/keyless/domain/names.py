@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from keyless.domain.numbers import is_ascii_digits
@@ -101,3 +103,22 @@ def new_project_number() -> str:
 
 def new_key_id() -> str:
     return secrets.token_hex(20)
+
+
+def closest_email(email: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``email`` was most likely a typo of, or None when none is close. The part before the ``@``
+    and the domain are compared apart: emails in one project share a long domain, which alone would make any
+    two of them look alike."""
+    local, at, domain = email.lower().rpartition("@")
+    if not at:
+        return None
+    best, best_score = None, 0.0
+    for candidate in candidates:
+        other_local, _, other_domain = candidate.lower().rpartition("@")
+        local_ratio = difflib.SequenceMatcher(None, local, other_local).ratio()
+        if local_ratio < 0.6:
+            continue
+        domain_ratio = difflib.SequenceMatcher(None, domain, other_domain).ratio()
+        if domain_ratio >= 0.8 and local_ratio + domain_ratio > best_score:
+            best, best_score = candidate, local_ratio + domain_ratio
+    return best

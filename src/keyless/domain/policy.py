@@ -287,3 +287,101 @@ def is_allowed(policies: Iterable[Policy], identities: frozenset[str], permissio
             if compiled is None or compiled.evaluate(ctx):
                 return True
     return False
+
+
+# ---------------------------------------------------------------- why a permission was denied
+# Computed only on a denial, for the owner's audit log: a caller is never told (its 403 stays Google's).
+
+MAX_ROLES_SHOWN = 6
+
+
+@dataclass(frozen=True, slots=True)
+class UnmetCondition:
+    """A binding that names the principal, with a role that grants the permission, whose condition did not
+    hold: it evaluated false (``error`` empty), or could not be evaluated (an error grants nothing)."""
+
+    title: str
+    role: str
+    error: str = ""
+
+    def describe(self) -> str:
+        if self.error:
+            return f"condition '{self.title}' could not be evaluated ({self.error})"
+        return f"condition '{self.title}' evaluated false"
+
+    def to_json(self) -> dict[str, str]:
+        out = {"title": self.title, "role": self.role, "result": "error" if self.error else "false"}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why ``is_allowed`` refused ``permission``: the conditional bindings that would have granted it, and the
+    roles that grant it. ``granted`` when a binding grants it after all (the policy or the time changed between
+    the check and the explanation)."""
+
+    permission: str
+    granted: bool
+    unmet: tuple[UnmetCondition, ...]
+    granting_roles: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        if self.granted:
+            return "GRANTED_ON_RECHECK"
+        return "CONDITION_NOT_MET" if self.unmet else "NO_MATCHING_BINDING"
+
+    def describe(self, member: str, resource: str) -> str:
+        """One line for the owner; ``resource`` as the owner knows it (an account's email, a project's name)."""
+        if self.granted:
+            return (f"{member} holds {self.permission} on {resource} now (the policy or the time changed since "
+                    "the request was refused)")
+        if self.unmet:
+            roles_named = ", ".join(dict.fromkeys(c.role for c in self.unmet))
+            return (f"{'; '.join(c.describe() for c in self.unmet)} (the binding of {roles_named} that would grant "
+                    f"{self.permission} to {member} on {resource})")
+        if not self.granting_roles:
+            would = "no role grants it"
+        else:
+            more = ", ..." if len(self.granting_roles) > MAX_ROLES_SHOWN else ""
+            would = f"roles that would: {', '.join(self.granting_roles[:MAX_ROLES_SHOWN])}{more}"
+        return f"no binding grants {self.permission} to {member} on {resource} ({would})"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason, "permission": self.permission}
+        if self.unmet:
+            out["conditions"] = [c.to_json() for c in self.unmet]
+        else:
+            out["grantingRoles"] = list(self.granting_roles)
+        return out
+
+
+_BASIC_ROLES = ("roles/viewer", "roles/editor", "roles/owner")
+
+
+def granting_roles(permission: str) -> tuple[str, ...]:
+    """The roles that grant ``permission``: the predefined roles first, in the order the role table lists them
+    (the usual grant for a task before rarer ones), then the basic roles, which grant much else besides."""
+    order = [role for role in roles.ROLES if role not in _BASIC_ROLES] + list(_BASIC_ROLES)
+    return tuple(role for role in order if permission in roles.ROLES.get(role, ()))
+
+
+def explain(policies: Iterable[Policy], identities: frozenset[str], permission: str,
+            ctx: RequestContext) -> Explanation:
+    """Why ``is_allowed`` with the same arguments is False. It walks the bindings as ``is_allowed`` does, but
+    all of them, and evaluates each condition that could have granted, to say how it did not."""
+    unmet: list[UnmetCondition] = []
+    for policy in policies:
+        for binding in policy.bindings:
+            if permission not in roles.ROLES.get(binding.role, ()) or binding.members.isdisjoint(identities):
+                continue
+            compiled = binding.compiled_condition()
+            if compiled is None or binding.condition is None:
+                return Explanation(permission, True, (), ())
+            outcome = compiled.run(ctx)
+            if outcome.granted:
+                return Explanation(permission, True, (), ())
+            unmet.append(UnmetCondition(binding.condition.title, binding.role, outcome.error))
+    return Explanation(permission, False, tuple(unmet), granting_roles(permission))
