@@ -225,6 +225,24 @@ def test_audit_append_and_query(db: Runner) -> None:
     assert [e.body["n"] for e in db(db.store.query_audit(AuditQuery(after_seq=page[0].seq)))] == [2, 3]
 
 
+def test_audit_newest_first_pages_backwards(db: Runner) -> None:
+    from keyless.storage.base import AuditEntry, AuditQuery
+
+    db(db.store.append_audit([AuditEntry(f"id{i}", float(i), "SignBlob", "a@x" if i % 2 else "b@x", "r",
+                                         i % 3 == 0, {"n": i}) for i in range(10)]))
+    newest = db(db.store.query_audit(AuditQuery(newest_first=True, limit=4)))
+    assert [e.body["n"] for e in newest] == [9, 8, 7, 6]
+    after = db(db.store.query_audit(AuditQuery(newest_first=True, before_seq=newest[-1].seq, limit=4)))
+    assert [e.body["n"] for e in after] == [5, 4, 3, 2]
+    assert [e.body["n"] for e in db(db.store.query_audit(
+        AuditQuery(newest_first=True, principal="a@x", since=4.0)))] == [9, 7, 5]
+    assert [e.body["n"] for e in db(db.store.query_audit(
+        AuditQuery(newest_first=True, denied=True, before_seq=newest[0].seq)))] == [6, 3, 0]
+    # before_seq bounds the oldest-first order too: the two bounds make a window.
+    assert [e.body["n"] for e in db(db.store.query_audit(
+        AuditQuery(after_seq=after[-1].seq, before_seq=newest[-1].seq)))] == [3, 4, 5]
+
+
 def test_audit_prune_deletes_the_oldest_in_batches_and_keeps_the_newest(db: Runner) -> None:
     from keyless.storage.base import AuditEntry, AuditQuery
 

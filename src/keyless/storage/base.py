@@ -95,6 +95,8 @@ class AuditQuery:
     method: str | None = None
     denied: bool | None = None
     after_seq: int = 0
+    before_seq: int | None = None  # only entries with a smaller seq (paging newest first)
+    newest_first: bool = False
     limit: int = 100
 
 
@@ -209,7 +211,8 @@ class Store(Protocol):
         then)."""
         ...
     async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
-        """Entries matching the query, oldest first, with ``seq`` greater than ``after_seq``."""
+        """Entries matching the query with ``seq`` greater than ``after_seq`` (and less than ``before_seq``),
+        oldest first, or newest first with ``newest_first``."""
         ...
     async def prune_audit(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` of the oldest entries stamped before ``before``, in one transaction; return how

@@ -436,6 +436,8 @@ class PostgresStore:
             params.append(value)
             return f"${len(params)}"
 
+        if query.before_seq is not None:
+            clauses.append(f"seq < {arg(query.before_seq)}")
         for column, value in (("principal", query.principal), ("method", query.method)):
             if value is not None:
                 clauses.append(f"{column} = {arg(value)}")
@@ -447,7 +449,8 @@ class PostgresStore:
             clauses.append(f"denied = {arg(query.denied)}")
         rows = await self.pool.fetch(
             "SELECT seq, insert_id, timestamp, method, principal, resource, denied, body FROM audit_log "
-            f"WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT {arg(query.limit)}", *params)
+            f"WHERE {' AND '.join(clauses)} ORDER BY seq{' DESC' if query.newest_first else ''} "
+            f"LIMIT {arg(query.limit)}", *params)
         return [AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], orjson.loads(r[7]), r[0]) for r in rows]
 
     # revocation

@@ -617,6 +617,9 @@ class SqliteStore:
             after = max(after, self._first_seq_since(query.since - AUDIT_ORDER_SLACK) - 1)
         clauses = ["seq > ?"]
         params: list[Any] = [after]
+        if query.before_seq is not None:
+            clauses.append("seq < ?")
+            params.append(query.before_seq)
         for column, value in (("principal", query.principal), ("method", query.method)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -632,7 +635,8 @@ class SqliteStore:
             params.append(int(query.denied))
         rows = self.db.execute(
             "SELECT seq, insert_id, timestamp, method, principal, resource, denied, body FROM audit_log "
-            f"WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?", (*params, query.limit))
+            f"WHERE {' AND '.join(clauses)} ORDER BY seq{' DESC' if query.newest_first else ''} LIMIT ?",
+            (*params, query.limit))
         return [AuditEntry(r[1], r[2], r[3], r[4], r[5], bool(r[6]), orjson.loads(r[7]), r[0]) for r in rows]
 
     # revocation
