@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from keyless.domain.conditions import RequestContext
 from keyless.domain.names import closest_email
 from keyless.domain.policy import (
@@ -25,7 +27,7 @@ ALICE = P("user", "alice@example.com")
 TARGET = "target-sa@keyless-dev.iam.gserviceaccount.com"
 
 
-def conditional(title: str, expression: str, member: str = "user:alice@example.com", role: str = CREATOR) -> dict:
+def conditional(title: str, expression: str, member: str = "user:alice@example.com", role: str = CREATOR) -> dict[str, Any]:
     return {"role": role, "members": [member], "condition": {"title": title, "expression": expression}}
 
 

@@ -169,15 +169,15 @@ async def advance_clock(request: Request) -> Response:
 
 
 async def audit_log(request: Request) -> Response:
-    """``GET /v1/auditLog?pageSize=&pageToken=&filter=`` (owner only)."""
+    """``GET /v1/auditLog?pageSize=&pageToken=&filter=&orderBy=`` (owner only)."""
     kl = keyless_of(request)
     caller = await api_caller(request)
     if request.method != "GET":
         raise MethodNotAllowed("Use GET.")
     params = request.query_params
     entries, token = await kl.admin.query_audit(caller, params.get("filter", ""), params.get("pageSize"),
-                                                params.get("pageToken"))
-    body: dict[str, object] = {"entries": [audit.render(e) for e in entries]}
+                                                params.get("pageToken"), params.get("orderBy"))
+    body: dict[str, object] = {"entries": await kl.audit.rendered(entries)}
     if token:
         body["nextPageToken"] = token
     return JSONResponse(body)

@@ -428,9 +428,10 @@ def _admin_paths() -> dict[str, Schema]:
                           ok=_ok("MetadataAttachment")),
         },
         "/v1/auditLog": {
-            "get": _op("keyless.auditLog.list", "Audit entries, oldest first (owner only).",
+            "get": _op("keyless.auditLog.list",
+                       "Audit entries, oldest first, or newest first with orderBy=timestamp desc (owner only).",
                        params=[_param("filter", "query"), _param("pageSize", "query", {"type": "integer"}),
-                               _param("pageToken", "query")],
+                               _param("pageToken", "query"), _param("orderBy", "query")],
                        ok=_ok(_obj({"entries": {"type": "array", "items": ANY_OBJECT}, "nextPageToken": STRING},
                                    closed=False))),
         },

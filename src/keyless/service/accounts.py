@@ -81,7 +81,9 @@ class Accounts:
         ref = parse_account_name(name)
         account = await self._find(ref)
         if account is None:
-            raise await self.core.missing_account(caller, ref, permission)
+            answer = await self.core.missing_account(caller, ref, permission)
+            await self.core.explain_missing_account(caller.principal.member, ref, permission)
+            raise answer
         audit.note(resource=account_condition_name(account))
         await self.core.require_on_account(caller, permission, account, ref.name)
         return account
@@ -193,10 +195,13 @@ class Accounts:
         # the account's project learns nothing of it).
         account = await self.core.store.get_service_account(ref.account)
         if account is None or not await in_named_project(self.core, ref, account):
-            raise await self.core.missing_account(caller, ref, UNDELETE)
+            answer = await self.core.missing_account(caller, ref, UNDELETE)
+            await self.core.explain_missing_account(caller.principal.member, ref, UNDELETE)
+            raise answer
         audit.note(resource=account_condition_name(account))
-        if not await self.core.allowed_on_project(await self.core.identities(caller.principal), UNDELETE,
-                                                  account.project_id):
+        identities = await self.core.identities(caller.principal)
+        if not await self.core.allowed_on_project(identities, UNDELETE, account.project_id):
+            await self.core.explain_on_project(caller.principal.member, identities, UNDELETE, account.project_id)
             raise PermissionDenied.iam(UNDELETE, ref.name)
         if account.deleted_at is None:
             raise FailedPrecondition(f"Service account {account.email} is not deleted.")

@@ -64,13 +64,31 @@ def authorized_user_file(user: User, client_secret: str, refresh_token: str, tok
     }
 
 
-def _audit_page_position(page_token: object) -> int:
-    """The sequence number a ``nextPageToken`` of the audit log carries (base64url of its ASCII digits)."""
+def _audit_order(order_by: object) -> bool:
+    """Whether Cloud Logging's ``orderBy`` asks for the newest entries first."""
+    words = str(order_by or "timestamp asc").lower().split()
+    if words in (["timestamp"], ["timestamp", "asc"]):
+        return False
+    if words == ["timestamp", "desc"]:
+        return True
+    raise InvalidArgument('orderBy must be "timestamp asc" (the default) or "timestamp desc".', field="orderBy")
+
+
+def _audit_page_token(seq: int, newest_first: bool) -> str:
+    # A newest-first token is marked, so that it cannot be used to page the other way.
+    return base64.urlsafe_b64encode(f"{'-' if newest_first else ''}{seq}".encode()).decode()
+
+
+def _audit_page_position(page_token: object, newest_first: bool = False) -> int:
+    """The sequence number a ``nextPageToken`` of the audit log carries (base64url of its ASCII digits, after a
+    ``-`` in the newest-first order)."""
     try:
-        digits = base64.urlsafe_b64decode(str(page_token)).decode("ascii")
+        text = base64.urlsafe_b64decode(str(page_token)).decode("ascii")
     except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text to decode
-        digits = ""
-    if not (len(digits) <= 18 and is_ascii_digits(digits)):
+        text = ""
+    marked = text.startswith("-")
+    digits = text[1:] if marked else text
+    if marked != newest_first or not (len(digits) <= 18 and is_ascii_digits(digits)):
         raise InvalidArgument("Invalid pageToken.", field="pageToken")
     return int(digits)
 
@@ -103,17 +121,23 @@ class Admin:
     async def require_admin(self, caller: Caller) -> None:
         await self.core.require_on_project(caller, ADMIN_PERMISSION, self.core.settings.default_project)
 
-    async def query_audit(self, caller: Caller, filter_text: str, page_size: object, page_token: object
-                          ) -> tuple[list[AuditEntry], str]:
+    async def query_audit(self, caller: Caller, filter_text: str, page_size: object, page_token: object,
+                          order_by: object = None) -> tuple[list[AuditEntry], str]:
+        """A page of the audit log and the token of the next page (``""``: none). ``order_by`` is Cloud
+        Logging's ``orderBy``: ``timestamp asc`` (the default) or ``timestamp desc``."""
         await self.require_admin(caller)
         query = await self._parse_audit_filter(filter_text or "")
+        newest_first = _audit_order(order_by)
         size = min(parse_count(page_size, field="pageSize", wire="pageSize") or 100, 1000)
-        after = _audit_page_position(page_token) if page_token else 0
-        entries = await self.core.store.query_audit(replace(query, after_seq=after, limit=size + 1))
+        query = replace(query, newest_first=newest_first, limit=size + 1)
+        if page_token:
+            position = _audit_page_position(page_token, newest_first)
+            query = replace(query, before_seq=position) if newest_first else replace(query, after_seq=position)
+        entries = await self.core.store.query_audit(query)
         token = ""
         if len(entries) > size:
             entries = entries[:size]
-            token = base64.urlsafe_b64encode(str(entries[-1].seq).encode()).decode()
+            token = _audit_page_token(entries[-1].seq, newest_first)
         return entries, token
 
     async def _parse_audit_filter(self, text: str) -> AuditQuery:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import secrets
 import sys
 from contextvars import ContextVar
@@ -20,8 +21,9 @@ import orjson
 
 from keyless.clock import Clock
 from keyless.domain.lifetimes import format_timestamp
-from keyless.storage.base import AuditEntry, Store
+from keyless.storage.base import AuditEntry, ServiceAccount, Store
 
+_ACCOUNT_RESOURCE = re.compile(r"projects/-/serviceAccounts/([0-9]+)(?:/|$)")
 _GRPC_CODES = {200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8, 500: 13, 503: 14}
 
 
@@ -33,6 +35,7 @@ class AuditRecord:
         "caller_ip",
         "delegation",
         "error",
+        "explanation",
         "method",
         "principal",
         "request",
@@ -54,6 +57,7 @@ class AuditRecord:
         self.request: dict[str, Any] = {}
         self.response: dict[str, Any] = {}
         self.error: str | None = None
+        self.explanation: dict[str, Any] | None = None  # why a request was refused, for the owner only
 
 
 _current: ContextVar[AuditRecord | None] = ContextVar("keyless_audit", default=None)
@@ -138,6 +142,21 @@ def note_authorization(permission: str, resource: str, granted: bool) -> None:
         record.authorization.append((permission, resource, granted))
 
 
+def explaining() -> bool:
+    """Whether the current request will have an audit entry, where the explanation of a denial would go (a
+    denial of a request that is not audited, a read, is not worth explaining)."""
+    record = _current.get()
+    return record is not None and record.method is not None
+
+
+def note_explanation(explanation: dict[str, Any]) -> None:
+    """Why the request is being refused, in words for the owner (``protoPayload.metadata.explanation``). Only
+    the audit entry carries it: the caller's answer is the one Google gives."""
+    record = _current.get()
+    if record is not None:
+        record.explanation = explanation
+
+
 def note_error(message: str) -> None:
     record = _current.get()
     if record is not None:
@@ -163,6 +182,31 @@ class AuditLog:
         self._id_tag = secrets.token_hex(4)
         self._id_count = itertools.count()
         self._flusher: asyncio.Task[None] | None = None
+        # The accounts entries are about, by unique id, for their email: kept for good, as an id's email and
+        # project never change (a deleted account keeps both; an email created again gets a new id).
+        self._accounts: dict[str, ServiceAccount] = {}
+
+    async def rendered(self, entries: list[AuditEntry]) -> list[dict[str, Any]]:
+        """The entries as Cloud Audit Logs ``LogEntry`` objects, those about a service account with its email
+        (``render``): the email is looked up when entries are read or streamed, never when one is written."""
+        out = []
+        for entry in entries:
+            unique_id = account_of(entry.resource)
+            out.append(render(entry, None if unique_id is None else await self._account(unique_id)))
+        return out
+
+    async def _account(self, unique_id: str) -> ServiceAccount | None:
+        account = self._accounts.get(unique_id)
+        if account is None:
+            try:
+                account = await self._store.get_service_account(unique_id)
+            except Exception:  # the email is an addition: an entry is still read, or streamed, without it
+                return None
+            if account is not None:
+                if len(self._accounts) >= 10_000:
+                    self._accounts.clear()
+                self._accounts[unique_id] = account
+        return account
 
     async def commit(self, record: AuditRecord, http_status: int) -> None:
         """Store the entry; returns once it is committed. Entries of concurrent requests share one transaction
@@ -212,7 +256,8 @@ class AuditLog:
                         done.set_exception(exc)
                 continue
             if self._sink is not None:
-                self._sink.write("".join(orjson.dumps(render(e)).decode() + "\n" for e, _ in batch))
+                lines = await self.rendered([entry for entry, _ in batch])
+                self._sink.write("".join(orjson.dumps(line).decode() + "\n" for line in lines))
                 self._sink.flush()
             for _, done in batch:
                 if not done.done():
@@ -235,12 +280,15 @@ def stored_body(record: AuditRecord, http_status: int) -> dict[str, Any]:
         body["response"] = record.response
     if http_status >= 400:
         body["status"] = {"code": _GRPC_CODES.get(http_status, 2), "message": record.error or ""}
+        if record.explanation is not None:
+            body["explanation"] = record.explanation
     return body
 
 
-def render(entry: AuditEntry) -> dict[str, Any]:
+def render(entry: AuditEntry, account: ServiceAccount | None = None) -> dict[str, Any]:
     """The Cloud Audit Logs ``LogEntry`` of a stored entry (entries that earlier versions stored whole are
-    returned as they are)."""
+    returned as they are). ``account``, the service account the entry is about, adds Cloud Logging's monitored
+    resource (``resource.labels.email_id``), so that a reader sees the email beside the unique id."""
     body = entry.body
     if "protoPayload" in body:
         return body
@@ -264,14 +312,26 @@ def render(entry: AuditEntry) -> dict[str, Any]:
     if "response" in body:
         payload["response"] = body["response"]
     payload["status"] = body.get("status", {})
+    if "explanation" in body:
+        payload["metadata"] = {"explanation": body["explanation"]}
     micros = int(entry.timestamp * 1_000_000)
-    return {
+    out: dict[str, Any] = {
         "insertId": entry.insert_id,
         "timestamp": format_timestamp(entry.timestamp).replace("Z", f".{micros % 1_000_000:06d}Z"),
         "severity": "ERROR" if entry.denied else "NOTICE",
         "logName": f"keyless/logs/cloudaudit.googleapis.com%2F{_log_kind(entry.method)}",
-        "protoPayload": payload,
     }
+    if account is not None:
+        out["resource"] = {"type": "service_account", "labels": {
+            "email_id": account.email, "project_id": account.project_id, "unique_id": account.unique_id}}
+    out["protoPayload"] = payload
+    return out
+
+
+def account_of(resource: str) -> str | None:
+    """The unique id of the service account an entry's resource name is (or is under), if it names one so."""
+    match = _ACCOUNT_RESOURCE.match(resource)
+    return match.group(1) if match else None
 
 
 def _log_kind(method: str) -> str:

@@ -12,9 +12,9 @@ from keyless.crypto.tokens import TokenMinter
 from keyless.domain.conditions import RequestContext
 from keyless.domain.names import AccountRef
 from keyless.domain.numbers import is_ascii_digits
-from keyless.domain.policy import EMPTY_POLICY, Policy, Principal, is_allowed, load_stored_policy
+from keyless.domain.policy import EMPTY_POLICY, Policy, Principal, explain, is_allowed, load_stored_policy
 from keyless.errors import KeylessError, NotFound, PermissionDenied
-from keyless.service import audit
+from keyless.service import audit, denials
 from keyless.service.config import Settings
 from keyless.service.keyring import KeyRing
 from keyless.storage.base import ServiceAccount, Store
@@ -138,7 +138,9 @@ class Core:
         """Refuse unless the caller holds ``permission`` on ``account``. The denial names the account as the
         caller did (``named``), never by what keyless knows of it (its email, its project): it must read the
         same as the denial for an account that does not exist (see ``Accounts.lookup``)."""
-        if not await self.allowed_on_account(await self.identities(caller.principal), permission, account):
+        identities = await self.identities(caller.principal)
+        if not await self.allowed_on_account(identities, permission, account):
+            await self.explain_on_account(caller.principal.member, identities, permission, account)
             raise PermissionDenied.iam(permission, named)
 
     async def missing_account(self, caller: Caller, ref: AccountRef, permission: str) -> KeylessError:
@@ -163,5 +165,39 @@ class Core:
         return PermissionDenied.iam(permission, ref.name)
 
     async def require_on_project(self, caller: Caller, permission: str, project_id: str) -> None:
-        if not await self.allowed_on_project(await self.identities(caller.principal), permission, project_id):
+        identities = await self.identities(caller.principal)
+        if not await self.allowed_on_project(identities, permission, project_id):
+            await self.explain_on_project(caller.principal.member, identities, permission, project_id)
             raise PermissionDenied.iam(permission, project_resource(project_id))
+
+    # Why a request is refused, for the owner: called on the way to a denial only (a grant never pays for it),
+    # and only when the request has an audit entry to carry it. Nothing of it reaches the caller.
+
+    async def explain_on_account(self, member: str, identities: frozenset[str], permission: str,
+                                 account: ServiceAccount, hop: denials.HopIndex | None = None) -> None:
+        if not audit.explaining():
+            return
+        ctx = RequestContext(self.now(), account_condition_name(account), SA_RESOURCE_TYPE)
+        policies = [await self.load_policy(account_resource(account)),
+                    await self.load_policy(project_resource(account.project_id))]
+        why = explain(policies, identities, permission, ctx)
+        audit.note_explanation(denials.refused(why, member, account.email, account_condition_name(account), hop))
+
+    async def explain_on_project(self, member: str, identities: frozenset[str], permission: str,
+                                 project_id: str) -> None:
+        if not audit.explaining():
+            return
+        ctx = RequestContext(self.now(), project_resource(project_id), PROJECT_RESOURCE_TYPE,
+                             "cloudresourcemanager.googleapis.com")
+        why = explain([await self.load_policy(project_resource(project_id))], identities, permission, ctx)
+        resource = project_resource(project_id)
+        audit.note_explanation(denials.refused(why, member, resource, resource))
+
+    async def explain_missing_account(self, member: str, ref: AccountRef, permission: str,
+                                      hop: denials.HopIndex | None = None) -> None:
+        if audit.explaining():
+            audit.note_explanation(await denials.missing_account(self.store, member, ref, permission, hop))
+
+    async def explain_missing_project(self, member: str, project: str, permission: str) -> None:
+        if audit.explaining():
+            audit.note_explanation(await denials.missing_project(self.store, member, project, permission))

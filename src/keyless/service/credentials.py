@@ -11,7 +11,7 @@ from typing import Any
 from keyless.crypto.jwt import DuplicateMember, loads_unique, sign_rs256, sign_rs256_raw_payload
 from keyless.crypto.keys import sign_pkcs1_sha256
 from keyless.domain import roles
-from keyless.domain.delegation import parse_delegates, plan_chain
+from keyless.domain.delegation import Hop, parse_delegates, plan_chain
 from keyless.domain.lifetimes import (
     LIFETIME_EXTENSION_CONSTRAINT,
     format_timestamp,
@@ -45,6 +45,15 @@ class _GrantedChain:
 
 def _service_account_principal(sa: ServiceAccount) -> Principal:
     return Principal("serviceAccount", sa.email)
+
+
+def _grantee(caller: Caller, chain: list[ServiceAccount]) -> str:
+    """Who needs the permission of the hop after ``chain``: the caller, then each delegate in turn."""
+    return f"serviceAccount:{chain[-1].email}" if chain else caller.principal.member
+
+
+def _hop(index: int, hops: list[Hop]) -> tuple[int, int] | None:
+    return (index + 1, len(hops)) if len(hops) > 1 else None
 
 
 class Credentials:
@@ -90,14 +99,18 @@ class Credentials:
             account = resolved_target if index == last else await self.core.resolve_account(hop.resource)
             # A missing account and one the caller may not use get the same denial, naming the account as the
             # caller did (as on Google, through the '-' wildcard): neither tells whether it exists, nor its
-            # email when it is named by unique id.
+            # email when it is named by unique id. Only the owner learns which it was, and at which hop.
             if account is None:
+                await self.core.explain_missing_account(_grantee(caller, chain), hop.resource, hop.permission,
+                                                        _hop(index, hops))
                 raise PermissionDenied.iam(hop.permission, hop.resource.name)
             if account.unique_id in seen:
                 raise InvalidArgument(f"The delegation chain names {hop.resource.account} more than once.",
                                       field="delegates")
             seen.add(account.unique_id)
             if not await self.core.allowed_on_account(identities, hop.permission, account):
+                await self.core.explain_on_account(_grantee(caller, chain), identities, hop.permission, account,
+                                                   _hop(index, hops))
                 raise PermissionDenied.iam(hop.permission, hop.resource.name)
             if account.disabled:
                 raise FailedPrecondition(f"Service account {account.email} is disabled.")
@@ -129,6 +142,7 @@ class Credentials:
         if account is None or not await in_named_project(self.core, target, account):
             answer = await self.core.missing_account(caller, target, permission)
             if not before_validation or isinstance(answer, NotFound):
+                await self.core.explain_missing_account(caller.principal.member, target, permission)
                 raise answer
 
     async def lifetime_extension_allowed(self, account: ServiceAccount) -> bool:

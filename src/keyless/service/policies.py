@@ -114,27 +114,28 @@ class Policies:
                 if p in ALL_PERMISSIONS and await self.core.allowed_on_account(identities, p, account)]
 
     # projects
-    async def _project_id(self, project: str) -> str:
+    async def _project_id(self, caller: Caller, project: str, permission: str) -> str:
         found = await self.core.store.get_project(project)
         if found is None:
             # Resource Manager answers 403 for projects that do not exist or that the caller cannot see.
+            await self.core.explain_missing_project(caller.principal.member, project, permission)
             raise PermissionDenied("The caller does not have permission")
         return found.project_id
 
     async def get_for_project(self, caller: Caller, project: str, version: int) -> Policy:
-        project_id = await self._project_id(project)
+        project_id = await self._project_id(caller, project, "resourcemanager.projects.getIamPolicy")
         await self.core.require_on_project(caller, "resourcemanager.projects.getIamPolicy", project_id)
         policy = await self.core.load_policy(project_resource(project_id))
         check_requested_version(policy, version)
         return policy
 
     async def set_for_project(self, caller: Caller, project: str, body: Mapping[str, Any]) -> Policy:
-        project_id = await self._project_id(project)
+        project_id = await self._project_id(caller, project, "resourcemanager.projects.setIamPolicy")
         await self.core.require_on_project(caller, "resourcemanager.projects.setIamPolicy", project_id)
         return await self._set(project_resource(project_id), body)
 
     async def test_on_project(self, caller: Caller, project: str, body: Mapping[str, Any]) -> list[str]:
-        project_id = await self._project_id(project)
+        project_id = await self._project_id(caller, project, "resourcemanager.projects.get")
         permissions = parse_permissions(body)
         identities = await self.core.identities(caller.principal)
         return [p for p in permissions
