@@ -98,7 +98,7 @@ def test_keyless_audit_cli_filters(fresh_server: Server) -> None:
     assert entries[0]["protoPayload"]["status"]["code"] == 7
     out = fresh_server.cli("audit", "--account", target, "--format", "json").stdout
     methods = [json.loads(line)["protoPayload"]["methodName"] for line in out.splitlines()]
-    assert methods == ["google.iam.admin.v1.CreateServiceAccount", "google.iam.admin.v1.SetIAMPolicy",
-                       "GenerateAccessToken"]
+    assert methods == ["GenerateAccessToken", "google.iam.admin.v1.SetIAMPolicy",
+                       "google.iam.admin.v1.CreateServiceAccount"]  # newest first
     table = fresh_server.cli("audit", "--caller", "owner@keyless.local").stdout
     assert "GenerateAccessToken" in table and "DENIED" in table

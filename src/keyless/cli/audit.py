@@ -15,6 +15,7 @@ from keyless.cli.client import CliError, Session
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhd])")  # ASCII digits: "\d" also takes "٣"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NAMED_BY_EMAIL = re.compile(r"projects/[^/]+/serviceAccounts/([^/]+@[^/]+(?:/.*)?)")
 
 
 def since_timestamp(text: str, now: dt.datetime | None = None) -> str:
@@ -36,9 +37,11 @@ def since_timestamp(text: str, now: dt.datetime | None = None) -> str:
 
 
 def run_audit(session: Session, *, account: str | None, caller: str | None, since: str | None, denied: bool,
-              fmt: str, limit: int) -> None:
+              fmt: str, limit: int, order: str = "desc") -> None:
     if fmt not in ("table", "json"):
         raise CliError("--format is table or json.", exit_code=2)
+    if order not in ("desc", "asc"):
+        raise CliError("--order is desc (newest first) or asc.", exit_code=2)
     terms = []
     if account:
         terms.append(f'account="{account}"')
@@ -51,7 +54,8 @@ def run_audit(session: Session, *, account: str | None, caller: str | None, sinc
     entries: list[dict[str, Any]] = []
     token = ""
     while len(entries) < limit:
-        query = {"filter": " AND ".join(terms), "pageSize": str(min(1000, limit - len(entries)))}
+        query = {"filter": " AND ".join(terms), "pageSize": str(min(1000, limit - len(entries))),
+                 "orderBy": f"timestamp {order}"}
         if token:
             query["pageToken"] = token
         page = session.call("GET", "/v1/auditLog?" + urllib.parse.urlencode(query))
@@ -63,13 +67,40 @@ def run_audit(session: Session, *, account: str | None, caller: str | None, sinc
         for entry in entries:
             print(json.dumps(entry, separators=(",", ":")))
         return
-    table = Table(box=None, header_style="bold")
-    for column in ("TIMESTAMP", "METHOD", "CALLER", "RESOURCE", "STATUS"):
-        table.add_column(column)
+    table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False, padding=(0, 2, 0, 0))
+    for column in ("TIMESTAMP", "METHOD", "CALLER", "RESOURCE", "STATUS", "WHY"):
+        # One line per entry, however long (the WHY of a denial names emails and roles): never wrapped.
+        table.add_column(column, no_wrap=True, overflow="ignore")
     for entry in entries:
         payload = entry["protoPayload"]
         status = payload.get("status") or {}
-        outcome = f"DENIED {status.get('message', '')}" if status.get("code") else "OK"
         table.add_row(entry["timestamp"], payload["methodName"], payload["authenticationInfo"]["principalEmail"],
-                      payload["resourceName"], outcome)
-    Console(width=200).print(table)
+                      shown_resource(entry), "DENIED" if status.get("code") else "OK", why(entry))
+    console = Console(width=1 << 14, soft_wrap=True)
+    with console.capture() as capture:
+        console.print(table)
+    print("".join(line.rstrip() + "\n" for line in capture.get().splitlines()), end="")
+
+
+def shown_resource(entry: dict[str, Any]) -> str:
+    """The entry's resource with a service account named by its email: for its unique id, the email of
+    ``resource.labels.email_id``; an email the request named (an account that is not there), as it was named."""
+    name = str(entry["protoPayload"].get("resourceName", ""))
+    labels = (entry.get("resource") or {}).get("labels") or {}
+    email, unique_id = labels.get("email_id"), labels.get("unique_id")
+    prefix = f"projects/-/serviceAccounts/{unique_id}"
+    if email and unique_id and (name == prefix or name.startswith(prefix + "/")):
+        return str(email) + name[len(prefix):]
+    named = _NAMED_BY_EMAIL.fullmatch(name)
+    return named.group(1) if named else name
+
+
+def why(entry: dict[str, Any]) -> str:
+    """Why a denial happened, as the owner reads it (``protoPayload.metadata.explanation``), else what the
+    caller was told."""
+    payload = entry["protoPayload"]
+    explanation = (payload.get("metadata") or {}).get("explanation") or {}
+    if explanation.get("summary"):
+        return str(explanation["summary"])
+    status = payload.get("status") or {}
+    return str(status.get("message", "")) if status.get("code") else ""

@@ -297,12 +297,14 @@ def audit_cmd(
     since: Annotated[str | None, typer.Option(help="RFC 3339 time or a duration such as 15m, 2h, 1d.")] = None,
     denied: Annotated[bool, typer.Option(help="Only denials and errors.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 1000,
+    order: Annotated[str, typer.Option(help="desc: newest first; asc: oldest first.")] = "desc",
 ) -> None:
-    """Query the audit log (owner only); --format is table (the default) or json (one entry per line)."""
+    """Query the audit log (owner only), newest first, with why each denial happened; --format is table (the
+    default) or json (one entry per line)."""
     from keyless.cli.audit import run_audit
 
     run_audit(Session(_globals), account=account, caller=caller, since=since, denied=denied,
-              fmt=_globals.format or "table", limit=limit)
+              fmt=_globals.format or "table", limit=limit, order=order)
 
 
 @users_app.command("list")
