@@ -207,3 +207,16 @@ def test_only_the_owner_reads_the_log_and_its_order(api: Api) -> None:
     for bad in ({"orderBy": "insertId desc"}, {"orderBy": "timestamp sideways"},
                 {"orderBy": "timestamp desc", "pageToken": token}):
         assert_google_error(api.call("GET", "/v1/auditLog", params=bad), 400, "INVALID_ARGUMENT")
+
+
+def test_what_was_missing_is_remembered_only_until_the_state_changes(api: Api) -> None:
+    """A client retrying with a typo asks the same question again: the answer is remembered, but an account
+    created in the meantime is suggested at once."""
+    alice = _user_token(api, ALICE)
+    typo = f"deployer-sb@{DOMAIN}"
+    for _ in range(2):
+        assert _mint(api, alice, typo).status_code == 403
+    assert [_why(e)["summary"] for e in _denials(api)[:2]] == [f"no account {typo} in {PROJECT}"] * 2
+    api.create_sa("deployer-sa")
+    assert _mint(api, alice, typo).status_code == 403
+    assert _why(_denials(api)[0])["suggestion"] == f"deployer-sa@{DOMAIN}"

@@ -108,17 +108,27 @@ def new_key_id() -> str:
 def closest_email(email: str, candidates: Iterable[str]) -> str | None:
     """The candidate ``email`` was most likely a typo of, or None when none is close. The part before the ``@``
     and the domain are compared apart: emails in one project share a long domain, which alone would make any
-    two of them look alike."""
+    two of them look alike. (A denial pays for this: the cheap upper bounds discard most candidates before the
+    full comparison, and each distinct domain is compared once.)"""
     local, at, domain = email.lower().rpartition("@")
     if not at:
         return None
+    by_local = difflib.SequenceMatcher(None, "", local)  # the second sequence is the one analysed once
+    by_domain = difflib.SequenceMatcher(None, "", domain)
+    domain_ratios: dict[str, float] = {}
     best, best_score = None, 0.0
     for candidate in candidates:
         other_local, _, other_domain = candidate.lower().rpartition("@")
-        local_ratio = difflib.SequenceMatcher(None, local, other_local).ratio()
+        by_local.set_seq1(other_local)
+        if by_local.real_quick_ratio() < 0.6 or by_local.quick_ratio() < 0.6:
+            continue
+        local_ratio = by_local.ratio()
         if local_ratio < 0.6:
             continue
-        domain_ratio = difflib.SequenceMatcher(None, domain, other_domain).ratio()
+        domain_ratio = domain_ratios.get(other_domain)
+        if domain_ratio is None:
+            by_domain.set_seq1(other_domain)
+            domain_ratio = domain_ratios[other_domain] = by_domain.ratio()
         if domain_ratio >= 0.8 and local_ratio + domain_ratio > best_score:
             best, best_score = candidate, local_ratio + domain_ratio
     return best
