@@ -8,11 +8,14 @@ In process, on a frozen clock."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from keyless.storage.base import AuditQuery
 from tests.conftest import InProcess
 from tests.http.helpers import CLOUD, PROJECT, TOKEN_CREATOR, Api, assert_google_error
 
@@ -209,14 +212,25 @@ def test_only_the_owner_reads_the_log_and_its_order(api: Api) -> None:
         assert_google_error(api.call("GET", "/v1/auditLog", params=bad), 400, "INVALID_ARGUMENT")
 
 
-def test_what_was_missing_is_remembered_only_until_the_state_changes(api: Api) -> None:
-    """A client retrying with a typo asks the same question again: the answer is remembered, but an account
-    created in the meantime is suggested at once."""
+def test_the_nearest_account_is_looked_for_when_the_log_is_read(api: Api, inproc: InProcess,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not when the caller is refused: comparing a typo with every account would make the denial of a missing
+    account slower than the denial of an existing one, and its time would tell what its answer does not. The
+    ``--audit-log`` stream, written before the response, carries the explanation without the suggestion."""
+    sink = io.StringIO()
+    monkeypatch.setattr(inproc.keyless.audit, "_sink", sink)
     alice = _user_token(api, ALICE)
     typo = f"deployer-sb@{DOMAIN}"
-    for _ in range(2):
-        assert _mint(api, alice, typo).status_code == 403
-    assert [_why(e)["summary"] for e in _denials(api)[:2]] == [f"no account {typo} in {PROJECT}"] * 2
-    api.create_sa("deployer-sa")
     assert _mint(api, alice, typo).status_code == 403
-    assert _why(_denials(api)[0])["suggestion"] == f"deployer-sa@{DOMAIN}"
+    stored = inproc.run(inproc.keyless.store.query_audit(AuditQuery(denied=True, newest_first=True, limit=1)))[0]
+    assert stored.body["explanation"]["findNearest"] == {"email": typo, "project": PROJECT}  # where, not what
+    [streamed] = [json.loads(line) for line in sink.getvalue().splitlines()
+                  if json.loads(line)["severity"] == "ERROR"]
+    assert _why(streamed) == {"reason": "ACCOUNT_NOT_FOUND", "summary": f"no account {typo} in {PROJECT}",
+                              "principal": f"user:{ALICE}", "permission": TOKEN,
+                              "resource": f"projects/-/serviceAccounts/{typo}"}
+    assert _why(_denials(api)[0]) == _why(streamed)  # nothing near yet
+    api.create_sa("deployer-sa")
+    assert _why(_denials(api)[0]) == {**_why(streamed), "suggestion": f"deployer-sa@{DOMAIN}",
+                                      "summary": f"no account {typo} in {PROJECT}; did you mean "
+                                                 f"deployer-sa@{DOMAIN}?"}

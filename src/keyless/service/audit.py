@@ -21,6 +21,7 @@ import orjson
 
 from keyless.clock import Clock
 from keyless.domain.lifetimes import format_timestamp
+from keyless.service import denials
 from keyless.storage.base import AuditEntry, ServiceAccount, Store
 
 _ACCOUNT_RESOURCE = re.compile(r"projects/-/serviceAccounts/([0-9]+)(?:/|$)")
@@ -186,13 +187,21 @@ class AuditLog:
         # project never change (a deleted account keeps both; an email created again gets a new id).
         self._accounts: dict[str, ServiceAccount] = {}
 
-    async def rendered(self, entries: list[AuditEntry]) -> list[dict[str, Any]]:
+    async def rendered(self, entries: list[AuditEntry], *, suggest: bool = True) -> list[dict[str, Any]]:
         """The entries as Cloud Audit Logs ``LogEntry`` objects, those about a service account with its email
-        (``render``): the email is looked up when entries are read or streamed, never when one is written."""
+        (``render``): the email is looked up when entries are read or streamed, never when one is written.
+        ``suggest``: a denial naming an account or project that is not there gets the nearest existing one
+        (``denials.with_suggestion``; not when streaming, which happens before the response)."""
         out = []
+        seen: dict[Any, Any] = {}
         for entry in entries:
             unique_id = account_of(entry.resource)
-            out.append(render(entry, None if unique_id is None else await self._account(unique_id)))
+            rendered = render(entry, None if unique_id is None else await self._account(unique_id))
+            explanation = entry.body.get("explanation")
+            if suggest and isinstance(explanation, dict) and denials.FIND_NEAREST in explanation:
+                rendered["protoPayload"]["metadata"]["explanation"] = await denials.with_suggestion(
+                    self._store, explanation, seen)
+            out.append(rendered)
         return out
 
     async def _account(self, unique_id: str) -> ServiceAccount | None:
@@ -256,7 +265,7 @@ class AuditLog:
                         done.set_exception(exc)
                 continue
             if self._sink is not None:
-                lines = await self.rendered([entry for entry, _ in batch])
+                lines = await self.rendered([entry for entry, _ in batch], suggest=False)
                 self._sink.write("".join(orjson.dumps(line).decode() + "\n" for line in lines))
                 self._sink.flush()
             for _, done in batch:
@@ -313,7 +322,7 @@ def render(entry: AuditEntry, account: ServiceAccount | None = None) -> dict[str
         payload["response"] = body["response"]
     payload["status"] = body.get("status", {})
     if "explanation" in body:
-        payload["metadata"] = {"explanation": body["explanation"]}
+        payload["metadata"] = {"explanation": denials.without_search(body["explanation"])}
     micros = int(entry.timestamp * 1_000_000)
     out: dict[str, Any] = {
         "insertId": entry.insert_id,

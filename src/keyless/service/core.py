@@ -200,4 +200,4 @@ class Core:
 
     async def explain_missing_project(self, member: str, project: str, permission: str) -> None:
         if audit.explaining():
-            audit.note_explanation(await denials.missing_project(self.store, member, project, permission))
+            audit.note_explanation(denials.missing_project(member, project, permission))

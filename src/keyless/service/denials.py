@@ -3,7 +3,13 @@
 A caller without permission gets Google's one 403 whatever the cause (``Core.missing_account``); the owner,
 who reads the audit log, learns which cause it was: no such account (and the nearest email, for a typo), a
 condition that evaluated false (by its title), or no binding at all (and the roles that would grant), and for
-a delegation chain, the hop that failed. Built only on the way to a denial, never on the way to a grant.
+a delegation chain, the hop that failed.
+
+The explanation is built on the way to a denial, never on the way to a grant, from what the denial found out
+anyway (cached lookups): a denial of an account that is not there must cost about what the denial of one that
+is there costs, or its time would tell the caller what its answer does not. So the search for the nearest
+email or project, which reads and compares every account, is left to the owner's reading of the log
+(``with_suggestion``): the entry stores only where to look (``findNearest``).
 """
 
 from __future__ import annotations
@@ -13,18 +19,17 @@ from typing import Any
 from keyless.domain.names import SA_DOMAIN, AccountRef, closest_email
 from keyless.domain.policy import Explanation
 from keyless.storage.base import ServiceAccount, Store
-from keyless.storage.cache import decision_memo
 
-# The accounts a typo is compared with: those of the project it names, or of every project when it names none
-# that exists, up to this many (a denial may cost a little more than a grant, not without bound: comparing
-# with 200 accounts takes from 0.3 to 3 ms, the most when all their names are alike).
-MAX_CANDIDATES = 200
-MAX_REMEMBERED = 10_000
+# The accounts (or projects) a typo is compared with, when the log is read: those of the project it names, or
+# of every project when it names none that exists, up to this many.
+MAX_CANDIDATES = 500
+FIND_NEAREST = "findNearest"  # stored, consumed when the entry is read
 
 HopIndex = tuple[int, int]  # (which hop of a delegation chain, 1-based; how many hops)
 
 
-def refused(why: Explanation, member: str, shown: str, resource: str, hop: HopIndex | None = None) -> dict[str, Any]:
+def refused(why: Explanation, member: str, shown: str, resource: str, hop: HopIndex | None = None
+            ) -> dict[str, Any]:
     """The explanation of a permission ``member`` does not hold on ``resource`` (``shown``: as the owner knows
     it, an account's email or a project's name)."""
     out: dict[str, Any] = {"reason": why.reason, "summary": _on_hop(hop) + why.describe(member, shown),
@@ -39,41 +44,21 @@ def refused(why: Explanation, member: str, shown: str, resource: str, hop: HopIn
 async def missing_account(store: Store, member: str, ref: AccountRef, permission: str,
                           hop: HopIndex | None = None) -> dict[str, Any]:
     """The explanation of a request naming an account that is not there (or not in the project named)."""
-    summary, suggestion = await _what_is_missing(store, ref)
+    summary, nearest = await _what_is_missing(store, ref)
     out: dict[str, Any] = {"reason": "ACCOUNT_NOT_FOUND", "summary": _on_hop(hop) + summary, "principal": member,
                            "permission": permission, "resource": ref.name}
-    if suggestion:
-        out["suggestion"] = suggestion
+    if nearest is not None:
+        out[FIND_NEAREST] = nearest
     return _with_hop(out, hop)
 
 
-async def missing_project(store: Store, member: str, project: str, permission: str) -> dict[str, Any]:
-    ids = [p.project_id for p in (await store.list_projects())[:MAX_CANDIDATES]]
-    suggestion = _closest_project(project, ids)
-    out: dict[str, Any] = {"reason": "PROJECT_NOT_FOUND", "summary": f"no project {project}", "principal": member,
-                           "permission": permission, "resource": f"projects/{project}"}
-    if suggestion:
-        out["summary"] += f"; did you mean {suggestion}?"
-        out["suggestion"] = suggestion
-    return out
+def missing_project(member: str, project: str, permission: str) -> dict[str, Any]:
+    return {"reason": "PROJECT_NOT_FOUND", "summary": f"no project {project}", "principal": member,
+            "permission": permission, "resource": f"projects/{project}", FIND_NEAREST: {"project": project}}
 
 
-async def _what_is_missing(store: Store, ref: AccountRef) -> tuple[str, str | None]:
-    """What is missing, remembered until the stored state next changes: a client that retries with a typo asks
-    the same question again and again."""
-    memo = await decision_memo(store)
-    key = ("missing account", ref.project, ref.account.lower())
-    if memo is not None and key in memo:
-        remembered: tuple[str, str | None] = memo[key]
-        return remembered
-    answer = await _find_what_is_missing(store, ref, memo)
-    if memo is not None and len(memo) < MAX_REMEMBERED:
-        memo[key] = answer
-    return answer
-
-
-async def _find_what_is_missing(store: Store, ref: AccountRef, memo: dict[Any, Any] | None
-                                ) -> tuple[str, str | None]:
+async def _what_is_missing(store: Store, ref: AccountRef) -> tuple[str, dict[str, str] | None]:
+    """What is missing, from lookups the denial made already (cached), and where to look for what was meant."""
     if ref.is_unique_id:
         found = await store.get_service_account(ref.account)
         if found is None:
@@ -87,41 +72,73 @@ async def _find_what_is_missing(store: Store, ref: AccountRef, memo: dict[Any, A
     named = _project_of(ref.account) if ref.wildcard else ref.project
     project = await store.get_project(named) if named else None
     if project is not None:
-        summary = f"no account {ref.account} in {project.project_id}"
+        return f"no account {ref.account} in {project.project_id}", {"email": ref.account,
+                                                                     "project": project.project_id}
+    return (f"no account {ref.account}" + (f": there is no project {named}" if named else ""),
+            {"email": ref.account, "project": ""})
+
+
+def without_search(explanation: dict[str, Any]) -> dict[str, Any]:
+    """The explanation as stored, without where to look for what was meant (as the ``--audit-log`` stream
+    carries it: streaming happens before the response, where the search must not be)."""
+    return {k: v for k, v in explanation.items() if k != FIND_NEAREST} if FIND_NEAREST in explanation \
+        else explanation
+
+
+async def with_suggestion(store: Store, explanation: dict[str, Any], seen: dict[Any, Any]) -> dict[str, Any]:
+    """The explanation as the owner reads it: a missing account or project with the nearest existing one
+    (``suggestion``, and "did you mean …?" in the summary), looked for now. ``seen`` carries what one reading
+    of the log looked up already."""
+    where = explanation.get(FIND_NEAREST)
+    out = without_search(explanation)
+    if not isinstance(where, dict):
+        return out
+    key: tuple[str, ...]
+    if "email" in where:
+        email = str(where["email"])
+        key = ("email", email.lower(), str(where.get("project", "")))
+        if key not in seen:
+            candidates = await _emails(store, str(where.get("project", "")), seen)
+            seen[key] = closest_email(email, [c for c in candidates if c != email.lower()])
     else:
-        summary = f"no account {ref.account}" + (f": there is no project {named}" if named else "")
-    suggestion = closest_email(ref.account, await _candidates(store, project.project_id if project else None, memo))
-    return (f"{summary}; did you mean {suggestion}?" if suggestion else summary), suggestion
+        project = str(where.get("project", ""))
+        key = ("project", project)
+        if key not in seen:
+            ids = [p.project_id for p in (await _projects(store, seen))[:MAX_CANDIDATES] if p.project_id != project]
+            found = closest_email(f"{project}@p", [f"{i}@p" for i in ids])  # compares the part before the @
+            seen[key] = found[:-2] if found else None
+    suggestion = seen[key]
+    if suggestion:
+        out = {**out, "summary": f"{out['summary']}; did you mean {suggestion}?", "suggestion": suggestion}
+    return out
 
 
-async def _candidates(store: Store, project_id: str | None, memo: dict[Any, Any] | None) -> list[str]:
-    """The emails a typo in ``project_id`` (None: in a project that does not exist) is compared with,
-    remembered as ``_what_is_missing`` remembers its answers (each new typo then costs only the comparison)."""
-    key = ("typo candidates", project_id or "")
-    if memo is not None and key in memo:
-        remembered: list[str] = memo[key]
-        return remembered
-    accounts: list[ServiceAccount] = []
-    for project in [project_id] if project_id else [p.project_id for p in await store.list_projects()]:
-        if len(accounts) >= MAX_CANDIDATES:
-            break
-        accounts += await store.list_service_accounts(project, after_email="", limit=MAX_CANDIDATES - len(accounts))
-    emails = [a.email for a in accounts]
-    if memo is not None and len(memo) < MAX_REMEMBERED:
-        memo[key] = emails
+async def _emails(store: Store, project_id: str, seen: dict[Any, Any]) -> list[str]:
+    """The emails of ``project_id``'s accounts (of every project's, for ``""``), up to MAX_CANDIDATES."""
+    key = ("emails", project_id)
+    if key not in seen:
+        accounts: list[ServiceAccount] = []
+        for project in [project_id] if project_id else [p.project_id for p in await _projects(store, seen)]:
+            if len(accounts) >= MAX_CANDIDATES:
+                break
+            accounts += await store.list_service_accounts(project, after_email="",
+                                                          limit=MAX_CANDIDATES - len(accounts))
+        seen[key] = [a.email for a in accounts]
+    emails: list[str] = seen[key]
     return emails
+
+
+async def _projects(store: Store, seen: dict[Any, Any]) -> list[Any]:
+    if ("projects",) not in seen:
+        seen[("projects",)] = await store.list_projects()
+    projects: list[Any] = seen[("projects",)]
+    return projects
 
 
 def _project_of(email: str) -> str | None:
     """The project a service account's email names (``ID@PROJECT.iam.gserviceaccount.com``)."""
     domain = email.lower().rpartition("@")[2]
     return domain[:-len(SA_DOMAIN) - 1] if domain.endswith("." + SA_DOMAIN) else None
-
-
-def _closest_project(project: str, ids: list[str]) -> str | None:
-    # closest_email compares the part before the @ (and a domain, here the same for all).
-    found = closest_email(f"{project}@p", [f"{i}@p" for i in ids])
-    return found[:-2] if found else None
 
 
 def _on_hop(hop: HopIndex | None) -> str:
