@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,13 +28,6 @@ OFFICE_HOURS = {"title": "office-hours", "expression": 'request.time < timestamp
 # What only the owner may read: none of it may reach the caller.
 OWNER_ONLY = ("did you mean", "office-hours", "evaluated false", "roles that would", "no binding", "no account",
               "explanation", "hop ", "roles/")
-
-
-@pytest.fixture
-def api(inproc: InProcess) -> Iterator[Api]:
-    client = Api(inproc)
-    yield client
-    client.client.close()
 
 
 def _user_token(api: Api, email: str) -> str:
