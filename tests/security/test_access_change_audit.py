@@ -172,3 +172,15 @@ def test_the_attachment_made_by_serve_attach_is_audited(tmp_path: Path) -> None:
         assert not entry.get("authenticationInfo", {}).get("principalEmail")  # keyless itself, at start
     finally:
         again.stop()
+
+
+def test_only_the_owner_detaches_the_metadata_account(api: Api) -> None:
+    account = api.create_sa("vm-kept")
+    api.ok("PUT", "/keyless/v1/metadata", {"serviceAccount": account["email"]})
+    creds = api.ok("POST", USERS, {"email": "mallory@example.com"})["credentials"]
+    token = api.refresh_token_grant(creds).json()["access_token"]
+    assert_google_error(api.call("DELETE", "/keyless/v1/metadata", token=token), 403, "PERMISSION_DENIED")
+    assert api.ok("GET", "/keyless/v1/metadata") == {"serviceAccount": account["email"]}  # unchanged
+    [refused] = _entries(api, "keyless.DeleteMetadataAttachment")
+    assert refused["severity"] == "ERROR"
+    assert refused["protoPayload"]["authenticationInfo"]["principalEmail"] == "mallory@example.com"
