@@ -327,10 +327,11 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
                 await asyncio.gather(*(asyncio.to_thread(_wait_ready, *pair) for pair in spawned))
                 endpoints["workers"] = [w.pid for w in workers]
             settle_memory()
-            write_endpoints(data_dir, endpoints)
-            startup.announced = True
+            # The banner first: whoever waits for endpoints.json (scripts, tests) finds it already printed.
             attached = await keyless.store.get_meta(ATTACHED_META)
             print(describe(endpoints, attached or ""), flush=True)
+            write_endpoints(data_dir, endpoints)
+            startup.announced = True
             waiter = asyncio.create_task(stop.wait())
             retention = (asyncio.create_task(keep_audit_retention(keyless.audit, options.audit_retention_days))
                          if options.audit_retention_days > 0 else None)

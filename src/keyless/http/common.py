@@ -6,6 +6,7 @@ Each step has a form that works on raw ASGI messages (``receive_body``, ``parse_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -135,10 +136,16 @@ async def send_json(send: Send, status: int, content: Any, headers: Mapping[str,
     await send({"type": "http.response.body", "body": body})
 
 
+_LOGGED = "_keyless_logged"
+
+
 def unexpected(method: str, path: str, exc: Exception) -> Internal:
     """Any exception no handler claims: never a traceback on the wire; the log names the exception type only
     (its text may hold secrets)."""
-    log.error("internal error on %s %s: %s", method, path, type(exc).__name__)
+    if not getattr(exc, _LOGGED, False):  # Starlette's handler and then the edge see the same exception: once
+        log.error("internal error on %s %s: %s", method, path, type(exc).__name__)
+        with contextlib.suppress(AttributeError):  # an exception type with __slots__ cannot carry the mark
+            setattr(exc, _LOGGED, True)
     return Internal("Internal error encountered.")
 
 

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from keyless.errors import Internal, InvalidArgument, KeylessError
+from keyless.errors import InvalidArgument, KeylessError
 from keyless.http.common import error_response, send_json, unexpected
 from keyless.http.credentials import CredentialVerbs, VerbHeaders
 from keyless.http.guards import reject
@@ -159,9 +159,9 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
-    """The same answer as Starlette's ``Exception`` handler: ServerErrorMiddleware re-raises the exception after
-    it, and the edge logs it then (once)."""
-    return error_response(Internal("Internal error encountered."))
+    """Starlette's ``Exception`` handler: the log line is written before the answer (ServerErrorMiddleware then
+    re-raises the exception to the edge, which does not log it again)."""
+    return error_response(unexpected(request.method, request.url.path, exc))
 
 
 def edge_rejection(scope: Scope, header_bytes: int, limits: Limits) -> tuple[KeylessError, int] | None:
