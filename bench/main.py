@@ -305,7 +305,7 @@ def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pa
                 cluster = PostgresCluster().start()
                 for kind in extra:
                     dsn[kind] = cluster.create_database(f"bench_{kind}_")
-                    extra[kind] += ["--database", dsn[kind]]
+                    extra[kind] += ["--database", dsn[kind], "--audit-retention-days", "0"]
                 db_pids = _PostgresPids(cluster.data)
             servers = {kind: start_keyless(procs, work / f"scale-{backend}-{kind}", *extra[kind],
                                            workers=args.workers) for kind in extra}

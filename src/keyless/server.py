@@ -75,7 +75,7 @@ class ServeOptions:
     universe_cert: Path | None = None
     universe_key: Path | None = None
     audit_log: str | None = None
-    audit_retention_days: float = 0.0  # 0: keep every entry
+    audit_retention_days: float | None = None  # None: the embedded store's default; 0: keep every entry
     seed: Path | None = None  # applied through keyless.cli.seed once listening, before endpoints.json
     access_log: bool = False
     workers: int = 1
@@ -148,7 +148,27 @@ def _side_port(explicit: int | None, api_port: int, offset: int) -> int:
     return 0 if api_port == 0 else api_port + offset
 
 
+# Days of audit log kept on the embedded SQLite store unless told otherwise: Cloud Logging keeps Data Access logs
+# 30 days by default. On PostgreSQL (a broker) the retention is the operator's explicit choice.
+SQLITE_AUDIT_RETENTION_DAYS = 30.0
+
+
+def uses_postgresql(database: str | None) -> bool:
+    return database is not None and database.startswith(("postgresql://", "postgres://"))
+
+
+def audit_retention_days(options: ServeOptions) -> float:
+    """``--audit-retention-days``, or the embedded store's default (0: keep every entry)."""
+    if options.audit_retention_days is not None:
+        return options.audit_retention_days
+    if uses_postgresql(options.database):
+        raise SystemExit("keyless serve: with a PostgreSQL --database, choose how long the audit log is kept: "
+                         "--audit-retention-days N (0 keeps every entry).")
+    return SQLITE_AUDIT_RETENTION_DAYS
+
+
 def _check_exposure(options: ServeOptions) -> None:
+    audit_retention_days(options)
     if not is_loopback(options.host) and options.tls_cert is None and not options.insecure:
         raise SystemExit(f"Refusing to serve plain HTTP on {options.host}: give --tls-cert and --tls-key, "
                          "or --insecure if a TLS terminator stands in front.")
@@ -333,8 +353,9 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
             write_endpoints(data_dir, endpoints)
             startup.announced = True
             waiter = asyncio.create_task(stop.wait())
-            retention = (asyncio.create_task(keep_audit_retention(keyless.audit, options.audit_retention_days))
-                         if options.audit_retention_days > 0 else None)
+            retention_days = audit_retention_days(options)
+            retention = (asyncio.create_task(keep_audit_retention(keyless.audit, retention_days))
+                         if retention_days > 0 else None)
             await asyncio.wait([waiter, *listeners.tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             if retention is not None:

@@ -102,7 +102,8 @@ def _hostport(url: str) -> tuple[str, int]:
 def cluster(postgres: Any, tmp_path: Path) -> Iterator[Cluster]:
     dsn = postgres.create_database("replicas")
     key = tmp_path / "shared-master.key"
-    args = ("--database", dsn, "--master-key-file", str(key), "--proxy-port", "-1", "--metadata-port", "-1")
+    args = ("--database", dsn, "--audit-retention-days", "0", "--master-key-file", str(key), "--proxy-port", "-1",
+            "--metadata-port", "-1")
     a = start_server(tmp_path / "a", *args)
     b = start_server(tmp_path / "b", *args)
     lb = RoundRobin([_hostport(a.url), _hostport(b.url)])
@@ -222,5 +223,6 @@ def test_time_travel_is_refused_with_postgresql(cluster: Cluster, tmp_path: Path
     from tests.conftest import KEYLESS
 
     proc = subprocess.run([*KEYLESS, "serve", "--port", "0", "--data-dir", str(tmp_path / "tt"), "--database",
-                           cluster.dsn, "--allow-time-travel"], capture_output=True, text=True, timeout=60)
+                           cluster.dsn, "--audit-retention-days", "0", "--allow-time-travel"], capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode != 0 and "--allow-time-travel" in proc.stderr

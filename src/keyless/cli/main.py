@@ -123,9 +123,9 @@ def serve(
     universe_key: Annotated[Path | None, typer.Option(help="Private key of --universe-cert.")] = None,
     audit_log: Annotated[str | None, typer.Option(
         help="Also write audit entries as JSON lines to this file ('-' for stdout).")] = None,
-    audit_retention_days: Annotated[float, typer.Option(
-        help="Delete audit entries older than this many days, checked every minute (0: keep every entry).",
-        min=0)] = 0.0,
+    audit_retention_days: Annotated[float | None, typer.Option(
+        help="Delete audit entries older than this many days, checked every minute (0: keep every entry). "
+             "Default: 30 on SQLite; with PostgreSQL, required.", min=0, show_default=False)] = None,
     seed_file: Annotated[Path | None, typer.Option(
         "--seed", help="Apply this seed file (as `keyless apply` does) once the server is up, before "
                        "endpoints.json announces it.")] = None,
