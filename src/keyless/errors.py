@@ -141,6 +141,24 @@ class Internal(KeylessError):
     status = "INTERNAL"
 
 
+class Unavailable(KeylessError):
+    """The database cannot be reached, accepts no writes (a standby, during a failover) or did not answer in
+    time: nothing was done that the caller can rely on, and the request may be retried."""
+
+    http_status = 503
+    status = "UNAVAILABLE"
+    legacy_reason = "backendError"
+
+    DEFAULT_MESSAGE = "The service is currently unavailable."
+
+    def __init__(self, message: str = DEFAULT_MESSAGE) -> None:
+        super().__init__(message)
+
+    def oauth(self) -> OAuthError:
+        """The same, in the OAuth 2.0 shape of the token, tokeninfo and revoke endpoints."""
+        return OAuthError("temporarily_unavailable", self.message, http_status=self.http_status)
+
+
 class OAuthError(KeylessError):
     """An error of the OAuth 2.0 token, tokeninfo and revoke endpoints: ``{"error", "error_description"}``."""
 

@@ -8,12 +8,14 @@ lookup. Outside a request (bootstrap, CLI-side code), reads go straight to the s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
+from keyless.errors import Unavailable
 from keyless.storage.base import (
     AuditEntry,
     AuditQuery,
@@ -66,6 +68,7 @@ class CachingStore:
         self._generation = _UNCHECKED
         self._cache: dict[tuple[str, ...], Any] = {}
         self._memo: dict[Any, Any] = {}
+        self._bumping: asyncio.Task[None] | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Backend extras (SqliteStore.path, PostgresStore.dsn, ...) stay reachable.
@@ -105,16 +108,61 @@ class CachingStore:
         return value
 
     async def _changed(self) -> None:
-        await self.inner.bump_generation()
+        try:
+            await self.inner.bump_generation()
+        except Unavailable:
+            self._bump_later()
+            raise
+        finally:
+            self._forget()
+
+    def _forget(self) -> None:
         self._cache.clear()
         self._memo.clear()
         self._generation = _UNCHECKED
+
+    @contextlib.asynccontextmanager
+    async def _changing(self) -> AsyncIterator[None]:
+        """Around a write: the change counter moves after it, whatever its outcome."""
+        try:
+            yield
+        except Unavailable:
+            # The write may have committed all the same, but waiting on that database a second time would double
+            # the request's wait.
+            self._forget()
+            self._bump_later()
+            raise
+        except BaseException:
+            await self._changed()
+            raise
+        await self._changed()
+
+    def _bump_later(self) -> None:
+        """The counter could not be increased (the database unavailable): increase it in the background as soon
+        as the database answers, so that other processes drop what they cached before a change that may have
+        committed. (After a failover their caches go anyway: see PostgresStore.generation.)"""
+        if self._bumping is None or self._bumping.done():
+            self._bumping = asyncio.create_task(self._bump_when_available())
+
+    async def _bump_when_available(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.inner.bump_generation()
+            except Unavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                self._forget()
+                return
 
     # lifecycle
     async def open(self) -> None:
         await self.inner.open()
 
     async def close(self) -> None:
+        if self._bumping is not None:
+            self._bumping.cancel()
         await self.inner.close()
 
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
@@ -131,18 +179,17 @@ class CachingStore:
         return await self._cached(("meta", key), lambda: self.inner.get_meta(key))
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self.inner.set_meta(key, value)
-        await self._changed()
+        async with self._changing():
+            await self.inner.set_meta(key, value)
 
     async def init_meta(self, key: str, value: str) -> str:
-        result = await self.inner.init_meta(key, value)
-        await self._changed()
-        return result
+        async with self._changing():
+            return await self.inner.init_meta(key, value)
 
     # projects
     async def create_project(self, project: Project) -> None:
-        await self.inner.create_project(project)
-        await self._changed()
+        async with self._changing():
+            await self.inner.create_project(project)
 
     async def get_project(self, project_id: str) -> Project | None:
         return await self._cached(("project", project_id), lambda: self.inner.get_project(project_id))
@@ -152,8 +199,8 @@ class CachingStore:
 
     # service accounts
     async def create_service_account(self, account: ServiceAccount) -> None:
-        await self.inner.create_service_account(account)
-        await self._changed()
+        async with self._changing():
+            await self.inner.create_service_account(account)
 
     async def get_service_account(self, unique_id: str) -> ServiceAccount | None:
         return await self._cached(("sa", unique_id), lambda: self.inner.get_service_account(unique_id))
@@ -165,23 +212,17 @@ class CachingStore:
         return await self.inner.list_service_accounts(project_id, after_email=after_email, limit=limit)
 
     async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None:
-        try:
+        async with self._changing():
             return await self.inner.update_service_account(unique_id, **changes)
-        finally:
-            await self._changed()
 
     # keys
     async def create_key(self, key: KeyRecord) -> None:
-        try:
+        async with self._changing():
             await self.inner.create_key(key)
-        finally:
-            await self._changed()
 
     async def create_key_within_quota(self, key: KeyRecord, limit: int) -> bool:
-        try:
+        async with self._changing():
             return await self.inner.create_key_within_quota(key, limit)
-        finally:
-            await self._changed()
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         return await self._cached(("key", key_id), lambda: self.inner.get_key(key_id))
@@ -190,36 +231,28 @@ class CachingStore:
         return await self._cached(("keys", owner), lambda: self.inner.list_keys(owner))
 
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
-        try:
+        async with self._changing():
             return await self.inner.update_key(key_id, **changes)
-        finally:
-            await self._changed()
 
     async def rotate_system_key(self, owner: str, expected_current: list[str], new: KeyRecord) -> bool:
-        try:
+        async with self._changing():
             return await self.inner.rotate_system_key(owner, expected_current, new)
-        finally:
-            await self._changed()
 
     # policies
     async def get_policy(self, resource: str) -> StoredPolicy | None:
         return await self._cached(("policy", resource), lambda: self.inner.get_policy(resource))
 
     async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:
-        try:
+        async with self._changing():
             return await self.inner.put_policy(resource, body, etag, expected_etag=expected_etag)
-        finally:
-            await self._changed()
 
     async def policies_mentioning(self, text: str) -> list[StoredPolicy]:
         return await self.inner.policies_mentioning(text)
 
     # users
     async def create_user(self, user: User) -> None:
-        try:
+        async with self._changing():
             await self.inner.create_user(user)
-        finally:
-            await self._changed()
 
     async def get_user(self, user_id: str) -> User | None:
         return await self._cached(("user", user_id), lambda: self.inner.get_user(user_id))
@@ -234,23 +267,17 @@ class CachingStore:
         return await self.inner.list_users()
 
     async def update_user(self, user_id: str, **changes: Any) -> User | None:
-        try:
+        async with self._changing():
             return await self.inner.update_user(user_id, **changes)
-        finally:
-            await self._changed()
 
     async def delete_user(self, user_id: str) -> bool:
-        try:
+        async with self._changing():
             return await self.inner.delete_user(user_id)
-        finally:
-            await self._changed()
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:
-        try:
+        async with self._changing():
             await self.inner.set_group(group, members)
-        finally:
-            await self._changed()
 
     async def get_group(self, group: str) -> list[str] | None:
         return await self.inner.get_group(group)
@@ -259,10 +286,8 @@ class CachingStore:
         return await self.inner.list_groups()
 
     async def delete_group(self, group: str) -> bool:
-        try:
+        async with self._changing():
             return await self.inner.delete_group(group)
-        finally:
-            await self._changed()
 
     async def groups_of(self, member: str) -> list[str]:
         return await self._cached(("groups-of", member), lambda: self.inner.groups_of(member))
@@ -273,16 +298,12 @@ class CachingStore:
                                   lambda: self.inner.get_org_policy(resource, constraint))
 
     async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
-        try:
+        async with self._changing():
             return await self.inner.put_org_policy(policy, expected_etag=expected_etag)
-        finally:
-            await self._changed()
 
     async def delete_org_policy(self, resource: str, constraint: str) -> bool:
-        try:
+        async with self._changing():
             return await self.inner.delete_org_policy(resource, constraint)
-        finally:
-            await self._changed()
 
     async def list_org_policies(self, resource: str) -> list[OrgPolicy]:
         return await self.inner.list_org_policies(resource)
@@ -299,8 +320,8 @@ class CachingStore:
 
     # revocation
     async def revoke_token(self, token_hash: str, expires_at: float) -> None:
-        await self.inner.revoke_token(token_hash, expires_at)
-        await self._changed()
+        async with self._changing():
+            await self.inner.revoke_token(token_hash, expires_at)
 
     async def is_token_revoked(self, token_hash: str) -> bool:
         return await self._cached(("revoked", token_hash), lambda: self.inner.is_token_revoked(token_hash))

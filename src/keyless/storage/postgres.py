@@ -3,18 +3,28 @@
 Every read goes to the database, so a change made through one replica is enforced by all of them at once.
 Compare-and-swap writes (policies, key rotation) rely on row locks and a partial unique index, not on
 process-local state.
+
+A database that is down, unreachable, read-only (a standby, during a failover) or slow is the caller's
+``Unavailable`` (503), never an asyncpg exception: every operation is bounded by ``OPERATION_TIMEOUT`` and its
+failures are mapped here. The pool drops its connections after such a failure, so the next operation connects
+again, to whichever host of a multi-host URL then accepts writes (``target_session_attrs=read-write``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import inspect
+import logging
 import zlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 
+from keyless.errors import Unavailable
 from keyless.storage.base import (
     KEY_UPDATABLE,
     SERVICE_ACCOUNT_UPDATABLE,
@@ -111,12 +121,70 @@ def _lock_id(name: str) -> int:
     return zlib.crc32(f"keyless:{name}".encode())
 
 
+log = logging.getLogger("keyless.storage")
+
+# The longest one store operation may take, waiting for a pooled connection, connecting and querying included,
+# before it fails as Unavailable: a request whose database does not answer is answered 503 after that. A query
+# (and a connection attempt) times out a little earlier, so that the operation's deadline cuts the wait for the
+# query's cancellation; that cancellation goes on in the background, bounded by the query timeout again (then the
+# connection is closed). An operation whose query began late, after waiting for a connection, may so take up to
+# OPERATION_TIMEOUT + QUERY_TIMEOUT.
+OPERATION_TIMEOUT = 5.0
+QUERY_TIMEOUT = 4.0
+LOCK_TIMEOUT = 60.0  # taking a lock another process holds (``lock``)
+
+# What a database that cannot serve looks like through asyncpg: refused, reset or timed-out connections (OSError,
+# TimeoutError), connection-class and operator-intervention SQLSTATEs (08xxx; 57xxx: shutting down, starting up,
+# in recovery, cancelled), too many connections (53xxx), a read-only transaction (25006: connected to a standby,
+# or to a primary since demoted), a connection closed or terminated under us (InterfaceError; InternalClientError,
+# also when no host of a multi-host URL accepts writes).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError, asyncpg.ReadOnlySQLTransactionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+_Store = TypeVar("_Store", bound="type[PostgresStore]")
+_NOT_GUARDED = frozenset({"open", "close", "migrate"})  # start-up and shutdown: no deadline, errors as they are
+
+
+def _guard(operation: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(operation)
+    async def guarded(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await operation(self, *args, **kwargs)
+        except _UNAVAILABLE as exc:
+            await self._unavailable(exc)
+            raise Unavailable() from None
+        if self._down:
+            self._down = False
+            log.warning("database available again")
+        return result
+
+    return guarded
+
+
+def _guard_operations(cls: _Store) -> _Store:
+    """Every store operation (any public coroutine method, also those added later) is bounded in time and raises
+    ``Unavailable`` for a database that cannot serve."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and name not in _NOT_GUARDED and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _guard(member))
+    return cls
+
+
+@_guard_operations
 class PostgresStore:
-    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10,
+                 timeout: float = OPERATION_TIMEOUT, query_timeout: float = QUERY_TIMEOUT) -> None:
         self.dsn = dsn
         self._min = min_size
         self._max = max_size
+        self.timeout = timeout
+        self.query_timeout = query_timeout
         self._pool: asyncpg.Pool | None = None
+        self._down = False
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -125,11 +193,28 @@ class PostgresStore:
         return self._pool
 
     async def open(self) -> None:
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max)
+        # asyncpg logs each failed attempt to refill the pool with a traceback; keyless logs an outage once.
+        logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
+        # ``timeout`` bounds a connection attempt (every host of a multi-host URL together); ``command_timeout`` a
+        # query, and the cancellation of one that timed out (a connection whose server stopped answering is then
+        # closed instead of waited for).
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max,
+                                               timeout=self.query_timeout, command_timeout=self.query_timeout)
         await self.migrate()
 
+    async def _unavailable(self, exc: BaseException) -> None:
+        """After a failure of the database: replace every pooled connection (a connection may be stuck on a host
+        that stopped answering, or be on a standby), and log the outage once, by kind, never its text."""
+        if self._pool is not None:
+            await self._pool.expire_connections()
+        if not self._down:
+            self._down = True
+            log.warning("database unavailable (%s): requests are answered 503 until it is back", type(exc).__name__)
+
     async def migrate(self) -> None:
-        async with self.pool.acquire() as conn:
+        # A connection of its own, without the pool's query timeout: a migration may take long on a big database.
+        conn = await asyncpg.connect(self.dsn, timeout=self.query_timeout)
+        try:
             await conn.execute("SELECT pg_advisory_lock($1)", _lock_id("migrate"))
             try:
                 await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
@@ -142,6 +227,8 @@ class PostgresStore:
                         await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", index)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id("migrate"))
+        finally:
+            await conn.close()
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -150,16 +237,38 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:
-        async with self.pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", _lock_id(name))
+        try:
+            # Taking it waits while another process holds it (a replica bootstrapping): longer than an operation.
+            async with asyncio.timeout(LOCK_TIMEOUT):
+                conn = await self.pool.acquire()
+                try:
+                    await conn.execute("SELECT pg_advisory_lock($1)", _lock_id(name), timeout=LOCK_TIMEOUT)
+                except BaseException:
+                    await self.pool.release(conn)
+                    raise
+        except _UNAVAILABLE as exc:
+            await self._unavailable(exc)
+            raise Unavailable() from None
+        try:
+            yield  # what runs under the lock raises its own errors, mapped by the operations it calls
+        finally:
             try:
-                yield
+                async with asyncio.timeout(self.timeout):
+                    await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id(name))
+            except _UNAVAILABLE:
+                pass  # a session lock ends with its connection
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id(name))
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await self.pool.release(conn)
 
     async def generation(self) -> int:
-        value = await self.pool.fetchval("SELECT value FROM meta WHERE key='generation'")
-        return int(value) if value is not None else 0
+        # The counter, and which server answers (when it started): a promoted standby may hold a change whose
+        # counter increase never committed (the old primary died between the two), so after a failover every
+        # cache filled from the old primary is dropped whatever the counter says.
+        value, server = await self.pool.fetchrow(
+            "SELECT (SELECT value FROM meta WHERE key='generation'), "
+            "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint")
+        return (int(value) if value is not None else 0) + (int(server) << 64)
 
     async def bump_generation(self) -> None:
         await self.pool.execute("INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key) "
