@@ -361,3 +361,52 @@ def test_an_unexpected_exception_is_a_google_shaped_500_without_its_text(
     assert secret not in response.text
     assert secret not in caplog.text
     assert "RuntimeError" in caplog.text
+
+
+@pytest.mark.parametrize("route", ["credentials", "direct", "routed", "token", "revoke"])
+def test_an_audit_entry_the_database_cannot_take_is_a_503_in_the_route_shape(
+        api: Api, sa: dict[str, Any], inproc: Any, monkeypatch: pytest.MonkeyPatch, route: str) -> None:
+    """The database fails between a decision and its audit entry (a failover, docs/operations.md): nothing is
+    released, and the answer is Unavailable's 503 in Google's shape, or OAuth's on the OAuth endpoints."""
+    from starlette.testclient import TestClient
+
+    from keyless.errors import Unavailable
+    from keyless.http.app import build_app
+
+    token = api.owner_token
+    auth = {"Authorization": f"Bearer {token}"}
+    project_policy = api.ok("POST", f"/v1/projects/{PROJECT}:getIamPolicy")
+    account_policy = api.ok("POST", _sa_path(sa, ":getIamPolicy"))
+    owner = inproc.owner
+
+    async def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise Unavailable()
+
+    # No timing can make a real database fail exactly there: the store's audit write fails instead.
+    monkeypatch.setattr(inproc.keyless.store, "append_audit", unavailable)
+    with TestClient(build_app(inproc.keyless), raise_server_exceptions=False) as client:
+        if route == "credentials":
+            r = client.post(_sa_path(sa, ":generateAccessToken"), json={"scope": [CLOUD]}, headers=auth)
+        elif route == "direct":
+            r = client.post(_sa_path(sa, ":setIamPolicy"), json={"policy": account_policy}, headers=auth)
+        elif route == "routed":
+            r = client.post(f"/v1/projects/{PROJECT}:setIamPolicy", json={"policy": project_policy}, headers=auth)
+        elif route == "token":
+            r = client.post("/token", data={"grant_type": "refresh_token", "client_id": owner["client_id"],
+                                            "client_secret": owner["client_secret"],
+                                            "refresh_token": owner["refresh_token"]})
+        else:
+            r = client.post("/revoke", data={"token": token})
+    if route in ("token", "revoke"):
+        assert_oauth_error(r, 503, "temporarily_unavailable")
+    else:
+        assert_google_error(r, 503, "UNAVAILABLE")
+    assert "accessToken" not in r.text and "access_token" not in r.text
+
+
+def test_the_oauth_paths_are_the_oauth_routes() -> None:
+    """Where an error escaping the app is given the OAuth shape (keyless.http.edge.escaped_error)."""
+    from keyless.http import oauth
+    from keyless.http.app import routes
+
+    assert {r.path for r in routes() if r.endpoint.__module__ == oauth.__name__} == oauth.OAUTH_PATHS

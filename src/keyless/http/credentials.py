@@ -110,7 +110,9 @@ class CredentialVerbs:
             # The credential in this response is released only once its entry is stored.
             try:
                 await self.keyless.audit.commit(record, status)
-            except Exception as exc:  # the entry cannot be stored: nothing is released
+            except KeylessError as exc:  # the entry cannot be stored (the database unavailable): nothing is released
+                status, content = exc.http_status, exc.to_json()
+            except Exception as exc:  # likewise
                 error = unexpected(scope["method"], scope["path"], exc)
                 status, content, headers = error.http_status, error.to_json(), None
             finally:

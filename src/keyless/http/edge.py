@@ -21,10 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from keyless.errors import InvalidArgument, KeylessError
+from keyless.errors import InvalidArgument, KeylessError, Unavailable
 from keyless.http.common import error_response, send_json, unexpected
 from keyless.http.credentials import CredentialVerbs, VerbHeaders
 from keyless.http.guards import reject
+from keyless.http.oauth import OAUTH_PATHS
 from keyless.service import audit
 from keyless.service.audit import AuditLog
 from keyless.service.limits import Limits
@@ -103,14 +104,24 @@ class Edge:
                             VerbHeaders(authorization, host, content_length))
                 return
             audit_log = self.audit_log
+            audit_failed: list[Exception] = []
 
             async def send_after_audit(message: Message) -> None:
                 nonlocal started
+                if audit_failed:
+                    return  # the response whose entry could not be stored is never sent
                 if message["type"] == "http.response.start":
                     if record.method is not None:
                         # The credential in this response is released only once its entry is stored.
-                        await audit_log.commit(record, int(message["status"]))
-                        record.method = None
+                        try:
+                            await audit_log.commit(record, int(message["status"]))
+                        except Exception as exc:
+                            # Answered below, outside the app: raised here, Starlette would take it for an error
+                            # after the response started.
+                            audit_failed.append(exc)
+                            return
+                        finally:
+                            record.method = None
                     started = True
                 await send(message)
 
@@ -119,14 +130,16 @@ class Edge:
                 await self.app(scope, receive, send_after_audit)
             else:
                 await self._call_direct(scope, receive, send_after_audit, *direct)
+            if audit_failed:
+                raise audit_failed[0]
         except Exception as exc:
             # Starlette's ServerErrorMiddleware answers through the app's handler and then re-raises for the server
             # to log (a traceback, whose frames and text may hold request data); an exception can also escape the
-            # handlers (a failed audit commit). Either way: one log line naming its type, and a generic 500 when
-            # nothing was sent yet.
-            error = unexpected(scope["method"], scope["path"], exc)
+            # handlers (a failed audit commit: the database unavailable is a 503 in the route's own shape). Any
+            # other: one log line naming its type, and a generic 500 when nothing was sent yet.
+            status, content = escaped_error(scope, exc)
             if not started:
-                await send_json(send, error.http_status, error.to_json())
+                await send_json(send, status, content)
         finally:
             leave_request(scoped)
             audit.close_record(token)
@@ -151,6 +164,18 @@ class Edge:
                 result: Response = await handler(request, exc)
                 return result
         return await unexpected_error(request, exc)
+
+
+def escaped_error(scope: Scope, exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The answer to an exception that no handler answered: the database unavailable as a 503, in the OAuth shape
+    on the OAuth endpoints; anything else a logged 500."""
+    if isinstance(exc, Unavailable):
+        if scope["path"] in OAUTH_PATHS:
+            oauth = exc.oauth()
+            return oauth.http_status, oauth.to_json()
+        return exc.http_status, exc.to_json()
+    error = unexpected(scope["method"], scope["path"], exc)
+    return error.http_status, error.to_json()
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

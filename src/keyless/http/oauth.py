@@ -5,11 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyless.errors import KeylessError, OAuthError
+from keyless.errors import KeylessError, OAuthError, Unavailable
 from keyless.http.common import JSONResponse, keyless_of, read_form
 from keyless.service import audit
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Where these endpoints are served (keyless.http.app's routes): errors there have the OAuth shape.
+OAUTH_PATHS = frozenset({"/token", "/oauth2/v4/token", "/o/oauth2/token", "/tokeninfo", "/oauth2/v1/tokeninfo",
+                         "/oauth2/v3/tokeninfo", "/revoke", "/o/oauth2/revoke"})
 
 
 async def token(request: Request) -> Response:
@@ -24,6 +27,8 @@ async def token(request: Request) -> Response:
         form = await read_form(request)
         audit.note_request(grant_type=form.get("grant_type"))
         granted = await oauth.token(form)
+    except Unavailable as exc:  # the database's failure, not the client's: no failed grant is charged
+        raise exc.oauth() from None
     except KeylessError as exc:
         oauth.refused(client_address, exc)
         raise
@@ -37,11 +42,18 @@ async def tokeninfo(request: Request) -> Response:
     authorization = request.headers.get("authorization", "")
     if not access_token and not id_token and authorization.lower().startswith("bearer "):
         access_token = authorization[7:].strip()
-    return JSONResponse(await keyless_of(request).oauth.tokeninfo(access_token=access_token, id_token=id_token))
+    try:
+        info = await keyless_of(request).oauth.tokeninfo(access_token=access_token, id_token=id_token)
+    except Unavailable as exc:
+        raise exc.oauth() from None
+    return JSONResponse(info)
 
 
 async def revoke(request: Request) -> Response:
     audit.begin("oauth2.Revoke", "oauth2.googleapis.com")
     form = await read_form(request) if request.method == "POST" else dict(request.query_params)
-    await keyless_of(request).oauth.revoke(form.get("token"))
+    try:
+        await keyless_of(request).oauth.revoke(form.get("token"))
+    except Unavailable as exc:
+        raise exc.oauth() from None
     return JSONResponse({})

@@ -21,10 +21,16 @@ import orjson
 
 from keyless.clock import Clock
 from keyless.domain.lifetimes import format_timestamp
+from keyless.errors import Unavailable
 from keyless.service import denials
 from keyless.storage.base import AuditEntry, ServiceAccount, Store
 
 _ACCOUNT_RESOURCE = re.compile(r"projects/-/serviceAccounts/([0-9]+)(?:/|$)")
+
+# A 503 answer is the database unavailable (errors.Unavailable): nothing was decided or released, and its entry
+# could not be stored either, so it is answered at once without one.
+UNAUDITED_STATUS = 503
+
 _GRPC_CODES = {200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8, 500: 13, 503: 14}
 
 
@@ -219,7 +225,10 @@ class AuditLog:
 
     async def commit(self, record: AuditRecord, http_status: int) -> None:
         """Store the entry; returns once it is committed. Entries of concurrent requests share one transaction
-        (group commit): the first to arrive schedules a flush, those arriving before it runs ride along."""
+        (group commit): the first to arrive schedules a flush, those arriving before it runs ride along. A 503
+        answer stores nothing (``UNAUDITED_STATUS``)."""
+        if http_status == UNAUDITED_STATUS:
+            return
         now = self._clock.now()
         micros = int(now * 1_000_000)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -260,6 +269,11 @@ class AuditLog:
             try:
                 await self._store.append_audit([entry for entry, _ in batch])
             except Exception as exc:
+                if isinstance(exc, Unavailable):
+                    # The entries that queued meanwhile fail with it rather than wait for a database that just
+                    # failed: their requests are answered within one timeout, and none has released anything.
+                    batch += self._pending
+                    self._pending = []
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
