@@ -90,6 +90,8 @@ class Gcloud:
     def for_route(cls, srv: Server, route: str, base: Path) -> Gcloud:
         home = base / f"home-{route}"
         home.mkdir()
+        # Without one, `gcloud init` spends seconds having gsutil write a credential-free ~/.boto template.
+        (home / ".boto").write_text("")
         env = clean_env(home)
         env.update(keyless_env(srv, *(["--gcloud-overrides"] if route == "overrides" else [])))
         # A throwaway copy of the configuration `keyless env` wrote: DATA_DIR/gcloud stays as it made it.

@@ -126,6 +126,24 @@ def test_eval_keyless_env_then_gcloud_works_in_a_new_shell(world: World, tmp_pat
     assert sorted(p.name for p in (home / ".config" / "gcloud").iterdir()) == ["configurations"]
 
 
+# ---------------------------------------------------------------- setting up
+
+
+@both_routes("init (pick the configuration, the account, a project from projects.list) / projects list")
+def test_init_and_projects_list(world: World, route: str) -> None:
+    gc = world.routes[route]
+    # `gcloud init` asks; the answers pick: re-initialize [default], owner@keyless.local, the first project.
+    proc = gc.run("init", "--console-only", "--skip-diagnostics", stdin="1\n1\n1\n",
+                  extra_env={"CLOUDSDK_CORE_DISABLE_PROMPTS": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Listing available projects failed" not in proc.stderr
+    assert f" [1] {PROJECT}\n" in proc.stderr  # offered from projects.list
+    assert f"You are signed in as: [{OWNER}]." in proc.stderr
+    assert f"Your current project has been set to: [{PROJECT}]." in proc.stderr
+    listed = gc.json("projects", "list")
+    assert [(p["projectId"], p["lifecycleState"]) for p in listed] == [(PROJECT, "ACTIVE")]
+
+
 # ---------------------------------------------------------------- service accounts
 
 
@@ -402,6 +420,6 @@ def test_the_users_home_is_untouched(world: World) -> None:
     """gcloud and gsutil keep to keyless's configuration: nothing of theirs lands in HOME."""
     for route in ROUTES:
         home = Path(world.routes[route].env["HOME"])
-        assert not (home / ".config" / "gcloud").exists(), route
-        assert not (home / ".boto").exists(), route
+        assert sorted(p.name for p in home.iterdir()) == [".boto"], route
+        assert (home / ".boto").read_text() == "", route
 
