@@ -161,3 +161,18 @@ def test_gcloud_overrides_name_the_api_and_no_proxy(srv: Server) -> None:
     assert variables["CLOUDSDK_CONFIG"] == str((srv.data_dir / "gcloud").resolve())
     assert not {"HTTPS_PROXY", "https_proxy", "REQUESTS_CA_BUNDLE", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"} & set(
         variables)
+
+
+def test_an_unwritable_configuration_is_one_error_line(srv: Server, tmp_path: Path) -> None:
+    root = srv.data_dir / "gcloud"
+    root.mkdir(exist_ok=True)
+    (root / "credentials.db").unlink(missing_ok=True)
+    (root / "credentials.db").mkdir()  # not a database: sqlite cannot open it
+    try:
+        proc = subprocess.run([*KEYLESS, "--data-dir", str(srv.data_dir), "env"], capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        (root / "credentials.db").rmdir()
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("ERROR: (keyless.env) Cannot write keyless's gcloud configuration"), proc.stderr
+    assert "Traceback" not in proc.stderr

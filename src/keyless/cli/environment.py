@@ -8,6 +8,7 @@ export ``CLOUDSDK_CONFIG``: keyless's own gcloud configuration (``gcloud_config`
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -51,7 +52,11 @@ VARIABLES = ("KEYLESS_URL", "KEYLESS_DATA_DIR", "HTTPS_PROXY", "https_proxy", "N
 def _gcloud(endpoints: dict[str, Any], *, ca_bundle: str | None) -> dict[str, str]:
     """Create or refresh DATA_DIR/gcloud: ``CLOUDSDK_CONFIG`` and gsutil's ``BOTO_CONFIG`` name it."""
     data_dir = Path(endpoints["dataDir"])
-    root = gcloud_config.prepare(data_dir, project=endpoints.get("project"), ca_bundle=ca_bundle)
+    try:
+        root = gcloud_config.prepare(data_dir, project=endpoints.get("project"), ca_bundle=ca_bundle)
+    except (OSError, sqlite3.Error) as exc:
+        raise CliError(f"Cannot write keyless's gcloud configuration {gcloud_config.config_dir(data_dir)}: "
+                       f"{exc}.") from None
     return {"CLOUDSDK_CONFIG": str(root), "BOTO_CONFIG": str(gcloud_config.boto_config(data_dir))}
 
 
