@@ -1,11 +1,19 @@
-"""``keyless env`` and ``keyless adc``: the variables and files that point unchanged clients at keyless."""
+"""``keyless env`` and ``keyless adc``: the variables and files that point unchanged clients at keyless.
+
+Two routes for gcloud: the default one (the interception proxy: gcloud keeps Google's URLs) and
+``keyless env --gcloud-overrides`` (gcloud's own endpoint properties name keyless's API URL, no proxy). Both
+export ``CLOUDSDK_CONFIG``: keyless's own gcloud configuration (``gcloud_config``), signed in as the owner.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+from keyless.cli import gcloud_config
 from keyless.cli.client import CliError, GlobalOptions
 from keyless.private_files import write_private
 
@@ -26,18 +34,53 @@ def proxy_url(endpoints: dict[str, str]) -> str:
     return url.replace("http://", f"http://keyless:{quote(password, safe='')}@", 1)
 
 
+# The gcloud APIs keyless serves, by the name of gcloud's ``api_endpoint_overrides/NAME`` property (``services``
+# and ``org-policies`` reach serviceusage and orgpolicy; ``resource-manager org-policies`` cloudresourcemanager).
+GCLOUD_APIS = ("iam", "iamcredentials", "cloudresourcemanager", "serviceusage", "orgpolicy")
+GCLOUD_OVERRIDES = tuple(f"CLOUDSDK_API_ENDPOINT_OVERRIDES_{api.upper()}" for api in GCLOUD_APIS)
+
 # Every variable ``keyless env`` may set: what ``keyless env --unset`` clears.
 VARIABLES = ("KEYLESS_URL", "KEYLESS_DATA_DIR", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
              "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
              "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "HTTPLIB2_CA_CERTS", "GCE_METADATA_HOST", "GCE_METADATA_IP",
              "GCE_METADATA_ROOT",
-             "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
+             "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT",
+             "CLOUDSDK_CONFIG", "BOTO_CONFIG", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE", *GCLOUD_OVERRIDES,
+             "CLOUDSDK_AUTH_TOKEN_HOST")
+
+
+def _gcloud(endpoints: dict[str, Any], *, ca_bundle: str | None) -> dict[str, str]:
+    """Create or refresh DATA_DIR/gcloud: ``CLOUDSDK_CONFIG`` and gsutil's ``BOTO_CONFIG`` name it."""
+    data_dir = Path(endpoints["dataDir"])
+    try:
+        root = gcloud_config.prepare(data_dir, project=endpoints.get("project"), ca_bundle=ca_bundle)
+    except (OSError, sqlite3.Error) as exc:
+        raise CliError(f"Cannot write keyless's gcloud configuration {gcloud_config.config_dir(data_dir)}: "
+                       f"{exc}.") from None
+    return {"CLOUDSDK_CONFIG": str(root), "BOTO_CONFIG": str(gcloud_config.boto_config(data_dir))}
+
+
+def gcloud_overrides(options: GlobalOptions) -> dict[str, str]:
+    """``keyless env --gcloud-overrides``: gcloud reaches keyless's API URL itself, through no proxy."""
+    endpoints = options.running_endpoints()
+    api = str(endpoints["api"]).rstrip("/")
+    out: dict[str, str] = {"KEYLESS_URL": endpoints["api"], "KEYLESS_DATA_DIR": endpoints["dataDir"],
+                           **_gcloud(endpoints, ca_bundle=None)}
+    out.update({name: f"{api}/" for name in GCLOUD_OVERRIDES})  # gcloud wants the trailing slash
+    out["CLOUDSDK_AUTH_TOKEN_HOST"] = f"{api}/token"
+    project = endpoints.get("project")
+    if project:
+        out["GOOGLE_CLOUD_PROJECT"] = project
+        out["CLOUDSDK_CORE_PROJECT"] = project
+    return out
 
 
 def environment(options: GlobalOptions) -> dict[str, str]:
     endpoints = options.running_endpoints()
     # The CLI then finds this server from any directory of the shell.
     out: dict[str, str] = {"KEYLESS_URL": endpoints["api"], "KEYLESS_DATA_DIR": endpoints["dataDir"]}
+    # gcloud (and google-auth's ADC lookup) use keyless's configuration, never the user's ~/.config/gcloud.
+    out.update(_gcloud(endpoints, ca_bundle=endpoints.get("caBundle") if "proxy" in endpoints else None))
     if "proxy" in endpoints:
         proxy = proxy_url(endpoints)
         out["HTTPS_PROXY"] = proxy
@@ -53,6 +96,9 @@ def environment(options: GlobalOptions) -> dict[str, str]:
         out["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = bundle
         # google-api-python-client talks through httplib2, which trusts only this (and needs PySocks to proxy).
         out["HTTPLIB2_CA_CERTS"] = bundle
+        # gcloud's own property (also in CLOUDSDK_CONFIG); this variable outranks one the user's shell exports,
+        # and gcloud hands it to gsutil, which trusts nothing else.
+        out["CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"] = bundle
     if "metadata" in endpoints:
         host = endpoints["metadata"].removeprefix("http://")
         out["GCE_METADATA_HOST"] = host

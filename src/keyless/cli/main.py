@@ -181,15 +181,23 @@ def serve(
 def env(
     shell: Annotated[str, typer.Option(help="sh, fish, powershell or dotenv.")] = "sh",
     unset: Annotated[bool, typer.Option(help="Print what undoes it instead.")] = False,
+    gcloud_overrides: Annotated[bool, typer.Option(
+        help="Instead of the proxy, point gcloud at the API URL with its endpoint-override properties.")] = False,
 ) -> None:
-    """Print the environment that makes unchanged Google clients use keyless: eval "$(keyless env)"."""
-    from keyless.cli.environment import environment, render, render_unset
+    """Print the environment that makes unchanged Google clients use keyless: eval "$(keyless env)".
+
+    It includes CLOUDSDK_CONFIG, keyless's own gcloud configuration (DATA_DIR/gcloud, signed in as the owner),
+    so gcloud works at once and the user's own gcloud credentials are never read."""
+    from keyless.cli import environment as environ
 
     if unset:
-        typer.echo(render_unset(shell), nl=False)
+        typer.echo(environ.render_unset(shell), nl=False)
         return
-    variables = environment(_globals)
-    typer.echo(render(variables, shell), nl=False)
+    if gcloud_overrides:
+        typer.echo(environ.render(environ.gcloud_overrides(_globals), shell), nl=False)
+        return
+    variables = environ.environment(_globals)
+    typer.echo(environ.render(variables, shell), nl=False)
     if "GCE_METADATA_HOST" in variables and "GOOGLE_APPLICATION_CREDENTIALS" not in variables:
         attached = _attached_account()
         if attached == "":

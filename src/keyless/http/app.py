@@ -41,6 +41,7 @@ def routes() -> list[Route]:
     return [
         Route("/v1/projects/{project}/serviceAccounts", service_accounts.collection, methods=ALL),
         Route("/v1/projects/{project}/serviceAccounts/{rest:path}", service_accounts.member, methods=ALL),
+        Route("/v1/projects", projects.collection, methods=ALL),
         Route("/v1/projects/{project}", projects.project, methods=ALL),
         Route("/v3/projects/{project}", projects.project, methods=ALL),
         Route("/v2/projects/{project}/policies", admin.org_policies, methods=ALL),

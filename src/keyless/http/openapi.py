@@ -304,7 +304,13 @@ def _policy_paths(resource: str, params: list[Schema], prefix: str) -> dict[str,
 
 
 def _project_paths() -> dict[str, Schema]:
-    paths: dict[str, Schema] = {}
+    paths: dict[str, Schema] = {"/v1/projects": {
+        "get": _op("cloudresourcemanager.v1.projects.list", "List the projects the caller may get.",
+                   params=[_param("filter", "query"), _param("pageSize", "query", {"type": "integer"}),
+                           _param("pageToken", "query")],
+                   ok=_ok(_obj({"projects": {"type": "array", "items": ANY_OBJECT}, "nextPageToken": STRING},
+                               closed=False))),
+    }}
     for version in ("v1", "v3"):
         resource = f"/{version}/projects/{{project}}"
         paths[resource] = {

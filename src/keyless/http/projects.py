@@ -1,15 +1,38 @@
-"""Resource Manager v1/v3 project routes: get, and get/set/test IAM policy."""
+"""Resource Manager v1/v3 project routes: list (v1), get, and get/set/test IAM policy."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keyless.domain.lifetimes import format_timestamp
 from keyless.errors import MethodNotAllowed, NotFound, PermissionDenied
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
 from keyless.service import audit
 from keyless.service.core import Caller
 from keyless.service.policies import requested_version
+
+
+async def collection(request: Request) -> Response:
+    """``GET /v1/projects``: ``projects.list`` (``gcloud projects list``, and ``gcloud init`` to offer projects)."""
+    if request.method != "GET":
+        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    query = request.query_params
+    projects, next_token = await kl.admin.list_projects(caller, query.get("filter"), query.get("pageSize"),
+                                                        query.get("pageToken"))
+    out: dict[str, object] = {}
+    if projects:
+        out["projects"] = [{**_v1_project(p.project_id, p.number), "createTime": format_timestamp(p.created_at)}
+                           for p in projects]
+    if next_token:
+        out["nextPageToken"] = next_token
+    return JSONResponse(out)
+
+
+def _v1_project(project_id: str, number: str) -> dict[str, object]:
+    return {"projectNumber": number, "projectId": project_id, "lifecycleState": "ACTIVE", "name": project_id}
 
 
 async def project(request: Request) -> Response:
@@ -51,5 +74,4 @@ async def _project_json(request: Request, caller: Caller, project_id: str, versi
     if version == "v3":
         return {"name": f"projects/{found.number}", "projectId": found.project_id, "state": "ACTIVE",
                 "displayName": found.project_id}
-    return {"projectNumber": found.number, "projectId": found.project_id, "lifecycleState": "ACTIVE",
-            "name": found.project_id}
+    return _v1_project(found.project_id, found.number)

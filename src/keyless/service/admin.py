@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +33,38 @@ AUDIT_FILTER_KEYS = {
     "protoPayload.authenticationInfo.principalEmail": "principal", "caller": "principal",
     "protoPayload.resourceName": "resource", "protoPayload.methodName": "method", "timestamp": "since",
 }
+
+
+PROJECT_PAGE_SIZE = 500
+# projects.list filter fields: keyless's projects are all ACTIVE, named by their id, and have no labels.
+_PROJECT_FILTER_TERM = re.compile(r"^(lifecycleState|id|projectId|name|labels\.[\w-]+)[:=](\S+)$")
+
+
+def _project_filter(text: object) -> Callable[[Project], bool]:
+    """A ``projects.list`` filter: space-separated ``FIELD:VALUE`` (or ``=``) terms, all of which must match."""
+    if text is None or text == "":
+        return lambda project: True
+    if not isinstance(text, str):
+        raise InvalidArgument("filter must be a string.", field="filter")
+    terms = [t for t in text.split() if t != "AND"]
+    parsed = [_PROJECT_FILTER_TERM.match(t) for t in terms]
+    if not all(parsed):
+        raise InvalidArgument(f"Invalid filter '{text[:200]}': use lifecycleState, id, name or labels.KEY terms "
+                              "(FIELD:VALUE), all of which must match.", field="filter")
+
+    def matches(project: Project) -> bool:
+        for match in parsed:
+            assert match is not None
+            field, value = match.group(1), match.group(2).strip('"')
+            if field == "lifecycleState" and value != "ACTIVE":
+                return False
+            if field in ("id", "projectId", "name") and value != project.project_id:
+                return False
+            if field.startswith("labels."):
+                return False
+        return True
+
+    return matches
 
 
 def new_client_secret() -> str:
@@ -235,6 +267,32 @@ class Admin:
         await self.grant(project_resource(project.project_id), "roles/owner", caller.principal.member)
         audit.note(policyDelta=owner_delta(caller.principal.member))
         return project
+
+    async def list_projects(self, caller: Caller, filter_text: object, page_size: object, page_token: object
+                            ) -> tuple[list[Project], str]:
+        """Resource Manager v1 ``projects.list``: by project id, the projects on which the caller holds
+        ``resourcemanager.projects.get`` and that ``filter_text`` matches; a page of them and the next page's token."""
+        matches = _project_filter(filter_text)
+        size = min(parse_count(page_size, field="page_size", wire="pageSize") or PROJECT_PAGE_SIZE, PROJECT_PAGE_SIZE)
+        after = ""
+        if page_token:
+            try:
+                after = base64.urlsafe_b64decode(str(page_token).encode()).decode()
+                validate_project_id(after)
+            except (ValueError, InvalidArgument):  # binascii.Error and UnicodeDecodeError are ValueErrors
+                raise InvalidArgument("Invalid page token.", field="page_token") from None
+        identities = await self.core.identities(caller.principal)
+        visible = []
+        for project in sorted(await self.core.store.list_projects(), key=lambda p: p.project_id):
+            if project.project_id > after and matches(project) and await self.core.allowed_on_project(
+                    identities, "resourcemanager.projects.get", project.project_id):
+                visible.append(project)
+                if len(visible) > size:
+                    break
+        if len(visible) > size:
+            visible = visible[:size]
+            return visible, base64.urlsafe_b64encode(visible[-1].project_id.encode()).decode()
+        return visible, ""
 
     async def grant(self, resource: str, role: str, member: str) -> None:
         policy = await self.core.load_policy(resource)
