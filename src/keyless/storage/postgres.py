@@ -434,8 +434,8 @@ class PostgresStore:
                                               project_id, service)) == 1
 
     async def list_enabled_services(self, project_id: str) -> list[str]:
-        rows = await self.pool.fetch('SELECT service FROM project_services WHERE project_id=$1 ORDER BY service COLLATE "C"',
-                                     project_id)
+        rows = await self.pool.fetch(
+            'SELECT service FROM project_services WHERE project_id=$1 ORDER BY service COLLATE "C"', project_id)
         return [r[0] for r in rows]
 
     # audit
