@@ -204,11 +204,11 @@ class ServiceUsage:
         """``operations.get``: the operation a name describes, answered from the current state."""
         number, _, payload = name.removeprefix(OPERATION_PREFIX).partition("-")
         decoded = _decode(payload) if name.startswith(OPERATION_PREFIX) else None
+        verb = decoded.get("v") if isinstance(decoded, dict) else None
         services = decoded.get("s") if isinstance(decoded, dict) else None
-        if (not isinstance(services, list) or not services or decoded.get("v") not in ("enable", "disable",
-                                                                                        "batchEnable")):
+        if not isinstance(services, list) or not services or verb not in ("enable", "disable", "batchEnable"):
             raise NotFound(f"Operation {name} not found.")
         found = await self._project(caller, number, PERM_GET)
         names = [check_service_name(s) for s in services[:MAX_BATCH]]
-        return await self._operation(found, str(decoded["v"]), names)
+        return await self._operation(found, str(verb), names)
 
