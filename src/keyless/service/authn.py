@@ -10,7 +10,6 @@ from keyless.crypto.keys import public_key_of_cert
 from keyless.crypto.tokens import token_hash
 from keyless.domain.policy import Principal
 from keyless.errors import PermissionDenied, Unauthenticated
-from keyless.proxy import hosts
 from keyless.service.core import Caller, Core
 from keyless.service.keyring import verifies_at
 from keyless.storage.base import User
@@ -20,7 +19,8 @@ CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 # Scopes that let a token call the IAM, IAM Credentials and Resource Manager APIs.
 API_SCOPES = frozenset({CLOUD_PLATFORM, IAM_SCOPE})
-SERVED_SERVICES = frozenset(hosts.SERVED_SERVICES)
+SERVED_SERVICES = frozenset({"iamcredentials", "iam", "cloudresourcemanager", "orgpolicy", "serviceusage", "oauth2",
+                             "sts", "www"})
 MAX_SELF_SIGNED_LIFETIME = 3600
 MAX_REMEMBERED_TOKENS = 50_000
 
