@@ -12,6 +12,10 @@ from typing import Any
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 RESOURCE_INFO = "type.googleapis.com/google.rpc.ResourceInfo"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+PRECONDITION_FAILURE = "type.googleapis.com/google.rpc.PreconditionFailure"
+HELP = "type.googleapis.com/google.rpc.Help"
+LOCALIZED_MESSAGE = "type.googleapis.com/google.rpc.LocalizedMessage"
+CONSOLE = "https://console.developers.google.com"
 
 
 class KeylessError(Exception):
@@ -62,6 +66,13 @@ class FailedPrecondition(KeylessError):
     status = "FAILED_PRECONDITION"
     legacy_reason = "failedPrecondition"
 
+    @classmethod
+    def violation(cls, message: str, *, kind: str, subject: str, description: str) -> FailedPrecondition:
+        """A refusal for a precondition, with Google's ``PreconditionFailure`` detail (an org policy constraint
+        names itself as the violation's type)."""
+        return cls(message, details=[{"@type": PRECONDITION_FAILURE, "violations": [
+            {"type": kind, "subject": subject, "description": description}]}])
+
 
 class Unauthenticated(KeylessError):
     http_status = 401
@@ -94,6 +105,44 @@ class PermissionDenied(KeylessError):
             metadata["resource"] = resource
         return cls(message, details=[{"@type": ERROR_INFO, "reason": "IAM_PERMISSION_DENIED",
                                       "domain": "iam.googleapis.com", "metadata": metadata}])
+
+
+class ServiceDisabled(PermissionDenied):
+    """Google's answer when the consumer project of a request has not enabled the API it calls."""
+
+    def __init__(self, service: str, title: str, project_number: str) -> None:
+        url = f"{CONSOLE}/apis/api/{service}/overview?project={project_number}"
+        message = (f"{title} has not been used in project {project_number} before or it is disabled. Enable it by "
+                   f"visiting {url} then retry. If you enabled this API recently, wait a few minutes for the action "
+                   "to propagate to our systems and retry.")
+        super().__init__(message, details=[
+            {"@type": ERROR_INFO, "reason": "SERVICE_DISABLED", "domain": "googleapis.com",
+             "metadata": {"activationUrl": url, "consumer": f"projects/{project_number}",
+                          "containerInfo": project_number, "service": service, "serviceTitle": title}},
+            {"@type": LOCALIZED_MESSAGE, "locale": "en-US", "message": message},
+            {"@type": HELP, "links": [{"description": "Google developers console API activation", "url": url}]},
+        ])
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        body["error"]["errors"] = [{"message": self.message, "domain": "usageLimits", "reason": "accessNotConfigured",
+                                    "extendedHelp": CONSOLE}]
+        return body
+
+
+class UserProjectDenied(PermissionDenied):
+    """The caller may not bill the project its ``x-goog-user-project`` header names (or there is no such project)."""
+
+    def __init__(self, project: str, service: str) -> None:
+        url = f"{CONSOLE}/iam-admin/iam/project?project={project}"
+        super().__init__(
+            f"Caller does not have required permission to use project {project}. Grant the caller the "
+            "roles/serviceusage.serviceUsageConsumer role, or a custom role with the serviceusage.services.use "
+            f"permission, by visiting {url} and then retry. Propagation of the new permission may take a few "
+            "minutes.",
+            details=[{"@type": ERROR_INFO, "reason": "USER_PROJECT_DENIED", "domain": "googleapis.com",
+                      "metadata": {"consumer": f"projects/{project}", "service": service}},
+                     {"@type": HELP, "links": [{"description": "Google developer console IAM admin", "url": url}]}])
 
 
 class NotFound(KeylessError):

@@ -59,6 +59,7 @@ class ServeOptions:
     public_url: str | None = None
     key_rotation_days: float = 14.0
     allow_time_travel: bool = False
+    enforce_services: bool = False
     log_level: str = "warning"
     # None: the API port + 1 / + 2, or a free port when the API port is 0; 0: a free port; -1: off.
     proxy_port: int | None = None
@@ -271,6 +272,7 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
         public_url=options.public_url or api_url,
         key_rotation_period=options.key_rotation_days * 86400,
         universe_domains=universes,
+        enforce_services=options.enforce_services,
     )
     clock: Clock = OffsetClock() if options.allow_time_travel else SystemClock()
     store = open_store(options.database, data_dir)

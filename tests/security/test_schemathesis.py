@@ -9,7 +9,9 @@ disturb the session server other tests share. Destructive operations run last, t
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -83,10 +85,16 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         constraint = "iam.allowServiceAccountCredentialLifetimeExtension"
         srv.owner("PATCH", f"/v2/projects/fuzz-victim/policies/{constraint}",
                   {"spec": {"rules": [{"values": {"allowedValues": [email]}}]}})
+        operation = srv.owner("POST", "/v1/projects/fuzz-victim/services/iam.googleapis.com:enable", {})["name"]
+        id_token = srv.owner("POST", f"/v1/projects/-/serviceAccounts/{email}:generateIdToken",
+                             {"audience": "https://fuzz", "organizationNumberIncluded": True})["token"]
+        claims = json.loads(base64.urlsafe_b64decode(id_token.split(".")[1] + "=="))
         schema = schemathesis.openapi.from_url(f"{srv.url}/openapi.json")
         tgt = Target(srv, schema, LogWatch(srv.data_dir / "server.log"), real={
             "account": [email, unique_id], "key": [key], "email": [email], "group": ["fuzz-group@example.com"],
-            "constraint": [constraint], "user": ["fuzz-user@example.com"]})
+            "constraint": [constraint], "user": ["fuzz-user@example.com"], "service": ["iam.googleapis.com"],
+            "operation": [operation.removeprefix("operations/")],
+            "organization": [str(claims["google"]["organization_number"])]})
         tgt.refresh_owner()
         yield tgt
     finally:

@@ -198,6 +198,31 @@ def test_org_policy_compare_and_swap(db: Runner) -> None:
     assert db(db.store.get_org_policy("projects/p", "constraints/c")) == second
 
 
+def test_org_policy_created_only_if_absent(db: Runner) -> None:
+    # "ACAB" (the etag Google answers for a policy never set) as the expected etag: create, unless one exists.
+    first = OrgPolicy("projects/p", "constraints/c", {"rules": [{"allowAll": True}]}, "e1", 1.0)
+    assert db(db.store.put_org_policy(first, expected_etag="ACAB"))
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")) == first
+    second = OrgPolicy("projects/p", "constraints/c", {"rules": [{"denyAll": True}]}, "e2", 2.0)
+    assert not db(db.store.put_org_policy(second, expected_etag="ACAB"))
+    assert db(db.store.get_org_policy("projects/p", "constraints/c")) == first
+
+
+def test_enabled_services(db: Runner) -> None:
+    assert db(db.store.list_enabled_services("p-one")) == []
+    db(db.store.enable_services("p-one", ["storage.googleapis.com", "iam.googleapis.com", "storage-api.googleapis.com"]))
+    db(db.store.enable_services("p-one", ["iam.googleapis.com"]))  # enabled already: stays so, once
+    db(db.store.enable_services("p-two", ["iamcredentials.googleapis.com"]))
+    db(db.store.enable_services("p-two", []))
+    assert db(db.store.list_enabled_services("p-one")) == [
+        "iam.googleapis.com", "storage-api.googleapis.com", "storage.googleapis.com"]
+    assert db(db.store.disable_service("p-one", "iam.googleapis.com"))
+    assert not db(db.store.disable_service("p-one", "iam.googleapis.com"))
+    assert not db(db.store.disable_service("p-one", "iamcredentials.googleapis.com"))  # only p-two has it
+    assert db(db.store.list_enabled_services("p-one")) == ["storage-api.googleapis.com", "storage.googleapis.com"]
+    assert db(db.store.list_enabled_services("p-two")) == ["iamcredentials.googleapis.com"]
+
+
 def test_revocation(db: Runner) -> None:
     assert not db(db.store.is_token_revoked("h"))
     db(db.store.revoke_token("h", 10.0))

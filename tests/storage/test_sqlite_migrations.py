@@ -61,3 +61,26 @@ def test_upgrade_keeps_the_audit_log_and_its_order(tmp_path: Path) -> None:
     entries = asyncio.run(upgrade_and_append())
     assert [(e.seq, e.insert_id, e.body["n"]) for e in entries] == [
         (3, "id-3", 3), (7, "id-7", 7), (8, "id-8", 8), (9, "id-new", 9)]
+
+
+def test_upgrade_keeps_the_apis_of_existing_projects_enabled(tmp_path: Path) -> None:
+    """Migration 7 records, for each project made before, the APIs keyless served it: `keyless serve
+    --enforce-services` then refuses nothing the project used."""
+    path = tmp_path / "services.db"
+    db = sqlite3.connect(path)
+    for migration in MIGRATIONS[:6]:
+        db.executescript(migration)
+    db.execute("INSERT INTO projects (project_id, number, created_at) VALUES ('old-project', '123', 1.0)")
+    db.execute("PRAGMA user_version=6")
+    db.commit()
+    db.close()
+
+    store = SqliteStore(path)
+    asyncio.run(store.open())
+    try:
+        enabled = asyncio.run(store.list_enabled_services("old-project"))
+    finally:
+        asyncio.run(store.close())
+    for service in ("iam.googleapis.com", "iamcredentials.googleapis.com", "cloudresourcemanager.googleapis.com",
+                    "orgpolicy.googleapis.com", "serviceusage.googleapis.com", "storage.googleapis.com"):
+        assert service in enabled

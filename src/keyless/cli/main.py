@@ -73,7 +73,8 @@ SERVE_GROUPS = {
                                   "key_rotation_days", "tls_cert", "tls_key", "insecure", "workers"),
     "Emulator: proxy, metadata server, seeds, time travel": (
         "project", "proxy_port", "proxy_host", "metadata_port", "metadata_host", "attach", "seed_file",
-        "universe_domain", "universe_port", "universe_cert", "universe_key", "allow_time_travel"),
+        "universe_domain", "universe_port", "universe_cert", "universe_key", "allow_time_travel",
+        "enforce_services"),
     "Limits: request sizes, rates, connections": (
         "max_body_bytes", "max_header_bytes", "max_path_bytes", "max_delegates", "max_scopes", "max_sign_blob_bytes",
         "max_sign_jwt_bytes", "rate_limit", "rate_limit_per_account", "header_timeout", "body_timeout",
@@ -98,6 +99,9 @@ def serve(
     key_rotation_days: Annotated[float, typer.Option(help="Rotate system-managed keys after this many days.")] = 14.0,
     allow_time_travel: Annotated[bool, typer.Option(help="Let the owner move the clock forward (tests only).")]
     = False,
+    enforce_services: Annotated[bool, typer.Option(
+        help="Refuse a call whose consumer project has not enabled the API it calls (403 SERVICE_DISABLED), "
+             "as Google does.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "warning",
     proxy_port: Annotated[int | None, typer.Option(
         help="Interception proxy port (default: API port + 1; 0 picks a free port; -1 turns it off).",
@@ -160,7 +164,8 @@ def serve(
 
     run(ServeOptions(data_dir=_globals.resolved_data_dir(), host=host, port=port, database=database,
                      project=project, master_key_file=master_key_file, issuer=issuer, public_url=public_url,
-                     key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel, log_level=log_level,
+                     key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel,
+                     enforce_services=enforce_services, log_level=log_level,
                      proxy_port=proxy_port, metadata_port=metadata_port, metadata_host=metadata_host,
                      proxy_host=proxy_host,
                      attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,

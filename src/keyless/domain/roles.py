@@ -34,11 +34,16 @@ _KEY_ADMIN = (
 )
 _PROJECT_POLICY = ("resourcemanager.projects.getIamPolicy", "resourcemanager.projects.setIamPolicy")
 _ORG_POLICY = ("orgpolicy.policies.list", "orgpolicy.policy.get", "orgpolicy.policies.create",
-               "orgpolicy.policies.update", "orgpolicy.policies.delete")
+               "orgpolicy.policies.update", "orgpolicy.policies.delete", "orgpolicy.policy.set",
+               "orgpolicy.constraints.list")
+_SERVICES_READ = ("serviceusage.services.get", "serviceusage.services.list")
+_SERVICES_ADMIN = (*_SERVICES_READ, "serviceusage.services.enable", "serviceusage.services.disable",
+                   "serviceusage.services.use")
 
 ROLES: dict[str, frozenset[str]] = {
     "roles/viewer": frozenset({*_SA_READ, *_SA_KEYS_READ, *_PROJECT_READ, "orgpolicy.policy.get",
-                               "iam.roles.get", "iam.roles.list", "resourcemanager.projects.getIamPolicy"}),
+                               "orgpolicy.constraints.list", *_SERVICES_READ, "iam.roles.get", "iam.roles.list",
+                               "resourcemanager.projects.getIamPolicy"}),
     "roles/iam.serviceAccountTokenCreator": frozenset({*_TOKEN, *_SA_READ, *_PROJECT_READ}),
     "roles/iam.serviceAccountOpenIdTokenCreator": frozenset({"iam.serviceAccounts.getOpenIdToken"}),
     "roles/iam.serviceAccountUser": frozenset({"iam.serviceAccounts.actAs", *_SA_READ, *_PROJECT_READ}),
@@ -57,11 +62,14 @@ ROLES: dict[str, frozenset[str]] = {
     }),
     "roles/resourcemanager.projectIamAdmin": frozenset({*_PROJECT_READ, *_PROJECT_POLICY}),
     "roles/orgpolicy.policyAdmin": frozenset({*_ORG_POLICY, *_PROJECT_READ}),
+    "roles/serviceusage.serviceUsageAdmin": frozenset(_SERVICES_ADMIN),
+    "roles/serviceusage.serviceUsageConsumer": frozenset({*_SERVICES_READ, "serviceusage.services.use"}),
+    "roles/serviceusage.serviceUsageViewer": frozenset(_SERVICES_READ),
 }
 # Editor: every service-account and key operation, but neither IAM policy writes nor token minting
 # (on Google, editor includes actAs but not getAccessToken).
 ROLES["roles/editor"] = frozenset({
-    *ROLES["roles/viewer"], *_SA_ADMIN, *_KEY_ADMIN, "iam.serviceAccounts.actAs",
+    *ROLES["roles/viewer"], *_SA_ADMIN, *_KEY_ADMIN, *_SERVICES_ADMIN, "iam.serviceAccounts.actAs",
 } - {"iam.serviceAccounts.setIamPolicy"})
 ROLES["roles/owner"] = frozenset({
     *ROLES["roles/editor"], *ROLES["roles/iam.securityAdmin"], "iam.serviceAccounts.setIamPolicy",

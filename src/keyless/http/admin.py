@@ -1,4 +1,4 @@
-"""keyless's own owner API (users, groups, projects) and the Org Policy v2 subset it emulates."""
+"""keyless's own owner API: users, groups, projects, the metadata attachment, the audit log, the clock."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from keyless.domain.lifetimes import format_timestamp
 from keyless.errors import MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
 from keyless.service import audit
-from keyless.service.admin import Admin, authorized_user_file
+from keyless.service.admin import authorized_user_file
 from keyless.service.grants import ATTACHED_META
 from keyless.storage.base import User
 
@@ -116,41 +116,6 @@ async def projects(request: Request) -> Response:
         await kl.admin.require_admin(caller)
         return JSONResponse({"projects": [{"projectId": p.project_id, "projectNumber": p.number}
                                           for p in await kl.store.list_projects()]})
-    raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
-
-
-async def org_policies(request: Request) -> Response:
-    """``/v2/projects/{project}/policies`` (list, create) and ``.../policies/{constraint}`` (get, patch, delete)."""
-    parent = f"projects/{request.path_params['project']}"
-    name = request.path_params.get("constraint")
-    if request.method != "GET":
-        verb = "DeletePolicy" if request.method == "DELETE" else "UpdatePolicy"
-        audit.begin(f"google.cloud.orgpolicy.v2.OrgPolicy.{verb}", "orgpolicy.googleapis.com")
-        audit.note(resource=f"{parent}/policies/{name or ''}")
-    kl = keyless_of(request)
-    caller = await api_caller(request)
-    if name is None:
-        if request.method == "GET":
-            resource = await kl.admin.org_parent(caller, parent, "orgpolicy.policies.list")
-            return JSONResponse({"policies": [Admin.org_policy_json(p)
-                                              for p in await kl.store.list_org_policies(resource)]})
-        if request.method == "POST":
-            data = await read_json(request, ("name", "spec"))
-            full = data.get("name")
-            if not isinstance(full, str) or "/policies/" not in full:
-                raise NotFound("policy.name must be projects/PROJECT/policies/CONSTRAINT.")
-            policy = await kl.admin.put_org_policy(caller, parent, full.rsplit("/policies/", 1)[1], data)
-            return JSONResponse(Admin.org_policy_json(policy))
-        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
-    if request.method == "GET":
-        return JSONResponse(Admin.org_policy_json(await kl.admin.get_org_policy(caller, parent, name)))
-    if request.method in ("PATCH", "PUT"):
-        data = await read_json(request, ("name", "spec", "dryRunSpec", "etag"))
-        return JSONResponse(Admin.org_policy_json(await kl.admin.put_org_policy(caller, parent, name, data,
-                                                                                check_etag=True)))
-    if request.method == "DELETE":
-        await kl.admin.delete_org_policy(caller, parent, name)
-        return JSONResponse({})
     raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
 
 

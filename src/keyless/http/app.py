@@ -10,7 +10,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from keyless.errors import KeylessError, MethodNotAllowed, NotFound
-from keyless.http import admin, certs, oauth, openapi, projects, service_accounts
+from keyless.http import admin, certs, oauth, openapi, orgpolicy, projects, service_accounts, usage
 from keyless.http.common import error_response
 from keyless.http.credentials import CredentialVerbs
 from keyless.http.edge import DirectRoute, Edge, internal_error
@@ -44,8 +44,17 @@ def routes() -> list[Route]:
         Route("/v1/projects", projects.collection, methods=ALL),
         Route("/v1/projects/{project}", projects.project, methods=ALL),
         Route("/v3/projects/{project}", projects.project, methods=ALL),
-        Route("/v2/projects/{project}/policies", admin.org_policies, methods=ALL),
-        Route("/v2/projects/{project}/policies/{constraint}", admin.org_policies, methods=ALL),
+        Route("/v1/projects/{project}/services", usage.services, methods=ALL),
+        Route("/v1/projects/{project}/services:batchEnable", usage.batch_enable, methods=ALL),
+        Route("/v1/projects/{project}/services/{service}", usage.service, methods=ALL),
+        Route("/v1/operations/{operation:path}", usage.operation, methods=ALL),
+        Route("/v1/organizations/{organization}", orgpolicy.organization, methods=ALL),
+        Route("/v2/projects/{project}/policies", orgpolicy.policies, methods=ALL),
+        Route("/v2/projects/{project}/policies/{constraint}", orgpolicy.policies, methods=ALL),
+        Route("/v2/projects/{project}/constraints", orgpolicy.constraints, methods=ALL),
+        Route("/v2/organizations/{organization}/policies", orgpolicy.policies, methods=ALL),
+        Route("/v2/organizations/{organization}/policies/{constraint}", orgpolicy.policies, methods=ALL),
+        Route("/v2/organizations/{organization}/constraints", orgpolicy.constraints, methods=ALL),
         Route("/token", oauth.token, methods=ALL),
         Route("/oauth2/v4/token", oauth.token, methods=ALL),
         Route("/o/oauth2/token", oauth.token, methods=ALL),

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,12 +19,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Send
 
+from keyless.domain.services import IAM, ORG_POLICY, RESOURCE_MANAGER
 from keyless.errors import Internal, InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
 from keyless.proxy.hosts import is_served
 from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.authn import authenticate, require_api_scope
 from keyless.service.core import Caller
+from keyless.service.usage import require_service
 
 log = logging.getLogger("keyless.http")
 _JSON_TYPE = b"application/json; charset=UTF-8"
@@ -113,17 +117,43 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
-async def authenticate_api_caller(kl: Keyless, authorization: str | None) -> Caller:
-    """The caller of an API method (IAM, IAM Credentials, Resource Manager), within its rate limit."""
+async def authenticate_api_caller(kl: Keyless, authorization: str | None, user_project: str | None = None
+                                  ) -> Caller:
+    """The caller of an API method (IAM, IAM Credentials, Resource Manager), within its rate limit; with the
+    project its ``x-goog-user-project`` header names."""
     caller = await authenticate(kl.core, authorization)
     audit.note(principal=caller.email)
     kl.per_caller.check(caller.email)
     require_api_scope(caller)
+    if user_project:
+        caller = replace(caller, user_project=user_project)
     return caller
 
 
+# The API each route family belongs to, and the project its path names (group 1), for --enforce-services. The
+# IAM Credentials verbs check theirs once the target is authorized (Credentials.authorize_chain); Service Usage
+# and keyless's own routes are never refused for a disabled API.
+_ROUTE_SERVICES = (
+    (re.compile(r"/v1/projects/([^/:]+)/serviceAccounts(?:/.*)?"), IAM),
+    (re.compile(r"/v[13]/projects/([^/:]+)(?::\w+)?"), RESOURCE_MANAGER),
+    (re.compile(r"/v1/organizations/()[^/]+"), RESOURCE_MANAGER),
+    (re.compile(r"/v2/projects/([^/]+)/(?:policies|constraints)(?:/.*)?"), ORG_POLICY),
+    (re.compile(r"/v2/organizations/()[^/]+/(?:policies|constraints)(?:/.*)?"), ORG_POLICY),
+)
+
+
 async def api_caller(request: Request) -> Caller:
-    return await authenticate_api_caller(keyless_of(request), request.headers.get("authorization"))
+    kl = keyless_of(request)
+    caller = await authenticate_api_caller(kl, request.headers.get("authorization"),
+                                           request.headers.get("x-goog-user-project"))
+    if kl.settings.enforce_services:
+        path = request.url.path
+        for pattern, service in _ROUTE_SERVICES:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                await require_service(kl.core, caller, service, match.group(1) or None)
+                break
+    return caller
 
 
 async def send_json(send: Send, status: int, content: Any, headers: Mapping[str, str] | None = None) -> None:

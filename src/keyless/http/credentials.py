@@ -54,6 +54,7 @@ class VerbHeaders(NamedTuple):
     authorization: bytes | None
     host: bytes
     content_length: bytes | None
+    user_project: bytes | None = None
 
 
 Answer = Callable[[Keyless, Caller, str, dict[str, Any], bool], Awaitable[dict[str, Any]]]
@@ -79,7 +80,8 @@ class CredentialVerbs:
         kl = self.keyless
         try:
             caller = await authenticate_api_caller(
-                kl, None if headers.authorization is None else headers.authorization.decode("latin-1"))
+                kl, None if headers.authorization is None else headers.authorization.decode("latin-1"),
+                None if headers.user_project is None else headers.user_project.decode("latin-1"))
             body = parse_json_object(await receive_body(
                 receive, kl.limits.max_body_bytes,
                 None if headers.content_length is None else headers.content_length.decode("latin-1")), fields)

@@ -73,6 +73,7 @@ class Edge:
         authorization: bytes | None = None
         host = b""
         content_length: bytes | None = None
+        user_project: bytes | None = None
         header_bytes = 0
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value) + 4
@@ -86,6 +87,8 @@ class Edge:
                     content_length = value
             elif name == b"user-agent" and not user_agent:
                 user_agent = value
+            elif name == b"x-goog-user-project" and user_project is None:
+                user_project = value
         if self.limits is not None:
             rejection = edge_rejection(scope, header_bytes, self.limits)
             if rejection is not None:
@@ -101,7 +104,7 @@ class Edge:
                 # The verbs answer every outcome themselves, and store their audit entry before the response starts.
                 started = True
                 await verbs(scope, receive, send, verb, record,
-                            VerbHeaders(authorization, host, content_length))
+                            VerbHeaders(authorization, host, content_length, user_project))
                 return
             audit_log = self.audit_log
             audit_failed: list[Exception] = []

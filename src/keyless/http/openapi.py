@@ -124,10 +124,11 @@ SCHEMAS: dict[str, Schema] = {
         "privateKeyType": STRING, "privateKeyData": STRING,
     }, closed=False),
     "OrgPolicySpec": _obj({
-        "rules": {"type": "array", "minItems": 1, "items": _obj({
+        "rules": {"type": "array", "items": _obj({
             "values": _obj({"allowedValues": STRINGS, "deniedValues": STRINGS}),
             "allowAll": BOOL,
             "denyAll": BOOL,
+            "enforce": BOOL,
         })},
         "etag": STRING,
         "inheritFromParent": BOOL,
@@ -136,6 +137,25 @@ SCHEMAS: dict[str, Schema] = {
     "OrgPolicy": _obj({"name": STRING, "spec": _ref("OrgPolicySpec"), "dryRunSpec": _ref("OrgPolicySpec"),
                        "etag": STRING}),
     "CreateOrgPolicyRequest": _obj({"name": STRING, "spec": _ref("OrgPolicySpec")}, required=("name", "spec")),
+    "V1OrgPolicy": _obj({
+        "constraint": STRING, "etag": STRING, "version": {"type": "integer"}, "updateTime": STRING,
+        "listPolicy": _obj({"allowedValues": STRINGS, "deniedValues": STRINGS, "allValues": {
+            "type": "string", "enum": ["ALL_VALUES_UNSPECIFIED", "ALLOW", "DENY"]}, "suggestedValue": STRING,
+            "inheritFromParent": BOOL}),
+        "booleanPolicy": _obj({"enforced": BOOL}),
+        "restoreDefault": _obj({}),
+    }),
+    "ConstraintRequest": _obj({"constraint": STRING}, required=("constraint",)),
+    "SetOrgPolicyRequest": _obj({"policy": _ref("V1OrgPolicy"), "updateMask": STRING}, required=("policy",)),
+    "ClearOrgPolicyRequest": _obj({"constraint": STRING, "etag": STRING}, required=("constraint",)),
+    "PageRequest": _obj({"pageSize": {"type": "integer"}, "pageToken": STRING}),
+    "BatchEnableRequest": _obj({"serviceIds": {"type": "array", "items": STRING, "minItems": 1, "maxItems": 20}},
+                               required=("serviceIds",)),
+    "DisableServiceRequest": _obj({"disableDependentServices": BOOL, "checkIfServiceHasUsage": {
+        "type": "string", "enum": ["CHECK_IF_SERVICE_HAS_USAGE_UNSPECIFIED", "SKIP", "CHECK"]}}),
+    "Service": _obj({"name": STRING, "parent": STRING, "config": ANY_OBJECT, "state": STRING}, closed=False),
+    "Operation": _obj({"name": STRING, "done": BOOL, "metadata": ANY_OBJECT, "response": ANY_OBJECT},
+                      closed=False),
     "User": _obj({"email": STRING, "clientId": STRING, "disabled": {"type": "boolean"}}, closed=False),
     "CreateUserRequest": _obj({"email": {"type": "string", "format": "email"}}, required=("email",)),
     "SetGroupRequest": _obj({"members": STRINGS, "email": STRING}),
@@ -170,6 +190,9 @@ ACCOUNT = _param("account", schema={"type": "string", "minLength": 1, "pattern":
 KEY = _param("key", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
 EMAIL = _param("email", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
 CONSTRAINT = _param("constraint", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
+ORGANIZATION = _param("organization", schema={"type": "string", "pattern": r"^[0-9]{1,20}$"})
+SERVICE = _param("service", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
+OPERATION = _param("operation", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
 USER = _param("user", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
 GROUP = _param("group", schema={"type": "string", "minLength": 1, "pattern": r"^[^/]+$"})
 POLICY_VERSION_QUERY = _param("options.requestedPolicyVersion", "query", {"type": "integer", "enum": [0, 1, 3]})
@@ -318,23 +341,91 @@ def _project_paths() -> dict[str, Schema]:
                        ok=_ok(ANY_OBJECT)),
         }
         paths.update(_policy_paths(resource, [PROJECT], f"cloudresourcemanager.{version}.projects"))
-    parent = "/v2/projects/{project}/policies"
-    paths[parent] = {
-        "get": _op("orgpolicy.projects.policies.list", "List org policies.", params=[PROJECT],
-                   ok=_ok(_obj({"policies": {"type": "array", "items": _ref("OrgPolicy")}}, closed=False))),
-        "post": _op("orgpolicy.projects.policies.create", "Create an org policy.", params=[PROJECT],
-                    body=_json_body("CreateOrgPolicyRequest", required=True), ok=_ok("OrgPolicy")),
-    }
-    named = [PROJECT, CONSTRAINT]
-    paths[parent + "/{constraint}"] = {
-        "get": _op("orgpolicy.projects.policies.get", "Get an org policy.", params=named, ok=_ok("OrgPolicy")),
-        "patch": _op("orgpolicy.projects.policies.patch", "Set an org policy.", params=named,
-                     body=_json_body("OrgPolicy", required=True), ok=_ok("OrgPolicy")),
-        "put": _op("orgpolicy.projects.policies.put", "Set an org policy.", params=named,
-                   body=_json_body("OrgPolicy", required=True), ok=_ok("OrgPolicy")),
-        "delete": _op("orgpolicy.projects.policies.delete", "Delete an org policy.", params=named),
-    }
+    for kind, param in (("projects", PROJECT), ("organizations", ORGANIZATION)):
+        paths.update(_org_policy_paths(kind, param))
+    paths.update(_service_usage_paths())
     return paths
+
+
+def _org_policy_paths(kind: str, param: Schema) -> dict[str, Schema]:
+    """Org Policy v2 under ``/v2/{kind}/{id}``, and Resource Manager v1's org-policy verbs."""
+    single = kind.removesuffix("s")
+    parent = f"/v2/{kind}/{{{single}}}/policies"
+    named = [param, CONSTRAINT]
+    paths: dict[str, Schema] = {
+        parent: {
+            "get": _op(f"orgpolicy.{kind}.policies.list", "List org policies.", params=[param],
+                       ok=_ok(_obj({"policies": {"type": "array", "items": _ref("OrgPolicy")}}, closed=False))),
+            "post": _op(f"orgpolicy.{kind}.policies.create", "Create an org policy (409 if there is one).",
+                        params=[param], body=_json_body("CreateOrgPolicyRequest", required=True),
+                        ok=_ok("OrgPolicy")),
+        },
+        parent + "/{constraint}": {
+            "get": _op(f"orgpolicy.{kind}.policies.get", "Get an org policy.", params=named, ok=_ok("OrgPolicy")),
+            "patch": _op(f"orgpolicy.{kind}.policies.patch", "Set an org policy.", params=named,
+                         body=_json_body("OrgPolicy", required=True), ok=_ok("OrgPolicy")),
+            "put": _op(f"orgpolicy.{kind}.policies.put", "Set an org policy.", params=named,
+                       body=_json_body("OrgPolicy", required=True), ok=_ok("OrgPolicy")),
+            "delete": _op(f"orgpolicy.{kind}.policies.delete", "Delete an org policy (etag-checked).",
+                          params=[*named, _param("etag", "query")]),
+        },
+        parent + "/{constraint}:getEffectivePolicy": {
+            "get": _op(f"orgpolicy.{kind}.policies.getEffectivePolicy", "The policy in force.", params=named,
+                       ok=_ok("OrgPolicy")),
+        },
+        f"/v2/{kind}/{{{single}}}/constraints": {
+            "get": _op(f"orgpolicy.{kind}.constraints.list", "The constraints keyless emulates.", params=[param],
+                       ok=_ok(ANY_OBJECT)),
+        },
+    }
+    v1 = {"getOrgPolicy": ("ConstraintRequest", "V1OrgPolicy", "Get an org policy (v1)."),
+          "getEffectiveOrgPolicy": ("ConstraintRequest", "V1OrgPolicy", "The org policy in force (v1)."),
+          "setOrgPolicy": ("SetOrgPolicyRequest", "V1OrgPolicy", "Set an org policy (v1, etag-checked)."),
+          "clearOrgPolicy": ("ClearOrgPolicyRequest", "Empty", "Clear an org policy (v1)."),
+          "listOrgPolicies": ("PageRequest", "Empty", "List org policies (v1)."),
+          "listAvailableOrgPolicyConstraints": ("PageRequest", "Empty", "The constraints keyless emulates (v1).")}
+    for verb, (request, response, summary) in v1.items():
+        paths[f"/v1/{kind}/{{{single}}}:{verb}"] = {
+            "post": _op(f"cloudresourcemanager.v1.{kind}.{verb}", summary, params=[param],
+                        body=_json_body(request, required=verb in ("getOrgPolicy", "getEffectiveOrgPolicy",
+                                                                   "setOrgPolicy", "clearOrgPolicy")),
+                        ok=_ok(response)),
+        }
+    return paths
+
+
+def _service_usage_paths() -> dict[str, Schema]:
+    base = "/v1/projects/{project}/services"
+    named = [PROJECT, SERVICE]
+    return {
+        base: {
+            "get": _op("serviceusage.services.list", "List services (filter state:ENABLED or state:DISABLED).",
+                       params=[PROJECT, _param("filter", "query"), _param("pageSize", "query", {"type": "integer"}),
+                               _param("pageToken", "query")],
+                       ok=_ok(_obj({"services": {"type": "array", "items": _ref("Service")}, "nextPageToken": STRING},
+                                   closed=False))),
+        },
+        base + ":batchEnable": {
+            "post": _op("serviceusage.services.batchEnable", "Enable up to 20 services.", params=[PROJECT],
+                        body=_json_body("BatchEnableRequest", required=True), ok=_ok("Operation")),
+        },
+        base + "/{service}": {
+            "get": _op("serviceusage.services.get", "A service's state on the project.", params=named,
+                       ok=_ok("Service")),
+        },
+        base + "/{service}:enable": {
+            "post": _op("serviceusage.services.enable", "Enable a service (a done operation).", params=named,
+                        body=_json_body(_obj({})), ok=_ok("Operation")),
+        },
+        base + "/{service}:disable": {
+            "post": _op("serviceusage.services.disable", "Disable a service (a done operation).", params=named,
+                        body=_json_body("DisableServiceRequest"), ok=_ok("Operation")),
+        },
+        "/v1/operations/{operation}": {
+            "get": _op("serviceusage.operations.get", "An operation (every one is done).", params=[OPERATION],
+                       ok=_ok("Operation")),
+        },
+    }
 
 
 def _oauth_paths() -> dict[str, Schema]:

@@ -1,4 +1,4 @@
-"""Resource Manager v1/v3 project routes: list (v1), get, and get/set/test IAM policy."""
+"""Resource Manager v1/v3 project routes: list (v1), get, get/set/test IAM policy, and (v1) the org-policy verbs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from starlette.responses import Response
 from keyless.domain.lifetimes import format_timestamp
 from keyless.errors import MethodNotAllowed, NotFound, PermissionDenied
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
+from keyless.http.orgpolicy import V1_VERBS, v1_verb
 from keyless.service import audit
 from keyless.service.core import Caller
 from keyless.service.policies import requested_version
@@ -39,6 +40,8 @@ async def project(request: Request) -> Response:
     version = request.url.path.split("/", 2)[1]  # "v1" or "v3"
     segment: str = request.path_params["project"]
     project_id, sep, verb = segment.partition(":")
+    if version == "v1" and verb in V1_VERBS:
+        return await v1_verb(request, f"projects/{project_id}", verb)
     if verb == "setIamPolicy":
         audit.begin("SetIamPolicy", "cloudresourcemanager.googleapis.com", name=f"projects/{project_id}")
         audit.note(resource=f"projects/{project_id}")

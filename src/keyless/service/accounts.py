@@ -31,6 +31,7 @@ from keyless.errors import (
 from keyless.service import audit, grants
 from keyless.service.core import Caller, Core, account_condition_name, in_named_project
 from keyless.service.keyring import SYSTEM_MANAGED, USER_MANAGED
+from keyless.service.orgpolicies import key_lifetime_limit, require_key_creation_allowed, require_key_upload_allowed
 from keyless.storage.base import Conflict, KeyRecord, ServiceAccount
 
 UNDELETE_WINDOW = 30 * 86400
@@ -260,9 +261,11 @@ class Accounts:
         if algorithm not in ("KEY_ALG_RSA_2048", "KEY_ALG_UNSPECIFIED"):
             raise InvalidArgument(f"keyAlgorithm {algorithm} is not supported; use KEY_ALG_RSA_2048.",
                                   field="key_algorithm")
+        await require_key_creation_allowed(self.core, account)
         await self._check_key_quota(account)
         created = await self.core.keyring.create_user_managed(account.unique_id, account.email,
-                                                              MAX_USER_MANAGED_KEYS)
+                                                              MAX_USER_MANAGED_KEYS,
+                                                              lifetime=await key_lifetime_limit(self.core, account))
         if created is None:
             raise _key_quota_reached(account)
         record, pem = created
@@ -278,6 +281,7 @@ class Accounts:
     async def upload_key(self, caller: Caller, name: str, body: Mapping[str, Any]) -> tuple[ServiceAccount,
                                                                                               KeyRecord]:
         account = await self.lookup(caller, name, "iam.serviceAccountKeys.create")
+        await require_key_upload_allowed(self.core, account)
         raw = body.get("publicKeyData")
         if not isinstance(raw, str) or not raw:
             raise InvalidArgument("publicKeyData is required: the base64 of a PEM X.509 certificate.",
@@ -293,10 +297,14 @@ class Accounts:
                                   "of at least 2048 bits.", field="public_key_data") from None
         await self._check_key_quota(account)
         now = self.core.now()
+        valid_before = cert.not_valid_after_utc.timestamp()
+        lifetime = await key_lifetime_limit(self.core, account)
+        if lifetime is not None:  # iam.serviceAccountKeyExpiryHours: the certificate may not outlive it
+            valid_before = min(valid_before, now + lifetime)
         record = KeyRecord(key_id=new_key_id(), owner=account.unique_id, key_type=USER_MANAGED,
                            key_origin="USER_PROVIDED", certificate_pem=pem, private_key_enc=None,
-                           valid_after=cert.not_valid_before_utc.timestamp(),
-                           valid_before=cert.not_valid_after_utc.timestamp(), created_at=now)
+                           valid_after=cert.not_valid_before_utc.timestamp(), valid_before=valid_before,
+                           created_at=now)
         if not await self.core.store.create_key_within_quota(record, MAX_USER_MANAGED_KEYS):
             raise _key_quota_reached(account)
         return account, record

@@ -1,4 +1,4 @@
-"""Installation state the owner manages: projects, users and their OAuth credentials, groups, org policies."""
+"""Installation state the owner manages: projects, users and their OAuth credentials, groups."""
 
 from __future__ import annotations
 
@@ -7,20 +7,21 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from keyless.clock import OffsetClock
-from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, parse_duration, parse_timestamp
+from keyless.domain.lifetimes import parse_duration, parse_timestamp
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
 from keyless.domain.numbers import is_ascii_digits, parse_count
-from keyless.domain.policy import Binding, Policy, canonical_etag, new_etag, validate_member
-from keyless.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from keyless.domain.policy import Binding, Policy, validate_member
+from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from keyless.service import audit, grants
 from keyless.service.core import Caller, Core, account_condition_name, project_resource
-from keyless.service.policies import CONCURRENT_CHANGE, store_policy
-from keyless.storage.base import AuditEntry, AuditQuery, Conflict, OrgPolicy, Project, User
+from keyless.service.policies import store_policy
+from keyless.service.usage import enable_defaults
+from keyless.storage.base import AuditEntry, AuditQuery, Conflict, Project, User
 
 ADMIN_PERMISSION = "keyless.admin"
 # The owner's client secret and refresh token, encrypted with the master key: each start writes owner.json.
@@ -28,7 +29,6 @@ OWNER_CREDENTIAL_META = "owner_credential"
 MAX_CLOCK_ADVANCE = 100 * 366 * 86400.0
 MAX_CLOCK_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: timestamps must stay formattable
 GROUP_MEMBER_KINDS = ("user:", "serviceAccount:", "deleted:user:", "deleted:serviceAccount:")
-KNOWN_CONSTRAINTS = frozenset({LIFETIME_EXTENSION_CONSTRAINT})
 AUDIT_FILTER_KEYS = {
     "protoPayload.authenticationInfo.principalEmail": "principal", "caller": "principal",
     "protoPayload.resourceName": "resource", "protoPayload.methodName": "method", "timestamp": "since",
@@ -123,22 +123,6 @@ def _audit_page_position(page_token: object, newest_first: bool = False) -> int:
     if marked != newest_first or not (len(digits) <= 18 and is_ascii_digits(digits)):
         raise InvalidArgument("Invalid pageToken.", field="pageToken")
     return int(digits)
-
-
-def _expected_org_policy_etag(body: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
-    """The etag an UpdatePolicy request expects: the Policy's ``etag`` or its ``spec.etag`` (where GET answers it);
-    both given must agree."""
-    given = []
-    for value, wire in ((body.get("etag"), "policy.etag"), (spec.get("etag"), "policy.spec.etag")):
-        if value is None or value == "":
-            continue
-        canonical = canonical_etag(value) if isinstance(value, str) else None
-        if canonical is None:
-            raise InvalidArgument(f"Invalid value at '{wire}' (TYPE_BYTES), {value!r}: expected base64.", field=wire)
-        given.append(canonical)  # equal bytes, either base64 alphabet: the same etag
-    if len(set(given)) > 1:
-        raise Aborted(CONCURRENT_CHANGE)
-    return given[0] if given else None
 
 
 def owner_delta(member: str) -> dict[str, Any]:
@@ -253,6 +237,7 @@ class Admin:
             existing = await self.core.store.get_project(project_id)
             assert existing is not None
             return existing
+        await enable_defaults(self.core, project.project_id)
         return project
 
     async def create_project(self, caller: Caller, project_id: object) -> Project:
@@ -432,74 +417,3 @@ class Admin:
         await self.require_admin(caller)
         if not await self.core.store.delete_group(group.lower()):
             raise NotFound(f"Group {group} does not exist.")
-
-    # Org Policy API v2 (list constraints, on projects)
-    async def org_parent(self, caller: Caller, parent: str, permission: str) -> str:
-        kind, _, ident = parent.partition("/")
-        if kind != "projects" or not ident:
-            raise InvalidArgument(f"Invalid parent '{parent}': use projects/PROJECT_ID.", field="name")
-        project = await self.core.store.get_project(ident)
-        if project is None:
-            raise NotFound(f"Project '{ident}' not found or permission denied.")
-        await self.core.require_on_project(caller, permission, project.project_id)
-        return f"projects/{project.project_id}"
-
-    @staticmethod
-    def _constraint(name: str) -> str:
-        constraint = name if name.startswith("constraints/") else f"constraints/{name}"
-        if constraint not in KNOWN_CONSTRAINTS:
-            raise InvalidArgument(f"Constraint {constraint} is not supported; keyless emulates "
-                                  f"{', '.join(sorted(KNOWN_CONSTRAINTS))}.", field="name")
-        return constraint
-
-    @staticmethod
-    def org_policy_json(policy: OrgPolicy) -> dict[str, Any]:
-        short = policy.constraint.removeprefix("constraints/")
-        return {"name": f"{policy.resource}/policies/{short}", "spec": {**policy.spec, "etag": policy.etag}}
-
-    async def get_org_policy(self, caller: Caller, parent: str, name: str) -> OrgPolicy:
-        resource = await self.org_parent(caller, parent, "orgpolicy.policy.get")
-        constraint = self._constraint(name)
-        found = await self.core.store.get_org_policy(resource, constraint)
-        if found is None:
-            raise NotFound(f"Policy {resource}/policies/{name} not found.")
-        return found
-
-    async def put_org_policy(self, caller: Caller, parent: str, name: str, body: Mapping[str, Any], *,
-                             check_etag: bool = False) -> OrgPolicy:
-        """Create or replace a policy; with ``check_etag`` (UpdatePolicy) an etag in the body must be current."""
-        resource = await self.org_parent(caller, parent, "orgpolicy.policies.update")
-        constraint = self._constraint(name)
-        spec = body.get("spec")
-        if not isinstance(spec, Mapping):
-            raise InvalidArgument("spec is required.", field="policy.spec")
-        expected = _expected_org_policy_etag(body, spec) if check_etag else None
-        rules = spec.get("rules")
-        if not isinstance(rules, list) or not rules:
-            raise InvalidArgument("spec.rules must be a non-empty list.", field="policy.spec.rules")
-        clean_rules: list[dict[str, Any]] = []
-        for rule in rules:
-            if not isinstance(rule, Mapping):
-                raise InvalidArgument("Each rule must be an object.", field="policy.spec.rules")
-            if rule.get("allowAll") is True:
-                clean_rules.append({"allowAll": True})
-            elif rule.get("denyAll") is True:
-                clean_rules.append({"denyAll": True})
-            elif isinstance(rule.get("values"), Mapping):
-                allowed = rule["values"].get("allowedValues", [])
-                if not isinstance(allowed, list) or not all(isinstance(v, str) for v in allowed):
-                    raise InvalidArgument("values.allowedValues must be a list of strings.",
-                                          field="policy.spec.rules.values")
-                clean_rules.append({"values": {"allowedValues": allowed}})
-            else:
-                raise InvalidArgument("Each rule needs allowAll, denyAll or values.allowedValues.",
-                                      field="policy.spec.rules")
-        policy = OrgPolicy(resource, constraint, {"rules": clean_rules}, new_etag(), self.core.now())
-        if not await self.core.store.put_org_policy(policy, expected_etag=expected):
-            raise Aborted(CONCURRENT_CHANGE)
-        return policy
-
-    async def delete_org_policy(self, caller: Caller, parent: str, name: str) -> None:
-        resource = await self.org_parent(caller, parent, "orgpolicy.policies.delete")
-        if not await self.core.store.delete_org_policy(resource, self._constraint(name)):
-            raise NotFound(f"Policy {resource}/policies/{name} not found.")

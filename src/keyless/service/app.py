@@ -14,7 +14,9 @@ from keyless.service.core import Core
 from keyless.service.credentials import Credentials
 from keyless.service.limits import Limits, RateLimiter
 from keyless.service.oauth import OAuth
+from keyless.service.orgpolicies import OrgPolicies
 from keyless.service.policies import Policies
+from keyless.service.usage import ServiceUsage
 from keyless.storage.base import Store
 
 
@@ -30,6 +32,8 @@ class Keyless:
         self.credentials = Credentials(self.core, self.limits)
         self.oauth = OAuth(self.core, self.credentials, self.limits, self.per_caller)
         self.admin = Admin(self.core)
+        self.services = ServiceUsage(self.core)
+        self.org_policies = OrgPolicies(self.core)
 
     @property
     def settings(self) -> Settings:

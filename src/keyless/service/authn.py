@@ -19,7 +19,8 @@ CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 # Scopes that let a token call the IAM, IAM Credentials and Resource Manager APIs.
 API_SCOPES = frozenset({CLOUD_PLATFORM, IAM_SCOPE})
-SERVED_SERVICES = frozenset({"iamcredentials", "iam", "cloudresourcemanager", "oauth2", "sts", "www"})
+SERVED_SERVICES = frozenset({"iamcredentials", "iam", "cloudresourcemanager", "orgpolicy", "serviceusage", "oauth2",
+                             "sts", "www"})
 MAX_SELF_SIGNED_LIFETIME = 3600
 MAX_REMEMBERED_TOKENS = 50_000
 

@@ -19,6 +19,8 @@ class Settings:
     clock_skew: float = 300.0
     owner_email: str = "owner@keyless.local"
     universe_domains: tuple[str, ...] = ()
+    # Refuse a call whose consumer project has not enabled the API it calls (Google's 403 SERVICE_DISABLED).
+    enforce_services: bool = False
 
     @property
     def token_uri(self) -> str:

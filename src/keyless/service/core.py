@@ -33,6 +33,8 @@ class Caller:
     expires_at: float
     token_id: str | None = None
     key_id: str | None = None
+    # The project the request's x-goog-user-project header names (whose quota it asks to use).
+    user_project: str | None = None
 
     @property
     def email(self) -> str:

@@ -12,19 +12,17 @@ from keyless.crypto.jwt import DuplicateMember, loads_unique, sign_rs256, sign_r
 from keyless.crypto.keys import sign_pkcs1_sha256
 from keyless.domain import roles
 from keyless.domain.delegation import Hop, parse_delegates, plan_chain
-from keyless.domain.lifetimes import (
-    LIFETIME_EXTENSION_CONSTRAINT,
-    format_timestamp,
-    parse_bool,
-    resolve_lifetime,
-)
+from keyless.domain.lifetimes import format_timestamp, parse_bool, resolve_lifetime
 from keyless.domain.names import AccountRef, parse_account_name
 from keyless.domain.policy import Principal
+from keyless.domain.services import IAM, IAM_CREDENTIALS
 from keyless.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from keyless.service import audit
 from keyless.service.core import Caller, Core, account_condition_name, in_named_project
 from keyless.service.keyring import ISSUER
 from keyless.service.limits import Limits, RateLimiter
+from keyless.service.orgpolicies import lifetime_extension_allowed
+from keyless.service.usage import require_service
 from keyless.storage.base import ServiceAccount
 from keyless.storage.cache import decision_memo
 
@@ -63,8 +61,9 @@ class Credentials:
         self.per_account = RateLimiter(self.limits.rate_limit_per_account, what="for the service account")
 
     async def authorize_chain(self, caller: Caller, target: AccountRef, raw_delegates: object,
-                              permission: str) -> ServiceAccount:
-        """Check the caller -> delegates -> target chain; return the target account.
+                              permission: str, *, service: str = IAM_CREDENTIALS) -> ServiceAccount:
+        """Check the caller -> delegates -> target chain, and (``--enforce-services``) that the request's consumer
+        project has ``service`` enabled; return the target account.
 
         A granted chain whose policies hold no conditions is remembered until the stored state next changes
         (any policy, account, group or key change anywhere): the same question is then answered without
@@ -83,6 +82,7 @@ class Credentials:
                 audit.note(resource=remembered.resource, delegation=delegation)
                 for hop_permission, hop_resource in remembered.authorizations:
                     audit.note_authorization(hop_permission, hop_resource, True)
+                await require_service(self.core, caller, service, remembered.account.project_id)
                 return remembered.account
         hops = plan_chain(delegates, target, permission)
         resolved_target = await self.core.resolve_account(target)
@@ -120,7 +120,8 @@ class Credentials:
                 identities = await self.core.identities(_service_account_principal(account))
         assert account is not None
         # Only once the chain is granted: a caller who may not use the account cannot spend its budget, nor
-        # learn from a 429 which names belong to one account.
+        # learn from a 429 which names belong to one account (nor from a 403 which project holds it).
+        await require_service(self.core, caller, service, account.project_id)
         self.per_account.check(account.email, shown=target.account)
         if memo is not None and await self.core.unconditional(chain):
             if len(memo) >= MAX_REMEMBERED:
@@ -145,19 +146,12 @@ class Credentials:
                 await self.core.explain_missing_account(caller.principal.member, target, permission)
                 raise answer
 
-    async def lifetime_extension_allowed(self, account: ServiceAccount) -> bool:
-        for resource in (f"projects/{account.project_id}", "organizations/-"):
-            policy = await self.core.store.get_org_policy(resource, LIFETIME_EXTENSION_CONSTRAINT)
-            if policy is not None and list_constraint_allows(policy.spec, account.email):
-                return True
-        return False
-
     async def generate_access_token(self, caller: Caller, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         target = parse_account_name(name, require_wildcard=True)
         scopes = _scopes(body.get("scope"), self.limits.max_scopes)
         account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_GET_ACCESS_TOKEN)
         raw_lifetime = body.get("lifetime")
-        extended = raw_lifetime not in (None, "") and await self.lifetime_extension_allowed(account)
+        extended = raw_lifetime not in (None, "") and await lifetime_extension_allowed(self.core, account)
         lifetime = resolve_lifetime(raw_lifetime, extended_allowed=extended)
         issued = self.core.now()
         now = int(issued)
@@ -218,7 +212,8 @@ class Credentials:
         if len(payload) > self.limits.max_sign_blob_bytes:
             raise InvalidArgument(f"The {payload_field} is larger than {self.limits.max_sign_blob_bytes} bytes.",
                                   field=payload_field)
-        account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_SIGN_BLOB)
+        account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_SIGN_BLOB,
+                                             service=IAM_CREDENTIALS if require_wildcard else IAM)
         key_id, key = await self._account_key(account)
         signature = sign_pkcs1_sha256(key, payload)
         audit.note(keyId=key_id, payloadSha256=hashlib.sha256(payload).hexdigest())
@@ -262,7 +257,8 @@ class Credentials:
                 raise InvalidArgument("The exp claim is in the past.", field="payload")
             if exp > now + MAX_SIGN_JWT_AHEAD:
                 raise InvalidArgument("The exp claim must be at most 12 hours in the future.", field="payload")
-        account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_SIGN_JWT)
+        account = await self.authorize_chain(caller, target, body.get("delegates"), roles.PERM_SIGN_JWT,
+                                             service=IAM_CREDENTIALS if require_wildcard else IAM)
         key_id, key = await self._account_key(account)
         if "exp" not in claims:
             claims["exp"] = now + SIGN_JWT_DEFAULT_LIFETIME
@@ -296,16 +292,3 @@ def decode_bytes(value: object, *, field: str) -> bytes:
         return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True)
     except (binascii.Error, ValueError):
         raise InvalidArgument(f"Invalid value at '{field}' (TYPE_BYTES): not valid base64.", field=field) from None
-
-
-def list_constraint_allows(spec: Mapping[str, Any], value: str) -> bool:
-    """Org Policy v2 list-constraint rules: ``allowAll``, ``denyAll`` or ``values.allowedValues``."""
-    for rule in spec.get("rules", ()):
-        if rule.get("denyAll"):
-            return False
-        if rule.get("allowAll"):
-            return True
-        allowed = rule.get("values", {}).get("allowedValues", ())
-        if value in allowed or f"serviceAccount:{value}" in allowed:
-            return True
-    return False

@@ -7,7 +7,7 @@ decrypted once and kept as loaded key objects (re-parsing a PEM per signature co
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -112,10 +112,15 @@ class KeyRing:
                     *(r.valid_after for r in records if r.valid_after > now))
         return newest.valid_after, until
 
-    async def create_user_managed(self, owner: str, common_name: str, limit: int) -> tuple[KeyRecord, bytes] | None:
+    async def create_user_managed(self, owner: str, common_name: str, limit: int, *, lifetime: int | None = None
+                                  ) -> tuple[KeyRecord, bytes] | None:
         """A new user-managed key, unless ``owner`` has ``limit`` already (None then: the store counts and
-        inserts atomically). Returns the record and the private key PEM (handed to the caller once)."""
-        record, pem = await self._new_record(owner, common_name, USER_MANAGED, self._clock.now())
+        inserts atomically); with ``lifetime``, valid for that many seconds from now at most. Returns the record
+        and the private key PEM (handed to the caller once)."""
+        now = self._clock.now()
+        record, pem = await self._new_record(owner, common_name, USER_MANAGED, now)
+        if lifetime is not None:
+            record = replace(record, valid_before=min(record.valid_before, now + lifetime))
         if not await self._store.create_key_within_quota(record, limit):
             self.forget(record.key_id)
             return None

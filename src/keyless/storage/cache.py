@@ -308,6 +308,23 @@ class CachingStore:
     async def list_org_policies(self, resource: str) -> list[OrgPolicy]:
         return await self.inner.list_org_policies(resource)
 
+    # services
+    async def enable_services(self, project_id: str, services: list[str]) -> None:
+        try:
+            await self.inner.enable_services(project_id, services)
+        finally:
+            await self._changed()
+
+    async def disable_service(self, project_id: str, service: str) -> bool:
+        try:
+            return await self.inner.disable_service(project_id, service)
+        finally:
+            await self._changed()
+
+    async def list_enabled_services(self, project_id: str) -> list[str]:
+        # Read on every request of `keyless serve --enforce-services`.
+        return await self._cached(("services", project_id), lambda: self.inner.list_enabled_services(project_id))
+
     # audit (never cached, never a state change)
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         await self.inner.append_audit(entries)

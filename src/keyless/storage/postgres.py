@@ -40,6 +40,7 @@ from keyless.storage.base import (
     User,
     check_updatable,
 )
+from keyless.storage.migrations import PROJECT_SERVICES_BACKFILL
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -88,6 +89,11 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX keys_one_current_system_key ON keys (owner)
         WHERE key_type = 'SYSTEM_MANAGED' AND retired_at IS NULL AND deleted_at IS NULL;
     """,
+    # 4: the services each project has enabled (Service Usage). Projects made before keep the APIs keyless served
+    # them, and the ones Google enables on a new project.
+    """
+    CREATE TABLE project_services (project_id TEXT NOT NULL, service TEXT NOT NULL, PRIMARY KEY (project_id, service));
+    """ + PROJECT_SERVICES_BACKFILL,
 ]
 
 _SA_COLS = ("unique_id, project_id, account_id, email, display_name, description, disabled, deleted_at, created_at, "
@@ -500,6 +506,11 @@ class PostgresStore:
 
     async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
         spec = orjson.dumps(policy.spec).decode()
+        if expected_etag == "ACAB":
+            return _count(await self.pool.execute(
+                "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES ($1, $2, $3, $4, "
+                "$5) ON CONFLICT (resource, constraint_name) DO NOTHING",
+                policy.resource, policy.constraint, spec, policy.etag, policy.updated_at)) == 1
         if expected_etag is not None:
             # As put_policy: the row lock serialises writers with one etag; the loser's WHERE no longer matches.
             return _count(await self.pool.execute(
@@ -521,6 +532,20 @@ class PostgresStore:
         rows = await self.pool.fetch("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
                                      "WHERE resource=$1 ORDER BY constraint_name", resource)
         return [OrgPolicy(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+
+    # services
+    async def enable_services(self, project_id: str, services: list[str]) -> None:
+        await self.pool.executemany("INSERT INTO project_services (project_id, service) VALUES ($1, $2) "
+                                    "ON CONFLICT DO NOTHING", [(project_id, service) for service in services])
+
+    async def disable_service(self, project_id: str, service: str) -> bool:
+        return _count(await self.pool.execute("DELETE FROM project_services WHERE project_id=$1 AND service=$2",
+                                              project_id, service)) == 1
+
+    async def list_enabled_services(self, project_id: str) -> list[str]:
+        rows = await self.pool.fetch(
+            'SELECT service FROM project_services WHERE project_id=$1 ORDER BY service COLLATE "C"', project_id)
+        return [r[0] for r in rows]
 
     # audit
     async def append_audit(self, entries: list[AuditEntry]) -> None:

@@ -35,6 +35,7 @@ from keyless.storage.base import (
     check_updatable,
 )
 from keyless.storage.changes import ChangeCounter
+from keyless.storage.migrations import PROJECT_SERVICES_BACKFILL
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -107,6 +108,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE audit_log_v6 RENAME TO audit_log;
     DELETE FROM sqlite_sequence WHERE name = 'audit_log';
     """,
+    # 7: the services each project has enabled (Service Usage). Projects made before keep the APIs keyless served
+    # them, and the ones Google enables on a new project.
+    """
+    CREATE TABLE project_services (project_id TEXT NOT NULL, service TEXT NOT NULL, PRIMARY KEY (project_id, service));
+    """ + PROJECT_SERVICES_BACKFILL,
 ]
 # Entries are stored in time order to within this many seconds (concurrent writers, replicas' clocks).
 AUDIT_ORDER_SLACK = 60.0
@@ -544,6 +550,11 @@ class SqliteStore:
 
     async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
         spec = orjson.dumps(policy.spec).decode()
+        if expected_etag == "ACAB":
+            return self.db.execute(
+                "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(resource, constraint_name) DO NOTHING",
+                (policy.resource, policy.constraint, spec, policy.etag, policy.updated_at)).rowcount == 1
         if expected_etag is not None:
             return self.db.execute(
                 "UPDATE org_policies SET spec=?, etag=?, updated_at=? WHERE resource=? AND constraint_name=? "
@@ -564,6 +575,19 @@ class SqliteStore:
         rows = self.db.execute("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
                                "WHERE resource=? ORDER BY constraint_name", (resource,))
         return [OrgPolicy(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+
+    # services
+    async def enable_services(self, project_id: str, services: list[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO project_services (project_id, service) VALUES (?, ?)",
+                            [(project_id, service) for service in services])
+
+    async def disable_service(self, project_id: str, service: str) -> bool:
+        return self.db.execute("DELETE FROM project_services WHERE project_id=? AND service=?",
+                               (project_id, service)).rowcount == 1
+
+    async def list_enabled_services(self, project_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT service FROM project_services WHERE project_id=? "
+                                              "ORDER BY service", (project_id,))]
 
     # audit
     async def append_audit(self, entries: list[AuditEntry]) -> None:
