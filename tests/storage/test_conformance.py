@@ -7,7 +7,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from keyless.storage.base import Conflict, KeyRecord, OrgPolicy, Project, ServiceAccount, Store, User
+from keyless.storage.base import (
+    AuthorizationCode,
+    Conflict,
+    KeyRecord,
+    OrgPolicy,
+    Project,
+    ServiceAccount,
+    SignInGrant,
+    Store,
+    User,
+)
 from keyless.storage.cache import CachingStore
 from tests.storage.conftest import Runner
 
@@ -155,6 +165,85 @@ def test_user_updates_and_deletion(db: Runner) -> None:
     assert db(db.store.get_user("1")) is None and db(db.store.find_user("alice@example.com")) is None
     assert db(db.store.find_user_by_refresh_hash("rh-new")) is None
     assert [u.email for u in db(db.store.list_users())] == ["bob@example.com"]
+
+
+def test_user_password_hash(db: Runner) -> None:
+    db(db.store.create_user(User("1", "alice@example.com", "cid", "sh", "rh", 1.0)))
+    assert db(db.store.get_user("1")).password_hash == ""
+    changed = db(db.store.update_user("1", password_hash="scrypt$x"))
+    assert changed.password_hash == "scrypt$x"
+    assert db(db.store.find_user("alice@example.com")).password_hash == "scrypt$x"
+
+
+def _code(code_hash: str, user_id: str = "1", created: float = 100.0, **kw: object) -> AuthorizationCode:
+    return AuthorizationCode(code_hash=code_hash, client_id="client", redirect_uri="http://localhost:8085/",
+                             code_challenge="c" * 43, user_id=user_id, scopes=("openid", "email"),
+                             created_at=created, expires_at=created + 300, **kw)  # type: ignore[arg-type]
+
+
+def test_authorization_codes_are_taken_once(db: Runner) -> None:
+    code = _code("h1", offline=True, nonce="n-1")
+    db(db.store.create_authorization_code(code))
+    with pytest.raises(Conflict):
+        db(db.store.create_authorization_code(code))
+    assert db(db.store.take_authorization_code("h1")) == code
+    assert db(db.store.take_authorization_code("h1")) is None
+    assert db(db.store.take_authorization_code("unknown")) is None
+    # A code that expired before a new one was created is dropped then; one still valid stays.
+    db(db.store.create_authorization_code(_code("old", created=100.0)))
+    db(db.store.create_authorization_code(_code("recent", created=300.0)))
+    db(db.store.create_authorization_code(_code("new", created=500.0)))
+    assert db(db.store.take_authorization_code("old")) is None
+    assert db(db.store.take_authorization_code("recent")) is not None
+    # Deleting a user deletes its codes.
+    db(db.store.create_user(User("1", "alice@example.com", "cid", "sh", "rh", 1.0)))
+    db(db.store.create_authorization_code(_code("mine", created=500.0)))
+    db(db.store.delete_user("1"))
+    assert db(db.store.take_authorization_code("mine")) is None
+
+
+def _take_all(store: Store, hashes: list[str]) -> list[bool]:
+    async def run() -> list[bool]:
+        await store.open()
+        try:
+            return [await store.take_authorization_code(h) is not None for h in hashes]
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def test_each_code_is_taken_by_one_of_two_stores(db: Runner) -> None:
+    hashes = [f"code-{i}" for i in range(40)]
+    for h in hashes:
+        db(db.store.create_authorization_code(_code(h)))
+    stores = [db.twin(), db.twin()]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(_take_all, stores, [hashes, hashes]))
+    # Every code went to exactly one of the two.
+    assert [a + b for a, b in zip(*results, strict=True)] == [1] * len(hashes)
+
+
+def test_sign_in_grants(db: Runner) -> None:
+    grant = SignInGrant("g1", "1", "client", ("openid", "https://www.googleapis.com/auth/cloud-platform"), "rh-1", 5.0)
+    db(db.store.create_sign_in_grant(grant))
+    with pytest.raises(Conflict):
+        db(db.store.create_sign_in_grant(SignInGrant("g2", "1", "client", ("openid",), "rh-1", 6.0)))
+    db(db.store.create_sign_in_grant(SignInGrant("g3", "1", "other", ("openid",), "rh-3", 7.0)))
+    db(db.store.create_sign_in_grant(SignInGrant("g4", "2", "client", ("openid",), "rh-4", 8.0)))
+    assert db(db.store.get_sign_in_grant("g1")) == grant
+    assert db(db.store.find_sign_in_grant("rh-1")) == grant
+    assert db(db.store.find_sign_in_grant("nope")) is None
+    assert db(db.store.delete_sign_in_grant("g1")) is True
+    assert db(db.store.delete_sign_in_grant("g1")) is False
+    assert db(db.store.get_sign_in_grant("g1")) is None and db(db.store.find_sign_in_grant("rh-1")) is None
+    assert db(db.store.delete_sign_in_grants("1")) == 1
+    assert db(db.store.get_sign_in_grant("g3")) is None
+    # Deleting a user deletes its grants.
+    db(db.store.create_user(User("2", "bob@example.com", "cid", "sh", "rh", 1.0)))
+    assert db(db.store.get_sign_in_grant("g4")) is not None
+    db(db.store.delete_user("2"))
+    assert db(db.store.get_sign_in_grant("g4")) is None
 
 
 def test_groups(db: Runner) -> None:

@@ -57,6 +57,38 @@ class User:
     refresh_token_hash: str
     created_at: float
     disabled: bool = False
+    # The sign-in page's password (keyless.service.passwords' format); "" when none is set.
+    password_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationCode:
+    """An authorization code the sign-in page issued, named by a hash of its value: redeemable once, before
+    ``expires_at``, by the client it was issued to, with the same redirect URI and the PKCE verifier behind
+    ``code_challenge``."""
+
+    code_hash: str
+    client_id: str
+    redirect_uri: str
+    code_challenge: str  # S256
+    user_id: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    offline: bool = False  # access_type=offline: the exchange also gives a refresh token
+    nonce: str = ""  # OpenID Connect: repeated in the ID token
+
+
+@dataclass(frozen=True, slots=True)
+class SignInGrant:
+    """A refresh token a user got by signing in to an OAuth client (``gcloud auth login``), named by its hash."""
+
+    grant_id: str
+    user_id: str
+    client_id: str
+    scopes: tuple[str, ...]
+    refresh_token_hash: str
+    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +135,7 @@ class AuditQuery:
 # What update_service_account / update_key may change, in every backend.
 SERVICE_ACCOUNT_UPDATABLE = frozenset({"display_name", "description", "disabled", "deleted_at", "tokens_valid_after"})
 KEY_UPDATABLE = frozenset({"disabled", "retired_at", "deleted_at"})
-USER_UPDATABLE = frozenset({"client_secret_hash", "refresh_token_hash", "disabled"})
+USER_UPDATABLE = frozenset({"client_secret_hash", "refresh_token_hash", "disabled", "password_hash"})
 
 
 def check_updatable(changes: Mapping[str, object], updatable: frozenset[str]) -> None:
@@ -190,7 +222,28 @@ class Store(Protocol):
         """Change the columns of USER_UPDATABLE; raise ``Conflict`` if a new refresh token hash is taken; None
         when there is no such user."""
         ...
-    async def delete_user(self, user_id: str) -> bool: ...
+    async def delete_user(self, user_id: str) -> bool:
+        """Delete the user with its sign-in grants and unredeemed authorization codes."""
+        ...
+
+    # the sign-in page's authorization codes, and the refresh tokens users got by signing in
+    async def create_authorization_code(self, code: AuthorizationCode) -> None:
+        """Store ``code``, dropping the codes that expired before it was created."""
+        ...
+    async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
+        """Remove and return the code with this hash, atomically across every process sharing this database:
+        of concurrent takers of one code, exactly one gets it. Expired codes are returned too (the caller
+        decides, on its clock)."""
+        ...
+    async def create_sign_in_grant(self, grant: SignInGrant) -> None:
+        """Raise ``Conflict`` if the grant id or the refresh token hash is taken."""
+        ...
+    async def get_sign_in_grant(self, grant_id: str) -> SignInGrant | None: ...
+    async def find_sign_in_grant(self, refresh_token_hash: str) -> SignInGrant | None: ...
+    async def delete_sign_in_grant(self, grant_id: str) -> bool: ...
+    async def delete_sign_in_grants(self, user_id: str) -> int:
+        """Delete every sign-in grant of the user; return how many."""
+        ...
 
     async def set_group(self, group: str, members: list[str]) -> None: ...
     async def get_group(self, group: str) -> list[str] | None: ...

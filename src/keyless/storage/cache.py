@@ -19,10 +19,12 @@ from keyless.errors import Unavailable
 from keyless.storage.base import (
     AuditEntry,
     AuditQuery,
+    AuthorizationCode,
     KeyRecord,
     OrgPolicy,
     Project,
     ServiceAccount,
+    SignInGrant,
     Store,
     StoredPolicy,
     User,
@@ -273,6 +275,43 @@ class CachingStore:
     async def delete_user(self, user_id: str) -> bool:
         async with self._changing():
             return await self.inner.delete_user(user_id)
+
+    # authorization codes (never cached: each is taken once) and sign-in grants
+    async def create_authorization_code(self, code: AuthorizationCode) -> None:
+        try:
+            await self.inner.create_authorization_code(code)
+        finally:
+            await self._changed()
+
+    async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
+        try:
+            return await self.inner.take_authorization_code(code_hash)
+        finally:
+            await self._changed()
+
+    async def create_sign_in_grant(self, grant: SignInGrant) -> None:
+        try:
+            await self.inner.create_sign_in_grant(grant)
+        finally:
+            await self._changed()
+
+    async def get_sign_in_grant(self, grant_id: str) -> SignInGrant | None:
+        return await self._cached(("grant", grant_id), lambda: self.inner.get_sign_in_grant(grant_id))
+
+    async def find_sign_in_grant(self, refresh_token_hash: str) -> SignInGrant | None:
+        return await self.inner.find_sign_in_grant(refresh_token_hash)
+
+    async def delete_sign_in_grant(self, grant_id: str) -> bool:
+        try:
+            return await self.inner.delete_sign_in_grant(grant_id)
+        finally:
+            await self._changed()
+
+    async def delete_sign_in_grants(self, user_id: str) -> int:
+        try:
+            return await self.inner.delete_sign_in_grants(user_id)
+        finally:
+            await self._changed()
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:

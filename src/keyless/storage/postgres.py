@@ -31,11 +31,13 @@ from keyless.storage.base import (
     USER_UPDATABLE,
     AuditEntry,
     AuditQuery,
+    AuthorizationCode,
     Conflict,
     KeyRecord,
     OrgPolicy,
     Project,
     ServiceAccount,
+    SignInGrant,
     StoredPolicy,
     User,
     check_updatable,
@@ -94,13 +96,31 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE project_services (project_id TEXT NOT NULL, service TEXT NOT NULL, PRIMARY KEY (project_id, service));
     """ + PROJECT_SERVICES_BACKFILL,
+    # 5: the sign-in page: users' passwords, authorization codes, and the refresh tokens signing in gives
+    """
+    ALTER TABLE users ADD COLUMN password_hash TEXT NOT NULL DEFAULT '';
+    CREATE TABLE authorization_codes (
+        code_hash TEXT PRIMARY KEY, client_id TEXT NOT NULL, redirect_uri TEXT NOT NULL,
+        code_challenge TEXT NOT NULL, user_id TEXT NOT NULL, scopes TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL, offline BOOLEAN NOT NULL,
+        nonce TEXT NOT NULL);
+    CREATE INDEX authorization_codes_expiry ON authorization_codes (expires_at);
+    CREATE TABLE sign_in_grants (
+        grant_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, client_id TEXT NOT NULL, scopes TEXT NOT NULL,
+        refresh_token_hash TEXT NOT NULL UNIQUE, created_at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX sign_in_grants_user ON sign_in_grants (user_id);
+    """,
 ]
 
 _SA_COLS = ("unique_id, project_id, account_id, email, display_name, description, disabled, deleted_at, created_at, "
             "tokens_valid_after")
 _KEY_COLS = ("key_id, owner, key_type, key_origin, certificate_pem, private_key_enc, valid_after, valid_before, "
              "created_at, disabled, retired_at, deleted_at")
-_USER_COLS = "user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled"
+_USER_COLS = ("user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled, "
+              "password_hash")
+_CODE_COLS = ("code_hash, client_id, redirect_uri, code_challenge, user_id, scopes, created_at, expires_at, offline, "
+              "nonce")
+_GRANT_COLS = "grant_id, user_id, client_id, scopes, refresh_token_hash, created_at"
 
 
 def _sa(row: Any) -> ServiceAccount | None:
@@ -116,6 +136,17 @@ def _key(row: Any) -> KeyRecord | None:
 
 def _user(row: Any) -> User | None:
     return User(*row) if row is not None else None
+
+
+def _code(row: Any) -> AuthorizationCode | None:
+    if row is None:
+        return None
+    return AuthorizationCode(row[0], row[1], row[2], row[3], row[4], tuple(row[5].split()), row[6], row[7], row[8],
+                             row[9])
+
+
+def _grant(row: Any) -> SignInGrant | None:
+    return SignInGrant(row[0], row[1], row[2], tuple(row[3].split()), row[4], row[5]) if row is not None else None
 
 
 def _count(status: str) -> int:
@@ -438,9 +469,9 @@ class PostgresStore:
     # users
     async def create_user(self, user: User) -> None:
         try:
-            await self.pool.execute(f"INSERT INTO users ({_USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            await self.pool.execute(f"INSERT INTO users ({_USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                                     user.user_id, user.email, user.client_id, user.client_secret_hash,
-                                    user.refresh_token_hash, user.created_at, user.disabled)
+                                    user.refresh_token_hash, user.created_at, user.disabled, user.password_hash)
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(str(exc)) from None
 
@@ -468,7 +499,50 @@ class PostgresStore:
         return await self.get_user(user_id)
 
     async def delete_user(self, user_id: str) -> bool:
-        return _count(await self.pool.execute("DELETE FROM users WHERE user_id=$1", user_id)) == 1
+        async with self.pool.acquire() as conn, conn.transaction():
+            deleted = _count(await conn.execute("DELETE FROM users WHERE user_id=$1", user_id)) == 1
+            await conn.execute("DELETE FROM sign_in_grants WHERE user_id=$1", user_id)
+            await conn.execute("DELETE FROM authorization_codes WHERE user_id=$1", user_id)
+        return deleted
+
+    # authorization codes and sign-in grants
+    async def create_authorization_code(self, code: AuthorizationCode) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM authorization_codes WHERE expires_at < $1", code.created_at)
+            try:
+                await conn.execute(
+                    f"INSERT INTO authorization_codes ({_CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    code.code_hash, code.client_id, code.redirect_uri, code.code_challenge, code.user_id,
+                    " ".join(code.scopes), code.created_at, code.expires_at, code.offline, code.nonce)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict(str(exc)) from None
+
+    async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
+        # One statement: of concurrent takers, the row lock lets exactly one delete (and return) it.
+        return _code(await self.pool.fetchrow(
+            f"DELETE FROM authorization_codes WHERE code_hash=$1 RETURNING {_CODE_COLS}", code_hash))
+
+    async def create_sign_in_grant(self, grant: SignInGrant) -> None:
+        try:
+            await self.pool.execute(f"INSERT INTO sign_in_grants ({_GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)",
+                                    grant.grant_id, grant.user_id, grant.client_id, " ".join(grant.scopes),
+                                    grant.refresh_token_hash, grant.created_at)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from None
+
+    async def get_sign_in_grant(self, grant_id: str) -> SignInGrant | None:
+        return _grant(await self.pool.fetchrow(f"SELECT {_GRANT_COLS} FROM sign_in_grants WHERE grant_id=$1",
+                                               grant_id))
+
+    async def find_sign_in_grant(self, refresh_token_hash: str) -> SignInGrant | None:
+        return _grant(await self.pool.fetchrow(f"SELECT {_GRANT_COLS} FROM sign_in_grants WHERE refresh_token_hash=$1",
+                                               refresh_token_hash))
+
+    async def delete_sign_in_grant(self, grant_id: str) -> bool:
+        return _count(await self.pool.execute("DELETE FROM sign_in_grants WHERE grant_id=$1", grant_id)) == 1
+
+    async def delete_sign_in_grants(self, user_id: str) -> int:
+        return _count(await self.pool.execute("DELETE FROM sign_in_grants WHERE user_id=$1", user_id))
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:

@@ -25,11 +25,13 @@ from keyless.storage.base import (
     USER_UPDATABLE,
     AuditEntry,
     AuditQuery,
+    AuthorizationCode,
     Conflict,
     KeyRecord,
     OrgPolicy,
     Project,
     ServiceAccount,
+    SignInGrant,
     StoredPolicy,
     User,
     check_updatable,
@@ -113,6 +115,19 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE project_services (project_id TEXT NOT NULL, service TEXT NOT NULL, PRIMARY KEY (project_id, service));
     """ + PROJECT_SERVICES_BACKFILL,
+    # 8: the sign-in page: users' passwords, authorization codes, and the refresh tokens signing in gives
+    """
+    ALTER TABLE users ADD COLUMN password_hash TEXT NOT NULL DEFAULT '';
+    CREATE TABLE authorization_codes (
+        code_hash TEXT PRIMARY KEY, client_id TEXT NOT NULL, redirect_uri TEXT NOT NULL,
+        code_challenge TEXT NOT NULL, user_id TEXT NOT NULL, scopes TEXT NOT NULL, created_at REAL NOT NULL,
+        expires_at REAL NOT NULL, offline INTEGER NOT NULL, nonce TEXT NOT NULL);
+    CREATE INDEX authorization_codes_expiry ON authorization_codes (expires_at);
+    CREATE TABLE sign_in_grants (
+        grant_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, client_id TEXT NOT NULL, scopes TEXT NOT NULL,
+        refresh_token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
+    CREATE INDEX sign_in_grants_user ON sign_in_grants (user_id);
+    """,
 ]
 # Entries are stored in time order to within this many seconds (concurrent writers, replicas' clocks).
 AUDIT_ORDER_SLACK = 60.0
@@ -121,7 +136,11 @@ _SA_COLS = ("unique_id, project_id, account_id, email, display_name, description
             "tokens_valid_after")
 _KEY_COLS = ("key_id, owner, key_type, key_origin, certificate_pem, private_key_enc, valid_after, valid_before, "
              "created_at, disabled, retired_at, deleted_at")
-_USER_COLS = "user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled"
+_USER_COLS = ("user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled, "
+              "password_hash")
+_CODE_COLS = ("code_hash, client_id, redirect_uri, code_challenge, user_id, scopes, created_at, expires_at, offline, "
+              "nonce")
+_GRANT_COLS = "grant_id, user_id, client_id, scopes, refresh_token_hash, created_at"
 
 
 def _sa(row: tuple[Any, ...] | None) -> ServiceAccount | None:
@@ -140,7 +159,20 @@ def _key(row: tuple[Any, ...] | None) -> KeyRecord | None:
 def _user(row: tuple[Any, ...] | None) -> User | None:
     if row is None:
         return None
-    return User(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+    return User(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7])
+
+
+def _code(row: tuple[Any, ...] | None) -> AuthorizationCode | None:
+    if row is None:
+        return None
+    return AuthorizationCode(row[0], row[1], row[2], row[3], row[4], tuple(row[5].split()), row[6], row[7],
+                             bool(row[8]), row[9])
+
+
+def _grant(row: tuple[Any, ...] | None) -> SignInGrant | None:
+    if row is None:
+        return None
+    return SignInGrant(row[0], row[1], row[2], tuple(row[3].split()), row[4], row[5])
 
 
 @contextlib.contextmanager
@@ -476,9 +508,9 @@ class SqliteStore:
     # users
     async def create_user(self, user: User) -> None:
         try:
-            self.db.execute(f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self.db.execute(f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             (user.user_id, user.email, user.client_id, user.client_secret_hash,
-                             user.refresh_token_hash, user.created_at, int(user.disabled)))
+                             user.refresh_token_hash, user.created_at, int(user.disabled), user.password_hash))
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
 
@@ -507,7 +539,62 @@ class SqliteStore:
         return await self.get_user(user_id)
 
     async def delete_user(self, user_id: str) -> bool:
-        return self.db.execute("DELETE FROM users WHERE user_id=?", (user_id,)).rowcount == 1
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = db.execute("DELETE FROM users WHERE user_id=?", (user_id,)).rowcount == 1
+            db.execute("DELETE FROM sign_in_grants WHERE user_id=?", (user_id,))
+            db.execute("DELETE FROM authorization_codes WHERE user_id=?", (user_id,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return deleted
+
+    # authorization codes and sign-in grants
+    async def create_authorization_code(self, code: AuthorizationCode) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM authorization_codes WHERE expires_at < ?", (code.created_at,))
+            db.execute(f"INSERT INTO authorization_codes ({_CODE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (code.code_hash, code.client_id, code.redirect_uri, code.code_challenge, code.user_id,
+                        " ".join(code.scopes), code.created_at, code.expires_at, int(code.offline), code.nonce))
+            db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK")
+            raise Conflict(str(exc)) from None
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
+        # One statement: the row is gone for every other connection the moment one of them has it. fetchall runs
+        # the statement to its end, which commits it (autocommit).
+        rows = self.db.execute(f"DELETE FROM authorization_codes WHERE code_hash=? RETURNING {_CODE_COLS}",
+                               (code_hash,)).fetchall()
+        return _code(rows[0]) if rows else None
+
+    async def create_sign_in_grant(self, grant: SignInGrant) -> None:
+        try:
+            self.db.execute(f"INSERT INTO sign_in_grants ({_GRANT_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+                            (grant.grant_id, grant.user_id, grant.client_id, " ".join(grant.scopes),
+                             grant.refresh_token_hash, grant.created_at))
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    async def get_sign_in_grant(self, grant_id: str) -> SignInGrant | None:
+        return _grant(self._one(f"SELECT {_GRANT_COLS} FROM sign_in_grants WHERE grant_id=?", (grant_id,)))
+
+    async def find_sign_in_grant(self, refresh_token_hash: str) -> SignInGrant | None:
+        return _grant(self._one(f"SELECT {_GRANT_COLS} FROM sign_in_grants WHERE refresh_token_hash=?",
+                                (refresh_token_hash,)))
+
+    async def delete_sign_in_grant(self, grant_id: str) -> bool:
+        return self.db.execute("DELETE FROM sign_in_grants WHERE grant_id=?", (grant_id,)).rowcount == 1
+
+    async def delete_sign_in_grants(self, user_id: str) -> int:
+        return int(self.db.execute("DELETE FROM sign_in_grants WHERE user_id=?", (user_id,)).rowcount)
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:
