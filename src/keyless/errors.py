@@ -206,6 +206,21 @@ class Unavailable(KeylessError):
     def oauth(self) -> OAuthError:
         """The same, in the OAuth 2.0 shape of the token, tokeninfo and revoke endpoints."""
         return OAuthError("temporarily_unavailable", self.message, http_status=self.http_status)
+class SignInError(KeylessError):
+    """What the sign-in page (``/o/oauth2/auth``) answers on itself, never by redirecting: an unknown client, a
+    redirect URI the client may not use (the page must not send anyone there), a form that was not this page's,
+    a wrong password. ``error`` is the OAuth error code Google's page shows (``Error 400: redirect_uri_mismatch``)."""
+
+    http_status = 400
+    status = "INVALID_ARGUMENT"
+    legacy_reason = "badRequest"
+
+    def __init__(self, error: str, message: str, *, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.error = error
+        self.http_status = http_status
+        self.status = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}.get(
+            http_status, "INVALID_ARGUMENT")
 
 
 class OAuthError(KeylessError):

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -99,6 +100,12 @@ def bind_listener(name: str, option: str, host: str, port: int, *, reuse_port: b
 
 def is_loopback(host: str) -> bool:
     return host in LOOPBACK or host.startswith("127.")
+
+
+def user_picker(host: str, public_url: str) -> bool:
+    """Whether the sign-in page may list users to pick (no password): the API listens on loopback alone and is
+    reached there (a --public-url elsewhere means a reverse proxy brings other machines in)."""
+    return is_loopback(host) and is_loopback(urlsplit(public_url).hostname or "")
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -273,6 +280,7 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
         key_rotation_period=options.key_rotation_days * 86400,
         universe_domains=universes,
         enforce_services=options.enforce_services,
+        user_picker=user_picker(options.host, options.public_url or api_url),
     )
     clock: Clock = OffsetClock() if options.allow_time_travel else SystemClock()
     store = open_store(options.database, data_dir)

@@ -199,3 +199,18 @@ def test_print_access_token_has_a_light_import_path(server: Server) -> None:
     for heavy in ("typer", "click", "starlette", "uvicorn", "celpy", "cryptography", "jwt", "yaml", "jsonschema",
                   "rich", "orjson"):
         assert heavy not in imported, f"{heavy} is imported by `keyless auth print-access-token`"
+
+
+def test_users_set_password(server: Server, tmp_path: Path) -> None:
+    email = f"pw-{uid()}@example.com"
+    kl(server, "users", "add", email, "--output", str(tmp_path / "user.json"))
+    out = kl(server, "users", "set-password", email, "--password-file", "-", input="correct horse battery\n")
+    assert out.stderr.strip() == f"Set the password of user [{email}]."
+    assert server.owner("GET", f"/keyless/v1/users/{email}")["hasPassword"] is True
+    short = kl(server, "users", "set-password", email, "--password-file", "-", input="short\n", expect=1)
+    assert "INVALID_ARGUMENT" in short.stderr and "at least 8 characters" in short.stderr
+    (tmp_path / "pw").write_text("another long password\n")
+    kl(server, "users", "set-password", email, "--password-file", str(tmp_path / "pw"))
+    unknown = kl(server, "users", "set-password", "nobody@example.com", "--password-file", str(tmp_path / "pw"),
+                 expect=1)
+    assert "NOT_FOUND" in unknown.stderr

@@ -9,6 +9,8 @@ from typing import Any
 # Paths answering in the OAuth 2.0 error shape ({"error", "error_description"}) rather than Google's.
 OAUTH_PATHS = frozenset({"/token", "/oauth2/v4/token", "/o/oauth2/token", "/tokeninfo", "/oauth2/v1/tokeninfo",
                          "/oauth2/v3/tokeninfo", "/revoke", "/o/oauth2/revoke"})
+# The sign-in page: its errors are shown on the page (HTML), the router's and the body limit's in Google's shape.
+HTML_PATHS = frozenset({"/o/oauth2/auth", "/o/oauth2/v2/auth"})
 # What a server log must never show: a traceback, or the catch-all handler's report of an unexpected exception.
 LOG_ALARMS = ("Traceback (most recent call last)", "Exception in ASGI application", "internal error on ")
 
@@ -31,6 +33,8 @@ def error_shape_problem(path: str, status: int, content_type: str, text: str) ->
     if status >= 500:
         return f"server error {status}"
     if status < 400:
+        return None
+    if path in HTML_PATHS and content_type.startswith("text/html"):
         return None
     if not content_type.startswith("application/json"):
         return f"{status} with content-type {content_type!r}"

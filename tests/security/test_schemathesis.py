@@ -170,7 +170,8 @@ def test_openapi_documents_every_route(target: Target) -> None:
                 assert method.upper() in served_methods, f"{template} documents {method} that {route.path} lacks"
     # Every JSON body the handlers read is described; the form of /token names its grant types.
     token_form = doc["components"]["schemas"]["TokenForm"]["properties"]
-    assert set(token_form["grant_type"]["enum"]) == {"urn:ietf:params:oauth:grant-type:jwt-bearer", "refresh_token"}
+    assert set(token_form["grant_type"]["enum"]) == {"urn:ietf:params:oauth:grant-type:jwt-bearer", "refresh_token",
+                                                     "authorization_code"}
     for name in ("CreateServiceAccountRequest", "PatchServiceAccountRequest", "SetIamPolicyRequest",
                  "GetIamPolicyRequest", "TestIamPermissionsRequest", "GenerateAccessTokenRequest",
                  "GenerateIdTokenRequest", "SignBlobRequest", "SignJwtRequest", "CreateKeyRequest",

@@ -88,7 +88,7 @@ def test_a_disabled_user_gets_no_token_and_its_tokens_stop_working(api: Api) -> 
     assert _works(api, token)
 
     assert api.ok("POST", f"{USERS}/bob@example.com:disable", {}) == {
-        "email": "bob@example.com", "clientId": bob["client_id"], "disabled": True}
+        "email": "bob@example.com", "clientId": bob["client_id"], "disabled": True, "hasPassword": False}
     assert not _works(api, token)
     assert_oauth_error(api.refresh_token_grant(bob), 400, "invalid_grant")
     assert api.ok("GET", f"{USERS}/bob@example.com")["disabled"] is True
@@ -120,7 +120,8 @@ def test_resetting_a_secret_replaces_the_credentials(api: Api) -> None:
     token = _token(api, dave)
     out = api.ok("POST", f"{USERS}/dave@example.com:resetSecret", {})
     new = out["credentials"]
-    assert out["user"] == {"email": "dave@example.com", "clientId": dave["client_id"], "disabled": False}
+    assert out["user"] == {"email": "dave@example.com", "clientId": dave["client_id"], "disabled": False,
+                           "hasPassword": False}
     assert new["type"] == "authorized_user" and new["account"] == "dave@example.com"
     assert new["client_secret"] != dave["client_secret"] and new["refresh_token"] != dave["refresh_token"]
 

@@ -303,6 +303,26 @@ def users_reset_secret(
         typer.echo(f"Reset the credentials of user [{email}]; written to [{output}].", err=True)
 
 
+@users_app.command("set-password")
+def users_set_password(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    password_file: Annotated[str | None, typer.Option(
+        help="Read the password from this file ('-' for stdin); without it the password is asked for twice.")
+    ] = None,
+) -> None:
+    """Set the password a user proves on the sign-in page (gcloud auth login) of a server reachable off
+    loopback (owner only)."""
+    if password_file is not None:
+        from keyless.cli.args import read_input
+
+        lines = read_input(password_file).decode("utf-8", "replace").splitlines()
+        password = lines[0] if lines else ""
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True, err=True)
+    Session(_globals).call("POST", _user_path(email, ":setPassword"), {"password": password})
+    typer.echo(f"Set the password of user [{email}].", err=True)
+
+
 @app.command("audit")
 def audit_cmd(
     account: Annotated[str | None, typer.Option(help="Target service account email.")] = None,

@@ -33,6 +33,8 @@ class MasterKey:
         self._aead = AESGCM(self._derive(secret, b"keyless private-key encryption v1"))
         self.token_mac_key = self._derive(secret, b"keyless access-token mac v1")
         self.audit_hash_key = self._derive(secret, b"keyless audit token hash v1")
+        # Signs the sign-in page's anti-forgery tokens (keyless.service.signin).
+        self.sign_in_key = self._derive(secret, b"keyless sign-in form mac v1")
 
     @staticmethod
     def _derive(secret: bytes, info: bytes) -> bytes:

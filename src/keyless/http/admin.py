@@ -14,11 +14,12 @@ from keyless.service.grants import ATTACHED_META
 from keyless.storage.base import User
 
 USER_VERBS = {"disable": "keyless.DisableUser", "enable": "keyless.EnableUser",
-              "resetSecret": "keyless.ResetUserSecret"}
+              "resetSecret": "keyless.ResetUserSecret", "setPassword": "keyless.SetUserPassword"}
 
 
 def _user_json(user: User) -> dict[str, object]:
-    return {"email": user.email, "clientId": user.client_id, "disabled": user.disabled}
+    return {"email": user.email, "clientId": user.client_id, "disabled": user.disabled,
+            "hasPassword": bool(user.password_hash)}
 
 
 async def users(request: Request) -> Response:
@@ -40,7 +41,8 @@ async def users(request: Request) -> Response:
 
 
 async def user(request: Request) -> Response:
-    """``/keyless/v1/users/{email}``: GET, DELETE; ``:disable``, ``:enable``, ``:resetSecret`` (POST)."""
+    """``/keyless/v1/users/{email}``: GET, DELETE; ``:disable``, ``:enable``, ``:resetSecret``, ``:setPassword``
+    (POST)."""
     email, sep, verb = request.path_params["user"].partition(":")
     if sep:
         if verb not in USER_VERBS:
@@ -66,6 +68,10 @@ async def user(request: Request) -> Response:
             "credentials": authorized_user_file(found, secret, refresh, kl.settings.token_uri,
                                                 kl.settings.default_project),
         })
+    if verb == "setPassword":
+        # The body's password is never recorded (the audit entry notes no request field of this verb).
+        data = await read_json(request, ("password",))
+        return JSONResponse(_user_json(await kl.admin.set_password(caller, email, data.get("password"))))
     if request.method == "DELETE":
         await kl.admin.delete_user(caller, email)
         return JSONResponse({})

@@ -10,7 +10,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from keyless.errors import KeylessError, MethodNotAllowed, NotFound
-from keyless.http import admin, certs, oauth, openapi, orgpolicy, projects, service_accounts, usage
+from keyless.http import admin, certs, oauth, openapi, orgpolicy, projects, service_accounts, signin, usage
 from keyless.http.common import error_response
 from keyless.http.credentials import CredentialVerbs
 from keyless.http.edge import DirectRoute, Edge, internal_error
@@ -58,6 +58,8 @@ def routes() -> list[Route]:
         Route("/token", oauth.token, methods=ALL),
         Route("/oauth2/v4/token", oauth.token, methods=ALL),
         Route("/o/oauth2/token", oauth.token, methods=ALL),
+        Route("/o/oauth2/auth", signin.authorize, methods=ALL),
+        Route("/o/oauth2/v2/auth", signin.authorize, methods=ALL),
         Route("/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),
         Route("/oauth2/v1/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),
         Route("/oauth2/v3/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),

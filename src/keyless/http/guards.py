@@ -14,7 +14,8 @@ from keyless.http.common import send_json
 access_log = logging.getLogger("keyless.access")
 # Parameters whose value is a credential (compared casefolded, after decoding).
 _SECRET_PARAMS = frozenset({"access_token", "id_token", "token", "assertion", "refresh_token", "client_secret", "key",
-                            "client_assertion", "subject_token", "actor_token", "code"})
+                            "client_assertion", "subject_token", "actor_token", "code", "code_verifier", "password",
+                            "csrf_token"})
 
 
 def redact_query(query: str) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+from urllib.parse import unquote_plus
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,6 +19,21 @@ OAUTH_PATHS = frozenset({"/token", "/oauth2/v4/token", "/o/oauth2/token", "/toke
                          "/oauth2/v3/tokeninfo", "/revoke", "/o/oauth2/revoke"})
 
 
+def with_basic_client(form: dict[str, str], authorization: str | None) -> dict[str, str]:
+    """The form, with the client's credentials from ``Authorization: Basic`` when the body has none (RFC 6749
+    §2.3.1: client_secret_basic, each part form-urlencoded)."""
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic" or "client_id" in form:
+        return form
+    try:
+        client_id, sep, client_secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, ValueError):
+        raise OAuthError("invalid_client", "Malformed Basic client authentication.", http_status=401) from None
+    if not sep:
+        raise OAuthError("invalid_client", "Malformed Basic client authentication.", http_status=401)
+    return {**form, "client_id": unquote_plus(client_id), "client_secret": unquote_plus(client_secret)}
+
+
 async def token(request: Request) -> Response:
     if request.method != "POST":
         raise OAuthError("invalid_request", "The token endpoint takes POST.", http_status=405)
@@ -24,7 +43,7 @@ async def token(request: Request) -> Response:
     oauth.admit(client_address)  # before the request is read or audited
     audit.begin("oauth2.Token", "oauth2.googleapis.com")
     try:
-        form = await read_form(request)
+        form = with_basic_client(await read_form(request), request.headers.get("authorization"))
         audit.note_request(grant_type=form.get("grant_type"))
         granted = await oauth.token(form)
     except Unavailable as exc:  # the database's failure, not the client's: no failed grant is charged

@@ -18,6 +18,7 @@ from keyless.http.common import JSONResponse, base_url
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+HTML = "text/html"
 
 Schema = dict[str, Any]
 
@@ -156,7 +157,8 @@ SCHEMAS: dict[str, Schema] = {
     "Service": _obj({"name": STRING, "parent": STRING, "config": ANY_OBJECT, "state": STRING}, closed=False),
     "Operation": _obj({"name": STRING, "done": BOOL, "metadata": ANY_OBJECT, "response": ANY_OBJECT},
                       closed=False),
-    "User": _obj({"email": STRING, "clientId": STRING, "disabled": {"type": "boolean"}}, closed=False),
+    "User": _obj({"email": STRING, "clientId": STRING, "disabled": {"type": "boolean"},
+                  "hasPassword": {"type": "boolean"}}, closed=False),
     "CreateUserRequest": _obj({"email": {"type": "string", "format": "email"}}, required=("email",)),
     "SetGroupRequest": _obj({"members": STRINGS, "email": STRING}),
     "CreateProjectRequest": _obj({"projectId": {"type": "string", "pattern": r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"}},
@@ -167,13 +169,21 @@ SCHEMAS: dict[str, Schema] = {
                               {"type": "string", "pattern": r"^[0-9]{1,9}s$"}]},
     }, required=("seconds",)),
     "TokenForm": _obj({
-        "grant_type": {"type": "string", "enum": ["urn:ietf:params:oauth:grant-type:jwt-bearer", "refresh_token"]},
+        "grant_type": {"type": "string", "enum": ["urn:ietf:params:oauth:grant-type:jwt-bearer", "refresh_token",
+                                                  "authorization_code"]},
         "assertion": STRING,
         "refresh_token": STRING,
         "client_id": STRING,
         "client_secret": STRING,
         "scope": STRING,
+        "code": STRING,
+        "redirect_uri": STRING,
+        "code_verifier": STRING,
     }, required=("grant_type",)),
+    "SignInForm": _obj({name: STRING for name in (
+        "client_id", "redirect_uri", "response_type", "scope", "state", "code_challenge", "code_challenge_method",
+        "access_type", "nonce", "login_hint", "csrf_token", "email", "password", "action")}),
+    "SetPasswordRequest": _obj({"password": STRING}, required=("password",)),
     "TokenInfoForm": _obj({"access_token": STRING, "id_token": STRING}),
     "RevokeForm": _obj({"token": STRING}, required=("token",)),
 }
@@ -435,7 +445,8 @@ def _oauth_paths() -> dict[str, Schema]:
     token_ok = _ok(_obj({"access_token": STRING, "expires_in": {"type": "integer"}, "token_type": STRING,
                          "scope": STRING, "id_token": STRING}, closed=False))
     for i, path in enumerate(("/token", "/oauth2/v4/token", "/o/oauth2/token")):
-        paths[path] = {"post": _op(f"oauth2.token.{i}", "OAuth 2.0 token endpoint (JWT-bearer, refresh_token).",
+        paths[path] = {"post": _op(f"oauth2.token.{i}", "OAuth 2.0 token endpoint (JWT-bearer, refresh_token, "
+                                   "authorization_code).",
                                    body=token_body, ok=token_ok, oauth=True, public=True)}
     info_query = [_param("access_token", "query"), _param("id_token", "query")]
     info_body = {"required": False, "content": {FORM: {"schema": _ref("TokenInfoForm")}}}
@@ -454,6 +465,25 @@ def _oauth_paths() -> dict[str, Schema]:
                         body={"required": True, "content": {FORM: {"schema": _ref("RevokeForm")}}},
                         oauth=True, public=True),
         }
+    page = {"description": "The sign-in page (HTML).", "content": {HTML: {"schema": STRING}}}
+    redirect = {"description": "The code (or the error) sent to the client's loopback redirect URI."}
+    auth_query = [_param(name, "query") for name in (
+        "client_id", "redirect_uri", "response_type", "scope", "state", "code_challenge", "code_challenge_method",
+        "access_type", "prompt", "nonce", "login_hint")]
+    for i, path in enumerate(("/o/oauth2/auth", "/o/oauth2/v2/auth")):
+        paths[path] = {method: {
+            "operationId": f"oauth2.authorize.{method}.{i}",
+            "summary": "The sign-in page of the authorization-code flow (gcloud auth login)." if method == "get"
+            else "The sign-in page's form: a code for the user who signs in.",
+            "parameters": auth_query if method == "get" else [],
+            **({"requestBody": {"required": True, "content": {FORM: {"schema": _ref("SignInForm")}}}}
+               if method == "post" else {}),
+            # Errors are shown on the page (HTML); the router and the body limit answer in Google's shape.
+            "responses": {"200": page, "303": redirect, "4XX": {"description": "The page, showing the error.",
+                                                                "content": {HTML: {"schema": STRING},
+                                                                            JSON: {"schema": _ref("GoogleError")}}}},
+            "security": [],
+        } for method in ("get", "post")}
     return paths
 
 
@@ -501,6 +531,11 @@ def _admin_paths() -> dict[str, Schema]:
             "post": _op("keyless.users.resetSecret", "New client secret and refresh token (the old ones and their "
                         "access tokens stop working); answers the authorized_user file once.", params=[USER],
                         body=_json_body(_obj({})), ok=_ok(ANY_OBJECT)),
+        },
+        "/keyless/v1/users/{user}:setPassword": {
+            "post": _op("keyless.users.setPassword", "Set the password the user proves on the sign-in page when the "
+                        "server is reachable off loopback.", params=[USER],
+                        body=_json_body("SetPasswordRequest", required=True), ok=_ok("User")),
         },
         "/keyless/v1/groups": {
             "get": _op("keyless.groups.list", "List groups (owner only).", ok=_ok(ANY_OBJECT)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -12,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from keyless.clock import OffsetClock
+from keyless.crypto.passwords import hash_password, password_problem
 from keyless.domain.lifetimes import parse_duration, parse_timestamp
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
 from keyless.domain.numbers import is_ascii_digits, parse_count
@@ -364,12 +366,15 @@ class Admin:
 
     async def renew_credentials(self, user: User) -> tuple[User, str, str]:
         """A new client secret and refresh token for ``user``: the old ones stop working, and so do the access
-        tokens minted from the old refresh token. The owner's stored copy (owner.json's source) follows."""
+        tokens minted from the old refresh token, and every refresh token the user got by signing in (gcloud
+        auth login) with the access tokens minted from those. The owner's stored copy (owner.json's source)
+        follows."""
         client_secret, refresh_token = new_client_secret(), new_refresh_token()
         updated = await self.core.store.update_user(user.user_id, client_secret_hash=secret_hash(client_secret),
                                                     refresh_token_hash=secret_hash(refresh_token))
         if updated is None:
             raise NotFound(f"User {user.email} does not exist.")
+        await self.core.store.delete_sign_in_grants(user.user_id)
         if self._is_owner(updated):
             await self.core.store.set_meta(OWNER_CREDENTIAL_META, self.seal_owner_credential(client_secret,
                                                                                              refresh_token))
@@ -384,6 +389,21 @@ class Admin:
         client_secret, refresh_token = json.loads(self.core.master.decrypt(bytes.fromhex(sealed),
                                                                            context=OWNER_CREDENTIAL_META))
         return str(client_secret), str(refresh_token)
+
+    async def set_password(self, caller: Caller, email: str, password: object) -> User:
+        """Set the password ``email`` proves on the sign-in page (gcloud auth login) when the server is reachable
+        off loopback. Stored as a salted scrypt hash; the password itself is never stored or logged."""
+        user = await self.get_user(caller, email)
+        if not isinstance(password, str):
+            raise InvalidArgument("password is required.", field="password")
+        problem = password_problem(password)
+        if problem is not None:
+            raise InvalidArgument(problem, field="password")
+        hashed = await asyncio.to_thread(hash_password, password)  # tens of milliseconds: off the event loop
+        updated = await self.core.store.update_user(user.user_id, password_hash=hashed)
+        if updated is None:
+            raise NotFound(f"User {email} does not exist.")
+        return updated
 
     async def set_group(self, caller: Caller, group: str, members: object) -> list[str]:
         await self.require_admin(caller)

@@ -16,6 +16,7 @@ from keyless.service.limits import Limits, RateLimiter
 from keyless.service.oauth import OAuth
 from keyless.service.orgpolicies import OrgPolicies
 from keyless.service.policies import Policies
+from keyless.service.signin import SignIn
 from keyless.service.usage import ServiceUsage
 from keyless.storage.base import Store
 
@@ -34,6 +35,7 @@ class Keyless:
         self.admin = Admin(self.core)
         self.services = ServiceUsage(self.core)
         self.org_policies = OrgPolicies(self.core)
+        self.sign_in = SignIn(self.core, self.limits)
 
     @property
     def settings(self) -> Settings:

@@ -23,6 +23,7 @@ SERVED_SERVICES = frozenset({"iamcredentials", "iam", "cloudresourcemanager", "o
                              "sts", "www"})
 MAX_SELF_SIGNED_LIFETIME = 3600
 MAX_REMEMBERED_TOKENS = 50_000
+SIGN_IN_GRANT_PREFIX = "s:"  # never the start of a refresh_grant digest (hex)
 
 MISSING = ("Request is missing required authentication credential. Expected OAuth 2 access token, login cookie "
            "or other valid authentication credential.")
@@ -32,6 +33,11 @@ def refresh_grant(user: User) -> str:
     """What a user's access token records of the refresh token it was minted from: a digest of its stored hash
     (not a secret: the hash cannot be turned back into the token)."""
     return user.refresh_token_hash[:16]
+
+
+def sign_in_grant(grant_id: str) -> str:
+    """What an access token records of the sign-in grant (``gcloud auth login``) it was minted from: its id."""
+    return SIGN_IN_GRANT_PREFIX + grant_id
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -104,7 +110,13 @@ async def _access_token_caller(core: Core, token: str) -> Caller:
             raise Unauthenticated()
         # Minted from a refresh token that has since been revoked or replaced (tokens minted before grants were
         # recorded carry none, and live out their hour).
-        if claims.grant is not None and not hmac.compare_digest(claims.grant, refresh_grant(user)):
+        if claims.grant is not None and claims.grant.startswith(SIGN_IN_GRANT_PREFIX):
+            # Minted from a refresh token the user got by signing in: it must still exist (not revoked, not
+            # replaced by a reset of the user's credentials).
+            grant = await core.store.get_sign_in_grant(claims.grant[len(SIGN_IN_GRANT_PREFIX):])
+            if grant is None or grant.user_id != user.user_id:
+                raise Unauthenticated()
+        elif claims.grant is not None and not hmac.compare_digest(claims.grant, refresh_grant(user)):
             raise Unauthenticated()
         principal = Principal("user", user.email)
     return Caller(principal, claims.principal_id, claims.scopes, claims.expires_at, claims.token_id, claims.key_id)

@@ -21,6 +21,10 @@ class Settings:
     universe_domains: tuple[str, ...] = ()
     # Refuse a call whose consumer project has not enabled the API it calls (Google's 403 SERVICE_DISABLED).
     enforce_services: bool = False
+    # The sign-in page (gcloud auth login) lets a registered user be picked without a password, as emulators do:
+    # only when the API listens on loopback alone and clients reach it there, so that every caller is a process of
+    # this machine (which the metadata server trusts as well). Otherwise a user proves a password.
+    user_picker: bool = False
 
     @property
     def token_uri(self) -> str:

@@ -29,13 +29,15 @@ class Limits:
 
 
 class RateLimiter:
-    """Token buckets keyed by caller or account: ``rate`` per second, bursts of up to one second's worth."""
+    """Token buckets keyed by caller or account: ``rate`` per second, bursts of up to one second's worth (or
+    ``burst``)."""
 
     MAX_KEYS = 100_000
 
-    def __init__(self, rate: float, *, what: str, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, *, what: str, now: Callable[[], float] = time.monotonic,
+                 burst: float | None = None) -> None:
         self.rate = rate
-        self.burst = max(1.0, rate)
+        self.burst = max(1.0, rate) if burst is None else burst
         self.what = what
         self._now = now
         self._buckets: dict[str, tuple[float, float]] = {}

@@ -1,8 +1,11 @@
-"""The OAuth 2.0 endpoints: JWT-bearer and refresh-token grants, tokeninfo, revoke."""
+"""The OAuth 2.0 endpoints: JWT-bearer, refresh-token and authorization-code grants, tokeninfo, revoke."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,14 +19,22 @@ from keyless.crypto.jwt import (
 )
 from keyless.crypto.keys import public_key_of_cert
 from keyless.crypto.tokens import token_hash
+from keyless.domain.oauth_clients import PublicClient, find_client, verifier_matches
 from keyless.errors import OAuthError, ResourceExhausted, Unauthenticated, invalid_grant
 from keyless.service import audit
 from keyless.service.admin import new_refresh_token, secret_hash
-from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token, refresh_grant
+from keyless.service.authn import (
+    CLOUD_PLATFORM,
+    SIGN_IN_GRANT_PREFIX,
+    authenticate_access_token,
+    refresh_grant,
+    sign_in_grant,
+)
 from keyless.service.core import Core
 from keyless.service.credentials import Credentials
 from keyless.service.keyring import ISSUER, in_validity_window, verifies_at
 from keyless.service.limits import Limits, RateLimiter
+from keyless.storage.base import Conflict, SignInGrant, User
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_LIFETIME = 3600
@@ -31,6 +42,9 @@ MAX_ASSERTION_LIFETIME = 3600
 GOOGLE_TOKEN_AUDIENCES = ("https://oauth2.googleapis.com/token", "https://www.googleapis.com/oauth2/v4/token",
                           "https://accounts.google.com/o/oauth2/token")
 USER_DEFAULT_SCOPES = (CLOUD_PLATFORM, "https://www.googleapis.com/auth/userinfo.email", "openid")
+EMAIL_SCOPES = frozenset({"email", "https://www.googleapis.com/auth/userinfo.email"})
+AUTHORIZATION_CODE = "authorization_code"
+BAD_CODE = "Malformed auth code."  # Google's words for a code that is unknown, used, expired or not this client's
 RATE_LIMITED = "rate_limit_exceeded"
 TIMEFRAME = ("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. "
              "Check your iat and exp values in the JWT claim.")
@@ -90,6 +104,8 @@ class OAuth:
             return await self._jwt_bearer(form)
         if grant_type == "refresh_token":
             return await self._refresh(form)
+        if grant_type == AUTHORIZATION_CODE:
+            return await self._authorization_code(form)
         if not grant_type:
             raise OAuthError("invalid_request", "Missing required parameter: grant_type")
         raise OAuthError("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
@@ -183,6 +199,10 @@ class OAuth:
         if not client_id or not client_secret:
             raise OAuthError("invalid_client", "The OAuth client was not found.", http_status=401)
         user = await self.core.store.find_user_by_refresh_hash(secret_hash(refresh_token))
+        if user is None:
+            grant = await self.core.store.find_sign_in_grant(secret_hash(refresh_token))
+            if grant is not None:
+                return await self._refresh_sign_in(grant, form, client_id, client_secret)
         if user is None or user.disabled:
             raise invalid_grant("Token has been expired or revoked.")
         audit.note(resource=f"users/{user.email}")
@@ -203,10 +223,116 @@ class OAuth:
                                "token_type": "Bearer"}
         if "openid" in scopes:
             # As Google's token endpoint does for a user who granted openid: the user's own ID token.
-            out["id_token"] = await self.credentials.sign_id_token({
-                "iss": self.core.settings.issuer, "azp": user.client_id, "aud": user.client_id,
-                "sub": user.user_id, "email": user.email, "email_verified": True,
-                "iat": int(issued), "exp": int(issued) + TOKEN_LIFETIME})
+            out["id_token"] = await self._user_id_token(user, user.client_id, issued, token, with_email=True)
+        return out
+
+    async def _user_id_token(self, user: User, client_id: str, issued: float, access_token: str, *,
+                             with_email: bool, nonce: str = "") -> str:
+        """The user's own ID token for ``client_id``, as Google's token endpoint gives one for the openid scope
+        (the email claims with the email scope); ``at_hash`` ties it to the access token given with it."""
+        digest = hashlib.sha256(access_token.encode()).digest()
+        claims: dict[str, Any] = {
+            "iss": self.core.settings.issuer, "azp": client_id, "aud": client_id, "sub": user.user_id,
+            "at_hash": base64.urlsafe_b64encode(digest[:16]).decode().rstrip("="),
+            "iat": int(issued), "exp": int(issued) + TOKEN_LIFETIME}
+        if with_email:
+            claims["email"] = user.email
+            claims["email_verified"] = True
+        if nonce:
+            claims["nonce"] = nonce
+        return await self.credentials.sign_id_token(claims)
+
+    def _public_client(self, client_id: str | None, client_secret: str | None) -> PublicClient:
+        """The registered client that authenticates with ``client_id`` and its (public) secret."""
+        client = find_client(client_id or "")
+        if client is None:
+            raise OAuthError("invalid_client", "The OAuth client was not found.", http_status=401)
+        if not client.secret_matches(client_secret or ""):
+            raise OAuthError("invalid_client", "Unauthorized", http_status=401)
+        return client
+
+    async def _authorization_code(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """RFC 6749 §4.1.3 with PKCE: a code the sign-in page issued, redeemed once by the client it was issued
+        to, at the redirect URI it was issued for, with the verifier behind its challenge."""
+        code = form.get("code")
+        if not code:
+            raise OAuthError("invalid_request", "Missing required parameter: code")
+        client = self._public_client(form.get("client_id"), form.get("client_secret"))
+        audit.note_request(client_id=client.client_id)
+        audit.note(codeHash=self.core.audit_hash(code))
+        # Taken before anything else is checked: a code is spent by its first use, good or bad.
+        record = await self.core.store.take_authorization_code(secret_hash(code))
+        if record is None or not hmac.compare_digest(record.client_id.encode(), client.client_id.encode()):
+            raise invalid_grant(BAD_CODE)
+        if self.core.now() >= record.expires_at:
+            raise invalid_grant(BAD_CODE)
+        if form.get("redirect_uri") != record.redirect_uri:
+            raise OAuthError("redirect_uri_mismatch", "Bad Request")
+        verifier = form.get("code_verifier")
+        if not verifier:
+            raise invalid_grant("Missing code verifier.")
+        if not verifier_matches(verifier, record.code_challenge):
+            raise invalid_grant("Invalid code verifier.")
+        user = await self.core.store.get_user(record.user_id)
+        if user is None or user.disabled:
+            raise invalid_grant("Account has been deleted or disabled.")
+        audit.note(principal=user.email, resource=f"users/{user.email}")
+        self._within_rate(user.email)
+        issued = self.core.now()
+        out: dict[str, Any] = {}
+        grant_marker = None
+        if record.offline:
+            refresh_token = new_refresh_token()
+            grant = SignInGrant(secrets.token_hex(16), user.user_id, client.client_id, record.scopes,
+                                secret_hash(refresh_token), issued)
+            try:
+                await self.core.store.create_sign_in_grant(grant)
+            except Conflict:  # user deleted meanwhile cannot conflict; a duplicate random id practically never
+                raise invalid_grant(BAD_CODE) from None
+            out["refresh_token"] = refresh_token
+            grant_marker = sign_in_grant(grant.grant_id)
+        token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id,
+                                              scopes=record.scopes, issued_at=issued,
+                                              expires_at=int(issued) + TOKEN_LIFETIME, client_id=client.client_id,
+                                              grant=grant_marker)
+        audit.note_request(scope=" ".join(record.scopes))
+        audit.note(tokenHash=self.core.audit_hash(minted.token_id))
+        out.update({"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(record.scopes),
+                    "token_type": "Bearer"})
+        if "openid" in record.scopes:
+            out["id_token"] = await self._user_id_token(user, client.client_id, issued, token,
+                                                        with_email=not EMAIL_SCOPES.isdisjoint(record.scopes),
+                                                        nonce=record.nonce)
+        return out
+
+    async def _refresh_sign_in(self, grant: SignInGrant, form: Mapping[str, str], client_id: str,
+                               client_secret: str) -> dict[str, Any]:
+        """A refresh token from signing in: for the client it was issued to, at most the scopes granted."""
+        user = await self.core.store.get_user(grant.user_id)
+        if user is None or user.disabled:
+            raise invalid_grant("Token has been expired or revoked.")
+        audit.note(resource=f"users/{user.email}")
+        client = self._public_client(client_id, client_secret)
+        if not hmac.compare_digest(grant.client_id.encode(), client.client_id.encode()):
+            raise OAuthError("unauthorized_client", "Unauthorized")
+        audit.note(principal=user.email)
+        self._within_rate(user.email)
+        requested = tuple(dict.fromkeys(form.get("scope", "").split()))
+        if not set(requested) <= set(grant.scopes):
+            raise OAuthError("invalid_scope", "The requested scopes are not all among the scopes the user "
+                             "granted.")
+        scopes = requested or grant.scopes
+        issued = self.core.now()
+        token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
+                                              issued_at=issued, expires_at=int(issued) + TOKEN_LIFETIME,
+                                              client_id=client.client_id, grant=sign_in_grant(grant.grant_id))
+        audit.note_request(scope=" ".join(scopes), client_id=client.client_id)
+        audit.note(tokenHash=self.core.audit_hash(minted.token_id))
+        out: dict[str, Any] = {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
+                               "token_type": "Bearer"}
+        if "openid" in scopes:
+            out["id_token"] = await self._user_id_token(user, client.client_id, issued, token,
+                                                        with_email=not EMAIL_SCOPES.isdisjoint(scopes))
         return out
 
     async def tokeninfo(self, *, access_token: str | None, id_token: str | None) -> dict[str, Any]:
@@ -266,10 +392,21 @@ class OAuth:
         if claims is not None:
             audit.note(tokenHash=self.core.audit_hash(claims.token_id))
             await self.core.store.revoke_token(token_hash(claims.token_id), claims.expires_at)
+            if claims.grant is not None and claims.grant.startswith(SIGN_IN_GRANT_PREFIX):
+                # As Google does: revoking an access token revokes the refresh token it came from.
+                await self.core.store.delete_sign_in_grant(claims.grant[len(SIGN_IN_GRANT_PREFIX):])
             return
         user = await self.core.store.find_user_by_refresh_hash(secret_hash(token))
         if user is None:
-            raise OAuthError("invalid_token", "Token expired or revoked")
+            grant = await self.core.store.find_sign_in_grant(secret_hash(token))
+            if grant is None:
+                raise OAuthError("invalid_token", "Token expired or revoked")
+            owner = await self.core.store.get_user(grant.user_id)
+            if owner is not None:
+                audit.note(principal=owner.email, resource=f"users/{owner.email}")
+            audit.note(tokenHash=self.core.audit_hash(token))
+            await self.core.store.delete_sign_in_grant(grant.grant_id)
+            return
         audit.note(principal=user.email, resource=f"users/{user.email}", tokenHash=self.core.audit_hash(token))
         # A fresh random hash no token matches: the user has no refresh token until the owner resets its secret.
         await self.core.store.update_user(user.user_id, refresh_token_hash=secret_hash(new_refresh_token()))

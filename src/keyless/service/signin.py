@@ -1,0 +1,261 @@
+"""The sign-in page's rules (``gcloud auth login``): which authorization requests it answers, who signs in, and
+the authorization codes it issues. ``keyless.http.signin`` renders the page; the token endpoint redeems codes
+(``keyless.service.oauth``).
+
+An authorization request is checked in two steps, as RFC 6749 §4.1.2.1 and Google's page do: first the client
+and its redirect URI (``target``) — until both are known to be good nothing is redirected anywhere, and the page
+shows the error itself — then the rest (``request``), whose errors go back to the client's redirect URI.
+
+Who signs in: on a server whose API listens on loopback alone (``Settings.user_picker``) the page lists the
+registered users to pick, as emulators do; elsewhere a user proves the password the owner set
+(``keyless users set-password``), with failed attempts limited per user and per client address. The page's
+form carries an anti-forgery token bound to a cookie (double submit) and to the request's parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from keyless.crypto.passwords import verify_password
+from keyless.domain.oauth_clients import (
+    CODE_CHALLENGE_RE,
+    MAX_STATE_LENGTH,
+    PublicClient,
+    find_client,
+    is_copy_page,
+    parse_scopes,
+    redirect_allowed,
+)
+from keyless.errors import OAuthError, SignInError
+from keyless.service import audit
+from keyless.service.admin import secret_hash
+from keyless.service.core import Core
+from keyless.service.limits import Limits, RateLimiter
+from keyless.storage.base import AuthorizationCode, User
+
+CODE_LIFETIME = 300.0  # seconds an authorization code can be redeemed in
+FORM_LIFETIME = 900.0  # seconds the page's form stays valid
+FAILED_SIGN_IN_BURST = 5.0  # wrong passwords in a row, per user and per client address...
+FAILED_SIGN_IN_RATE = 1 / 60  # ...then one more a minute
+CODE_PREFIX = "4/0kl"  # Google's codes start "4/0"
+MAX_PARAMETER_LENGTH = 2048
+COOKIE = "keyless_signin"
+FORGED = ("This sign-in form has expired or was not sent from this page. Go back to the application and start "
+          "signing in again.")
+WRONG_PASSWORD = "Wrong email or password."
+TOO_MANY = "Too many failed sign-in attempts. Wait a few minutes, then try again."
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where an authorization request's answer may go: a known client and a redirect URI it may use."""
+
+    client: PublicClient
+    redirect_uri: str
+    state: str
+
+    @property
+    def shows_code(self) -> bool:
+        """The redirect URI is one of the client's out-of-band pages: the page shows the code to copy."""
+        return is_copy_page(self.client, self.redirect_uri)
+
+    def redirect(self, **params: str) -> str:
+        """The redirect URI with ``params`` (and the request's state) added to its query."""
+        query = dict(params)
+        if self.state:
+            query["state"] = self.state
+        joiner = "&" if "?" in self.redirect_uri else "?"
+        return self.redirect_uri + joiner + urlencode(query)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    target: Target
+    scopes: tuple[str, ...]
+    code_challenge: str
+    offline: bool
+    nonce: str = ""
+    login_hint: str = ""
+
+    def form_fields(self) -> dict[str, str]:
+        """What the page's form sends back: the request as made (checked again when the form arrives)."""
+        fields = {"client_id": self.target.client.client_id, "redirect_uri": self.target.redirect_uri,
+                  "response_type": "code", "scope": " ".join(self.scopes), "code_challenge": self.code_challenge,
+                  "code_challenge_method": "S256", "access_type": "offline" if self.offline else "online"}
+        for name, value in (("state", self.target.state), ("nonce", self.nonce), ("login_hint", self.login_hint)):
+            if value:
+                fields[name] = value
+        return fields
+
+
+def single(params: Sequence[tuple[str, str]], name: str) -> str | None:
+    """The one value of parameter ``name``; None when absent. RFC 6749 §3.1: a parameter sent twice is an error."""
+    values = [value for key, value in params if key == name]
+    if len(values) > 1:
+        raise OAuthError("invalid_request", f"Parameter {name} was sent more than once.")
+    if values and len(values[0]) > MAX_PARAMETER_LENGTH:
+        raise OAuthError("invalid_request", f"Parameter {name} is longer than {MAX_PARAMETER_LENGTH} characters.")
+    return values[0] if values else None
+
+
+def target(params: Sequence[tuple[str, str]]) -> Target:
+    """The client and redirect URI of an authorization request, or ``SignInError`` (shown on the page: an
+    error is never sent to a redirect URI that is not known to be the client's)."""
+    try:
+        client_id = single(params, "client_id")
+        redirect_uri = single(params, "redirect_uri")
+        state = single(params, "state") or ""
+    except OAuthError as exc:
+        raise SignInError(exc.error, exc.description) from None
+    if not client_id:
+        raise SignInError("invalid_request", "Missing required parameter: client_id")
+    client = find_client(client_id)
+    if client is None:
+        raise SignInError("invalid_client", "The OAuth client was not found.", http_status=401)
+    if not redirect_uri:
+        raise SignInError("invalid_request", "Missing required parameter: redirect_uri")
+    if not redirect_allowed(client, redirect_uri):
+        raise SignInError("redirect_uri_mismatch",
+                          f"The redirect URI in the request, {redirect_uri}, is not one {client.name} may use: a "
+                          "loopback URL (http://localhost:PORT/) or the client's own code page.")
+    if len(state) > MAX_STATE_LENGTH:
+        raise SignInError("invalid_request", f"Parameter state is longer than {MAX_STATE_LENGTH} characters.")
+    return Target(client, redirect_uri, state)
+
+
+def request(where: Target, params: Sequence[tuple[str, str]], limits: Limits) -> AuthorizationRequest:
+    """The whole authorization request, or ``OAuthError`` (its error goes back to the redirect URI)."""
+    response_type = single(params, "response_type")
+    if not response_type:
+        raise OAuthError("invalid_request", "Missing required parameter: response_type")
+    if response_type != "code":
+        raise OAuthError("unsupported_response_type", f"Unsupported response_type: {response_type}. keyless "
+                         "answers the authorization-code flow (response_type=code).")
+    scope = single(params, "scope")
+    if not scope:
+        raise OAuthError("invalid_request", "Missing required parameter: scope")
+    scopes = parse_scopes(scope, limits.max_scopes)
+    if scopes is None:
+        raise OAuthError("invalid_scope", f"Invalid scope parameter: space-separated scopes, at most "
+                         f"{limits.max_scopes}.")
+    challenge = single(params, "code_challenge")
+    method = single(params, "code_challenge_method")
+    # PKCE is what binds a public client's code to the client that asked for it (its secret is public).
+    if not challenge:
+        raise OAuthError("invalid_request", "Missing required parameter: code_challenge (PKCE, RFC 7636).")
+    if method != "S256":
+        raise OAuthError("invalid_request", "code_challenge_method must be S256.")
+    if not CODE_CHALLENGE_RE.match(challenge):
+        raise OAuthError("invalid_request", "Invalid code_challenge: 43 characters of base64url.")
+    access_type = single(params, "access_type") or "online"
+    if access_type not in ("online", "offline"):
+        raise OAuthError("invalid_request", f"Invalid access_type: {access_type}.")
+    prompt = (single(params, "prompt") or "").split()
+    if "none" in prompt:
+        # There are no sessions to sign in silently with.
+        raise OAuthError("login_required", "The user must sign in: prompt=none cannot be answered.")
+    return AuthorizationRequest(where, scopes, challenge, access_type == "offline",
+                                nonce=single(params, "nonce") or "", login_hint=single(params, "login_hint") or "")
+
+
+class SignIn:
+    def __init__(self, core: Core, limits: Limits | None = None) -> None:
+        self.core = core
+        self.limits = limits or Limits()
+        # The clock is the injected one, so that a test can wait out the limit.
+        self.failures_by_user = RateLimiter(FAILED_SIGN_IN_RATE, what="failed sign-ins", now=core.clock.now,
+                                            burst=FAILED_SIGN_IN_BURST)
+        self.failures_by_address = RateLimiter(FAILED_SIGN_IN_RATE, what="failed sign-ins", now=core.clock.now,
+                                               burst=FAILED_SIGN_IN_BURST)
+
+    @property
+    def user_picker(self) -> bool:
+        return self.core.settings.user_picker
+
+    def parse(self, params: Sequence[tuple[str, str]]) -> tuple[Target, AuthorizationRequest | OAuthError]:
+        """The target (or ``SignInError``), and the request or the error to send back to the target."""
+        where = target(params)
+        try:
+            return where, request(where, params, self.limits)
+        except OAuthError as exc:
+            return where, exc
+
+    async def pickable_users(self) -> list[User]:
+        if not self.user_picker:
+            return []
+        return [u for u in await self.core.store.list_users() if not u.disabled]
+
+    # ------------------------------------------------------------ the form's anti-forgery token
+
+    def new_form_nonce(self) -> str:
+        """The cookie's value: the browser that loaded the page must be the one that sends the form."""
+        return secrets.token_urlsafe(24)
+
+    def form_token(self, nonce: str, auth: AuthorizationRequest) -> str:
+        issued = int(self.core.now())
+        return f"{issued}.{self._form_mac(nonce, issued, auth)}"
+
+    def _form_mac(self, nonce: str, issued: int, auth: AuthorizationRequest) -> str:
+        fields = "\n".join(f"{k}={v}" for k, v in sorted(auth.form_fields().items()))
+        mac = hmac.digest(self.core.master.sign_in_key, f"{nonce}\n{issued}\n{fields}".encode(), "sha256")
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+    def check_form_token(self, token: str | None, nonce: str | None, auth: AuthorizationRequest) -> None:
+        """Refuse (403) a form that is not the one this page gave this browser for this very request, or that
+        is older than FORM_LIFETIME."""
+        issued_text, _, mac = (token or "").partition(".")
+        if not (nonce and 16 <= len(nonce) <= 64 and mac and issued_text.isascii() and issued_text.isdigit()
+                and len(issued_text) <= 12):
+            raise SignInError("invalid_request", FORGED, http_status=403)
+        issued = int(issued_text)
+        now = self.core.now()
+        expected = self._form_mac(nonce, issued, auth)
+        if not hmac.compare_digest(expected.encode(), mac.encode()) or not (
+                issued - self.core.settings.clock_skew <= now <= issued + FORM_LIFETIME):
+            raise SignInError("invalid_request", FORGED, http_status=403)
+
+    # ------------------------------------------------------------ who signs in
+
+    async def sign_in(self, email: str | None, password: str | None, client_address: str) -> User:
+        """The user the form names, once it is known to be who it says: picked from the list on loopback,
+        else proven by its password."""
+        email = (email or "").strip().lower()
+        if not email or len(email) > 320:
+            raise SignInError("invalid_request", "Choose an account to sign in with.")
+        audit.note_request(email=email)
+        if self.user_picker:
+            user = await self.core.store.find_user(email)
+            if user is None or user.disabled:
+                raise SignInError("access_denied", f"There is no enabled keyless user {email}.", http_status=401)
+            return user
+        address = client_address or "unknown"
+        if self.failures_by_user.exhausted(email) or self.failures_by_address.exhausted(address):
+            # Refused before the password is looked at: more guesses tell nothing.
+            raise SignInError("rate_limited", TOO_MANY, http_status=429)
+        user = await self.core.store.find_user(email)
+        stored = user.password_hash if user is not None else ""
+        # scrypt takes tens of milliseconds: off the event loop. An unknown user costs the same (a decoy hash).
+        matches = await asyncio.to_thread(verify_password, password or "", stored)
+        if not matches or user is None or user.disabled:
+            self.failures_by_user.charge(email)
+            self.failures_by_address.charge(address)
+            raise SignInError("access_denied", WRONG_PASSWORD, http_status=401)
+        return user
+
+    async def issue_code(self, auth: AuthorizationRequest, user: User) -> str:
+        """A new authorization code for ``user``, stored (as a hash) where every replica can redeem it once."""
+        code = CODE_PREFIX + secrets.token_urlsafe(32)
+        now = self.core.now()
+        await self.core.store.create_authorization_code(AuthorizationCode(
+            code_hash=secret_hash(code), client_id=auth.target.client.client_id,
+            redirect_uri=auth.target.redirect_uri, code_challenge=auth.code_challenge, user_id=user.user_id,
+            scopes=auth.scopes, created_at=now, expires_at=now + CODE_LIFETIME, offline=auth.offline,
+            nonce=auth.nonce))
+        audit.note(principal=user.email, resource=f"users/{user.email}", codeHash=self.core.audit_hash(code))
+        return code
