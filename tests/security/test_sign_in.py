@@ -484,3 +484,26 @@ def test_sign_in_and_exchange_are_audited_without_secrets(api: Api, alice: str) 
     for secret in (code, PASSWORD, "wrong password", granted["refresh_token"], granted["access_token"],
                    browser.verifier, browser.form(page)["csrf_token"]):
         assert secret not in everything
+
+
+def test_concurrent_guesses_do_not_outrun_the_limit(api: Api, alice: str) -> None:
+    """Guesses sent together are each counted before their password is checked (scrypt runs off the event
+    loop, so they would otherwise all pass the check of an empty count)."""
+    import asyncio
+
+    from keyless.errors import SignInError
+
+    sign_in = api.inproc.keyless.sign_in
+
+    async def guess(i: int) -> int:
+        try:
+            await sign_in.sign_in(ALICE, f"guess {i}", "198.51.100.7")
+        except SignInError as exc:
+            return exc.http_status
+        return 200
+
+    async def all_at_once() -> list[int]:
+        return list(await asyncio.gather(*(guess(i) for i in range(20))))
+
+    statuses = api.inproc.run(all_at_once())
+    assert sorted(statuses) == [401] * 5 + [429] * 15

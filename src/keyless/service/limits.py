@@ -64,6 +64,25 @@ class RateLimiter:
                                     f"'{key if shown is None else shown}'. Retry with exponential backoff.")
         self._store(key, tokens - 1.0, now)
 
+    def take(self, key: str) -> bool:
+        """Take one request from ``key``'s bucket when it has one; False (nothing taken) when it is empty. For
+        limits on outcomes known only later: take first, ``refund`` when the request turns out not to count."""
+        if self.rate <= 0:
+            return True
+        now = self._now()
+        tokens = self._tokens(key, now)
+        if tokens < 1.0:
+            return False
+        self._store(key, tokens - 1.0, now)
+        return True
+
+    def refund(self, key: str) -> None:
+        """Give back one request ``take`` took (never beyond a full bucket)."""
+        if self.rate <= 0:
+            return
+        now = self._now()
+        self._store(key, min(self.burst, self._tokens(key, now) + 1.0), now)
+
     def exhausted(self, key: str) -> bool:
         """Whether ``key``'s bucket is empty now (nothing is taken): for limits charged after the fact."""
         return self.rate > 0 and self._tokens(key, self._now()) < 1.0

@@ -235,17 +235,22 @@ class SignIn:
                 raise SignInError("access_denied", f"There is no enabled keyless user {email}.", http_status=401)
             return user
         address = client_address or "unknown"
-        if self.failures_by_user.exhausted(email) or self.failures_by_address.exhausted(address):
-            # Refused before the password is looked at: more guesses tell nothing.
+        # Each attempt is counted before its password is looked at, and given back if it was right: guesses
+        # sent together cannot all pass an empty count while the others are still being checked. Past the
+        # limit, the password is not looked at: more guesses tell nothing.
+        if not self.failures_by_user.take(email):
+            raise SignInError("rate_limited", TOO_MANY, http_status=429)
+        if not self.failures_by_address.take(address):
+            self.failures_by_user.refund(email)
             raise SignInError("rate_limited", TOO_MANY, http_status=429)
         user = await self.core.store.find_user(email)
         stored = user.password_hash if user is not None else ""
         # scrypt takes tens of milliseconds: off the event loop. An unknown user costs the same (a decoy hash).
         matches = await asyncio.to_thread(verify_password, password or "", stored)
         if not matches or user is None or user.disabled:
-            self.failures_by_user.charge(email)
-            self.failures_by_address.charge(address)
             raise SignInError("access_denied", WRONG_PASSWORD, http_status=401)
+        self.failures_by_user.refund(email)
+        self.failures_by_address.refund(address)
         return user
 
     async def issue_code(self, auth: AuthorizationRequest, user: User) -> str:
