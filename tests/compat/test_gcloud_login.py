@@ -158,7 +158,7 @@ def _tokeninfo(server: Server, token: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-@pytest.mark.compat(section=SECTION, client=GCLOUD, call="gcloud auth login --no-launch-browser (code pasted), "
+@pytest.mark.compat(section=SECTION, client=GCLOUD, call="auth login --no-launch-browser (code pasted), "
                     "auth list, print-access-token (and its refresh), iam service-accounts list", route="proxy")
 def test_gcloud_auth_login_with_the_code_pasted(login_server: Server, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -189,7 +189,7 @@ def test_gcloud_auth_login_with_the_code_pasted(login_server: Server, browser: A
     assert listed.split() == [f"login-listed@{PROJECT}.iam.gserviceaccount.com"]
 
 
-@pytest.mark.compat(section=SECTION, client=GCLOUD, call="gcloud auth application-default login (loopback "
+@pytest.mark.compat(section=SECTION, client=GCLOUD, call="auth application-default login (loopback "
                     "redirect); the ADC file refreshes with google-auth", route="proxy")
 def test_gcloud_application_default_login_through_the_loopback_redirect(login_server: Server, browser: Any,
                                                                          tmp_path: Path) -> None:
