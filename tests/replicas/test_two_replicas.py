@@ -226,3 +226,35 @@ def test_time_travel_is_refused_with_postgresql(cluster: Cluster, tmp_path: Path
                            cluster.dsn, "--audit-retention-days", "0", "--allow-time-travel"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode != 0 and "--allow-time-travel" in proc.stderr
+
+
+def test_a_code_signed_in_on_one_replica_is_redeemed_once_on_either(cluster: Cluster) -> None:
+    """gcloud auth login's code is stored where every replica finds it, and taken once across the cluster."""
+    import html
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    from keyless.domain.oauth_clients import GCLOUD_CLIENT_ID, GCLOUD_CLIENT_SECRET, s256_challenge
+
+    verifier = secrets.token_urlsafe(48)
+    browser = requests.Session()
+    page = browser.get(f"{cluster.a.url}/o/oauth2/auth", timeout=10, params={
+        "response_type": "code", "client_id": GCLOUD_CLIENT_ID, "redirect_uri": "http://localhost:8085/",
+        "scope": f"openid {CLOUD}", "state": "s", "code_challenge": s256_challenge(verifier),
+        "code_challenge_method": "S256", "access_type": "offline"})
+    form = {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
+                                                       page.text)}
+    signed_in = browser.post(f"{cluster.a.url}/o/oauth2/auth", data={**form, "email": "owner@keyless.local"},
+                             allow_redirects=False, timeout=30)
+    assert signed_in.status_code == 303, signed_in.text
+    code = parse_qs(urlsplit(signed_in.headers["location"]).query)["code"][0]
+    exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://localhost:8085/",
+                "client_id": GCLOUD_CLIENT_ID, "client_secret": GCLOUD_CLIENT_SECRET, "code_verifier": verifier}
+    first = requests.post(f"{cluster.b.url}/token", data=exchange, timeout=30)
+    assert first.status_code == 200, first.text
+    assert requests.post(f"{cluster.a.url}/token", data=exchange, timeout=30).json()["error"] == "invalid_grant"
+    refresh = {"grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"],
+               "client_id": GCLOUD_CLIENT_ID, "client_secret": GCLOUD_CLIENT_SECRET}
+    assert requests.post(f"{cluster.a.url}/token", data=refresh, timeout=30).status_code == 200
+    assert requests.post(f"{cluster.b.url}/revoke", data={"token": refresh["refresh_token"]}, timeout=30).ok
+    assert requests.post(f"{cluster.a.url}/token", data=refresh, timeout=30).json()["error"] == "invalid_grant"
