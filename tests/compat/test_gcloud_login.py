@@ -84,7 +84,8 @@ def browser(login_server: Server) -> Iterator[Any]:
            f"'PROXY {proxy}' : 'DIRECT'; }}")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    # Incognito: cookies and cache stay in memory (a profile on a disk busy with fsyncs stalled the browser).
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--incognito",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
                  # The proxy's certificates come from keyless's local CA, which this profile does not trust.
                  "--ignore-certificate-errors",
@@ -93,8 +94,10 @@ def browser(login_server: Server) -> Iterator[Any]:
                  # DIRECT names resolve nowhere but to this machine: nothing leaves it.
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"):
         options.add_argument(flag)
+    # Commands return once a navigation starts: the pages gcloud's local server answers with move on to hosts that
+    # resolve nowhere, and their loading is none of the test's business. The test waits for what it needs.
+    options.page_load_strategy = "none"
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-    driver.set_page_load_timeout(60)
     try:
         yield driver
     finally:
@@ -141,15 +144,24 @@ def _start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str]
     raise AssertionError(f"gcloud printed no sign-in URL: {''.join(seen)}")
 
 
+def _element(browser: Any, element_id: str) -> Any:
+    """The element once the page showing it has loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    return WebDriverWait(browser, 60).until(expected_conditions.presence_of_element_located((By.ID, element_id)))
+
+
 def _pick(browser: Any, url: str, email: str) -> None:
     """What a person does on the page: open it, check what it asks for, choose the account."""
-    from selenium.webdriver.common.by import By
-
+    browser.get("about:blank")
     browser.get(url)
+    account = _element(browser, f"account-{email}")
     assert browser.title == "Sign in - keyless"
-    assert "https://www.googleapis.com/auth/cloud-platform" in browser.find_element(By.ID, "scopes").get_attribute(
+    assert "https://www.googleapis.com/auth/cloud-platform" in _element(browser, "scopes").get_attribute(
         "textContent")
-    browser.find_element(By.ID, f"account-{email}").click()
+    account.click()
 
 
 def _tokeninfo(server: Server, token: str) -> dict[str, Any]:
@@ -161,14 +173,12 @@ def _tokeninfo(server: Server, token: str) -> dict[str, Any]:
 @pytest.mark.compat(section=SECTION, client=GCLOUD, call="auth login --no-launch-browser (code pasted), "
                     "auth list, print-access-token (and its refresh), iam service-accounts list", route="proxy")
 def test_gcloud_auth_login_with_the_code_pasted(login_server: Server, browser: Any, tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     env = _gcloud_env(login_server, tmp_path / "gcloud")
     proc, url = _start_login(env, "auth", "login", "--no-launch-browser")
     try:
         assert f"client_id={GCLOUD_CLIENT_ID}" in url and "code_challenge_method=S256" in url
         _pick(browser, url, ALICE)
-        code = browser.find_element(By.ID, "code").text
+        code = _element(browser, "code").text
         assert code.startswith("4/")
         _out, err = proc.communicate(code + "\n", timeout=120)
     finally:
