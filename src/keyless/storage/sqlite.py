@@ -399,15 +399,20 @@ class SqliteStore:
             "ORDER BY email LIMIT ?", (project_id, after_email, limit))
         return [a for a in map(_sa, rows) if a is not None]
 
+    def _update_row(self, table: str, key_column: str, key: str, changes: dict[str, Any]) -> None:
+        """``UPDATE table SET ... WHERE key_column=key`` for columns already checked with ``check_updatable``."""
+        if not changes:
+            return
+        sets = ", ".join(f"{k}=?" for k in changes)
+        params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
+        try:
+            self.db.execute(f"UPDATE {table} SET {sets} WHERE {key_column}=?", (*params, key))
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
     async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None:
         check_updatable(changes, SERVICE_ACCOUNT_UPDATABLE)
-        if changes:
-            sets = ", ".join(f"{k}=?" for k in changes)
-            params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
-            try:
-                self.db.execute(f"UPDATE service_accounts SET {sets} WHERE unique_id=?", (*params, unique_id))
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(str(exc)) from None
+        self._update_row("service_accounts", "unique_id", unique_id, changes)
         return await self.get_service_account(unique_id)
 
     # keys
@@ -476,10 +481,7 @@ class SqliteStore:
 
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
         check_updatable(changes, KEY_UPDATABLE)
-        if changes:
-            sets = ", ".join(f"{k}=?" for k in changes)
-            params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
-            self.db.execute(f"UPDATE keys SET {sets} WHERE key_id=?", (*params, key_id))
+        self._update_row("keys", "key_id", key_id, changes)
         return await self.get_key(key_id)
 
     # policies
@@ -529,13 +531,7 @@ class SqliteStore:
 
     async def update_user(self, user_id: str, **changes: Any) -> User | None:
         check_updatable(changes, USER_UPDATABLE)
-        if changes:
-            sets = ", ".join(f"{k}=?" for k in changes)
-            params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
-            try:
-                self.db.execute(f"UPDATE users SET {sets} WHERE user_id=?", (*params, user_id))
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(str(exc)) from None
+        self._update_row("users", "user_id", user_id, changes)
         return await self.get_user(user_id)
 
     async def delete_user(self, user_id: str) -> bool:
