@@ -14,8 +14,8 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    def now(self) -> float:
-        return time.time()
+    # time.time itself (no Python frame between): every request reads the clock several times.
+    now = staticmethod(time.time)
 
 
 class OffsetClock:

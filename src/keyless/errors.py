@@ -107,6 +107,15 @@ class PermissionDenied(KeylessError):
                                       "domain": "iam.googleapis.com", "metadata": metadata}])
 
 
+class InsufficientScopes(PermissionDenied):
+    """The caller's token carries none of the scopes the API accepts."""
+
+    def __init__(self) -> None:
+        super().__init__("Request had insufficient authentication scopes.", details=[
+            {"@type": ERROR_INFO, "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "domain": "googleapis.com",
+             "metadata": {"method": "keyless", "service": "iamcredentials.googleapis.com"}}])
+
+
 class ServiceDisabled(PermissionDenied):
     """Google's answer when the consumer project of a request has not enabled the API it calls."""
 

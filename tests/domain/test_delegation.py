@@ -28,12 +28,12 @@ TARGET = AccountRef("-", "target@proj-1.iam.gserviceaccount.com")
 
 @pytest.mark.parametrize("raw", [None, []])
 def test_no_delegates(raw: Any) -> None:
-    assert parse_delegates(raw) == []
+    assert parse_delegates(raw) == ()
 
 
 def test_delegates_keep_their_order() -> None:
-    assert parse_delegates([sa(3), sa(1), "projects/-/serviceAccounts/1234567890"]) == [
-        ref(3), ref(1), AccountRef("-", "1234567890")]
+    assert parse_delegates([sa(3), sa(1), "projects/-/serviceAccounts/1234567890"]) == (
+        ref(3), ref(1), AccountRef("-", "1234567890"))
 
 
 def test_ten_delegates_are_allowed_eleven_are_not() -> None:
@@ -78,8 +78,8 @@ def test_malformed_delegates_are_rejected(item: str) -> None:
 
 def test_bare_emails_and_ids_mean_the_dash_project() -> None:
     """google-auth sends ``delegates`` as given, often bare emails: they name projects/-/serviceAccounts/X."""
-    assert parse_delegates(["sa-1@proj-1.iam.gserviceaccount.com", "1234567890"]) == [
-        ref(1), AccountRef("-", "1234567890")]
+    assert parse_delegates(["sa-1@proj-1.iam.gserviceaccount.com", "1234567890"]) == (
+        ref(1), AccountRef("-", "1234567890"))
 
 
 @pytest.mark.parametrize("item", ["not-an-email", "a b@example.com", "sa-1@proj-1/x", "12ab"])

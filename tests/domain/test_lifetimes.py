@@ -10,13 +10,20 @@ from keyless.domain.lifetimes import (
     DEFAULT_LIFETIME,
     MAX_EXTENDED_LIFETIME,
     MAX_LIFETIME,
+    check_lifetime,
     format_timestamp,
     parse_bool,
     parse_duration,
     parse_timestamp,
-    resolve_lifetime,
 )
 from keyless.errors import InvalidArgument
+
+
+def _resolve(value: object, *, extended_allowed: bool) -> int:
+    """A request's lifetime as the REST adapter and the core take it: the Duration parsed, then checked."""
+    if value is None or value == "":
+        return DEFAULT_LIFETIME
+    return check_lifetime(parse_duration(value, field="lifetime"), extended_allowed=extended_allowed)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -39,43 +46,43 @@ def test_parse_duration_rejects_other_forms(value: Any) -> None:
 
 @pytest.mark.parametrize("value", [None, ""])
 def test_default_lifetime(value: Any) -> None:
-    assert resolve_lifetime(value, extended_allowed=False) == DEFAULT_LIFETIME == 3600
-    assert resolve_lifetime(value, extended_allowed=True) == DEFAULT_LIFETIME
+    assert _resolve(value, extended_allowed=False) == DEFAULT_LIFETIME == 3600
+    assert _resolve(value, extended_allowed=True) == DEFAULT_LIFETIME
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("1s", 1), ("600s", 600), ("3599.9s", 3599), ("3600s", 3600),
                                                 ("3600.0s", 3600), ("0.5s", 1)])
 def test_lifetimes_within_the_limit(value: str, seconds: int) -> None:
-    assert resolve_lifetime(value, extended_allowed=False) == seconds
-    assert resolve_lifetime(value, extended_allowed=True) == seconds
+    assert _resolve(value, extended_allowed=False) == seconds
+    assert _resolve(value, extended_allowed=True) == seconds
 
 
 @pytest.mark.parametrize("value", ["3600.5s", "3601s", "7200s", "43200s"])
 def test_long_lifetimes_need_the_extension(value: str) -> None:
     with pytest.raises(InvalidArgument) as info:
-        resolve_lifetime(value, extended_allowed=False)
+        _resolve(value, extended_allowed=False)
     assert info.value.field == "lifetime"
     assert "constraints/iam.allowServiceAccountCredentialLifetimeExtension" in info.value.message
-    assert resolve_lifetime(value, extended_allowed=True) == int(float(value[:-1]))
+    assert _resolve(value, extended_allowed=True) == int(float(value[:-1]))
 
 
 @pytest.mark.parametrize("value", ["43200.5s", "43201s", "86400s", "999999999999s"])
 def test_lifetimes_beyond_twelve_hours_are_always_refused(value: str) -> None:
     for extended in (False, True):
         with pytest.raises(InvalidArgument):
-            resolve_lifetime(value, extended_allowed=extended)
+            _resolve(value, extended_allowed=extended)
 
 
 @pytest.mark.parametrize("value", ["0s", "-1s", "-3600s", "0.0s"])
 def test_non_positive_lifetimes_are_refused(value: str) -> None:
     with pytest.raises(InvalidArgument):
-        resolve_lifetime(value, extended_allowed=True)
+        _resolve(value, extended_allowed=True)
 
 
 @pytest.mark.parametrize("value", [3600, "3600", "1h", True, [], {}])
 def test_malformed_lifetimes_are_refused(value: Any) -> None:
     with pytest.raises(InvalidArgument):
-        resolve_lifetime(value, extended_allowed=False)
+        _resolve(value, extended_allowed=False)
 
 
 def test_limits() -> None:

@@ -6,6 +6,7 @@ revocation and account/key state are checked against the store on every use.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 import orjson
 
 from keyless.crypto.jwt import b64url, b64url_decode
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 PREFIX = "ya29."
 
@@ -32,12 +35,6 @@ class AccessTokenClaims:
     # token ends the access tokens it gave.
     grant: str | None = None
 
-    def to_json(self) -> bytes:
-        claims = {"j": self.token_id, "k": self.principal_kind[0], "p": self.principal_id, "s": list(self.scopes),
-                  "i": round(self.issued_at, 3), "e": self.expires_at, "y": self.key_id, "c": self.client_id}
-        if self.grant is not None:
-            claims["g"] = self.grant
-        return orjson.dumps(claims)
 
 
 class TokenMinter:
@@ -47,11 +44,17 @@ class TokenMinter:
     def mint(self, *, principal_kind: str, principal_id: str, scopes: tuple[str, ...], issued_at: float,
              expires_at: int, key_id: str | None = None, client_id: str | None = None,
              grant: str | None = None) -> tuple[str, AccessTokenClaims]:
-        claims = AccessTokenClaims(secrets.token_urlsafe(12), principal_kind, principal_id, scopes, issued_at,
-                                   expires_at, key_id, client_id, grant)
-        body = b64url(claims.to_json())
-        mac = hmac.digest(self._key, body.encode(), "sha256")
-        return f"{PREFIX}{body}.{b64url(mac)}", claims
+        token_id = secrets.token_urlsafe(12)
+        compact = {"j": token_id, "k": principal_kind[0], "p": principal_id, "s": scopes,
+                   "i": round(issued_at, 3), "e": expires_at, "y": key_id, "c": client_id}
+        if grant is not None:
+            compact["g"] = grant
+        # Unpadded base64url (as crypto.jwt.b64url), written out: a token is minted on every credential request.
+        body = binascii.b2a_base64(orjson.dumps(compact), newline=False).translate(_URLSAFE).rstrip(b"=")
+        mac = binascii.b2a_base64(hmac.digest(self._key, body, "sha256"), newline=False).translate(_URLSAFE)
+        token = PREFIX + (body + b"." + mac.rstrip(b"=")).decode()
+        return token, AccessTokenClaims(token_id, principal_kind, principal_id, scopes, issued_at, expires_at, key_id,
+                                        client_id, grant)
 
     def parse(self, token: str) -> AccessTokenClaims | None:
         """The claims of a genuine token, or None for anything forged, altered or malformed."""

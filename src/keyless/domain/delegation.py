@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keyless.domain.names import EMAIL_RE, UNIQUE_ID_RE, AccountRef, parse_account_name
@@ -20,12 +21,14 @@ class Hop:
     permission: str
 
 
-def parse_delegates(raw: object, *, max_delegates: int = MAX_DELEGATES) -> list[AccountRef]:
+def parse_delegates(raw: object, *, max_delegates: int | None = MAX_DELEGATES) -> tuple[AccountRef, ...]:
+    """The ``delegates`` of a request, as names (``projects/-/serviceAccounts/X``) or bare emails and ids; with
+    ``max_delegates``, at most that many."""
     if raw is None:
-        return []
+        return ()
     if not isinstance(raw, list):
         raise InvalidArgument("Invalid value at 'delegates': expected a list of strings.", field="delegates")
-    if len(raw) > max_delegates:
+    if max_delegates is not None and len(raw) > max_delegates:
         raise InvalidArgument(f"Too many delegates: {len(raw)}; at most {max_delegates} are allowed.",
                               field="delegates")
     out = []
@@ -36,10 +39,10 @@ def parse_delegates(raw: object, *, max_delegates: int = MAX_DELEGATES) -> list[
             # google-auth documents bare account emails for `delegates` and sends them as given.
             item = f"projects/-/serviceAccounts/{item}"
         out.append(parse_account_name(item, field="delegates", require_wildcard=True))
-    return out
+    return tuple(out)
 
 
-def plan_chain(delegates: list[AccountRef], target: AccountRef, permission: str) -> list[Hop]:
+def plan_chain(delegates: Sequence[AccountRef], target: AccountRef, permission: str) -> list[Hop]:
     """The checks a chain needs, in order: caller to delegates[0], each delegate to the next, last to target."""
     chain = [*delegates, target]
     seen: set[str] = set()

@@ -30,15 +30,13 @@ def parse_duration(value: object, *, field: str) -> float:
     return -seconds if m.group(1) else seconds
 
 
-def resolve_lifetime(value: object, *, extended_allowed: bool) -> int:
+def check_lifetime(seconds: float, *, extended_allowed: bool) -> int:
     """The lifetime in whole seconds for ``generateAccessToken``; refuse what the limits forbid."""
-    if value is None or value == "":
-        return DEFAULT_LIFETIME
-    seconds = parse_duration(value, field="lifetime")
     limit = MAX_EXTENDED_LIFETIME if extended_allowed else MAX_LIFETIME
     if seconds <= 0:
         raise InvalidArgument("The lifetime must be a positive duration.", field="lifetime")
     if seconds > limit:
+        value = f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
         if seconds <= MAX_EXTENDED_LIFETIME:
             raise InvalidArgument(
                 f"Lifetime {value} exceeds the maximum of {MAX_LIFETIME}s. A lifetime of up to "
@@ -52,12 +50,13 @@ def resolve_lifetime(value: object, *, extended_allowed: bool) -> int:
 
 def format_timestamp(epoch: float) -> str:
     """RFC 3339 UTC with whole seconds and a literal ``Z`` (google-auth rejects fractions)."""
-    return _format_second(int(epoch))
+    return format_second(int(epoch))
 
 
 @functools.lru_cache(maxsize=4096)
-def _format_second(second: int) -> str:
-    # Every token response and audit entry formats "now" (and now + a lifetime): the same few seconds.
+def format_second(second: int) -> str:
+    """``format_timestamp`` of a whole second, remembered: every token response and audit entry formats "now"
+    (and now + a lifetime), the same few seconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 

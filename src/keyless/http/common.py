@@ -20,11 +20,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Send
 
 from keyless.domain.services import IAM, ORG_POLICY, RESOURCE_MANAGER
-from keyless.errors import Internal, InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
+from keyless.errors import InsufficientScopes, Internal, InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
 from keyless.proxy.hosts import is_served
 from keyless.service import audit
 from keyless.service.app import Keyless
-from keyless.service.authn import authenticate, require_api_scope
+from keyless.service.authn import API_SCOPES, authenticate
 from keyless.service.core import Caller
 from keyless.service.usage import require_service
 
@@ -122,9 +122,11 @@ async def authenticate_api_caller(kl: Keyless, authorization: str | None, user_p
     """The caller of an API method (IAM, IAM Credentials, Resource Manager), within its rate limit; with the
     project its ``x-goog-user-project`` header names."""
     caller = await authenticate(kl.core, authorization)
-    audit.note(principal=caller.email)
-    kl.per_caller.check(caller.email)
-    require_api_scope(caller)
+    email = caller.principal.email
+    audit.note(principal=email)
+    kl.per_caller.check(email)
+    if API_SCOPES.isdisjoint(caller.scopes):
+        raise InsufficientScopes()
     if user_project:
         caller = replace(caller, user_project=user_project)
     return caller

@@ -19,7 +19,11 @@ from typing import Any, NamedTuple
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from keyless.errors import KeylessError
+from keyless.domain import roles
+from keyless.domain.delegation import parse_delegates
+from keyless.domain.lifetimes import format_second, parse_bool, parse_duration
+from keyless.domain.names import parse_account_name
+from keyless.errors import InvalidArgument, KeylessError
 from keyless.http.common import (
     authenticate_api_caller,
     parse_json_object,
@@ -32,6 +36,12 @@ from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.audit import AuditRecord
 from keyless.service.core import Caller
+from keyless.service.requests import (
+    GenerateAccessTokenRequest,
+    GenerateIdTokenRequest,
+    SignBlobRequest,
+    SignJwtRequest,
+)
 
 PATH = re.compile(r"/v1/projects/(?P<project>[^/]+)/serviceAccounts/(?P<account>[^/]+)"
                   r":(?P<verb>generateAccessToken|generateIdToken|signBlob|signJwt)")
@@ -58,6 +68,8 @@ class VerbHeaders(NamedTuple):
 
 
 Answer = Callable[[Keyless, Caller, str, dict[str, Any], bool], Awaitable[dict[str, Any]]]
+"""Parse a verb's JSON into its typed request, call the core, render the result: (keyless, caller, the account's
+name as the path gives it, the body, whether IAM v1's variant) -> the response body."""
 
 
 class CredentialVerbs:
@@ -123,27 +135,85 @@ class CredentialVerbs:
 
 
 async def _generate_access_token(kl: Keyless, caller: Caller, name: str, body: dict[str, Any],
-                                 legacy: bool) -> dict[str, Any]:
-    return await kl.credentials.generate_access_token(caller, name, body)
+                                 iam_v1: bool) -> dict[str, Any]:
+    account = parse_account_name(name, require_wildcard=True)
+    scopes = _strings(body.get("scope"), "scope")
+    delegates = parse_delegates(body.get("delegates"), max_delegates=None)  # how many: the core's rule
+    lifetime = body.get("lifetime")
+    request = GenerateAccessTokenRequest(
+        account, scopes, delegates,
+        None if lifetime is None or lifetime == "" else parse_duration(lifetime, field="lifetime"))
+    result = await kl.credentials.generate_access_token(caller, request)
+    return {"accessToken": result.token, "expireTime": format_second(result.expire_time)}
 
 
 async def _generate_id_token(kl: Keyless, caller: Caller, name: str, body: dict[str, Any],
-                             legacy: bool) -> dict[str, Any]:
-    return await kl.credentials.generate_id_token(caller, name, body)
+                             iam_v1: bool) -> dict[str, Any]:
+    account = parse_account_name(name, require_wildcard=True)
+    delegates = parse_delegates(body.get("delegates"), max_delegates=None)  # how many: the core's rule
+    audience = body.get("audience")
+    if not isinstance(audience, str):
+        raise InvalidArgument("Invalid value for audience: the audience must be a non-empty string.",
+                              field="audience")
+    request = GenerateIdTokenRequest(
+        account, audience, delegates,
+        include_email=parse_bool(body.get("includeEmail"), field="includeEmail"),
+        use_email_azp=parse_bool(body.get("useEmailAzp"), field="useEmailAzp"),
+        organization_number_included=parse_bool(body.get("organizationNumberIncluded"),
+                                                field="organizationNumberIncluded"))
+    return {"token": (await kl.credentials.generate_id_token(caller, request)).token}
 
 
-async def _sign_blob(kl: Keyless, caller: Caller, name: str, body: dict[str, Any], legacy: bool) -> dict[str, Any]:
-    if legacy or "bytesToSign" in body:
-        key_id, signature = await kl.credentials.sign_blob(caller, name, body, payload_field="bytesToSign",
-                                                           require_wildcard=False)
-        return {"keyId": key_id, "signature": binascii.b2a_base64(signature, newline=False).decode()}
-    key_id, signature = await kl.credentials.sign_blob(caller, name, body)
-    return {"keyId": key_id, "signedBlob": binascii.b2a_base64(signature, newline=False).decode()}
+async def _sign_blob(kl: Keyless, caller: Caller, name: str, body: dict[str, Any], iam_v1: bool) -> dict[str, Any]:
+    # IAM v1's signBlob names its payload bytesToSign and its answer's signature "signature".
+    iam_v1 = iam_v1 or "bytesToSign" in body
+    field = "bytesToSign" if iam_v1 else "payload"
+    account = parse_account_name(name, require_wildcard=not iam_v1)
+    if account.project != "-":  # IAM v1 answers 404 for a project or account not there before reading the body
+        await kl.credentials.require_named_project(caller, account, roles.PERM_SIGN_BLOB, before_validation=True)
+    delegates = parse_delegates(body.get("delegates"), max_delegates=None)  # how many: the core's rule
+    request = SignBlobRequest(account, decode_bytes(body.get(field), field=field), delegates, iam_v1)
+    result = await kl.credentials.sign_blob(caller, request)
+    signature = binascii.b2a_base64(result.signature, newline=False).decode()
+    return {"keyId": result.key_id, "signature" if iam_v1 else "signedBlob": signature}
 
 
-async def _sign_jwt(kl: Keyless, caller: Caller, name: str, body: dict[str, Any], legacy: bool) -> dict[str, Any]:
-    key_id, jwt = await kl.credentials.sign_jwt(caller, name, body, require_wildcard=not legacy)
-    return {"keyId": key_id, "signedJwt": jwt}
+async def _sign_jwt(kl: Keyless, caller: Caller, name: str, body: dict[str, Any], iam_v1: bool) -> dict[str, Any]:
+    account = parse_account_name(name, require_wildcard=not iam_v1)
+    if account.project != "-":
+        await kl.credentials.require_named_project(caller, account, roles.PERM_SIGN_JWT, before_validation=True)
+    delegates = parse_delegates(body.get("delegates"), max_delegates=None)  # how many: the core's rule
+    payload = body.get("payload")
+    if not isinstance(payload, str):
+        raise InvalidArgument("The payload must be a JSON object serialized as a string.", field="payload")
+    request = SignJwtRequest(account, payload, delegates, iam_v1)
+    result = await kl.credentials.sign_jwt(caller, request)
+    return {"keyId": result.key_id, "signedJwt": result.jwt}
+
+
+def _strings(value: object, field: str) -> tuple[str, ...]:
+    """A repeated string field: a list of strings (a string, even space-separated, is refused, as Google does)."""
+    if value is None or value == "":
+        return ()
+    if type(value) is list:
+        for item in value:
+            if type(item) is not str:
+                break
+        else:
+            return tuple(value)
+    raise InvalidArgument(f"Invalid value at '{field}': expected a list of strings.", field=field)
+
+
+def decode_bytes(value: object, *, field: str) -> bytes:
+    """proto3 JSON bytes: standard or URL-safe base64, padded or not."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{field} is required and must be a base64 string.", field=field)
+    text = value.strip().replace("-", "+").replace("_", "/")
+    try:
+        # base64.b64decode(..., validate=True) without its Python wrapper (this runs on every signBlob).
+        return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"Invalid value at '{field}' (TYPE_BYTES): not valid base64.", field=field) from None
 
 
 ANSWERS: dict[str, Answer] = {

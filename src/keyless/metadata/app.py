@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from keyless.errors import KeylessError
 from keyless.http.edge import DirectRoute, Edge
-from keyless.service import audit
+from keyless.service import audit, minting
 from keyless.service.app import Keyless
 from keyless.service.authn import CLOUD_PLATFORM
 from keyless.service.grants import ATTACHED_META as ATTACHED_META  # where server.py's --attach finds it
@@ -128,14 +128,9 @@ class MetadataServer:
                           f"{account.email} is disabled.")
         raw = request.query_params.get("scopes", "")
         scopes = tuple(s for s in raw.replace(" ", ",").split(",") if s) or DEFAULT_SCOPES
-        issued = self.keyless.core.now()
-        now = int(issued)
-        token, claims = self.keyless.core.minter.mint(principal_kind="serviceAccount",
-                                                      principal_id=account.unique_id, scopes=scopes,
-                                                      issued_at=issued, expires_at=now + 3600)
         audit.note_request(scopes=list(scopes))
-        audit.note(tokenHash=self.keyless.core.audit_hash(claims.token_id))
-        return _json({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+        minted = minting.access_token(self.keyless.core, "serviceAccount", account.unique_id, scopes, 3600)
+        return _json({"access_token": minted.token, "expires_in": 3599, "token_type": "Bearer"})
 
     async def _identity(self, request: Request, account: ServiceAccount, project_id: str, number: str) -> Response:
         audience = request.query_params.get("audience", "")
@@ -148,9 +143,7 @@ class MetadataServer:
         fmt = request.query_params.get("format", "standard")
         if fmt not in ("standard", "full"):
             return _error(400, "format must be standard or full")
-        credentials = self.keyless.credentials
-        claims = await credentials.id_token_claims(account, audience, include_email=True)
-        claims["azp"] = account.unique_id
+        claims = minting.account_id_claims(self.keyless.core, account, audience, include_email=True)
         if fmt == "full":
             claims["google"] = {"compute_engine": {
                 "project_id": project_id, "project_number": int(number), "zone": "us-central1-a",
@@ -159,8 +152,7 @@ class MetadataServer:
             }}
             if request.query_params.get("licenses", "").upper() == "TRUE":
                 claims["google"]["compute_engine"]["license_id"] = []
-        token = await credentials.sign_id_token(claims)
-        audit.note(tokenHash=self.keyless.core.audit_hash(token))
+        token = await minting.id_token(self.keyless.core, claims)
         return _text(token, content_type="text/html; charset=utf-8")
 
 

@@ -31,6 +31,9 @@ _ACCOUNT_RESOURCE = re.compile(r"projects/-/serviceAccounts/([0-9]+)(?:/|$)")
 # could not be stored either, so it is answered at once without one.
 UNAUDITED_STATUS = 503
 
+# A request's recorded fields up to this size (as JSON) are stored as they are; larger ones are bounded.
+MAX_PLAIN_REQUEST = 4096
+
 _GRPC_CODES = {200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8, 500: 13, 503: 14}
 
 
@@ -84,18 +87,13 @@ def close_record(token: object) -> None:
 
 
 def begin(method: str, service: str, **request: Any) -> None:
-    """Mark the current request as audited under ``method``."""
+    """Mark the current request as audited under ``method``, with request fields worth recording."""
     record = _current.get()
     if record is not None:
         record.method = method
         record.service = service
-        _update_request(record.request, request)
-
-
-def _update_request(stored: dict[str, Any], request: dict[str, Any]) -> None:
-    for key, value in request.items():
-        if value is not None:
-            stored[key] = value if type(value) is str and len(value) <= 1024 else bounded(value)
+        if request:
+            note_request(**request)
 
 
 def note(*, principal: str | None = None, resource: str | None = None, delegation: list[str] | None = None,
@@ -109,10 +107,6 @@ def note(*, principal: str | None = None, resource: str | None = None, delegatio
         record.resource = resource
     if delegation is not None:
         record.delegation = delegation
-    note_response(record, response)
-
-
-def note_response(record: AuditRecord, response: dict[str, Any]) -> None:
     stored = record.response
     for key, value in response.items():
         if value is not None:
@@ -138,9 +132,24 @@ def bounded(value: Any, depth: int = 0) -> Any:
 
 
 def note_request(**request: Any) -> None:
+    """Request fields worth recording (as sent: ``stored_body`` bounds what is stored)."""
     record = _current.get()
     if record is not None:
-        _update_request(record.request, request)
+        stored = record.request
+        for key, value in request.items():
+            if value is not None:
+                stored[key] = value
+
+
+def note_decision(resource: str, delegation: list[str], authorizations: tuple[tuple[str, str, bool], ...]) -> None:
+    """A credential decision (``Credentials.authorize``), remembered or just made: the account's resource, the
+    delegation and each hop's permission check."""
+    record = _current.get()
+    if record is not None:
+        record.resource = resource
+        record.delegation = delegation
+        if record.method is not None:
+            record.authorization.extend(authorizations)
 
 
 def note_authorization(permission: str, resource: str, granted: bool) -> None:
@@ -244,7 +253,7 @@ class AuditLog:
         """Store the entry of a change keyless makes itself, outside any request (at start): no caller."""
         record = AuditRecord("", "")
         record.method, record.service, record.resource = method, "keyless", resource
-        note_response(record, response)
+        record.response = {key: value for key, value in response.items() if value is not None}
         await self.commit(record, 200)
 
     async def prune(self, retention: float, *, batch: int = 5000) -> int:
@@ -297,8 +306,14 @@ def stored_body(record: AuditRecord, http_status: int) -> dict[str, Any]:
         body["delegation"] = record.delegation
     if record.authorization:
         body["authorization"] = record.authorization
-    if record.request:
-        body["request"] = record.request
+    request = record.request
+    if request:
+        # As sent when it is small and plain (one C call tells); else a bounded copy (``bounded``).
+        try:
+            plain = len(orjson.dumps(request)) <= MAX_PLAIN_REQUEST
+        except orjson.JSONEncodeError:
+            plain = False
+        body["request"] = request if plain else bounded(request)
     if record.response:
         body["response"] = record.response
     if http_status >= 400:

@@ -9,11 +9,10 @@ from keyless.crypto.jwt import JwtError, unverified_parts, verify_rs256
 from keyless.crypto.keys import public_key_of_cert
 from keyless.crypto.tokens import token_hash
 from keyless.domain.policy import Principal
-from keyless.errors import PermissionDenied, Unauthenticated
+from keyless.errors import Unauthenticated
 from keyless.service.core import Caller, Core
 from keyless.service.keyring import verifies_at
 from keyless.storage.base import User
-from keyless.storage.cache import decision_memo
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 IAM_SCOPE = "https://www.googleapis.com/auth/iam"
@@ -40,42 +39,26 @@ def sign_in_grant(grant_id: str) -> str:
     return SIGN_IN_GRANT_PREFIX + grant_id
 
 
-def bearer_token(authorization: str | None) -> str:
-    if not authorization:
-        raise Unauthenticated(MISSING, reason="CREDENTIALS_MISSING")
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated(MISSING, reason="CREDENTIALS_MISSING")
-    return token.strip()
-
-
 async def authenticate(core: Core, authorization: str | None) -> Caller:
-    # An access token's caller is remembered by the Authorization header that carried it too, so that a
-    # repeated header skips parsing it (the hot path of every API call).
-    memo = await decision_memo(core.store)
-    if memo is not None and authorization is not None:
-        remembered: Caller | None = memo.get(("authorization", authorization))
-        if remembered is not None:
-            if core.now() >= remembered.expires_at:
-                raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
-            return remembered
-    token = bearer_token(authorization)
+    """The caller an ``Authorization: Bearer`` header names: an access token minted here, or a self-signed
+    service-account JWT."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated(MISSING, reason="CREDENTIALS_MISSING")
     if token.count(".") == 2 and not token.startswith("ya29."):
         return await _self_signed_jwt(core, token)
-    caller = await authenticate_access_token(core, token)
-    if memo is not None and authorization is not None:
-        memo[("authorization", authorization)] = caller
-    return caller
+    return await authenticate_access_token(core, token)
 
 
 async def authenticate_access_token(core: Core, token: str) -> Caller:
     # Who a genuine token names, and whether the store still honours it, only change with the stored state
     # (revocation, disabling, deletion all change it): remembered until then. Expiry is checked every time.
-    memo = await decision_memo(core.store)
+    memo = await core.store.memo()
     if memo is not None:
         remembered: Caller | None = memo.get(("token", token))
         if remembered is not None:
-            if core.now() >= remembered.expires_at:
+            if core.clock.now() >= remembered.expires_at:
                 raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
             return remembered
     caller = await _access_token_caller(core, token)
@@ -173,13 +156,3 @@ async def _self_signed_jwt(core: Core, token: str) -> Caller:
         raise Unauthenticated("Invalid self-signed JWT: it needs an aud or a scope claim.")
     matched = records[0].key_id if len(records) == 1 else None
     return Caller(Principal("serviceAccount", sa.email), sa.unique_id, scopes, float(exp), None, matched)
-
-
-def require_api_scope(caller: Caller, accepted: frozenset[str] = API_SCOPES) -> None:
-    if accepted.isdisjoint(caller.scopes):
-        raise PermissionDenied(
-            "Request had insufficient authentication scopes.",
-            details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                      "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "domain": "googleapis.com",
-                      "metadata": {"method": "keyless", "service": "iamcredentials.googleapis.com"}}],
-        )

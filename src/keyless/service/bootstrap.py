@@ -13,7 +13,7 @@ from keyless.private_files import write_private
 from keyless.service.admin import OWNER_CREDENTIAL_META, authorized_user_file, owner_delta, secret_hash
 from keyless.service.app import Keyless
 from keyless.service.core import project_resource
-from keyless.service.keyring import ISSUER
+from keyless.service.keyring import ISSUER, ISSUER_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ async def _bootstrap(keyless: Keyless, data_dir: Path) -> Bootstrapped:
     await core.store.init_meta("organization_number", str(secrets.randbelow(9 * 10**11) + 10**11))
     project = await keyless.admin.ensure_project(settings.default_project)
     await core.store.init_meta("default_project", project.project_id)
-    await core.keyring.signing_key(ISSUER, "keyless ID token issuer")
+    await core.keyring.current_key_id(ISSUER, ISSUER_NAME)
 
     owner = await core.store.find_user(settings.owner_email)
     if owner is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from keyless.clock import Clock
@@ -105,7 +106,7 @@ class Core:
         self._policy_cache[resource] = (stored.etag, policy)
         return policy
 
-    async def unconditional(self, accounts: list[ServiceAccount]) -> bool:
+    async def unconditional(self, accounts: Iterable[ServiceAccount]) -> bool:
         """True when no policy that decides access to these accounts has a condition (so no decision about
         them depends on the time of the request)."""
         for account in accounts:
@@ -120,11 +121,16 @@ class Core:
             principal = Principal(principal.kind, principal.email, frozenset(groups))
         return principal.identities()
 
-    async def allowed_on_account(self, identities: frozenset[str], permission: str, account: ServiceAccount) -> bool:
-        ctx = RequestContext(self.now(), account_condition_name(account), SA_RESOURCE_TYPE)
+    async def decide_on_account(self, identities: frozenset[str], permission: str, account: ServiceAccount) -> bool:
+        """Whether ``identities`` hold ``permission`` on ``account`` (its own policy and its project's)."""
+        ctx = RequestContext(self.clock.now(), account_condition_name(account), SA_RESOURCE_TYPE)
         policies = [await self.load_policy(account_resource(account)),
                     await self.load_policy(project_resource(account.project_id))]
-        granted = is_allowed(policies, identities, permission, ctx)
+        return is_allowed(policies, identities, permission, ctx)
+
+    async def allowed_on_account(self, identities: frozenset[str], permission: str, account: ServiceAccount) -> bool:
+        """``decide_on_account``, noted in the request's audit entry."""
+        granted = await self.decide_on_account(identities, permission, account)
         audit.note_authorization(permission, account_condition_name(account), granted)
         return granted
 

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.clock import Clock
-from keyless.crypto.keys import MasterKey, generate_key_pair, load_private_key
+from keyless.crypto.jwt import sign_rs256_raw_payload
+from keyless.crypto.keys import MasterKey, generate_key_pair, load_private_key, sign_pkcs1_sha256
 from keyless.domain.names import new_key_id
 from keyless.service.config import Settings
 from keyless.storage.base import KeyRecord, Store
-from keyless.storage.cache import decision_memo
 
 ISSUER = "issuer"
+ISSUER_NAME = "keyless ID token issuer"  # the common name of the issuer's certificates
 SYSTEM_MANAGED = "SYSTEM_MANAGED"
 USER_MANAGED = "USER_MANAGED"
 
@@ -49,7 +52,7 @@ class KeyRing:
         self._loaded: dict[str, rsa.RSAPrivateKey] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def private_key(self, record: KeyRecord) -> rsa.RSAPrivateKey:
+    def _private_key(self, record: KeyRecord) -> rsa.RSAPrivateKey:
         key = self._loaded.get(record.key_id)
         if key is None:
             if record.private_key_enc is None:
@@ -68,23 +71,44 @@ class KeyRing:
                 and now < record.created_at + self._settings.key_rotation_period
                 and in_validity_window(record, now))
 
-    async def signing_key(self, owner: str, common_name: str) -> SigningKey:
-        """The current system-managed key of ``owner``, creating or rotating it when due."""
+    async def sign(self, owner: str, common_name: str, data: bytes) -> tuple[str, bytes]:
+        """Sign ``data`` (RSASSA-PKCS1-v1_5 with SHA-256) with the current system-managed key of ``owner``
+        (creating or rotating it when due); returns the key id and the signature."""
+        key = await self._current_key(owner, common_name)
+        return key.key_id, sign_pkcs1_sha256(key.private_key, data)
+
+    async def sign_jwt(self, owner: str, common_name: str, claims: dict[str, Any] | bytes) -> tuple[str, str]:
+        """An RS256 JWT of ``claims`` (a dict, or JSON bytes signed as they are) under the current key of
+        ``owner``; returns the key id and the compact JWS."""
+        key = await self._current_key(owner, common_name)
+        payload = claims if isinstance(claims, bytes) else orjson.dumps(claims)
+        return key.key_id, sign_rs256_raw_payload(key.private_key, key.key_id, payload)
+
+    async def current_key_id(self, owner: str, common_name: str) -> str:
+        """The id of ``owner``'s current system-managed key (created now if it has none)."""
+        return (await self._current_key(owner, common_name)).key_id
+
+    async def _current_key(self, owner: str, common_name: str) -> SigningKey:
+        """The current system-managed key of ``owner``, creating or rotating it when due. Private: the key's
+        private half never leaves the keyring."""
         now = self._clock.now()
         # Which key is current changes with the stored state (a rotation, a disabled key: the memo is emptied)
-        # or with the time (the window remembered with it): remembered in between.
-        memo = await decision_memo(self._store)
+        # or with the time (the window remembered with it): remembered in between, by id (the private half
+        # stays in this keyring).
+        memo = await self._store.memo()
         if memo is not None:
-            remembered: tuple[SigningKey, float, float] | None = memo.get(("signing-key", owner))
+            remembered: tuple[str, float, float] | None = memo.get(("signing-key", owner))
             if remembered is not None and remembered[1] <= now < remembered[2]:
-                return remembered[0]
+                loaded = self._loaded.get(remembered[0])
+                if loaded is not None:
+                    return SigningKey(remembered[0], loaded)
         records = await self._store.list_keys(owner)
         current = [r for r in records if self._is_current(r, now)]
         if current:
             newest = current[-1]
-            key = SigningKey(newest.key_id, self.private_key(newest))
+            key = SigningKey(newest.key_id, self._private_key(newest))
             if memo is not None:
-                memo[("signing-key", owner)] = (key, *self._current_window(newest, records, now))
+                memo[("signing-key", owner)] = (key.key_id, *self._current_window(newest, records, now))
             return key
         lock = self._locks.setdefault(owner, asyncio.Lock())
         async with lock:
@@ -92,21 +116,21 @@ class KeyRing:
             now = self._clock.now()
             current = [r for r in records if self._is_current(r, now)]
             if current:
-                return SigningKey(current[-1].key_id, self.private_key(current[-1]))
+                return SigningKey(current[-1].key_id, self._private_key(current[-1]))
             expected = [r.key_id for r in records if r.key_type == SYSTEM_MANAGED and r.retired_at is None]
             record, _ = await self._new_record(owner, common_name, SYSTEM_MANAGED, now)
             if await self._store.rotate_system_key(owner, expected, record):
-                return SigningKey(record.key_id, self.private_key(record))
+                return SigningKey(record.key_id, self._private_key(record))
             # Another process rotated first: use its key rather than adding a competing one.
             self.forget(record.key_id)
             now = self._clock.now()
             current = [r for r in await self._store.list_keys(owner) if self._is_current(r, now)]
             if not current:
                 raise RuntimeError(f"no current signing key for {owner} after a concurrent rotation")
-            return SigningKey(current[-1].key_id, self.private_key(current[-1]))
+            return SigningKey(current[-1].key_id, self._private_key(current[-1]))
 
     def _current_window(self, newest: KeyRecord, records: list[KeyRecord], now: float) -> tuple[float, float]:
-        """From when until when ``newest`` stays the key ``signing_key`` picks, the stored state unchanged: until
+        """From when until when ``newest`` stays the key ``_current_key`` picks, the stored state unchanged: until
         it is due for rotation or expires, or another key's validity starts."""
         until = min(newest.created_at + self._settings.key_rotation_period, newest.valid_before,
                     *(r.valid_after for r in records if r.valid_after > now))

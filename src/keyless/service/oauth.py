@@ -21,7 +21,7 @@ from keyless.crypto.keys import public_key_of_cert
 from keyless.crypto.tokens import token_hash
 from keyless.domain.oauth_clients import PublicClient, find_client, verifier_matches
 from keyless.errors import OAuthError, ResourceExhausted, Unauthenticated, invalid_grant
-from keyless.service import audit
+from keyless.service import audit, minting
 from keyless.service.admin import new_refresh_token, secret_hash
 from keyless.service.authn import (
     CLOUD_PLATFORM,
@@ -175,20 +175,17 @@ class OAuth:
         if target_audience is not None:
             if not isinstance(target_audience, str) or not target_audience:
                 raise OAuthError("invalid_request", "target_audience must be a non-empty string.")
-            id_claims = await self.credentials.id_token_claims(account, target_audience, include_email=True)
-            id_claims["azp"] = account.email
             audit.note_request(target_audience=target_audience)
-            id_token = await self.credentials.sign_id_token(id_claims)
-            audit.note(tokenHash=self.core.audit_hash(id_token))
-            return {"id_token": id_token}
+            claims = minting.account_id_claims(self.core, account, target_audience, include_email=True,
+                                               azp_email=True)
+            return {"id_token": await minting.id_token(self.core, claims)}
         if not isinstance(scope, str) or not scope.split():
             raise OAuthError("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
-        token, minted = self.core.minter.mint(principal_kind="serviceAccount", principal_id=account.unique_id,
-                                              scopes=tuple(scope.split()), issued_at=now,
-                                              expires_at=int(now) + TOKEN_LIFETIME, key_id=used.key_id)
         audit.note_request(scope=scope)
-        audit.note(tokenHash=self.core.audit_hash(minted.token_id), keyId=used.key_id)
-        return {"access_token": token, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"}
+        audit.note(keyId=used.key_id)
+        minted = minting.access_token(self.core, "serviceAccount", account.unique_id, tuple(scope.split()),
+                                      TOKEN_LIFETIME, key_id=used.key_id)
+        return {"access_token": minted.token, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"}
 
     async def _refresh(self, form: Mapping[str, str]) -> dict[str, Any]:
         refresh_token = form.get("refresh_token")
@@ -213,12 +210,10 @@ class OAuth:
         audit.note(principal=user.email)
         self._within_rate(user.email)
         scopes = tuple(form.get("scope", "").split()) or USER_DEFAULT_SCOPES
-        issued = self.core.now()
-        token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
-                                              issued_at=issued, expires_at=int(issued) + TOKEN_LIFETIME,
-                                              client_id=user.client_id, grant=refresh_grant(user))
         audit.note_request(scope=" ".join(scopes))
-        audit.note(tokenHash=self.core.audit_hash(minted.token_id))
+        minted = minting.access_token(self.core, "user", user.user_id, scopes, TOKEN_LIFETIME,
+                                      client_id=user.client_id, grant=refresh_grant(user))
+        issued, token = minted.claims.issued_at, minted.token
         out: dict[str, Any] = {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
                                "token_type": "Bearer"}
         if "openid" in scopes:
@@ -240,7 +235,7 @@ class OAuth:
             claims["email_verified"] = True
         if nonce:
             claims["nonce"] = nonce
-        return await self.credentials.sign_id_token(claims)
+        return await minting.id_token(self.core, claims)
 
     def _public_client(self, client_id: str | None, client_secret: str | None) -> PublicClient:
         """The registered client that authenticates with ``client_id`` and its (public) secret."""
@@ -291,12 +286,10 @@ class OAuth:
                 raise invalid_grant(BAD_CODE) from None
             out["refresh_token"] = refresh_token
             grant_marker = sign_in_grant(grant.grant_id)
-        token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id,
-                                              scopes=record.scopes, issued_at=issued,
-                                              expires_at=int(issued) + TOKEN_LIFETIME, client_id=client.client_id,
-                                              grant=grant_marker)
         audit.note_request(scope=" ".join(record.scopes))
-        audit.note(tokenHash=self.core.audit_hash(minted.token_id))
+        minted = minting.access_token(self.core, "user", user.user_id, record.scopes, TOKEN_LIFETIME,
+                                      client_id=client.client_id, grant=grant_marker)
+        issued, token = minted.claims.issued_at, minted.token
         out.update({"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(record.scopes),
                     "token_type": "Bearer"})
         if "openid" in record.scopes:
@@ -322,12 +315,10 @@ class OAuth:
             raise OAuthError("invalid_scope", "The requested scopes are not all among the scopes the user "
                              "granted.")
         scopes = requested or grant.scopes
-        issued = self.core.now()
-        token, minted = self.core.minter.mint(principal_kind="user", principal_id=user.user_id, scopes=scopes,
-                                              issued_at=issued, expires_at=int(issued) + TOKEN_LIFETIME,
-                                              client_id=client.client_id, grant=sign_in_grant(grant.grant_id))
         audit.note_request(scope=" ".join(scopes), client_id=client.client_id)
-        audit.note(tokenHash=self.core.audit_hash(minted.token_id))
+        minted = minting.access_token(self.core, "user", user.user_id, scopes, TOKEN_LIFETIME,
+                                      client_id=client.client_id, grant=sign_in_grant(grant.grant_id))
+        issued, token = minted.claims.issued_at, minted.token
         out: dict[str, Any] = {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
                                "token_type": "Bearer"}
         if "openid" in scopes:

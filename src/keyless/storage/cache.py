@@ -45,13 +45,6 @@ def leave_request(token: Token[list[int] | None]) -> None:
     _request_generation.reset(token)
 
 
-async def decision_memo(store: Store) -> dict[Any, Any] | None:
-    """Where decisions derived from ``store``'s state may be remembered until it next changes: the caching
-    store's memo (see ``CachingStore.memo``); None when the store cannot say when it changes."""
-    memo = getattr(store, "memo", None)
-    return await memo() if memo is not None else None
-
-
 @contextlib.contextmanager
 def request_scope() -> Iterator[None]:
     """``enter_request``/``leave_request`` as a context manager."""
@@ -78,24 +71,22 @@ class CachingStore:
 
     async def _checked(self) -> bool:
         """In a request: make the cache current (dropping it when the generation moved) and say so."""
+        return await self.memo() is not None
+
+    async def memo(self) -> dict[Any, Any] | None:
+        """The decision memo (``Store.memo``): a dict for values derived from the stored state (decisions,
+        parsed objects), valid for as long as the cache is: emptied whenever the state changes. None outside
+        a request."""
         slot = _request_generation.get()
         if slot is None:
-            return False
+            return None
         if slot[0] == _UNCHECKED:
             slot[0] = await self.inner.generation()
         if slot[0] != self._generation:
             self._cache.clear()
             self._memo.clear()
             self._generation = slot[0]
-        return True
-
-    async def memo(self) -> dict[Any, Any] | None:
-        """A dict for values derived from the stored state (decisions, parsed objects), valid for as long as
-        the cache is: emptied whenever the state changes. None outside a request."""
-        slot = _request_generation.get()
-        if slot is not None and slot[0] == self._generation != _UNCHECKED:
-            return self._memo  # already checked in this request
-        return self._memo if await self._checked() else None
+        return self._memo
 
     async def _cached(self, key: tuple[str, ...], load: Callable[[], Coroutine[Any, Any, T]]) -> T:
         if not await self._checked():

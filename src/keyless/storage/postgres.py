@@ -298,6 +298,9 @@ class PostgresStore:
                 with contextlib.suppress(*_UNAVAILABLE):
                     await self.pool.release(conn)
 
+    async def memo(self) -> dict[Any, Any] | None:
+        return None  # remembering needs the read cache, which knows when the state changes
+
     async def generation(self) -> int:
         # The counter, and which server answers (when it started): a promoted standby may hold a change whose
         # counter increase never committed (the old primary died between the two), so after a failover every

@@ -331,6 +331,9 @@ class SqliteStore:
         row: tuple[Any, ...] | None = self.db.execute(sql, params).fetchone()
         return row
 
+    async def memo(self) -> dict[Any, Any] | None:
+        return None  # remembering needs the read cache, which knows when the state changes
+
     async def generation(self) -> int:
         # The shared counter, not the meta row: every request asks, and a query costs 5-25 microseconds under
         # load where a memory read costs nothing.
