@@ -1,8 +1,8 @@
 """Request parsing, authentication and rendering shared by every route.
 
-Each step has a form that works on raw ASGI messages (``receive_body``, ``parse_json_object``,
-``authenticate_api_caller``, ``send_json``) for the routes that skip Starlette's objects, and the
-``Request``/``Response`` form the other routes use is built on it, so both say the same thing on the wire."""
+Each step has a form that works on raw ASGI messages (``receive_body``, ``parse_json_object``, ``send_json``;
+the caller comes from ``keyless.service.authn.api_caller``) for the routes that skip Starlette's objects, and
+the ``Request``/``Response`` form the other routes use is built on it, so both say the same thing on the wire."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import contextlib
 import logging
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,11 +19,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Send
 
 from keyless.domain.services import IAM, ORG_POLICY, RESOURCE_MANAGER
-from keyless.errors import InsufficientScopes, Internal, InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
+from keyless.errors import Internal, InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
 from keyless.proxy.hosts import is_served
 from keyless.service import audit
 from keyless.service.app import Keyless
-from keyless.service.authn import API_SCOPES, authenticate
+from keyless.service.authn import api_caller as api_caller_of
 from keyless.service.core import Caller
 from keyless.service.usage import require_service
 
@@ -117,21 +116,6 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
-async def authenticate_api_caller(kl: Keyless, authorization: str | None, user_project: str | None = None
-                                  ) -> Caller:
-    """The caller of an API method (IAM, IAM Credentials, Resource Manager), within its rate limit; with the
-    project its ``x-goog-user-project`` header names."""
-    caller = await authenticate(kl.core, authorization)
-    email = caller.principal.email
-    audit.note(principal=email)
-    kl.per_caller.check(email)
-    if API_SCOPES.isdisjoint(caller.scopes):
-        raise InsufficientScopes()
-    if user_project:
-        caller = replace(caller, user_project=user_project)
-    return caller
-
-
 # The API each route family belongs to, and the project its path names (group 1), for --enforce-services. The
 # IAM Credentials verbs check theirs once the target is authorized (Credentials.authorize_chain); Service Usage
 # and keyless's own routes are never refused for a disabled API.
@@ -146,8 +130,8 @@ _ROUTE_SERVICES = (
 
 async def api_caller(request: Request) -> Caller:
     kl = keyless_of(request)
-    caller = await authenticate_api_caller(kl, request.headers.get("authorization"),
-                                           request.headers.get("x-goog-user-project"))
+    caller = await api_caller_of(kl.core, kl.per_caller, request.headers.get("authorization"),
+                                 request.headers.get("x-goog-user-project"))
     if kl.settings.enforce_services:
         path = request.url.path
         for pattern, service in _ROUTE_SERVICES:

@@ -25,7 +25,6 @@ from keyless.domain.lifetimes import format_second, parse_bool, parse_duration
 from keyless.domain.names import parse_account_name
 from keyless.errors import InvalidArgument, KeylessError
 from keyless.http.common import (
-    authenticate_api_caller,
     parse_json_object,
     receive_body,
     send_json,
@@ -35,6 +34,7 @@ from keyless.proxy.hosts import is_served
 from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.audit import AuditRecord
+from keyless.service.authn import api_caller
 from keyless.service.core import Caller
 from keyless.service.requests import (
     GenerateAccessTokenRequest,
@@ -91,8 +91,9 @@ class CredentialVerbs:
         audit.begin(method, CREDENTIALS, name=name)
         kl = self.keyless
         try:
-            caller = await authenticate_api_caller(
-                kl, None if headers.authorization is None else headers.authorization.decode("latin-1"),
+            caller = await api_caller(
+                kl.core, kl.per_caller,
+                None if headers.authorization is None else headers.authorization.decode("latin-1"),
                 None if headers.user_project is None else headers.user_project.decode("latin-1"))
             body = parse_json_object(await receive_body(
                 receive, kl.limits.max_body_bytes,
@@ -104,44 +105,45 @@ class CredentialVerbs:
             audit.note_request(**audited)
             legacy = project != "-" or (headers.host.startswith(b"iam.") and is_served(
                 headers.host.decode("latin-1").split(":")[0], self.universe_domains))
-            result = await ANSWERS[verb](kl, caller, name, body, legacy)
+            status, content = 200, await ANSWERS[verb](kl, caller, name, body, legacy)
+            headers_out: Mapping[str, str] | None = None
         except KeylessError as exc:
             audit.note_error(exc.message)
-            await self._answer(send, record, exc.http_status, exc.to_json(), scope, exc.headers)
-            return
+            status, content, headers_out = exc.http_status, exc.to_json(), exc.headers
         except ClientDisconnect:
             return
         except Exception as exc:
             error = unexpected(scope["method"], scope["path"], exc)
             audit.note_error(error.message)
-            await self._answer(send, record, error.http_status, error.to_json(), scope)
-            return
-        await self._answer(send, record, 200, result, scope)
-
-    async def _answer(self, send: Send, record: AuditRecord, status: int, content: dict[str, Any],
-                      scope: Scope, headers: Mapping[str, str] | None = None) -> None:
+            status, content, headers_out = error.http_status, error.to_json(), None
         if record.method is not None:
             # The credential in this response is released only once its entry is stored.
             try:
-                await self.keyless.audit.commit(record, status)
+                await kl.audit.commit(record, status)
             except KeylessError as exc:  # the entry cannot be stored (the database unavailable): nothing is released
-                status, content = exc.http_status, exc.to_json()
+                status, content, headers_out = exc.http_status, exc.to_json(), None
             except Exception as exc:  # likewise
                 error = unexpected(scope["method"], scope["path"], exc)
-                status, content, headers = error.http_status, error.to_json(), None
+                status, content, headers_out = error.http_status, error.to_json(), None
             finally:
                 record.method = None
-        await send_json(send, status, content, headers)
+        await send_json(send, status, content, headers_out)
 
 
 async def _generate_access_token(kl: Keyless, caller: Caller, name: str, body: dict[str, Any],
                                  iam_v1: bool) -> dict[str, Any]:
     account = parse_account_name(name, require_wildcard=True)
-    scopes = _strings(body.get("scope"), "scope")
+    # A repeated string field: a list of strings (a string, even space-separated, is refused, as Google does).
+    scopes = body.get("scope") or []
+    if type(scopes) is not list:
+        raise InvalidArgument("Invalid value at 'scope': expected a list of strings.", field="scope")
+    for item in scopes:
+        if type(item) is not str:
+            raise InvalidArgument("Invalid value at 'scope': expected a list of strings.", field="scope")
     delegates = parse_delegates(body.get("delegates"), max_delegates=None)  # how many: the core's rule
     lifetime = body.get("lifetime")
     request = GenerateAccessTokenRequest(
-        account, scopes, delegates,
+        account, tuple(scopes), delegates,
         None if lifetime is None or lifetime == "" else parse_duration(lifetime, field="lifetime"))
     result = await kl.credentials.generate_access_token(caller, request)
     return {"accessToken": result.token, "expireTime": format_second(result.expire_time)}
@@ -189,19 +191,6 @@ async def _sign_jwt(kl: Keyless, caller: Caller, name: str, body: dict[str, Any]
     request = SignJwtRequest(account, payload, delegates, iam_v1)
     result = await kl.credentials.sign_jwt(caller, request)
     return {"keyId": result.key_id, "signedJwt": result.jwt}
-
-
-def _strings(value: object, field: str) -> tuple[str, ...]:
-    """A repeated string field: a list of strings (a string, even space-separated, is refused, as Google does)."""
-    if value is None or value == "":
-        return ()
-    if type(value) is list:
-        for item in value:
-            if type(item) is not str:
-                break
-        else:
-            return tuple(value)
-    raise InvalidArgument(f"Invalid value at '{field}': expected a list of strings.", field=field)
 
 
 def decode_bytes(value: object, *, field: str) -> bytes:

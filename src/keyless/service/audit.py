@@ -92,8 +92,10 @@ def begin(method: str, service: str, **request: Any) -> None:
     if record is not None:
         record.method = method
         record.service = service
-        if request:
-            note_request(**request)
+        stored = record.request
+        for key, value in request.items():
+            if value is not None:
+                stored[key] = value
 
 
 def note(*, principal: str | None = None, resource: str | None = None, delegation: list[str] | None = None,
@@ -275,8 +277,11 @@ class AuditLog:
                 seen, turns = len(self._pending), turns + 1
                 await asyncio.sleep(0)
             batch, self._pending = self._pending, []
+            entries = []
+            for entry, _ in batch:
+                entries.append(entry)
             try:
-                await self._store.append_audit([entry for entry, _ in batch])
+                await self._store.append_audit(entries)
             except Exception as exc:
                 if isinstance(exc, Unavailable):
                     # The entries that queued meanwhile fail with it rather than wait for a database that just
@@ -288,7 +293,7 @@ class AuditLog:
                         done.set_exception(exc)
                 continue
             if self._sink is not None:
-                lines = await self.rendered([entry for entry, _ in batch], suggest=False)
+                lines = await self.rendered(entries, suggest=False)
                 self._sink.write("".join(orjson.dumps(line).decode() + "\n" for line in lines))
                 self._sink.flush()
             for _, done in batch:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from keyless.crypto.jwt import JwtError, unverified_parts, verify_rs256
 from keyless.crypto.keys import public_key_of_cert
 from keyless.crypto.tokens import token_hash
 from keyless.domain.policy import Principal
-from keyless.errors import Unauthenticated
+from keyless.errors import InsufficientScopes, Unauthenticated
+from keyless.service import audit
 from keyless.service.core import Caller, Core
 from keyless.service.keyring import verifies_at
+from keyless.service.limits import RateLimiter
 from keyless.storage.base import User
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -39,16 +42,25 @@ def sign_in_grant(grant_id: str) -> str:
     return SIGN_IN_GRANT_PREFIX + grant_id
 
 
-async def authenticate(core: Core, authorization: str | None) -> Caller:
-    """The caller an ``Authorization: Bearer`` header names: an access token minted here, or a self-signed
-    service-account JWT."""
+async def api_caller(core: Core, per_caller: RateLimiter, authorization: str | None,
+                     user_project: str | None = None) -> Caller:
+    """The caller of an API method (IAM, IAM Credentials, Resource Manager) that an ``Authorization: Bearer``
+    header names (an access token minted here, or a self-signed service-account JWT), within its rate limit and
+    holding an API scope; with the project its ``x-goog-user-project`` header names."""
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated(MISSING, reason="CREDENTIALS_MISSING")
     if token.count(".") == 2 and not token.startswith("ya29."):
-        return await _self_signed_jwt(core, token)
-    return await authenticate_access_token(core, token)
+        caller = await _self_signed_jwt(core, token)
+    else:
+        caller = await authenticate_access_token(core, token)
+    email = caller.principal.email
+    audit.note(principal=email)
+    per_caller.check(email)
+    if API_SCOPES.isdisjoint(caller.scopes):
+        raise InsufficientScopes()
+    return replace(caller, user_project=user_project) if user_project else caller
 
 
 async def authenticate_access_token(core: Core, token: str) -> Caller:

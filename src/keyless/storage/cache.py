@@ -69,10 +69,6 @@ class CachingStore:
         # Backend extras (SqliteStore.path, PostgresStore.dsn, ...) stay reachable.
         return getattr(self.inner, name)
 
-    async def _checked(self) -> bool:
-        """In a request: make the cache current (dropping it when the generation moved) and say so."""
-        return await self.memo() is not None
-
     async def memo(self) -> dict[Any, Any] | None:
         """The decision memo (``Store.memo``): a dict for values derived from the stored state (decisions,
         parsed objects), valid for as long as the cache is: emptied whenever the state changes. None outside
@@ -88,13 +84,14 @@ class CachingStore:
             self._generation = slot[0]
         return self._memo
 
-    async def _cached(self, key: tuple[str, ...], load: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        if not await self._checked():
-            return await load()
+    async def _cached(self, key: tuple[str, ...], load: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """``load(*args)``, remembered under ``key`` until the state changes (inside a request)."""
+        if await self.memo() is None:
+            return await load(*args)
         if key in self._cache:
             value: T = self._cache[key]
             return value
-        value = await load()
+        value = await load(*args)
         if len(self._cache) >= self.MAX_ENTRIES:
             self._cache.clear()
         self._cache[key] = value
@@ -169,7 +166,7 @@ class CachingStore:
 
     # meta
     async def get_meta(self, key: str) -> str | None:
-        return await self._cached(("meta", key), lambda: self.inner.get_meta(key))
+        return await self._cached(("meta", key), self.inner.get_meta, key)
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._changing():
@@ -185,7 +182,7 @@ class CachingStore:
             await self.inner.create_project(project)
 
     async def get_project(self, project_id: str) -> Project | None:
-        return await self._cached(("project", project_id), lambda: self.inner.get_project(project_id))
+        return await self._cached(("project", project_id), self.inner.get_project, project_id)
 
     async def list_projects(self) -> list[Project]:
         return await self.inner.list_projects()
@@ -196,10 +193,10 @@ class CachingStore:
             await self.inner.create_service_account(account)
 
     async def get_service_account(self, unique_id: str) -> ServiceAccount | None:
-        return await self._cached(("sa", unique_id), lambda: self.inner.get_service_account(unique_id))
+        return await self._cached(("sa", unique_id), self.inner.get_service_account, unique_id)
 
     async def find_service_account(self, email: str) -> ServiceAccount | None:
-        return await self._cached(("sa-email", email.lower()), lambda: self.inner.find_service_account(email))
+        return await self._cached(("sa-email", email.lower()), self.inner.find_service_account, email)
 
     async def list_service_accounts(self, project_id: str, *, after_email: str, limit: int) -> list[ServiceAccount]:
         return await self.inner.list_service_accounts(project_id, after_email=after_email, limit=limit)
@@ -218,10 +215,10 @@ class CachingStore:
             return await self.inner.create_key_within_quota(key, limit)
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        return await self._cached(("key", key_id), lambda: self.inner.get_key(key_id))
+        return await self._cached(("key", key_id), self.inner.get_key, key_id)
 
     async def list_keys(self, owner: str) -> list[KeyRecord]:
-        return await self._cached(("keys", owner), lambda: self.inner.list_keys(owner))
+        return await self._cached(("keys", owner), self.inner.list_keys, owner)
 
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
         async with self._changing():
@@ -233,7 +230,7 @@ class CachingStore:
 
     # policies
     async def get_policy(self, resource: str) -> StoredPolicy | None:
-        return await self._cached(("policy", resource), lambda: self.inner.get_policy(resource))
+        return await self._cached(("policy", resource), self.inner.get_policy, resource)
 
     async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:
         async with self._changing():
@@ -248,7 +245,7 @@ class CachingStore:
             await self.inner.create_user(user)
 
     async def get_user(self, user_id: str) -> User | None:
-        return await self._cached(("user", user_id), lambda: self.inner.get_user(user_id))
+        return await self._cached(("user", user_id), self.inner.get_user, user_id)
 
     async def find_user(self, email: str) -> User | None:
         return await self.inner.find_user(email)
@@ -287,7 +284,7 @@ class CachingStore:
             await self._changed()
 
     async def get_sign_in_grant(self, grant_id: str) -> SignInGrant | None:
-        return await self._cached(("grant", grant_id), lambda: self.inner.get_sign_in_grant(grant_id))
+        return await self._cached(("grant", grant_id), self.inner.get_sign_in_grant, grant_id)
 
     async def find_sign_in_grant(self, refresh_token_hash: str) -> SignInGrant | None:
         return await self.inner.find_sign_in_grant(refresh_token_hash)
@@ -320,12 +317,12 @@ class CachingStore:
             return await self.inner.delete_group(group)
 
     async def groups_of(self, member: str) -> list[str]:
-        return await self._cached(("groups-of", member), lambda: self.inner.groups_of(member))
+        return await self._cached(("groups-of", member), self.inner.groups_of, member)
 
     # org policies
     async def get_org_policy(self, resource: str, constraint: str) -> OrgPolicy | None:
         return await self._cached(("org", resource, constraint),
-                                  lambda: self.inner.get_org_policy(resource, constraint))
+                                  self.inner.get_org_policy, resource, constraint)
 
     async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
         async with self._changing():
@@ -353,7 +350,7 @@ class CachingStore:
 
     async def list_enabled_services(self, project_id: str) -> list[str]:
         # Read on every request of `keyless serve --enforce-services`.
-        return await self._cached(("services", project_id), lambda: self.inner.list_enabled_services(project_id))
+        return await self._cached(("services", project_id), self.inner.list_enabled_services, project_id)
 
     # audit (never cached, never a state change)
     async def append_audit(self, entries: list[AuditEntry]) -> None:
@@ -371,4 +368,4 @@ class CachingStore:
             await self.inner.revoke_token(token_hash, expires_at)
 
     async def is_token_revoked(self, token_hash: str) -> bool:
-        return await self._cached(("revoked", token_hash), lambda: self.inner.is_token_revoked(token_hash))
+        return await self._cached(("revoked", token_hash), self.inner.is_token_revoked, token_hash)
