@@ -45,3 +45,33 @@ def test_jwt_failures_are_typed() -> None:
     for cls in (MalformedJwt, BadSignature, WrongAudience, ExpiredJwt, PrematureJwt):
         assert issubclass(cls, JwtError) and issubclass(cls, KeylessError)
         assert cls("x").http_status == 401
+
+
+def test_every_raise_names_an_error_of_the_tree() -> None:
+    """Every ``raise SomeError(...)`` outside the command line raises a class of the tree (SystemExit at start-up
+    excepted, and the web library's own signals that its server answers, such as ClientDisconnect)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(keyless.__file__).parent
+    library_signals = {"SystemExit", "ClientDisconnect", "StopAsyncIteration", "CancelledError"}
+    outside = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0].removesuffix(".py") in NOT_WIRE_LAYERS:
+            continue
+        module = importlib.import_module("keyless." + ".".join(rel.with_suffix("").parts).removesuffix(".__init__"))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            call = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            name = call.attr if isinstance(call, ast.Attribute) else call.id if isinstance(call, ast.Name) else None
+            if name is None or name in library_signals:
+                continue
+            target = getattr(module, name, None)
+            if inspect.isclass(target):
+                if not issubclass(target, KeylessError | SystemExit):
+                    outside.append(f"{rel}:{node.lineno} {name}")
+            elif name[:1].isupper():
+                outside.append(f"{rel}:{node.lineno} {name} (not found)")
+    assert not outside, outside

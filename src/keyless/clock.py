@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Protocol
 
+from keyless.errors import MalformedData
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -30,7 +32,7 @@ class OffsetClock:
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
-            raise ValueError("the clock only moves forward")
+            raise MalformedData("the clock only moves forward")
         with self._lock:
             self._offset += seconds
 

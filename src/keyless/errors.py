@@ -199,6 +199,18 @@ class Internal(KeylessError):
     status = "INTERNAL"
 
 
+class MalformedData(Internal, ValueError):
+    """Data keyless holds or was handed is not what it must be (a key that is not RSA, a ciphertext of an unknown
+    version, a page token of another list). Callers that take such data from a request catch it and answer
+    with an error of their own; one that escapes is an internal error. A ``ValueError`` too, as the library
+    errors it stands beside."""
+
+
+class NotReady(Internal, RuntimeError):
+    """keyless used in a state it cannot serve from (a store that is not open, no signing key after a rotation):
+    a fault of keyless, not of the request."""
+
+
 class Unavailable(KeylessError):
     """The database cannot be reached, accepts no writes (a standby, during a failover) or did not answer in
     time: nothing was done that the caller can rely on, and the request may be retried."""

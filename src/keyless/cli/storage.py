@@ -25,6 +25,7 @@ import typer
 from keyless.cli.client import CliError, Session, parse_duration
 from keyless.cli.formatting import display
 from keyless.cli.help import plain_app
+from keyless.errors import MalformedData
 
 app = plain_app(help="Cloud Storage signed URLs.", no_args_is_help=True)
 ENDPOINT = "https://storage.googleapis.com"
@@ -102,7 +103,7 @@ def verify_signed_url(url: str, certificates: dict[str, str], *, method: str = "
     all_headers.setdefault("host", parts.netloc)
     header_block, signed_headers = canonical_headers(all_headers)
     if signed_headers != params.get("X-Goog-SignedHeaders"):
-        raise ValueError(f"The URL signs headers {params.get('X-Goog-SignedHeaders')}, not {signed_headers}.")
+        raise MalformedData(f"The URL signs headers {params.get('X-Goog-SignedHeaders')}, not {signed_headers}.")
     request = "\n".join([method.upper(), parts.path, canonical_query(params), header_block, signed_headers,
                          "UNSIGNED-PAYLOAD"])
     text = "\n".join([ALGORITHM, params.get("X-Goog-Date", ""), scope, hashlib.sha256(request.encode()).hexdigest()])
@@ -114,7 +115,7 @@ def verify_signed_url(url: str, certificates: dict[str, str], *, method: str = "
             return signer
         except InvalidSignature:
             continue
-    raise ValueError(f"The signature does not verify with any published key of {signer}.")
+    raise MalformedData(f"The signature does not verify with any published key of {signer}.")
 
 
 def _sign_with_key(key_info: dict[str, Any], message: bytes) -> bytes:

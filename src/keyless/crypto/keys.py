@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
+from keyless.errors import MalformedData
 from keyless.private_files import write_private
 
 RSA_BITS = 2048
@@ -29,7 +30,7 @@ class MasterKey:
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) != 32:
-            raise ValueError("the master key must be 32 bytes")
+            raise MalformedData("the master key must be 32 bytes")
         self._aead = AESGCM(self._derive(secret, b"keyless private-key encryption v1"))
         self.token_mac_key = self._derive(secret, b"keyless access-token mac v1")
         self.audit_hash_key = self._derive(secret, b"keyless audit token hash v1")
@@ -49,7 +50,7 @@ class MasterKey:
 
     def decrypt(self, blob: bytes, *, context: str) -> bytes:
         if blob[:2] != b"v1":
-            raise ValueError("unknown ciphertext version")
+            raise MalformedData("unknown ciphertext version")
         return self._aead.decrypt(blob[2:14], blob[14:], context.encode())
 
     @classmethod
@@ -114,7 +115,7 @@ def self_signed_certificate(key: rsa.RSAPrivateKey, common_name: str, not_before
 def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("not an RSA private key")
+        raise MalformedData("not an RSA private key")
     return key
 
 
@@ -128,7 +129,7 @@ def public_key_of_cert(cert_pem: bytes) -> rsa.RSAPublicKey:
     # against one (parsing the PEM certificate cost as much as the rest of the grant's checks).
     key = load_certificate(cert_pem).public_key()
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("not an RSA public key")
+        raise MalformedData("not an RSA public key")
     return key
 
 

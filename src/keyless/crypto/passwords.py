@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import secrets
 
+from keyless.errors import MalformedData
+
 SCHEME = "scrypt"
 COST_N = 2**15
 BLOCK_R = 8
@@ -69,10 +71,10 @@ def verify_password(password: str, stored: str) -> bool:
     try:
         scheme, n, r, p, salt, digest = target.split("$")
         if scheme != SCHEME:
-            raise ValueError(scheme)
+            raise MalformedData(scheme)
         params = int(n), int(r), int(p)
         if not (2 <= params[0] <= 2**20 and 1 <= params[1] <= 32 and 1 <= params[2] <= 16):
-            raise ValueError("cost out of range")
+            raise MalformedData("cost out of range")
         expected = _unb64(digest)
         given = _scrypt(password, _unb64(salt), *params)
     except ValueError:

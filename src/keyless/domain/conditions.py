@@ -15,7 +15,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from keyless.errors import InvalidArgument, KeylessError
+from keyless.errors import InvalidArgument, KeylessError, MalformedData
 
 ALLOWED_ROOTS = frozenset({"request", "resource"})
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
@@ -166,7 +166,7 @@ def _functions(meter: _Meter) -> dict[str, Any]:
 
     def duration(value: Any) -> Any:
         if isinstance(value, str) and not _duration_text().fullmatch(value):
-            raise ValueError(f"Invalid duration {value[:100]!r}")
+            raise MalformedData(f"Invalid duration {value[:100]!r}")
         return celtypes.DurationType(value)
 
     return {"matches": matches, "duration": duration}

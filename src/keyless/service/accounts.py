@@ -25,6 +25,7 @@ from keyless.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    MalformedData,
     NotFound,
     PermissionDenied,
 )
@@ -135,10 +136,10 @@ class Accounts:
         if page_token:
             try:
                 if not _PAGE_TOKEN_RE.match(str(page_token)):
-                    raise ValueError("not base64url")
+                    raise MalformedData("not base64url")
                 after = base64.urlsafe_b64decode(str(page_token).encode()).decode()
                 if "@" not in after:
-                    raise ValueError("not a page token of this list")
+                    raise MalformedData("not a page token of this list")
             except ValueError:
                 raise InvalidArgument("Invalid page token.", field="page_token") from None
         accounts = await self.core.store.list_service_accounts(project_id, after_email=after, limit=size + 1)
@@ -291,7 +292,7 @@ class Accounts:
             cert = load_certificate(pem)
             public = cert.public_key()
             if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
-                raise ValueError("not RSA-2048")
+                raise MalformedData("not RSA-2048")
         except Exception:
             raise InvalidArgument("publicKeyData is not a base64-encoded PEM X.509 certificate of an RSA key "
                                   "of at least 2048 bits.", field="public_key_data") from None

@@ -17,6 +17,7 @@ from keyless.clock import Clock
 from keyless.crypto.jwt import sign_rs256_raw_payload
 from keyless.crypto.keys import MasterKey, generate_key_pair, load_private_key, sign_pkcs1_sha256
 from keyless.domain.names import new_key_id
+from keyless.errors import MalformedData, NotReady
 from keyless.service.config import Settings
 from keyless.storage.base import KeyRecord, Store
 
@@ -56,7 +57,7 @@ class KeyRing:
         key = self._loaded.get(record.key_id)
         if key is None:
             if record.private_key_enc is None:
-                raise ValueError("key has no private part")
+                raise MalformedData("key has no private part")
             pem = self._master.decrypt(record.private_key_enc, context=record.key_id)
             key = load_private_key(pem)
             self._loaded[record.key_id] = key
@@ -126,7 +127,7 @@ class KeyRing:
             now = self._clock.now()
             current = [r for r in await self._store.list_keys(owner) if self._is_current(r, now)]
             if not current:
-                raise RuntimeError(f"no current signing key for {owner} after a concurrent rotation")
+                raise NotReady(f"no current signing key for {owner} after a concurrent rotation")
             return SigningKey(current[-1].key_id, self._private_key(current[-1]))
 
     def _current_window(self, newest: KeyRecord, records: list[KeyRecord], now: float) -> tuple[float, float]:

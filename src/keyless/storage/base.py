@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from keyless.errors import Aborted
+from keyless.errors import Aborted, MalformedData
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,7 @@ def check_updatable(changes: Mapping[str, object], updatable: frozenset[str]) ->
     """Refuse (ValueError) a change to a column the protocol does not let callers update."""
     unknown = set(changes) - updatable
     if unknown:
-        raise ValueError(f"cannot update {unknown}")
+        raise MalformedData(f"cannot update {unknown}")
 
 
 class Conflict(Aborted):

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from keyless.errors import Unavailable
+from keyless.errors import NotReady, Unavailable
 from keyless.storage.base import (
     KEY_UPDATABLE,
     SERVICE_ACCOUNT_UPDATABLE,
@@ -226,7 +226,7 @@ class PostgresStore:
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise RuntimeError("store is not open")
+            raise NotReady("store is not open")
         return self._pool
 
     async def open(self) -> None:

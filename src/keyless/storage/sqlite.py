@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from keyless.errors import NotReady
 from keyless.storage.base import (
     KEY_UPDATABLE,
     SERVICE_ACCOUNT_UPDATABLE,
@@ -209,7 +210,7 @@ class SqliteStore:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            raise RuntimeError("store is not open")
+            raise NotReady("store is not open")
         return self._db
 
     async def open(self) -> None:
@@ -338,12 +339,12 @@ class SqliteStore:
         # The shared counter, not the meta row: every request asks, and a query costs 5-25 microseconds under
         # load where a memory read costs nothing.
         if self._changes is None:
-            raise RuntimeError("store is not open")
+            raise NotReady("store is not open")
         return self._changes.read()
 
     async def bump_generation(self) -> None:
         if self._changes is None:
-            raise RuntimeError("store is not open")
+            raise NotReady("store is not open")
         self._changes.increment()  # called after the change itself is committed
 
     # meta
@@ -678,7 +679,7 @@ class SqliteStore:
     # audit
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         if self._writer_lock is None:
-            raise RuntimeError("store is not open")
+            raise NotReady("store is not open")
         rows = [(e.insert_id, e.timestamp, e.method, e.principal, e.resource, int(e.denied),
                  orjson.dumps(e.body).decode()) for e in entries]
         db = self.db
@@ -694,7 +695,7 @@ class SqliteStore:
 
     async def prune_audit(self, before: float, limit: int) -> int:
         if self._writer_lock is None:
-            raise RuntimeError("store is not open")
+            raise NotReady("store is not open")
         db = self.db
         with _flocked(self._writer_lock):
             # The oldest `limit` rows, of which those older than `before` (rows are in time order to within
