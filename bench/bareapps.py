@@ -118,7 +118,7 @@ async def _serve_child(app_name: str, port: int, ready: Path) -> None:
 
     app = trivial_app() if app_name == "trivial" else sign_app()
     sock = bind_reuseport(port)
-    # The uvicorn.Config keyless uses (keyless.server._Listeners.add_asgi).
+    # The uvicorn.Config keyless uses (keyless.server.listeners.Listeners.add_asgi).
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
                             date_header=True, proxy_headers=False, http="httptools")
     server = uvicorn.Server(config)

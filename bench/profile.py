@@ -33,7 +33,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 # Frames every sample of the server's main thread goes through: left out of the inclusive list.
-_OUTER = ("typer/", "runpy", "keyless/cli/", "keyless/server.py", "keyless/__main__.py", "asyncio/runners.py",
+_OUTER = ("typer/", "runpy", "keyless/cli/", "keyless/server/", "keyless/__main__.py", "asyncio/runners.py",
           "uvloop/__init__.py", "threading.py", "concurrent/futures/thread.py")
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import KEYLESS, start_server
@@ -111,10 +114,29 @@ def test_the_cel_runtime_is_loaded_only_when_a_condition_needs_it() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _serving_pid(conn: socket.socket, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server's side of the open connection ``conn`` (read from /proc: the socket whose
+    peer is this client's port, and the process that has it among its file descriptors)."""
+    client_port, server_port = conn.getsockname()[1], conn.getpeername()[1]
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, remote, inode = (row.split()[i] for i in (1, 2, 9))
+            if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+                inodes.add(f"socket:[{inode}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return pid
+    return None
+
+
 def test_every_worker_knows_the_universe_domains(tmp_path: Path) -> None:
     """``--workers 2 --universe-domain D``: a request for ``iam.D`` is IAM v1's signBlob on every process (the
     workers used to be started without the universe domains, so the answer depended on which took the
-    connection)."""
+    connection). Fresh connections until both processes have answered, each answer checked, and which process
+    answered read from /proc while the connection is still open."""
     import http.client
 
     srv = start_server(tmp_path / "data", "--workers", "2", "--universe-domain", "example.internal")
@@ -123,18 +145,47 @@ def test_every_worker_knows_the_universe_domains(tmp_path: Path) -> None:
         srv.grant(email, "user:owner@keyless.local")
         host, port = srv.url.removeprefix("http://").rsplit(":", 1)
         body = json.dumps({"payload": "aGVsbG8="})
-        assert len(json.loads((srv.data_dir / "endpoints.json").read_text())["workers"]) == 1  # listening
-        answers = set()
-        for _ in range(40):  # a new connection each time: SO_REUSEPORT spreads them over both processes
+        endpoints = json.loads((srv.data_dir / "endpoints.json").read_text())
+        pids = [endpoints["pid"], *endpoints["workers"]]
+        assert len(pids) == 2
+        answered_by: dict[int, int] = {}
+        for _ in range(200):  # a new connection each time: SO_REUSEPORT spreads them over both processes
             conn = http.client.HTTPConnection(host, int(port), timeout=30)
             conn.request("POST", f"/v1/projects/-/serviceAccounts/{email}:signBlob", body=body,
                          headers={"Host": "iam.example.internal", "Authorization": f"Bearer {srv.owner_token}",
                                   "Content-Type": "application/json"})
             response = conn.getresponse()
-            answers.add((response.status, tuple(sorted(json.loads(response.read()).get("error", {"ok": 1})))))
+            answer = json.loads(response.read())
+            # IAM v1's signBlob wants bytesToSign (the IAM Credentials API's would have signed the payload).
+            assert response.status == 400 and "bytesToSign" in answer["error"]["message"], answer
+            assert conn.sock is not None  # kept alive: the server's side is still open
+            pid = _serving_pid(conn.sock, pids)
+            assert pid is not None
+            answered_by[pid] = answered_by.get(pid, 0) + 1
             conn.close()
-        assert len(answers) == 1, answers
-        [(status, _)] = answers
-        assert status == 400  # IAM v1's signBlob wants bytesToSign
+            if len(answered_by) == len(pids):
+                break
+        assert sorted(answered_by) == sorted(pids), answered_by
     finally:
         srv.stop()
+
+
+def test_the_runtime_reaches_a_worker_whole(tmp_path: Path) -> None:
+    """What a worker receives is the supervisor's resolved runtime itself (pickled), equal field for field, and
+    frozen: a worker cannot resolve an option on its own or change one."""
+    import dataclasses
+    import pickle
+
+    from keyless.server import ServeOptions
+    from keyless.server.runtime import resolve
+
+    options = ServeOptions(data_dir=tmp_path, port=0, universe_domains=("Example.Internal.",), workers=2,
+                           public_url="https://iam.example.internal")
+    runtime = resolve(options, 8093)
+    received = pickle.loads(pickle.dumps(runtime))
+    assert received == runtime
+    assert received.settings.universe_domains == ("example.internal",)
+    assert received.settings.public_url == "https://iam.example.internal" and received.port == 8093
+    assert received.master_key_file.is_absolute()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        received.port = 1  # type: ignore[misc]

@@ -1,0 +1,191 @@
+"""The sockets and servers of each port: the API (in every process), and in the supervisor the metadata server, the
+universe-domain listener (TLS) and the interception proxy, with the local CA that certifies them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from keyless.crypto.ca import LocalCA, server_context, system_ca_bundle
+from keyless.http.protocol import guarded_protocol
+from keyless.metadata.app import build_metadata_app
+from keyless.private_files import write_private
+from keyless.proxy.destinations import TunnelRules
+from keyless.proxy.hosts import served_hosts
+from keyless.proxy.server import MAX_HEAD, InterceptionProxy, ProxyLimits
+from keyless.server.options import ServeOptions, is_loopback, is_wildcard, side_port
+from keyless.server.runtime import Runtime, url_of
+from keyless.service.app import Keyless
+
+PROXY_PASSWORD = "proxy.password"
+
+
+class ListenerError(SystemExit):
+    """A listener could not start: one line naming it, its address and the option that changes it."""
+
+
+def bind_listener(name: str, option: str, host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    try:
+        return bind_socket(host, port, reuse_port=reuse_port)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        free = "0 picks a free one" if option == "--port" else "0 picks a free one, -1 turns it off"
+        raise ListenerError(f"keyless serve: the {name} cannot listen on {url_of(host, port)[7:]}: {reason}. "
+                            f"Choose another port with {option} ({free}).") from None
+
+
+def bind_api(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    return bind_listener("API", "--port", host, port, reuse_port=reuse_port)
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # One socket per worker process: the kernel spreads connections evenly (a shared accept socket
+        # can leave every long-lived connection on one worker).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Accepted connections inherit this on Linux: a response written as headers then body must not wait
+    # for the client's delayed ACK (40 ms per request otherwise).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after shutting down, which would skip our clean-up; we handle signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
+class Listeners:
+    """The uvicorn servers and raw listeners of one process, started and stopped together."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        limits = runtime.limits
+        self.log_level = runtime.log_level
+        self.protocol = guarded_protocol(limits.header_timeout, limits.body_timeout, limits.max_connections)
+        self.keep_alive_timeout = limits.keep_alive_timeout
+        self.servers: list[_Server] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.raw: list[asyncio.Server] = []
+
+    def add_asgi(self, app: object, sock: socket.socket, *, certfile: Path | None = None,
+                 keyfile: Path | None = None) -> None:
+        config = uvicorn.Config(app, log_level=self.log_level, access_log=False, lifespan="off",  # type: ignore[arg-type]
+                                server_header=False, date_header=True, proxy_headers=False, http=self.protocol,
+                                timeout_keep_alive=self.keep_alive_timeout,  # type: ignore[arg-type]
+                                ssl_certfile=str(certfile) if certfile else None,
+                                ssl_keyfile=str(keyfile) if keyfile else None)
+        server = _Server(config)
+        self.servers.append(server)
+        self.tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+
+    async def wait_started(self) -> bool:
+        while not all(s.started for s in self.servers):
+            if any(t.done() for t in self.tasks):
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.request_exit()
+        for listener in self.raw:
+            listener.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def raise_failures(self) -> None:
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+
+def api_listeners(runtime: Runtime, app: ASGIApp, sock: socket.socket) -> Listeners:
+    """A process's listeners, starting with the API on ``sock`` (TLS when the runtime has a certificate)."""
+    listeners = Listeners(runtime)
+    listeners.add_asgi(app, sock, certfile=runtime.tls_cert, keyfile=runtime.tls_key)
+    return listeners
+
+
+async def add_side_listeners(listeners: Listeners, options: ServeOptions, runtime: Runtime, keyless: Keyless,
+                             app: ASGIApp) -> dict[str, object]:
+    """The supervisor's other ports (metadata server, universe-domain listener, interception proxy) and the local
+    CA behind the last two; returns what ``endpoints.json`` says about them."""
+    endpoints: dict[str, object] = {}
+    data_dir = runtime.data_dir
+    universes = runtime.settings.universe_domains
+    own_ports = {runtime.port}
+
+    metadata_port = side_port(options.metadata_port, options.port, 2)
+    if metadata_port >= 0:
+        md_sock = bind_listener("metadata server", "--metadata-port", options.metadata_host, metadata_port)
+        listeners.add_asgi(build_metadata_app(keyless), md_sock)
+        own_ports.add(md_sock.getsockname()[1])
+        endpoints["metadata"] = url_of(options.metadata_host, md_sock.getsockname()[1])
+
+    proxy_port = side_port(options.proxy_port, options.port, 1)
+    if proxy_port < 0 and not universes:
+        return endpoints
+    ca = LocalCA(data_dir / "tls")
+    ca.ensure()
+    bundle = data_dir / "ca-bundle.pem"
+    bundle.write_bytes(system_ca_bundle().rstrip() + b"\n" + ca.cert_path.read_bytes())
+    endpoints["caCert"] = str(ca.cert_path.resolve())
+    endpoints["caBundle"] = str(bundle.resolve())
+    leaf_cert, leaf_key = ca.issue("proxy-leaf", served_hosts(universes))
+    if universes:
+        cert, key = (options.universe_cert, options.universe_key)
+        if cert is None or key is None:
+            cert, key = ca.issue("universe-leaf", [h for d in universes for h in (d, f"*.{d}")])
+        universe_sock = bind_listener("universe-domain listener", "--universe-port", options.host,
+                                      side_port(options.universe_port, options.port, 3))
+        listeners.add_asgi(app, universe_sock, certfile=cert, keyfile=key)
+        own_ports.add(universe_sock.getsockname()[1])
+        endpoints["universe"] = {"domains": list(universes),
+                                 "url": url_of(runtime.api_host, universe_sock.getsockname()[1], tls=True)}
+    if proxy_port >= 0:
+        proxy_sock = bind_listener("interception proxy", "--proxy-port", options.proxy_host, proxy_port)
+        own_ports.add(proxy_sock.getsockname()[1])
+        public = not is_loopback(options.proxy_host)
+        password = proxy_password(data_dir) if public else None
+        limits = runtime.limits
+        proxy = InterceptionProxy(runtime.api_host, runtime.port, server_context(leaf_cert, leaf_key), universes,
+                                  upstream_tls=runtime.api_tls, rules=TunnelRules(frozenset(own_ports), public=public),
+                                  password=password, limits=ProxyLimits(
+                                      header_timeout=limits.header_timeout,
+                                      idle_timeout=limits.tunnel_idle_timeout,
+                                      max_connections=limits.max_connections))
+        listeners.raw.append(await asyncio.start_server(proxy.handle, sock=proxy_sock, limit=MAX_HEAD))
+        endpoints["proxy"] = url_of("127.0.0.1" if is_wildcard(options.proxy_host) else options.proxy_host,
+                                    proxy_sock.getsockname()[1])
+        if public:
+            endpoints["proxyPasswordFile"] = str((data_dir / PROXY_PASSWORD).resolve())
+    return endpoints
+
+
+def proxy_password(data_dir: Path) -> str:
+    """The password of a proxy listening off loopback: made once (0600) in the data dir, read by ``keyless env``."""
+    path = data_dir / PROXY_PASSWORD
+    try:
+        write_private(path, secrets.token_urlsafe(24) + "\n", exclusive=True)
+    except FileExistsError:
+        pass  # made by an earlier start: keep it, so clients configured with it keep working
+    return path.read_text().strip()
