@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.cli.support import TOKEN_CREATOR, create_sa, key_file, kl, tokeninfo, uid
@@ -124,6 +125,41 @@ def test_conditional_bindings_and_set_iam_policy(server: Server, tmp_path: Path)
     stale = kl(server, "iam", "service-accounts", "set-iam-policy", email, str(policy_file), expect=1)
     assert "ABORTED: There were concurrent policy changes." in stale.stderr
 
+
+
+@pytest.mark.parametrize("kind", ["serviceAccount", "project"])
+def test_the_four_policy_commands_of_each_kind(server: Server, tmp_path: Path, kind: str) -> None:
+    """get-iam-policy, set-iam-policy, add- and remove-iam-policy-binding: one implementation for service accounts
+    and projects, each answering with gcloud's status line for its kind."""
+    if kind == "project":
+        name = f"pol-{uid()}"
+        kl(server, "projects", "create", name)
+        group: tuple[str, ...] = ("projects",)
+    else:
+        name = create_sa(server, "pol")
+        group = ("iam", "service-accounts")
+    member, role = "user:pol@example.com", "roles/iam.serviceAccountUser"
+    updated = f"Updated IAM policy for {kind} [{name}]."
+
+    added = kl(server, *group, "add-iam-policy-binding", name, f"--member={member}", f"--role={role}",
+               "--format=json")
+    assert added.stderr.strip() == updated
+    assert {"role": role, "members": [member]} in json.loads(added.stdout)["bindings"]
+    shown = yaml.safe_load(kl(server, *group, "get-iam-policy", name).stdout)
+    assert {"role": role, "members": [member]} in shown["bindings"]
+
+    removed = kl(server, *group, "remove-iam-policy-binding", name, f"--member={member}", f"--role={role}",
+                 "--format=json")
+    assert removed.stderr.strip() == updated
+    assert all(member not in b["members"] for b in json.loads(removed.stdout).get("bindings", []))
+
+    current = yaml.safe_load(kl(server, *group, "get-iam-policy", name).stdout)
+    current["bindings"] = [*current.get("bindings", []), {"role": role, "members": ["user:file@example.com"]}]
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps(current))
+    replaced = kl(server, *group, "set-iam-policy", name, str(policy_file), "--format=json")
+    assert replaced.stderr.strip() == updated
+    assert json.loads(replaced.stdout)["bindings"] == current["bindings"]
 
 def test_formats(server: Server) -> None:
     email = create_sa(server, "fmt")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,17 +16,7 @@ from keyless.cli.args import ProjectOption, account_resource, confirm, project_o
 from keyless.cli.client import CliError, Session, account_path
 from keyless.cli.formatting import display, status
 from keyless.cli.help import plain_app
-from keyless.cli.policy import (
-    ConditionFileOption,
-    ConditionOption,
-    MemberOption,
-    RoleOption,
-    add_binding_command,
-    get_policy,
-    parse_condition,
-    remove_binding_command,
-    set_policy_from_file,
-)
+from keyless.cli.policy_commands import PolicyResource, policy_commands
 
 app = plain_app(help="Manage IAM service accounts, their keys and policies.", no_args_is_help=True)
 accounts = plain_app(help="Create and manage service accounts.", no_args_is_help=True)
@@ -147,40 +136,8 @@ def disable(account: Account) -> None:
 # ---------------------------------------------------------------- policies
 
 
-@accounts.command("add-iam-policy-binding")
-def add_iam_policy_binding(account: Account, member: MemberOption, role: RoleOption,
-                           condition: ConditionOption = None, condition_from_file: ConditionFileOption = None) -> None:
-    """Grant a role on a service account to a principal."""
-    add_binding_command(Session(), account_resource(account), "serviceAccount", account, member, role,
-                        parse_condition(condition, condition_from_file))
-
-
-@accounts.command("remove-iam-policy-binding")
-def remove_iam_policy_binding(
-    account: Account, member: MemberOption, role: RoleOption, condition: ConditionOption = None,
-    condition_from_file: ConditionFileOption = None,
-    all_: Annotated[bool, typer.Option("--all", help="Remove the member from every binding of the role.")] = False,
-) -> None:
-    """Revoke a role on a service account from a principal."""
-    remove_binding_command(Session(), account_resource(account), "serviceAccount", account, member, role,
-                           parse_condition(condition, condition_from_file), all_)
-
-
-@accounts.command("get-iam-policy")
-def get_iam_policy(account: Account) -> None:
-    """Show a service account's allow policy (version 3)."""
-    display(get_policy(Session(), account_resource(account)), "yaml")
-
-
-@accounts.command("set-iam-policy")
-def set_iam_policy(
-    account: Account,
-    policy_file: Annotated[Path, typer.Argument(metavar="POLICY_FILE", help="The policy as JSON or YAML.")],
-) -> None:
-    """Replace a service account's allow policy (its etag, if present, must be current)."""
-    policy = set_policy_from_file(Session(), account_resource(account), policy_file)
-    status(f"Updated IAM policy for serviceAccount [{account}].")
-    display(policy, "yaml")
+policy_commands(accounts, PolicyResource(kind="serviceAccount", noun="a service account", argument=Account,
+                                         path=account_resource))
 
 
 # ---------------------------------------------------------------- signing

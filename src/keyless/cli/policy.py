@@ -1,4 +1,5 @@
-"""IAM allow-policy edits shared by ``iam service-accounts`` and ``projects``: bindings, conditions, retries.
+"""IAM allow-policy edits behind the policy commands (``keyless.cli.policy_commands``) and ``keyless apply``:
+bindings, conditions, retries.
 
 ``add-iam-policy-binding`` and ``remove-iam-policy-binding`` read the policy (version 3), change it and write it
 back with its etag, retrying when another writer got there first (409), as gcloud does. Conditions are given as
@@ -12,21 +13,11 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from keyless.cli.client import CliError, Session, api_error
-from keyless.cli.formatting import display, status
 
 CONDITION_KEYS = ("expression", "title", "description")
-MemberOption = Annotated[str, typer.Option(
-    "--member", help="The principal: user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, ...")]
-RoleOption = Annotated[str, typer.Option("--role", help="The role, e.g. roles/iam.serviceAccountTokenCreator.")]
-ConditionOption = Annotated[str | None, typer.Option(
-    "--condition", help="expression=EXPR,title=TITLE[,description=DESC], or None for no condition.")]
-ConditionFileOption = Annotated[Path | None, typer.Option(
-    "--condition-from-file", help="A JSON or YAML file with expression, title and description.")]
 
 
 class ConditionArg:
@@ -171,32 +162,3 @@ def set_policy_from_file(session: Session, resource_path: str, policy_file: Path
     updated: dict[str, Any] = session.call("POST", f"{resource_path}:setIamPolicy", {"policy": data})
     return updated
 
-
-def add_binding_command(session: Session, resource_path: str, kind: str, name: str, member: str, role: str,
-                        condition: ConditionArg) -> None:
-    def change(policy: dict[str, Any]) -> bool:
-        if not condition.given and has_conditions(policy):
-            raise CliError("Adding a binding without specifying a condition to a policy containing conditions is "
-                           "prohibited in non-interactive mode. Run the command again with `--condition=None`.",
-                           exit_code=2)
-        return add_binding(policy, member, role, condition.condition)
-
-    policy = modify(session, resource_path, change)
-    status(f"Updated IAM policy for {kind} [{name}].")
-    display(policy, "yaml")
-
-
-def remove_binding_command(session: Session, resource_path: str, kind: str, name: str, member: str, role: str,
-                           condition: ConditionArg, all_: bool) -> None:
-    def change(policy: dict[str, Any]) -> bool:
-        if not condition.given and not all_ and has_conditions(policy):
-            raise CliError("Removing a binding without specifying a condition from a policy containing conditions "
-                           "is prohibited in non-interactive mode. Run the command again with `--condition=None` "
-                           "to remove a binding without condition or run command with `--all` to remove all "
-                           "bindings of the specified principal and role.", exit_code=2)
-        remove_binding(policy, member, role, condition, all_)
-        return True
-
-    policy = modify(session, resource_path, change)
-    status(f"Updated IAM policy for {kind} [{name}].")
-    display(policy, "yaml")
