@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from keyless.crypto.jwt import b64url, b64url_decode
-
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 PREFIX = "ya29."
 
@@ -70,11 +69,11 @@ class TokenMinter:
             return None
         # Compared as text: base64 has several spellings of one MAC (unused trailing bits), and a token must
         # have exactly one.
-        expected = b64url(hmac.digest(self._key, body_bytes, "sha256")).encode("ascii")
-        if not hmac.compare_digest(given, expected):
+        expected = binascii.b2a_base64(hmac.digest(self._key, body_bytes, "sha256"), newline=False)
+        if not hmac.compare_digest(given, expected.translate(_URLSAFE).rstrip(b"=")):
             return None
         try:
-            raw = orjson.loads(b64url_decode(body))
+            raw = orjson.loads(binascii.a2b_base64(body_bytes.translate(_STANDARD) + b"=" * (-len(body_bytes) % 4)))
             return AccessTokenClaims(
                 token_id=raw["j"], principal_kind="serviceAccount" if raw["k"] == "s" else "user",
                 principal_id=raw["p"], scopes=tuple(raw["s"]), issued_at=float(raw["i"]),

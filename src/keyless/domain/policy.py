@@ -72,10 +72,16 @@ class Policy:
     version: int
     bindings: tuple[Binding, ...]
     etag: str = EMPTY_ETAG
+    # Whether any binding is conditional: read on every credential decision, so worked out once.
+    has_conditions: bool = field(init=False, compare=False, repr=False)
 
-    @property
-    def has_conditions(self) -> bool:
-        return any(b.condition is not None for b in self.bindings)
+    def __post_init__(self) -> None:
+        conditional = False
+        for binding in self.bindings:
+            if binding.condition is not None:
+                conditional = True
+                break
+        object.__setattr__(self, "has_conditions", conditional)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": self.effective_version, "etag": self.etag}

@@ -85,7 +85,7 @@ async def _access_token_caller(core: Core, token: str) -> Caller:
     claims = core.minter.parse(token)
     if claims is None:
         raise Unauthenticated()
-    now = core.now()
+    now = core.clock.now()
     if now >= claims.expires_at:
         raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
     if await core.store.is_token_revoked(token_hash(claims.token_id)):

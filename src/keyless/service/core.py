@@ -12,7 +12,6 @@ from keyless.crypto.keys import MasterKey
 from keyless.crypto.tokens import TokenMinter
 from keyless.domain.conditions import RequestContext
 from keyless.domain.names import AccountRef
-from keyless.domain.numbers import is_ascii_digits
 from keyless.domain.policy import EMPTY_POLICY, Policy, Principal, explain, is_allowed, load_stored_policy
 from keyless.errors import KeylessError, NotFound, PermissionDenied
 from keyless.service import audit, denials
@@ -88,7 +87,7 @@ class Core:
     async def resolve_account(self, ref: AccountRef | str) -> ServiceAccount | None:
         """The active account named by email or unique id (deleted accounts resolve to None)."""
         account = ref.account if isinstance(ref, AccountRef) else ref
-        if is_ascii_digits(account):
+        if account.isdigit() and account.isascii():  # a unique id (domain.numbers.is_ascii_digits)
             sa = await self.store.get_service_account(account)
             return sa if sa is not None and sa.deleted_at is None else None
         return await self.store.find_service_account(account.lower())
