@@ -43,6 +43,27 @@ from keyless.storage.base import (
     check_updatable,
 )
 from keyless.storage.migrations import PROJECT_SERVICES_BACKFILL
+from keyless.storage.rows import (
+    AUDIT_COLUMNS,
+    POLICY_COLUMNS,
+    Row,
+    as_audit_entry,
+    as_code,
+    as_grant,
+    as_key,
+    as_org_policy,
+    as_project,
+    as_service_account,
+    as_user,
+    code_row,
+    grant_row,
+    key_row,
+    org_policy_row,
+    project_row,
+    service_account_row,
+    user_row,
+)
+from keyless.storage.rows import POSTGRES as _SQL
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -112,42 +133,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_SA_COLS = ("unique_id, project_id, account_id, email, display_name, description, disabled, deleted_at, created_at, "
-            "tokens_valid_after")
-_KEY_COLS = ("key_id, owner, key_type, key_origin, certificate_pem, private_key_enc, valid_after, valid_before, "
-             "created_at, disabled, retired_at, deleted_at")
-_USER_COLS = ("user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled, "
-              "password_hash")
-_CODE_COLS = ("code_hash, client_id, redirect_uri, code_challenge, user_id, scopes, created_at, expires_at, offline, "
-              "nonce")
-_GRANT_COLS = "grant_id, user_id, client_id, scopes, refresh_token_hash, created_at"
-
-
-def _sa(row: Any) -> ServiceAccount | None:
-    return ServiceAccount(*row) if row is not None else None
-
-
-def _key(row: Any) -> KeyRecord | None:
-    if row is None:
-        return None
-    return KeyRecord(row[0], row[1], row[2], row[3], bytes(row[4]), bytes(row[5]) if row[5] is not None else None,
-                     row[6], row[7], row[8], row[9], row[10], row[11])
-
-
-def _user(row: Any) -> User | None:
-    return User(*row) if row is not None else None
-
-
-def _code(row: Any) -> AuthorizationCode | None:
-    if row is None:
-        return None
-    return AuthorizationCode(row[0], row[1], row[2], row[3], row[4], tuple(row[5].split()), row[6], row[7], row[8],
-                             row[9])
-
-
-def _grant(row: Any) -> SignInGrant | None:
-    return SignInGrant(row[0], row[1], row[2], tuple(row[3].split()), row[4], row[5]) if row is not None else None
-
 
 def _count(status: str) -> int:
     """Rows affected, from asyncpg's status string ("UPDATE 1", "INSERT 0 1")."""
@@ -182,6 +167,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 _Store = TypeVar("_Store", bound="type[PostgresStore]")
+_Record = TypeVar("_Record")
 _NOT_GUARDED = frozenset({"open", "close", "migrate"})  # start-up and shutdown: no deadline, errors as they are
 
 
@@ -314,68 +300,58 @@ class PostgresStore:
         await self.pool.execute("INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key) "
                                 "DO UPDATE SET value = (meta.value::bigint + 1)::text")
 
+    async def _record(self, record: Callable[[Row], _Record], sql: str, *args: Any) -> _Record | None:
+        """The record of the one row ``sql`` selects, or None."""
+        row = await self.pool.fetchrow(sql, *args)
+        return record(row) if row is not None else None
+
+    async def _insert(self, sql: str, row: tuple[Any, ...]) -> None:
+        try:
+            await self.pool.execute(sql, *row)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(str(exc)) from None
+
     # meta
     async def get_meta(self, key: str) -> str | None:
-        value: str | None = await self.pool.fetchval("SELECT value FROM meta WHERE key=$1", key)
+        value: str | None = await self.pool.fetchval(_SQL.get_meta, key)
         return value
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self.pool.execute("INSERT INTO meta (key, value) VALUES ($1, $2) "
-                                "ON CONFLICT (key) DO UPDATE SET value=excluded.value", key, value)
+        await self.pool.execute(_SQL.set_meta, key, value)
 
     async def init_meta(self, key: str, value: str) -> str:
-        await self.pool.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                                key, value)
-        return str(await self.pool.fetchval("SELECT value FROM meta WHERE key=$1", key))
+        await self.pool.execute(_SQL.init_meta, key, value)
+        return str(await self.pool.fetchval(_SQL.get_meta, key))
 
     # projects
     async def create_project(self, project: Project) -> None:
-        try:
-            await self.pool.execute("INSERT INTO projects (project_id, number, created_at) VALUES ($1, $2, $3)",
-                                    project.project_id, project.number, project.created_at)
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(str(exc)) from None
+        await self._insert(_SQL.create_project, project_row(project))
 
     async def get_project(self, project_id: str) -> Project | None:
-        row = await self.pool.fetchrow("SELECT project_id, number, created_at FROM projects "
-                                       "WHERE project_id=$1 OR number=$1", project_id)
-        return Project(*row) if row else None
+        return await self._record(as_project, _SQL.get_project, project_id)
 
     async def list_projects(self) -> list[Project]:
-        rows = await self.pool.fetch("SELECT project_id, number, created_at FROM projects ORDER BY project_id")
-        return [Project(*r) for r in rows]
+        return [as_project(r) for r in await self.pool.fetch(_SQL.list_projects)]
 
     # service accounts
     async def create_service_account(self, account: ServiceAccount) -> None:
-        try:
-            await self.pool.execute(
-                f"INSERT INTO service_accounts ({_SA_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                account.unique_id, account.project_id, account.account_id, account.email, account.display_name,
-                account.description, account.disabled, account.deleted_at, account.created_at,
-                account.tokens_valid_after)
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(str(exc)) from None
+        await self._insert(_SQL.create_service_account, service_account_row(account))
 
     async def get_service_account(self, unique_id: str) -> ServiceAccount | None:
-        return _sa(await self.pool.fetchrow(f"SELECT {_SA_COLS} FROM service_accounts WHERE unique_id=$1",
-                                            unique_id))
+        return await self._record(as_service_account, _SQL.get_service_account, unique_id)
 
     async def find_service_account(self, email: str) -> ServiceAccount | None:
-        return _sa(await self.pool.fetchrow(
-            f"SELECT {_SA_COLS} FROM service_accounts WHERE email=$1 AND deleted_at IS NULL", email.lower()))
+        return await self._record(as_service_account, _SQL.find_service_account, email.lower())
 
     async def list_service_accounts(self, project_id: str, *, after_email: str, limit: int) -> list[ServiceAccount]:
-        rows = await self.pool.fetch(
-            f"SELECT {_SA_COLS} FROM service_accounts WHERE project_id=$1 AND deleted_at IS NULL AND email>$2 "
-            "ORDER BY email LIMIT $3", project_id, after_email, limit)
-        return [ServiceAccount(*r) for r in rows]
+        rows = await self.pool.fetch(_SQL.list_service_accounts, project_id, after_email, limit)
+        return [as_service_account(r) for r in rows]
 
     async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None:
         check_updatable(changes, SERVICE_ACCOUNT_UPDATABLE)
         if changes:
-            sets = ", ".join(f"{k}=${i}" for i, k in enumerate(changes, start=2))
             try:
-                await self.pool.execute(f"UPDATE service_accounts SET {sets} WHERE unique_id=$1", unique_id,
+                await self.pool.execute(_SQL.update("service_accounts", "unique_id", changes), unique_id,
                                         *changes.values())
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(str(exc)) from None
@@ -383,10 +359,7 @@ class PostgresStore:
 
     # keys
     async def create_key(self, key: KeyRecord) -> None:
-        try:
-            await self._insert_key(self.pool, key)
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(str(exc)) from None
+        await self._insert(_SQL.create_key, key_row(key))
 
     async def create_key_within_quota(self, key: KeyRecord, limit: int) -> bool:
         async with self.pool.acquire() as conn:
@@ -395,43 +368,28 @@ class PostgresStore:
                     # Creates for one owner queue on a lock held to the end of the transaction: under READ
                     # COMMITTED the count would not see a concurrent, uncommitted insert.
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_id(f"keys:{key.owner}"))
-                    count = await conn.fetchval("SELECT count(*) FROM keys WHERE owner=$1 AND key_type=$2 "
-                                                "AND deleted_at IS NULL", key.owner, key.key_type)
-                    if count >= limit:
+                    if await conn.fetchval(_SQL.count_keys, key.owner, key.key_type) >= limit:
                         return False
-                    await self._insert_key(conn, key)
+                    await conn.execute(_SQL.create_key, *key_row(key))
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(str(exc)) from None
         return True
 
-    @staticmethod
-    async def _insert_key(conn: Any, key: KeyRecord) -> None:
-        await conn.execute(
-            f"INSERT INTO keys ({_KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            key.key_id, key.owner, key.key_type, key.key_origin, key.certificate_pem, key.private_key_enc,
-            key.valid_after, key.valid_before, key.created_at, key.disabled, key.retired_at, key.deleted_at)
-
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        return _key(await self.pool.fetchrow(f"SELECT {_KEY_COLS} FROM keys WHERE key_id=$1 AND deleted_at IS NULL",
-                                             key_id))
+        return await self._record(as_key, _SQL.get_key, key_id)
 
     async def list_keys(self, owner: str) -> list[KeyRecord]:
-        rows = await self.pool.fetch(f"SELECT {_KEY_COLS} FROM keys WHERE owner=$1 AND deleted_at IS NULL "
-                                     "ORDER BY created_at, key_id", owner)
-        return [k for k in map(_key, rows) if k is not None]
+        return [as_key(r) for r in await self.pool.fetch(_SQL.list_keys, owner)]
 
     async def rotate_system_key(self, owner: str, expected_current: list[str], new: KeyRecord) -> bool:
         async with self.pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    rows = await conn.fetch(
-                        "SELECT key_id FROM keys WHERE owner=$1 AND key_type='SYSTEM_MANAGED' AND retired_at IS NULL "
-                        "AND deleted_at IS NULL FOR UPDATE", owner)
+                    rows = await conn.fetch(_SQL.current_system_keys + " FOR UPDATE", owner)
                     if sorted(r[0] for r in rows) != sorted(expected_current):
                         return False
-                    await conn.execute("UPDATE keys SET retired_at=$1 WHERE owner=$2 AND key_type='SYSTEM_MANAGED' "
-                                       "AND retired_at IS NULL", new.created_at, owner)
-                    await self._insert_key(conn, new)
+                    await conn.execute(_SQL.retire_system_keys, new.created_at, owner)
+                    await conn.execute(_SQL.create_key, *key_row(new))
             except asyncpg.UniqueViolationError:
                 return False
         return True
@@ -439,185 +397,143 @@ class PostgresStore:
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
         check_updatable(changes, KEY_UPDATABLE)
         if changes:
-            sets = ", ".join(f"{k}=${i}" for i, k in enumerate(changes, start=2))
-            await self.pool.execute(f"UPDATE keys SET {sets} WHERE key_id=$1", key_id, *changes.values())
+            await self.pool.execute(_SQL.update("keys", "key_id", changes), key_id, *changes.values())
         return await self.get_key(key_id)
 
     # policies
     async def get_policy(self, resource: str) -> StoredPolicy | None:
-        row = await self.pool.fetchrow("SELECT body, etag FROM policies WHERE resource=$1", resource)
+        row = await self.pool.fetchrow(_SQL.get_policy, resource)
         return StoredPolicy(resource, orjson.loads(row[0]), row[1]) if row else None
 
     async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:
         text = orjson.dumps(body).decode()
         if expected_etag is None:
-            await self.pool.execute("INSERT INTO policies (resource, body, etag) VALUES ($1, $2, $3) "
-                                    "ON CONFLICT (resource) DO UPDATE SET body=excluded.body, etag=excluded.etag",
-                                    resource, text, etag)
+            await self.pool.execute(_SQL.put_policy, resource, text, etag)
             return True
         if expected_etag == "ACAB":
-            status = await self.pool.execute("INSERT INTO policies (resource, body, etag) VALUES ($1, $2, $3) "
-                                             "ON CONFLICT (resource) DO NOTHING", resource, text, etag)
+            status = await self.pool.execute(_SQL.create_policy_if_absent, resource, text, etag)
         else:
             # Concurrent writers with one etag: the row lock serialises them and the loser's WHERE no longer
             # matches once the winner commits.
-            status = await self.pool.execute("UPDATE policies SET body=$2, etag=$3 WHERE resource=$1 AND etag=$4",
-                                             resource, text, etag, expected_etag)
+            status = await self.pool.execute(_SQL.replace_policy_if_etag, resource, text, etag, expected_etag)
         return _count(status) == 1
 
     async def policies_mentioning(self, text: str) -> list[StoredPolicy]:
-        rows = await self.pool.fetch("SELECT resource, body, etag FROM policies WHERE strpos(body, $1) > 0", text)
+        rows = await self.pool.fetch(f"SELECT {POLICY_COLUMNS} FROM policies WHERE strpos(body, $1) > 0", text)
         return [StoredPolicy(r[0], orjson.loads(r[1]), r[2]) for r in rows]
 
     # users
     async def create_user(self, user: User) -> None:
-        try:
-            await self.pool.execute(f"INSERT INTO users ({_USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                                    user.user_id, user.email, user.client_id, user.client_secret_hash,
-                                    user.refresh_token_hash, user.created_at, user.disabled, user.password_hash)
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(str(exc)) from None
+        await self._insert(_SQL.create_user, user_row(user))
 
     async def get_user(self, user_id: str) -> User | None:
-        return _user(await self.pool.fetchrow(f"SELECT {_USER_COLS} FROM users WHERE user_id=$1", user_id))
+        return await self._record(as_user, _SQL.get_user, user_id)
 
     async def find_user(self, email: str) -> User | None:
-        return _user(await self.pool.fetchrow(f"SELECT {_USER_COLS} FROM users WHERE email=$1", email.lower()))
+        return await self._record(as_user, _SQL.find_user, email.lower())
 
     async def find_user_by_refresh_hash(self, refresh_token_hash: str) -> User | None:
-        return _user(await self.pool.fetchrow(f"SELECT {_USER_COLS} FROM users WHERE refresh_token_hash=$1",
-                                              refresh_token_hash))
+        return await self._record(as_user, _SQL.find_user_by_refresh_hash, refresh_token_hash)
 
     async def list_users(self) -> list[User]:
-        return [User(*r) for r in await self.pool.fetch(f"SELECT {_USER_COLS} FROM users ORDER BY email")]
+        return [as_user(r) for r in await self.pool.fetch(_SQL.list_users)]
 
     async def update_user(self, user_id: str, **changes: Any) -> User | None:
         check_updatable(changes, USER_UPDATABLE)
         if changes:
-            sets = ", ".join(f"{k}=${i}" for i, k in enumerate(changes, start=2))
             try:
-                await self.pool.execute(f"UPDATE users SET {sets} WHERE user_id=$1", user_id, *changes.values())
+                await self.pool.execute(_SQL.update("users", "user_id", changes), user_id, *changes.values())
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(str(exc)) from None
         return await self.get_user(user_id)
 
     async def delete_user(self, user_id: str) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            deleted = _count(await conn.execute("DELETE FROM users WHERE user_id=$1", user_id)) == 1
-            await conn.execute("DELETE FROM sign_in_grants WHERE user_id=$1", user_id)
-            await conn.execute("DELETE FROM authorization_codes WHERE user_id=$1", user_id)
+            deleted = _count(await conn.execute(_SQL.delete_user, user_id)) == 1
+            await conn.execute(_SQL.delete_grants_of_user, user_id)
+            await conn.execute(_SQL.delete_codes_of_user, user_id)
         return deleted
 
     # authorization codes and sign-in grants
     async def create_authorization_code(self, code: AuthorizationCode) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM authorization_codes WHERE expires_at < $1", code.created_at)
+            await conn.execute(_SQL.delete_expired_codes, code.created_at)
             try:
-                await conn.execute(
-                    f"INSERT INTO authorization_codes ({_CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    code.code_hash, code.client_id, code.redirect_uri, code.code_challenge, code.user_id,
-                    " ".join(code.scopes), code.created_at, code.expires_at, code.offline, code.nonce)
+                await conn.execute(_SQL.create_code, *code_row(code))
             except asyncpg.UniqueViolationError as exc:
                 raise Conflict(str(exc)) from None
 
     async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
         # One statement: of concurrent takers, the row lock lets exactly one delete (and return) it.
-        return _code(await self.pool.fetchrow(
-            f"DELETE FROM authorization_codes WHERE code_hash=$1 RETURNING {_CODE_COLS}", code_hash))
+        return await self._record(as_code, _SQL.take_code, code_hash)
 
     async def create_sign_in_grant(self, grant: SignInGrant) -> None:
-        try:
-            await self.pool.execute(f"INSERT INTO sign_in_grants ({_GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)",
-                                    grant.grant_id, grant.user_id, grant.client_id, " ".join(grant.scopes),
-                                    grant.refresh_token_hash, grant.created_at)
-        except asyncpg.UniqueViolationError as exc:
-            raise Conflict(str(exc)) from None
+        await self._insert(_SQL.create_grant, grant_row(grant))
 
     async def get_sign_in_grant(self, grant_id: str) -> SignInGrant | None:
-        return _grant(await self.pool.fetchrow(f"SELECT {_GRANT_COLS} FROM sign_in_grants WHERE grant_id=$1",
-                                               grant_id))
+        return await self._record(as_grant, _SQL.get_grant, grant_id)
 
     async def find_sign_in_grant(self, refresh_token_hash: str) -> SignInGrant | None:
-        return _grant(await self.pool.fetchrow(f"SELECT {_GRANT_COLS} FROM sign_in_grants WHERE refresh_token_hash=$1",
-                                               refresh_token_hash))
+        return await self._record(as_grant, _SQL.find_grant, refresh_token_hash)
 
     async def delete_sign_in_grant(self, grant_id: str) -> bool:
-        return _count(await self.pool.execute("DELETE FROM sign_in_grants WHERE grant_id=$1", grant_id)) == 1
+        return _count(await self.pool.execute(_SQL.delete_grant, grant_id)) == 1
 
     async def delete_sign_in_grants(self, user_id: str) -> int:
-        return _count(await self.pool.execute("DELETE FROM sign_in_grants WHERE user_id=$1", user_id))
+        return _count(await self.pool.execute(_SQL.delete_grants_of_user, user_id))
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO groups (grp) VALUES ($1) ON CONFLICT DO NOTHING", group)
-            await conn.execute("DELETE FROM group_members WHERE grp=$1", group)
-            await conn.executemany("INSERT INTO group_members (grp, member) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                                   [(group, m) for m in members])
+            await conn.execute(_SQL.create_group, group)
+            await conn.execute(_SQL.delete_group_members, group)
+            await conn.executemany(_SQL.add_group_member, [(group, m) for m in members])
 
     async def get_group(self, group: str) -> list[str] | None:
-        if await self.pool.fetchval("SELECT 1 FROM groups WHERE grp=$1", group) is None:
+        if await self.pool.fetchval(_SQL.group_exists, group) is None:
             return None
-        rows = await self.pool.fetch("SELECT member FROM group_members WHERE grp=$1 ORDER BY member", group)
-        return [r[0] for r in rows]
+        return [r[0] for r in await self.pool.fetch(_SQL.group_members, group)]
 
     async def list_groups(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {r[0]: [] for r in await self.pool.fetch("SELECT grp FROM groups ORDER BY grp")}
-        for grp, member in await self.pool.fetch("SELECT grp, member FROM group_members ORDER BY grp, member"):
+        out: dict[str, list[str]] = {r[0]: [] for r in await self.pool.fetch(_SQL.list_groups)}
+        for grp, member in await self.pool.fetch(_SQL.list_group_members):
             out.setdefault(grp, []).append(member)
         return out
 
     async def delete_group(self, group: str) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM group_members WHERE grp=$1", group)
-            return _count(await conn.execute("DELETE FROM groups WHERE grp=$1", group)) == 1
+            await conn.execute(_SQL.delete_group_members, group)
+            return _count(await conn.execute(_SQL.delete_group, group)) == 1
 
     async def groups_of(self, member: str) -> list[str]:
-        return [r[0] for r in await self.pool.fetch("SELECT grp FROM group_members WHERE member=$1", member)]
+        return [r[0] for r in await self.pool.fetch(_SQL.groups_of, member)]
 
     # org policies
     async def get_org_policy(self, resource: str, constraint: str) -> OrgPolicy | None:
-        row = await self.pool.fetchrow("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
-                                       "WHERE resource=$1 AND constraint_name=$2", resource, constraint)
-        return OrgPolicy(row[0], row[1], orjson.loads(row[2]), row[3], row[4]) if row else None
+        return await self._record(as_org_policy, _SQL.get_org_policy, resource, constraint)
 
     async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
-        spec = orjson.dumps(policy.spec).decode()
+        row = org_policy_row(policy)
         if expected_etag == "ACAB":
-            return _count(await self.pool.execute(
-                "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES ($1, $2, $3, $4, "
-                "$5) ON CONFLICT (resource, constraint_name) DO NOTHING",
-                policy.resource, policy.constraint, spec, policy.etag, policy.updated_at)) == 1
+            return _count(await self.pool.execute(_SQL.create_org_policy_if_absent, *row)) == 1
         if expected_etag is not None:
             # As put_policy: the row lock serialises writers with one etag; the loser's WHERE no longer matches.
-            return _count(await self.pool.execute(
-                "UPDATE org_policies SET spec=$3, etag=$4, updated_at=$5 WHERE resource=$1 AND constraint_name=$2 "
-                "AND etag=$6",
-                policy.resource, policy.constraint, spec, policy.etag, policy.updated_at, expected_etag)) == 1
-        await self.pool.execute(
-            "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES ($1, $2, $3, $4, $5) "
-            "ON CONFLICT (resource, constraint_name) DO UPDATE SET spec=excluded.spec, etag=excluded.etag, "
-            "updated_at=excluded.updated_at",
-            policy.resource, policy.constraint, spec, policy.etag, policy.updated_at)
+            return _count(await self.pool.execute(_SQL.replace_org_policy_if_etag, *row, expected_etag)) == 1
+        await self.pool.execute(_SQL.put_org_policy, *row)
         return True
 
     async def delete_org_policy(self, resource: str, constraint: str) -> bool:
-        return _count(await self.pool.execute("DELETE FROM org_policies WHERE resource=$1 AND constraint_name=$2",
-                                              resource, constraint)) == 1
+        return _count(await self.pool.execute(_SQL.delete_org_policy, resource, constraint)) == 1
 
     async def list_org_policies(self, resource: str) -> list[OrgPolicy]:
-        rows = await self.pool.fetch("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
-                                     "WHERE resource=$1 ORDER BY constraint_name", resource)
-        return [OrgPolicy(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+        return [as_org_policy(r) for r in await self.pool.fetch(_SQL.list_org_policies, resource)]
 
     # services
     async def enable_services(self, project_id: str, services: list[str]) -> None:
-        await self.pool.executemany("INSERT INTO project_services (project_id, service) VALUES ($1, $2) "
-                                    "ON CONFLICT DO NOTHING", [(project_id, service) for service in services])
+        await self.pool.executemany(_SQL.enable_service, [(project_id, service) for service in services])
 
     async def disable_service(self, project_id: str, service: str) -> bool:
-        return _count(await self.pool.execute("DELETE FROM project_services WHERE project_id=$1 AND service=$2",
-                                              project_id, service)) == 1
+        return _count(await self.pool.execute(_SQL.disable_service, project_id, service)) == 1
 
     async def list_enabled_services(self, project_id: str) -> list[str]:
         rows = await self.pool.fetch(
@@ -627,11 +543,9 @@ class PostgresStore:
     # audit
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         rows = [(e.insert_id, e.timestamp, e.method, e.principal, e.resource, e.denied,
-                 orjson.dumps(e.body).decode()) for e in entries]
+                 orjson.dumps(e.body).decode()) for e in entries]  # AUDIT_COLUMNS' order
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "INSERT INTO audit_log (insert_id, timestamp, method, principal, resource, denied, body) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7)", rows)
+            await conn.executemany(_SQL.append_audit, rows)
 
     async def prune_audit(self, before: float, limit: int) -> int:
         status = await self.pool.execute(
@@ -659,15 +573,13 @@ class PostgresStore:
         if query.denied is not None:
             clauses.append(f"denied = {arg(query.denied)}")
         rows = await self.pool.fetch(
-            "SELECT seq, insert_id, timestamp, method, principal, resource, denied, body FROM audit_log "
-            f"WHERE {' AND '.join(clauses)} ORDER BY seq{' DESC' if query.newest_first else ''} "
-            f"LIMIT {arg(query.limit)}", *params)
-        return [AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], orjson.loads(r[7]), r[0]) for r in rows]
+            f"SELECT seq, {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(clauses)} "
+            f"ORDER BY seq{' DESC' if query.newest_first else ''} LIMIT {arg(query.limit)}", *params)
+        return [as_audit_entry(r) for r in rows]
 
     # revocation
     async def revoke_token(self, token_hash: str, expires_at: float) -> None:
-        await self.pool.execute("INSERT INTO revoked_tokens (token_hash, expires_at) VALUES ($1, $2) "
-                                "ON CONFLICT DO NOTHING", token_hash, expires_at)
+        await self.pool.execute(_SQL.revoke_token, token_hash, expires_at)
 
     async def is_token_revoked(self, token_hash: str) -> bool:
-        return await self.pool.fetchval("SELECT 1 FROM revoked_tokens WHERE token_hash=$1", token_hash) is not None
+        return await self.pool.fetchval(_SQL.is_token_revoked, token_hash) is not None

@@ -12,10 +12,10 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -39,6 +39,27 @@ from keyless.storage.base import (
 )
 from keyless.storage.changes import ChangeCounter
 from keyless.storage.migrations import PROJECT_SERVICES_BACKFILL
+from keyless.storage.rows import (
+    AUDIT_COLUMNS,
+    POLICY_COLUMNS,
+    Row,
+    as_audit_entry,
+    as_code,
+    as_grant,
+    as_key,
+    as_org_policy,
+    as_project,
+    as_service_account,
+    as_user,
+    code_row,
+    grant_row,
+    key_row,
+    org_policy_row,
+    project_row,
+    service_account_row,
+    user_row,
+)
+from keyless.storage.rows import SQLITE as _SQL
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -133,47 +154,7 @@ MIGRATIONS: list[str] = [
 # Entries are stored in time order to within this many seconds (concurrent writers, replicas' clocks).
 AUDIT_ORDER_SLACK = 60.0
 
-_SA_COLS = ("unique_id, project_id, account_id, email, display_name, description, disabled, deleted_at, created_at, "
-            "tokens_valid_after")
-_KEY_COLS = ("key_id, owner, key_type, key_origin, certificate_pem, private_key_enc, valid_after, valid_before, "
-             "created_at, disabled, retired_at, deleted_at")
-_USER_COLS = ("user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled, "
-              "password_hash")
-_CODE_COLS = ("code_hash, client_id, redirect_uri, code_challenge, user_id, scopes, created_at, expires_at, offline, "
-              "nonce")
-_GRANT_COLS = "grant_id, user_id, client_id, scopes, refresh_token_hash, created_at"
-
-
-def _sa(row: tuple[Any, ...] | None) -> ServiceAccount | None:
-    if row is None:
-        return None
-    return ServiceAccount(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8], row[9])
-
-
-def _key(row: tuple[Any, ...] | None) -> KeyRecord | None:
-    if row is None:
-        return None
-    return KeyRecord(row[0], row[1], row[2], row[3], bytes(row[4]), bytes(row[5]) if row[5] is not None else None,
-                     row[6], row[7], row[8], bool(row[9]), row[10], row[11])
-
-
-def _user(row: tuple[Any, ...] | None) -> User | None:
-    if row is None:
-        return None
-    return User(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7])
-
-
-def _code(row: tuple[Any, ...] | None) -> AuthorizationCode | None:
-    if row is None:
-        return None
-    return AuthorizationCode(row[0], row[1], row[2], row[3], row[4], tuple(row[5].split()), row[6], row[7],
-                             bool(row[8]), row[9])
-
-
-def _grant(row: tuple[Any, ...] | None) -> SignInGrant | None:
-    if row is None:
-        return None
-    return SignInGrant(row[0], row[1], row[2], tuple(row[3].split()), row[4], row[5])
+_Record = TypeVar("_Record")
 
 
 @contextlib.contextmanager
@@ -332,6 +313,27 @@ class SqliteStore:
         row: tuple[Any, ...] | None = self.db.execute(sql, params).fetchone()
         return row
 
+    def _record(self, record: Callable[[Row], _Record], sql: str, params: tuple[Any, ...]) -> _Record | None:
+        """The record of the one row ``sql`` selects, or None."""
+        row = self.db.execute(sql, params).fetchone()
+        return record(row) if row is not None else None
+
+    def _insert(self, sql: str, params: tuple[Any, ...]) -> None:
+        try:
+            self.db.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    def _update_row(self, table: str, key_column: str, key: str, changes: dict[str, Any]) -> None:
+        """``UPDATE table SET ... WHERE key_column=key`` for columns already checked with ``check_updatable``."""
+        if not changes:
+            return
+        params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
+        try:
+            self.db.execute(_SQL.update(table, key_column, changes), (key, *params))
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
     async def memo(self) -> dict[Any, Any] | None:
         return None  # remembering needs the read cache, which knows when the state changes
 
@@ -349,70 +351,41 @@ class SqliteStore:
 
     # meta
     async def get_meta(self, key: str) -> str | None:
-        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
+        row = self._one(_SQL.get_meta, (key,))
         return row[0] if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+        self.db.execute(_SQL.set_meta, (key, value))
 
     async def init_meta(self, key: str, value: str) -> str:
-        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
+        self.db.execute(_SQL.init_meta, (key, value))
+        row = self._one(_SQL.get_meta, (key,))
         assert row is not None
         return str(row[0])
 
     # projects
     async def create_project(self, project: Project) -> None:
-        try:
-            self.db.execute("INSERT INTO projects (project_id, number, created_at) VALUES (?, ?, ?)",
-                            (project.project_id, project.number, project.created_at))
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(str(exc)) from None
+        self._insert(_SQL.create_project, project_row(project))
 
     async def get_project(self, project_id: str) -> Project | None:
-        row = self._one("SELECT project_id, number, created_at FROM projects WHERE project_id=? OR number=?",
-                        (project_id, project_id))
-        return Project(*row) if row else None
+        return self._record(as_project, _SQL.get_project, (project_id,))
 
     async def list_projects(self) -> list[Project]:
-        return [Project(*r) for r in self.db.execute(
-            "SELECT project_id, number, created_at FROM projects ORDER BY project_id")]
+        return [as_project(r) for r in self.db.execute(_SQL.list_projects)]
 
     # service accounts
     async def create_service_account(self, account: ServiceAccount) -> None:
-        try:
-            self.db.execute(
-                f"INSERT INTO service_accounts ({_SA_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (account.unique_id, account.project_id, account.account_id, account.email, account.display_name,
-                 account.description, int(account.disabled), account.deleted_at, account.created_at,
-                 account.tokens_valid_after))
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(str(exc)) from None
+        self._insert(_SQL.create_service_account, service_account_row(account))
 
     async def get_service_account(self, unique_id: str) -> ServiceAccount | None:
-        return _sa(self._one(f"SELECT {_SA_COLS} FROM service_accounts WHERE unique_id=?", (unique_id,)))
+        return self._record(as_service_account, _SQL.get_service_account, (unique_id,))
 
     async def find_service_account(self, email: str) -> ServiceAccount | None:
-        return _sa(self._one(f"SELECT {_SA_COLS} FROM service_accounts WHERE email=? AND deleted_at IS NULL",
-                             (email.lower(),)))
+        return self._record(as_service_account, _SQL.find_service_account, (email.lower(),))
 
     async def list_service_accounts(self, project_id: str, *, after_email: str, limit: int) -> list[ServiceAccount]:
-        rows = self.db.execute(
-            f"SELECT {_SA_COLS} FROM service_accounts WHERE project_id=? AND deleted_at IS NULL AND email>? "
-            "ORDER BY email LIMIT ?", (project_id, after_email, limit))
-        return [a for a in map(_sa, rows) if a is not None]
-
-    def _update_row(self, table: str, key_column: str, key: str, changes: dict[str, Any]) -> None:
-        """``UPDATE table SET ... WHERE key_column=key`` for columns already checked with ``check_updatable``."""
-        if not changes:
-            return
-        sets = ", ".join(f"{k}=?" for k in changes)
-        params = [int(v) if isinstance(v, bool) else v for v in changes.values()]
-        try:
-            self.db.execute(f"UPDATE {table} SET {sets} WHERE {key_column}=?", (*params, key))
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(str(exc)) from None
+        rows = self.db.execute(_SQL.list_service_accounts, (project_id, after_email, limit))
+        return [as_service_account(r) for r in rows]
 
     async def update_service_account(self, unique_id: str, **changes: Any) -> ServiceAccount | None:
         check_updatable(changes, SERVICE_ACCOUNT_UPDATABLE)
@@ -421,22 +394,18 @@ class SqliteStore:
 
     # keys
     async def create_key(self, key: KeyRecord) -> None:
-        try:
-            self._insert_key(key)
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(str(exc)) from None
+        self._insert(_SQL.create_key, key_row(key))
 
     async def create_key_within_quota(self, key: KeyRecord, limit: int) -> bool:
         db = self.db
         # The write lock first (IMMEDIATE), so that no other process inserts between the count and the insert.
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT count(*) FROM keys WHERE owner=? AND key_type=? AND deleted_at IS NULL",
-                             (key.owner, key.key_type)).fetchone()
+            row = db.execute(_SQL.count_keys, (key.owner, key.key_type)).fetchone()
             if row[0] >= limit:
                 db.execute("ROLLBACK")
                 return False
-            self._insert_key(key)
+            db.execute(_SQL.create_key, key_row(key))
             db.execute("COMMIT")
             return True
         except sqlite3.IntegrityError as exc:
@@ -446,34 +415,23 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
 
-    def _insert_key(self, key: KeyRecord) -> None:
-        self.db.execute(
-            f"INSERT INTO keys ({_KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key.key_id, key.owner, key.key_type, key.key_origin, key.certificate_pem, key.private_key_enc,
-             key.valid_after, key.valid_before, key.created_at, int(key.disabled), key.retired_at, key.deleted_at))
-
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        return _key(self._one(f"SELECT {_KEY_COLS} FROM keys WHERE key_id=? AND deleted_at IS NULL", (key_id,)))
+        return self._record(as_key, _SQL.get_key, (key_id,))
 
     async def list_keys(self, owner: str) -> list[KeyRecord]:
-        rows = self.db.execute(f"SELECT {_KEY_COLS} FROM keys WHERE owner=? AND deleted_at IS NULL "
-                               "ORDER BY created_at, key_id", (owner,))
-        return [k for k in map(_key, rows) if k is not None]
+        return [as_key(r) for r in self.db.execute(_SQL.list_keys, (owner,))]
 
     async def rotate_system_key(self, owner: str, expected_current: list[str], new: KeyRecord) -> bool:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            current = sorted(r[0] for r in db.execute(
-                "SELECT key_id FROM keys WHERE owner=? AND key_type='SYSTEM_MANAGED' AND retired_at IS NULL "
-                "AND deleted_at IS NULL", (owner,)))
+            current = sorted(r[0] for r in db.execute(_SQL.current_system_keys, (owner,)))
             if current != sorted(expected_current):
                 db.execute("ROLLBACK")
                 return False
-            db.execute("UPDATE keys SET retired_at=? WHERE owner=? AND key_type='SYSTEM_MANAGED' "
-                       "AND retired_at IS NULL", (new.created_at, owner))
+            db.execute(_SQL.retire_system_keys, (new.created_at, owner))
             try:
-                self._insert_key(new)
+                db.execute(_SQL.create_key, key_row(new))
             except sqlite3.IntegrityError:
                 db.execute("ROLLBACK")
                 return False
@@ -490,48 +448,39 @@ class SqliteStore:
 
     # policies
     async def get_policy(self, resource: str) -> StoredPolicy | None:
-        row = self._one("SELECT body, etag FROM policies WHERE resource=?", (resource,))
+        row = self.db.execute(_SQL.get_policy, (resource,)).fetchone()  # every permission check reads policies
         return StoredPolicy(resource, orjson.loads(row[0]), row[1]) if row else None
 
     async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:
         text = orjson.dumps(body).decode()
         if expected_etag is None:
-            self.db.execute("INSERT INTO policies (resource, body, etag) VALUES (?, ?, ?) ON CONFLICT(resource) "
-                            "DO UPDATE SET body=excluded.body, etag=excluded.etag", (resource, text, etag))
+            self.db.execute(_SQL.put_policy, (resource, text, etag))
             return True
         if expected_etag == "ACAB":
-            cur = self.db.execute("INSERT OR IGNORE INTO policies (resource, body, etag) VALUES (?, ?, ?)",
-                                  (resource, text, etag))
+            cur = self.db.execute(_SQL.create_policy_if_absent, (resource, text, etag))
         else:
-            cur = self.db.execute("UPDATE policies SET body=?, etag=? WHERE resource=? AND etag=?",
-                                  (text, etag, resource, expected_etag))
+            cur = self.db.execute(_SQL.replace_policy_if_etag, (resource, text, etag, expected_etag))
         return cur.rowcount == 1
 
     async def policies_mentioning(self, text: str) -> list[StoredPolicy]:
-        rows = self.db.execute("SELECT resource, body, etag FROM policies WHERE instr(body, ?) > 0", (text,))
+        rows = self.db.execute(f"SELECT {POLICY_COLUMNS} FROM policies WHERE instr(body, ?) > 0", (text,))
         return [StoredPolicy(r[0], orjson.loads(r[1]), r[2]) for r in rows]
 
     # users
     async def create_user(self, user: User) -> None:
-        try:
-            self.db.execute(f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (user.user_id, user.email, user.client_id, user.client_secret_hash,
-                             user.refresh_token_hash, user.created_at, int(user.disabled), user.password_hash))
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(str(exc)) from None
+        self._insert(_SQL.create_user, user_row(user))
 
     async def get_user(self, user_id: str) -> User | None:
-        return _user(self._one(f"SELECT {_USER_COLS} FROM users WHERE user_id=?", (user_id,)))
+        return self._record(as_user, _SQL.get_user, (user_id,))
 
     async def find_user(self, email: str) -> User | None:
-        return _user(self._one(f"SELECT {_USER_COLS} FROM users WHERE email=?", (email.lower(),)))
+        return self._record(as_user, _SQL.find_user, (email.lower(),))
 
     async def find_user_by_refresh_hash(self, refresh_token_hash: str) -> User | None:
-        return _user(self._one(f"SELECT {_USER_COLS} FROM users WHERE refresh_token_hash=?", (refresh_token_hash,)))
+        return self._record(as_user, _SQL.find_user_by_refresh_hash, (refresh_token_hash,))
 
     async def list_users(self) -> list[User]:
-        return [u for u in map(_user, self.db.execute(f"SELECT {_USER_COLS} FROM users ORDER BY email"))
-                if u is not None]
+        return [as_user(r) for r in self.db.execute(_SQL.list_users)]
 
     async def update_user(self, user_id: str, **changes: Any) -> User | None:
         check_updatable(changes, USER_UPDATABLE)
@@ -542,9 +491,9 @@ class SqliteStore:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            deleted = db.execute("DELETE FROM users WHERE user_id=?", (user_id,)).rowcount == 1
-            db.execute("DELETE FROM sign_in_grants WHERE user_id=?", (user_id,))
-            db.execute("DELETE FROM authorization_codes WHERE user_id=?", (user_id,))
+            deleted = db.execute(_SQL.delete_user, (user_id,)).rowcount == 1
+            db.execute(_SQL.delete_grants_of_user, (user_id,))
+            db.execute(_SQL.delete_codes_of_user, (user_id,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -556,10 +505,8 @@ class SqliteStore:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("DELETE FROM authorization_codes WHERE expires_at < ?", (code.created_at,))
-            db.execute(f"INSERT INTO authorization_codes ({_CODE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (code.code_hash, code.client_id, code.redirect_uri, code.code_challenge, code.user_id,
-                        " ".join(code.scopes), code.created_at, code.expires_at, int(code.offline), code.nonce))
+            db.execute(_SQL.delete_expired_codes, (code.created_at,))
+            db.execute(_SQL.create_code, code_row(code))
             db.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             db.execute("ROLLBACK")
@@ -571,106 +518,80 @@ class SqliteStore:
     async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
         # One statement: the row is gone for every other connection the moment one of them has it. fetchall runs
         # the statement to its end, which commits it (autocommit).
-        rows = self.db.execute(f"DELETE FROM authorization_codes WHERE code_hash=? RETURNING {_CODE_COLS}",
-                               (code_hash,)).fetchall()
-        return _code(rows[0]) if rows else None
+        rows = self.db.execute(_SQL.take_code, (code_hash,)).fetchall()
+        return as_code(rows[0]) if rows else None
 
     async def create_sign_in_grant(self, grant: SignInGrant) -> None:
-        try:
-            self.db.execute(f"INSERT INTO sign_in_grants ({_GRANT_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
-                            (grant.grant_id, grant.user_id, grant.client_id, " ".join(grant.scopes),
-                             grant.refresh_token_hash, grant.created_at))
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(str(exc)) from None
+        self._insert(_SQL.create_grant, grant_row(grant))
 
     async def get_sign_in_grant(self, grant_id: str) -> SignInGrant | None:
-        return _grant(self._one(f"SELECT {_GRANT_COLS} FROM sign_in_grants WHERE grant_id=?", (grant_id,)))
+        return self._record(as_grant, _SQL.get_grant, (grant_id,))
 
     async def find_sign_in_grant(self, refresh_token_hash: str) -> SignInGrant | None:
-        return _grant(self._one(f"SELECT {_GRANT_COLS} FROM sign_in_grants WHERE refresh_token_hash=?",
-                                (refresh_token_hash,)))
+        return self._record(as_grant, _SQL.find_grant, (refresh_token_hash,))
 
     async def delete_sign_in_grant(self, grant_id: str) -> bool:
-        return self.db.execute("DELETE FROM sign_in_grants WHERE grant_id=?", (grant_id,)).rowcount == 1
+        return self.db.execute(_SQL.delete_grant, (grant_id,)).rowcount == 1
 
     async def delete_sign_in_grants(self, user_id: str) -> int:
-        return int(self.db.execute("DELETE FROM sign_in_grants WHERE user_id=?", (user_id,)).rowcount)
+        return int(self.db.execute(_SQL.delete_grants_of_user, (user_id,)).rowcount)
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("INSERT OR IGNORE INTO groups (grp) VALUES (?)", (group,))
-            db.execute("DELETE FROM group_members WHERE grp=?", (group,))
-            db.executemany("INSERT OR IGNORE INTO group_members (grp, member) VALUES (?, ?)",
-                           [(group, m) for m in members])
+            db.execute(_SQL.create_group, (group,))
+            db.execute(_SQL.delete_group_members, (group,))
+            db.executemany(_SQL.add_group_member, [(group, m) for m in members])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
     async def get_group(self, group: str) -> list[str] | None:
-        if self._one("SELECT 1 FROM groups WHERE grp=?", (group,)) is None:
+        if self._one(_SQL.group_exists, (group,)) is None:
             return None
-        return [r[0] for r in self.db.execute("SELECT member FROM group_members WHERE grp=? ORDER BY member",
-                                              (group,))]
+        return [r[0] for r in self.db.execute(_SQL.group_members, (group,))]
 
     async def list_groups(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {r[0]: [] for r in self.db.execute("SELECT grp FROM groups ORDER BY grp")}
-        for grp, member in self.db.execute("SELECT grp, member FROM group_members ORDER BY grp, member"):
+        out: dict[str, list[str]] = {r[0]: [] for r in self.db.execute(_SQL.list_groups)}
+        for grp, member in self.db.execute(_SQL.list_group_members):
             out.setdefault(grp, []).append(member)
         return out
 
     async def delete_group(self, group: str) -> bool:
-        self.db.execute("DELETE FROM group_members WHERE grp=?", (group,))
-        return self.db.execute("DELETE FROM groups WHERE grp=?", (group,)).rowcount == 1
+        self.db.execute(_SQL.delete_group_members, (group,))
+        return self.db.execute(_SQL.delete_group, (group,)).rowcount == 1
 
     async def groups_of(self, member: str) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT grp FROM group_members WHERE member=?", (member,))]
+        return [r[0] for r in self.db.execute(_SQL.groups_of, (member,))]
 
     # org policies
     async def get_org_policy(self, resource: str, constraint: str) -> OrgPolicy | None:
-        row = self._one("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
-                        "WHERE resource=? AND constraint_name=?", (resource, constraint))
-        return OrgPolicy(row[0], row[1], orjson.loads(row[2]), row[3], row[4]) if row else None
+        return self._record(as_org_policy, _SQL.get_org_policy, (resource, constraint))
 
     async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
-        spec = orjson.dumps(policy.spec).decode()
+        row = org_policy_row(policy)
         if expected_etag == "ACAB":
-            return self.db.execute(
-                "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(resource, constraint_name) DO NOTHING",
-                (policy.resource, policy.constraint, spec, policy.etag, policy.updated_at)).rowcount == 1
+            return self.db.execute(_SQL.create_org_policy_if_absent, row).rowcount == 1
         if expected_etag is not None:
-            return self.db.execute(
-                "UPDATE org_policies SET spec=?, etag=?, updated_at=? WHERE resource=? AND constraint_name=? "
-                "AND etag=?",
-                (spec, policy.etag, policy.updated_at, policy.resource, policy.constraint, expected_etag)).rowcount == 1
-        self.db.execute(
-            "INSERT INTO org_policies (resource, constraint_name, spec, etag, updated_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(resource, constraint_name) DO UPDATE SET spec=excluded.spec, etag=excluded.etag, "
-            "updated_at=excluded.updated_at",
-            (policy.resource, policy.constraint, spec, policy.etag, policy.updated_at))
+            return self.db.execute(_SQL.replace_org_policy_if_etag, (*row, expected_etag)).rowcount == 1
+        self.db.execute(_SQL.put_org_policy, row)
         return True
 
     async def delete_org_policy(self, resource: str, constraint: str) -> bool:
-        return self.db.execute("DELETE FROM org_policies WHERE resource=? AND constraint_name=?",
-                               (resource, constraint)).rowcount == 1
+        return self.db.execute(_SQL.delete_org_policy, (resource, constraint)).rowcount == 1
 
     async def list_org_policies(self, resource: str) -> list[OrgPolicy]:
-        rows = self.db.execute("SELECT resource, constraint_name, spec, etag, updated_at FROM org_policies "
-                               "WHERE resource=? ORDER BY constraint_name", (resource,))
-        return [OrgPolicy(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+        return [as_org_policy(r) for r in self.db.execute(_SQL.list_org_policies, (resource,))]
 
     # services
     async def enable_services(self, project_id: str, services: list[str]) -> None:
-        self.db.executemany("INSERT OR IGNORE INTO project_services (project_id, service) VALUES (?, ?)",
-                            [(project_id, service) for service in services])
+        self.db.executemany(_SQL.enable_service, [(project_id, service) for service in services])
 
     async def disable_service(self, project_id: str, service: str) -> bool:
-        return self.db.execute("DELETE FROM project_services WHERE project_id=? AND service=?",
-                               (project_id, service)).rowcount == 1
+        return self.db.execute(_SQL.disable_service, (project_id, service)).rowcount == 1
 
     async def list_enabled_services(self, project_id: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT service FROM project_services WHERE project_id=? "
@@ -680,14 +601,15 @@ class SqliteStore:
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         if self._writer_lock is None:
             raise NotReady("store is not open")
+        # AUDIT_COLUMNS' order; denied as an int, which sqlite3 binds several times faster than a bool (this runs
+        # for every credential).
         rows = [(e.insert_id, e.timestamp, e.method, e.principal, e.resource, int(e.denied),
                  orjson.dumps(e.body).decode()) for e in entries]
         db = self.db
         with _flocked(self._writer_lock):
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT INTO audit_log (insert_id, timestamp, method, principal, resource, denied, "
-                               "body) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany(_SQL.append_audit, rows)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -745,15 +667,13 @@ class SqliteStore:
             clauses.append("denied = ?")
             params.append(int(query.denied))
         rows = self.db.execute(
-            "SELECT seq, insert_id, timestamp, method, principal, resource, denied, body FROM audit_log "
-            f"WHERE {' AND '.join(clauses)} ORDER BY seq{' DESC' if query.newest_first else ''} LIMIT ?",
-            (*params, query.limit))
-        return [AuditEntry(r[1], r[2], r[3], r[4], r[5], bool(r[6]), orjson.loads(r[7]), r[0]) for r in rows]
+            f"SELECT seq, {AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(clauses)} "
+            f"ORDER BY seq{' DESC' if query.newest_first else ''} LIMIT ?", (*params, query.limit))
+        return [as_audit_entry(r) for r in rows]
 
     # revocation
     async def revoke_token(self, token_hash: str, expires_at: float) -> None:
-        self.db.execute("INSERT OR IGNORE INTO revoked_tokens (token_hash, expires_at) VALUES (?, ?)",
-                        (token_hash, expires_at))
+        self.db.execute(_SQL.revoke_token, (token_hash, expires_at))
 
     async def is_token_revoked(self, token_hash: str) -> bool:
-        return self._one("SELECT 1 FROM revoked_tokens WHERE token_hash=?", (token_hash,)) is not None
+        return self._one(_SQL.is_token_revoked, (token_hash,)) is not None
