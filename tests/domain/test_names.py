@@ -12,7 +12,6 @@ from keyless.domain.names import (
     new_unique_id,
     parse_account_name,
     service_account_email,
-    service_account_name,
     validate_account_id,
 )
 from keyless.errors import InvalidArgument
@@ -78,9 +77,8 @@ def test_invalid_account_ids(account_id: Any) -> None:
     assert info.value.field == "account_id"
 
 
-def test_email_and_name_helpers() -> None:
+def test_email_helper() -> None:
     assert service_account_email("sa-one", "proj-1") == EMAIL
-    assert service_account_name("proj-1", EMAIL) == f"projects/proj-1/serviceAccounts/{EMAIL}"
 
 
 def test_generated_ids() -> None:

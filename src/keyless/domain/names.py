@@ -88,10 +88,6 @@ def service_account_email(account_id: str, project_id: str) -> str:
     return f"{account_id}@{project_id}.{SA_DOMAIN}"
 
 
-def service_account_name(project_id: str, email: str) -> str:
-    return f"projects/{project_id}/serviceAccounts/{email}"
-
-
 def new_unique_id() -> str:
     """A 21-digit numeric id, like Google's service-account unique ids (never reused: 69 random bits)."""
     return "1" + "".join(str(secrets.randbelow(10)) for _ in range(20))

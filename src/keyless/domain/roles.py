@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 _SA_READ = ("iam.serviceAccounts.get", "iam.serviceAccounts.list")
 _SA_KEYS_READ = ("iam.serviceAccountKeys.get", "iam.serviceAccountKeys.list")
 _PROJECT_READ = ("resourcemanager.projects.get", "resourcemanager.projects.list")
@@ -85,17 +83,3 @@ PERM_SIGN_BLOB = "iam.serviceAccounts.signBlob"
 PERM_SIGN_JWT = "iam.serviceAccounts.signJwt"
 PERM_IMPLICIT_DELEGATION = "iam.serviceAccounts.implicitDelegation"
 
-
-def is_known_role(role: str) -> bool:
-    return role in ROLES
-
-
-def permissions_of(roles: Iterable[str]) -> frozenset[str]:
-    out: set[str] = set()
-    for role in roles:
-        out |= ROLES.get(role, frozenset())
-    return frozenset(out)
-
-
-def roles_granting(permission: str) -> frozenset[str]:
-    return frozenset(r for r, perms in ROLES.items() if permission in perms)
