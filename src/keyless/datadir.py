@@ -105,6 +105,8 @@ def describe(endpoints: dict[str, object], attached: str | None) -> str:
     data_dir = Path(str(endpoints["dataDir"]))
     lines = [f"keyless is serving (pid {endpoints['pid']}, project {endpoints.get('project')})",
              f"  API               {endpoints['api']}"]
+    if "grpc" in endpoints:
+        lines.append(f"  gRPC              {endpoints['grpc']}")
     if "proxy" in endpoints:
         lines.append(f"  proxy             {endpoints['proxy']}"
                      + ("  (password in " + str(endpoints["proxyPasswordFile"]) + ")"

@@ -37,7 +37,8 @@ def test_each_listener_names_itself_when_its_port_is_taken(tmp_path: Path) -> No
     with _taken_port() as port:
         cases = {("--port", str(port)): ("API", "--port"),
                  ("--port", "0", "--metadata-port", str(port)): ("metadata server", "--metadata-port"),
-                 ("--port", "0", "--proxy-port", str(port)): ("interception proxy", "--proxy-port")}
+                 ("--port", "0", "--proxy-port", str(port)): ("interception proxy", "--proxy-port"),
+                 ("--port", "0", "--grpc-port", str(port)): ("gRPC listener", "--grpc-port")}
         for args, (name, option) in cases.items():
             line = _serve_fails(tmp_path, *args)
             assert f"the {name} cannot listen on 127.0.0.1:{port}" in line, line

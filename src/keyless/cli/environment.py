@@ -40,7 +40,8 @@ GCLOUD_APIS = ("iam", "iamcredentials", "cloudresourcemanager", "serviceusage", 
 GCLOUD_OVERRIDES = tuple(f"CLOUDSDK_API_ENDPOINT_OVERRIDES_{api.upper()}" for api in GCLOUD_APIS)
 
 # Every variable ``keyless env`` may set: what ``keyless env --unset`` clears.
-VARIABLES = ("KEYLESS_URL", "KEYLESS_DATA_DIR", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy",
+VARIABLES = ("KEYLESS_URL", "KEYLESS_DATA_DIR", "KEYLESS_GRPC_ENDPOINT", "HTTPS_PROXY", "https_proxy", "NO_PROXY",
+             "no_proxy",
              "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
              "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "HTTPLIB2_CA_CERTS", "GCE_METADATA_HOST", "GCE_METADATA_IP",
              "GCE_METADATA_ROOT",
@@ -79,6 +80,9 @@ def environment(options: GlobalOptions) -> dict[str, str]:
     endpoints = options.running_endpoints()
     # The CLI then finds this server from any directory of the shell.
     out: dict[str, str] = {"KEYLESS_URL": endpoints["api"], "KEYLESS_DATA_DIR": endpoints["dataDir"]}
+    if "grpc" in endpoints:
+        # host:port of the gRPC listener, for client_options={"api_endpoint": ...} (no Google variable names it).
+        out["KEYLESS_GRPC_ENDPOINT"] = endpoints["grpc"]
     # gcloud (and google-auth's ADC lookup) use keyless's configuration, never the user's ~/.config/gcloud.
     out.update(_gcloud(endpoints, ca_bundle=endpoints.get("caBundle") if "proxy" in endpoints else None))
     if "proxy" in endpoints:

@@ -69,7 +69,7 @@ _globals = GlobalOptions()
 
 # The option groups of `keyless serve --help`, in order.
 SERVE_GROUPS = {
-    "Listening, broker and TLS": ("host", "port", "database", "master_key_file", "issuer", "public_url",
+    "Listening, broker and TLS": ("host", "port", "grpc_port", "database", "master_key_file", "issuer", "public_url",
                                   "key_rotation_days", "tls_cert", "tls_key", "insecure", "workers"),
     "Emulator: proxy, metadata server, seeds, time travel": (
         "project", "proxy_port", "proxy_host", "metadata_port", "metadata_host", "attach", "seed_file",
@@ -90,6 +90,9 @@ One server per data dir; it writes DATA_DIR/endpoints.json while it runs."""
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port (0 picks a free one).", min=0, max=65535)] = 8093,
+    grpc_port: Annotated[int | None, typer.Option(
+        help="Also serve the IAM Credentials API over gRPC on this port, on --host (TLS with --tls-cert), by the "
+             "main process (default: off; 0 picks a free port).", min=0, max=65535, show_default=False)] = None,
     database: Annotated[str | None, typer.Option(help="Database URL (default: SQLite in the data dir).")] = None,
     project: Annotated[str, typer.Option(help="Default project id.")] = "keyless-dev",
     master_key_file: Annotated[Path | None, typer.Option(
@@ -166,8 +169,8 @@ def serve(
                      project=project, master_key_file=master_key_file, issuer=issuer, public_url=public_url,
                      key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel,
                      enforce_services=enforce_services, log_level=log_level,
-                     proxy_port=proxy_port, metadata_port=metadata_port, metadata_host=metadata_host,
-                     proxy_host=proxy_host,
+                     grpc_port=grpc_port, proxy_port=proxy_port, metadata_port=metadata_port,
+                     metadata_host=metadata_host, proxy_host=proxy_host,
                      attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
                      universe_domains=tuple(universe_domain or ()), universe_port=universe_port,
                      universe_cert=universe_cert, universe_key=universe_key, audit_log=audit_log,

@@ -10,10 +10,13 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import uvicorn
 from starlette.types import ASGIApp
 
 from keyless.crypto.ca import LocalCA, server_context, system_ca_bundle
+from keyless.grpc.server import bind as bind_grpc
+from keyless.grpc.server import build_server as build_grpc_server
 from keyless.http.protocol import guarded_protocol
 from keyless.metadata.app import build_metadata_app
 from keyless.private_files import write_private
@@ -35,10 +38,13 @@ def bind_listener(name: str, option: str, host: str, port: int, *, reuse_port: b
     try:
         return bind_socket(host, port, reuse_port=reuse_port)
     except OSError as exc:
-        reason = (exc.strerror or type(exc).__name__).lower()
-        free = "0 picks a free one" if option == "--port" else "0 picks a free one, -1 turns it off"
-        raise ListenerError(f"keyless serve: the {name} cannot listen on {url_of(host, port)[7:]}: {reason}. "
-                            f"Choose another port with {option} ({free}).") from None
+        raise listener_error(name, option, host, port, (exc.strerror or type(exc).__name__).lower()) from None
+
+
+def listener_error(name: str, option: str, host: str, port: int, reason: str) -> ListenerError:
+    free = "0 picks a free one" if option in ("--port", "--grpc-port") else "0 picks a free one, -1 turns it off"
+    return ListenerError(f"keyless serve: the {name} cannot listen on {url_of(host, port)[7:]}: {reason}. "
+                         f"Choose another port with {option} ({free}).")
 
 
 def bind_api(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -86,6 +92,7 @@ class Listeners:
         self.servers: list[_Server] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.raw: list[asyncio.Server] = []
+        self.grpc: list[grpc.aio.Server] = []
 
     def add_asgi(self, app: object, sock: socket.socket, *, certfile: Path | None = None,
                  keyfile: Path | None = None) -> None:
@@ -110,6 +117,8 @@ class Listeners:
             server.request_exit()
         for listener in self.raw:
             listener.close()
+        for grpc_server in self.grpc:
+            await grpc_server.stop(None)
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def raise_failures(self) -> None:
@@ -140,6 +149,9 @@ async def add_side_listeners(listeners: Listeners, options: ServeOptions, runtim
         listeners.add_asgi(build_metadata_app(keyless), md_sock)
         own_ports.add(md_sock.getsockname()[1])
         endpoints["metadata"] = url_of(options.metadata_host, md_sock.getsockname()[1])
+
+    if options.grpc_port is not None:
+        endpoints["grpc"] = await add_grpc_listener(listeners, runtime, keyless, options.grpc_port)
 
     proxy_port = side_port(options.proxy_port, options.port, 1)
     if proxy_port < 0 and not universes:
@@ -179,6 +191,27 @@ async def add_side_listeners(listeners: Listeners, options: ServeOptions, runtim
         if public:
             endpoints["proxyPasswordFile"] = str((data_dir / PROXY_PASSWORD).resolve())
     return endpoints
+
+
+async def add_grpc_listener(listeners: Listeners, runtime: Runtime, keyless: Keyless, port: int) -> str:
+    """The gRPC listener (``--grpc-port``) on the API's address, TLS when the API is; started here, in the main
+    process only (workers serve REST); returns its ``host:port`` as gRPC targets are written."""
+    if port != 0:
+        # grpcio binds its own socket and logs its failure in lines of its own: a port that is taken is named in
+        # keyless's one line first (a race with another process binding it in between ends as the error below).
+        bind_listener("gRPC listener", "--grpc-port", runtime.host, port).close()
+    server = build_grpc_server(keyless, runtime.limits)
+    tls = None
+    if runtime.tls_cert is not None and runtime.tls_key is not None:
+        tls = (runtime.tls_key.read_bytes(), runtime.tls_cert.read_bytes())
+    try:
+        bound = bind_grpc(server, runtime.host, port, tls=tls)
+    except OSError as exc:
+        raise listener_error("gRPC listener", "--grpc-port", runtime.host, port,
+                             "the address is in use or not available" if "bind" in str(exc) else str(exc)) from None
+    await server.start()
+    listeners.grpc.append(server)
+    return url_of(runtime.api_host, bound)[len("http://"):]
 
 
 def proxy_password(data_dir: Path) -> str:
