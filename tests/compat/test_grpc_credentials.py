@@ -323,3 +323,34 @@ def test_no_grpc_listener_unless_asked(tmp_path: Path) -> None:
         assert "grpc" not in json.loads((srv.data_dir / "endpoints.json").read_text())
     finally:
         srv.stop()
+
+
+@row("IAMCredentialsClient() over TLS", "api_endpoint: --grpc-port with --tls-cert, ssl channel credentials")
+def test_grpc_over_tls_with_the_api_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --tls-cert the gRPC listener speaks TLS with the API's certificate, as the API port does."""
+    from keyless.crypto.ca import LocalCA
+
+    ca = LocalCA(tmp_path / "ca")
+    ca.ensure()
+    cert, key = ca.issue("api", ["127.0.0.1", "localhost"])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca.cert_path))  # the owner's REST calls and /token
+    srv = start_server(tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key), "--grpc-port", "0",
+                       "--proxy-port", "-1", "--metadata-port", "-1")
+    try:
+        endpoint = json.loads((srv.data_dir / "endpoints.json").read_text())["grpc"]
+        target = srv.create_sa("grpc-tls-target")
+        srv.grant(target, f"user:{OWNER_EMAIL}", TOKEN_CREATOR)
+        creds = user_credentials.Credentials.from_authorized_user_file(
+            str(srv.owner_file), scopes=[CLOUD]).with_token_uri(f"{srv.url}/token")
+        channel = grpc.secure_channel(endpoint, grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(root_certificates=ca.cert_path.read_bytes()),
+            grpc.metadata_call_credentials(AuthMetadataPlugin(creds, Request()))))
+        client = iam_credentials_v1.IAMCredentialsClient(transport=IAMCredentialsGrpcTransport(channel=channel))
+        resp = client.sign_blob(name=f"projects/-/serviceAccounts/{target}", payload=b"over tls", **CALL)
+        assert resp.key_id and resp.signed_blob
+        channel.close()  # (a kept-alive TLS connection of its token refresh would delay the server's stop)
+        with grpc.insecure_channel(endpoint) as plain, pytest.raises(grpc.RpcError) as raised:
+            plain.unary_unary(f"/{SERVICE}/SignBlob")(b"", timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # no plaintext on a TLS listener
+    finally:
+        srv.stop()

@@ -150,9 +150,6 @@ async def add_side_listeners(listeners: Listeners, options: ServeOptions, runtim
         own_ports.add(md_sock.getsockname()[1])
         endpoints["metadata"] = url_of(options.metadata_host, md_sock.getsockname()[1])
 
-    if options.grpc_port is not None:
-        endpoints["grpc"] = await add_grpc_listener(listeners, runtime, keyless, options.grpc_port)
-
     proxy_port = side_port(options.proxy_port, options.port, 1)
     if proxy_port < 0 and not universes:
         return endpoints

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from keyless.datadir import DataDirLock, describe, remove_endpoints, write_endpoints
 from keyless.metadata.app import ATTACHED_META
-from keyless.server.listeners import add_side_listeners, api_listeners, bind_api
+from keyless.server.listeners import add_grpc_listener, add_side_listeners, api_listeners, bind_api
 from keyless.server.options import ServeOptions, audit_retention_days, check
 from keyless.server.runtime import Runtime, api_app, open_keyless, resolve
 from keyless.service.app import Keyless
@@ -100,6 +100,10 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
                 # endpoints.json announces a server whose every process takes connections.
                 await asyncio.gather(*(asyncio.to_thread(_wait_ready, *pair) for pair in spawned))
                 endpoints["workers"] = [w.pid for w in workers]
+            if options.grpc_port is not None:
+                # After the workers are started: a process forked while gRPC's threads run gets a log line from
+                # grpcio's fork handlers (the workers exec at once and use no gRPC).
+                endpoints["grpc"] = await add_grpc_listener(listeners, runtime, keyless, options.grpc_port)
             settle_memory()
             # The banner first: whoever waits for endpoints.json (scripts, tests) finds it already printed.
             attached = await keyless.store.get_meta(ATTACHED_META)
