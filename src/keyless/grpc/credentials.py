@@ -30,8 +30,6 @@ from keyless.service.requests import (
 
 SERVICE = "google.iam.credentials.v1.IAMCredentials"
 CREDENTIALS = "iamcredentials.googleapis.com"  # the audited service, as REST's entries name it
-# The request fields REST's entries record (in proto3 JSON names); payloads are never recorded.
-AUDITED_FIELDS = ("scope", "lifetime", "delegates", "audience", "includeEmail", "useEmailAzp")
 
 _GenerateAccessTokenRequest = types.GenerateAccessTokenRequest.pb()
 _GenerateAccessTokenResponse = types.GenerateAccessTokenResponse.pb()
@@ -46,7 +44,7 @@ _SignJwtResponse = types.SignJwtResponse.pb()
 def _note(message: Any) -> None:
     """Record the request's name and the fields REST's entries record, as REST's JSON would name them."""
     fields = json_format.MessageToDict(message)
-    audited = {field: fields[field] for field in AUDITED_FIELDS if field in fields}
+    audited = {field: fields[field] for field in audit.CREDENTIAL_REQUEST_FIELDS if field in fields}
     audit.note_request(name=message.name, **audited)
 
 

@@ -54,8 +54,6 @@ VERBS = {
     "signBlob": ("SignBlob", ("delegates", "payload", "bytesToSign")),
     "signJwt": ("SignJwt", ("delegates", "payload")),
 }
-# Request fields worth recording; payloads are recorded by hash, never verbatim.
-AUDITED_FIELDS = ("scope", "lifetime", "delegates", "audience", "includeEmail", "useEmailAzp")
 
 
 class VerbHeaders(NamedTuple):
@@ -99,7 +97,7 @@ class CredentialVerbs:
                 receive, kl.limits.max_body_bytes,
                 None if headers.content_length is None else headers.content_length.decode("latin-1")), fields)
             audited = {}
-            for field in AUDITED_FIELDS:
+            for field in audit.CREDENTIAL_REQUEST_FIELDS:
                 if field in body:
                     audited[field] = body[field]
             audit.note_request(**audited)

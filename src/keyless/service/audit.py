@@ -31,6 +31,9 @@ _ACCOUNT_RESOURCE = re.compile(r"projects/-/serviceAccounts/([0-9]+)(?:/|$)")
 # could not be stored either, so it is answered at once without one.
 UNAUDITED_STATUS = 503
 
+# The IAM Credentials request fields an entry records, under their proto3 JSON names, whatever the wire (payloads
+# are recorded by hash, never verbatim).
+CREDENTIAL_REQUEST_FIELDS = ("scope", "lifetime", "delegates", "audience", "includeEmail", "useEmailAzp")
 # A request's recorded fields up to this size (as JSON) are stored as they are; larger ones are bounded.
 MAX_PLAIN_REQUEST = 4096
 
