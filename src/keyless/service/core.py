@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from keyless.clock import Clock
@@ -105,31 +104,34 @@ class Core:
         self._policy_cache[resource] = (stored.etag, policy)
         return policy
 
-    async def unconditional(self, accounts: Iterable[ServiceAccount]) -> bool:
-        """True when no policy that decides access to these accounts has a condition (so no decision about
-        them depends on the time of the request)."""
-        for account in accounts:
-            for resource in (account_resource(account), project_resource(account.project_id)):
-                if (await self.load_policy(resource)).has_conditions:
-                    return False
-        return True
-
     async def identities(self, principal: Principal) -> frozenset[str]:
-        groups = await self.store.groups_of(principal.member)
-        if groups:
-            principal = Principal(principal.kind, principal.email, frozenset(groups))
-        return principal.identities()
+        """The members a binding may name to reach ``principal``: itself, its groups, its domain, everyone.
+        Remembered in the decision memo: they change only with the stored state (a group's members)."""
+        memo = await self.store.memo()
+        key = ("identities", principal.kind, principal.email)
+        found: frozenset[str] | None = None if memo is None else memo.get(key)
+        if found is None:
+            groups = await self.store.groups_of(principal.member)
+            if groups:
+                principal = Principal(principal.kind, principal.email, frozenset(groups))
+            found = principal.identities()
+            if memo is not None:
+                memo[key] = found
+        return found
 
-    async def decide_on_account(self, identities: frozenset[str], permission: str, account: ServiceAccount) -> bool:
-        """Whether ``identities`` hold ``permission`` on ``account`` (its own policy and its project's)."""
+    async def decide_on_account(self, identities: frozenset[str], permission: str, account: ServiceAccount
+                                ) -> tuple[bool, bool]:
+        """Whether ``identities`` hold ``permission`` on ``account`` (its own policy and its project's), and
+        whether either policy is conditional (so that the answer may change with the time alone)."""
         ctx = RequestContext(self.clock.now(), account_condition_name(account), SA_RESOURCE_TYPE)
-        policies = [await self.load_policy(account_resource(account)),
-                    await self.load_policy(project_resource(account.project_id))]
-        return is_allowed(policies, identities, permission, ctx)
+        policies = (await self.load_policy(account_resource(account)),
+                    await self.load_policy(project_resource(account.project_id)))
+        return (is_allowed(policies, identities, permission, ctx),
+                policies[0].has_conditions or policies[1].has_conditions)
 
     async def allowed_on_account(self, identities: frozenset[str], permission: str, account: ServiceAccount) -> bool:
         """``decide_on_account``, noted in the request's audit entry."""
-        granted = await self.decide_on_account(identities, permission, account)
+        granted, _ = await self.decide_on_account(identities, permission, account)
         audit.note_authorization(permission, account_condition_name(account), granted)
         return granted
 

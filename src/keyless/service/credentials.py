@@ -49,6 +49,7 @@ class ChainDecision:
     resource: str
     delegation: list[str]
     authorizations: tuple[tuple[str, str, bool], ...]
+    conditional: bool  # some policy on the way has a condition: the answer may change with the time alone
 
 
 def _hop(index: int, hops: int) -> tuple[int, int] | None:
@@ -78,12 +79,14 @@ class Credentials:
             await self.require_named_project(caller, target, permission)
         memo = await self.core.store.memo()
         key: tuple[str, ...] = ("chain", caller.principal.kind, caller.principal_id, permission, target.account)
+        delegation: list[str] = []
         for delegate in delegates:
-            key += (delegate.account,)
+            delegation.append(delegate.account)
+        key += tuple(delegation)
         decision: ChainDecision | None = None if memo is None else memo.get(key)
         if decision is None:
-            decision = await self._decide(caller, target, delegates, permission)
-            if memo is not None and await self.core.unconditional(decision.chain):
+            decision = await self._decide(caller, target, delegates, delegation, permission)
+            if memo is not None and not decision.conditional:
                 if len(memo) >= MAX_REMEMBERED:
                     memo.clear()
                 memo[key] = decision
@@ -97,7 +100,7 @@ class Credentials:
         return account
 
     async def _decide(self, caller: Caller, target: AccountRef, delegates: tuple[AccountRef, ...],
-                      permission: str) -> ChainDecision:
+                      delegation: list[str], permission: str) -> ChainDecision:
         """Walk the chain: the caller needs ``iam.serviceAccounts.implicitDelegation`` on the first delegate, each
         delegate on the next, and the last ``permission`` on the target. A denial records the hops decided so
         far before it is raised."""
@@ -105,10 +108,10 @@ class Credentials:
         core = self.core
         resolved_target = await core.resolve_account(target)
         resource = f"projects/-/serviceAccounts/{resolved_target.unique_id if resolved_target else target.account}"
-        delegation = [ref.account for ref in delegates]
         authorizations: list[tuple[str, str, bool]] = []
         accounts: list[ServiceAccount] = []
         seen: set[str] = set()
+        conditional = False
         member = caller.principal.member
         identities = await core.identities(caller.principal)
         last = len(hops) - 1
@@ -124,7 +127,8 @@ class Credentials:
                 if account.unique_id in seen:
                     raise InvalidArgument(f"The delegation chain names {hop.resource.account} more than once.",
                                           field="delegates")
-                granted = await core.decide_on_account(identities, hop.permission, account)
+                granted, depends_on_time = await core.decide_on_account(identities, hop.permission, account)
+                conditional = conditional or depends_on_time
                 authorizations.append((hop.permission, account_condition_name(account), granted))
                 if not granted:
                     await core.explain_on_account(member, identities, hop.permission, account,
@@ -140,7 +144,7 @@ class Credentials:
         except KeylessError:
             audit.note_decision(resource, delegation, tuple(authorizations))
             raise
-        return ChainDecision(tuple(accounts), resource, delegation, tuple(authorizations))
+        return ChainDecision(tuple(accounts), resource, delegation, tuple(authorizations), conditional)
 
     async def require_named_project(self, caller: Caller, target: AccountRef, permission: str, *,
                                     before_validation: bool = False) -> None:
