@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import subprocess
 import time
@@ -50,9 +51,12 @@ class KeylessServer:
         return dict(got) if isinstance(got, dict) else {}
 
 
-def start_keyless(procs: Processes, data_dir: Path, *extra: str, workers: int = 2, timeout: float = 60.0
-                  ) -> KeylessServer:
-    """Start a server; ready = endpoints.json written and /healthz answering (time measured from the spawn)."""
+def start_keyless(procs: Processes, data_dir: Path, *extra: str, workers: int = 2, timeout: float = 60.0,
+                  source: Path | None = None) -> KeylessServer:
+    """Start a server; ready = endpoints.json written and /healthz answering (time measured from the spawn).
+
+    ``source``: a checkout whose ``src/keyless`` to run (``bench/run --compare``), with this checkout's .venv;
+    by default the keyless installed in the .venv."""
     data_dir.mkdir(parents=True, exist_ok=True)
     endpoints = data_dir / "endpoints.json"
     endpoints.unlink(missing_ok=True)
@@ -60,7 +64,10 @@ def start_keyless(procs: Processes, data_dir: Path, *extra: str, workers: int = 
     if workers != 1:
         argv += ["--workers", str(workers)]
     t0 = time.perf_counter()
-    proc = procs.start(argv, log_file=data_dir / "server.log")
+    env = None
+    if source is not None:
+        env = dict(os.environ, PYTHONPATH=str(source / "src"))
+    proc = procs.start(argv, log_file=data_dir / "server.log", env=env, cwd=source)
 
     def ready() -> bool:
         if proc.poll() is not None:

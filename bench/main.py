@@ -1,4 +1,5 @@
 """``bench/run``: one run measures the limits, keyless per method, a peer, the CLI and scale; prints a table.
+``bench/run --compare REV_A REV_B`` measures keyless at two git revisions instead (``bench/compare.py``).
 
 Everything is on loopback, every wrk run is bounded, and every process started here is stopped at the end.
 Results: ``bench/results/latest.json`` (and the table on stdout). Progress goes to stderr.
@@ -17,12 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import BENCH, PEER_VENV, Processes, log, processes, wait_for
+from bench.common import BENCH, PEER_VENV, Processes, log, processes
 from bench.keylessctl import (
     OWNER_MEMBER,
     RSA_BOUND,
@@ -34,6 +34,7 @@ from bench.keylessctl import (
     prepare_target,
     start_keyless,
 )
+from bench.subjects import PostgresPids, Subject, bare_sign_load, start_bare_app
 from bench.wrkrun import Load, Wrk, WrkResult, pick
 
 RESULTS = BENCH / "results"
@@ -64,8 +65,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-http", action="store_true", help="skip the limits, keyless per method and the peer")
     p.add_argument("--no-peer", action="store_true", help="skip moto (its load and the aws CLI)")
     p.add_argument("--no-cli", action="store_true", help="skip the CLI timings and keyless serve readiness")
-    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
-    return p.parse_args(argv)
+    p.add_argument("--compare", nargs=2, metavar=("REV_A", "REV_B"),
+                   help="instead of the sections: keyless at two git revisions, each checked out into a temporary "
+                        "worktree, its methods measured interleaved (--repeat rounds, --pairs triplets with the bare "
+                        "signing app); a side-by-side table with the difference and the noise "
+                        "(bench/results/compare.json and .txt unless --out)")
+    p.add_argument("--compare-postgres", action="store_true",
+                   help="with --compare: generateAccessToken and signBlob on PostgreSQL too")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the results document (default bench/results/latest.json; compare.json with --compare)")
+    args = p.parse_args(argv)
+    if args.compare_postgres and not args.compare:
+        p.error("--compare-postgres goes with --compare REV_A REV_B")
+    if args.out is None:
+        args.out = RESULTS / ("compare.json" if args.compare else "latest.json")
+    return args
 
 
 def loadavg() -> list[float]:
@@ -92,22 +106,6 @@ def environment() -> dict[str, Any]:
 # ---------------------------------------------------------------- sections
 
 
-def start_bare_app(procs: Processes, app: str, workers: int, work: Path) -> tuple[int, list[int], Any]:
-    ready = work / f"bare-{app}.json"
-    ready.unlink(missing_ok=True)
-    proc = procs.start([sys.executable, "-m", "bench.bareapps", "--app", app, "--workers", str(workers),
-                        "--ready-file", str(ready)], log_file=work / f"bare-{app}.log", cwd=BENCH.parent)
-
-    def is_ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bare {app} app exited: {(work / f'bare-{app}.log').read_text()[-2000:]}")
-        return ready.exists()
-
-    wait_for(is_ready, 60, f"bare {app} app", interval=0.02)
-    info = json.loads(ready.read_text())
-    return int(info["port"]), [int(p) for p in info["pids"]], proc
-
-
 def profile_methods(server: KeylessServer, wrk: Wrk, method_loads: dict[str, Load]) -> dict[str, Any]:
     import threading
 
@@ -126,29 +124,6 @@ def profile_methods(server: KeylessServer, wrk: Wrk, method_loads: dict[str, Loa
         (folder / f"{name}.txt").write_text(profile.summarise(raw))
         shares[name] = profile.category_shares(raw)
     return shares
-
-
-@dataclass
-class Subject:
-    """One server loaded in the HTTP section: a reference app, a keyless method or the peer."""
-
-    name: str
-    load: Load
-    pids: list[int]
-    runs: list[WrkResult] = field(default_factory=list)
-    half_runs: list[WrkResult] = field(default_factory=list)
-    # RSA-bound methods: (this method's run, the bare signing app's run) back to back.
-    pairs: list[tuple[WrkResult, WrkResult]] = field(default_factory=list)
-
-    def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"max": pick(self.runs, by="rps").as_dict()}
-        if self.half_runs:
-            out["half"] = pick(self.half_runs, by="p99").as_dict()
-        if self.pairs:
-            out["pairs"] = [{"rps": run.rps, "cpu_ms_per_req": run.cpu_ms_per_req,
-                             "bare_rps": bare.rps, "bare_cpu_ms_per_req": bare.cpu_ms_per_req}
-                            for run, bare in self.pairs]
-        return out
 
 
 def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Path) -> dict[str, Any]:
@@ -170,13 +145,12 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
     apps = {}
     for app in ("trivial", "sign"):
         port, pids, _ = start_bare_app(procs, app, args.workers, work)
-        url = f"http://127.0.0.1:{port}/"
         if app == "trivial":
             bodies = [json.dumps({"name": f"item-{i}", "value": i, "tags": ["a", "b"]}) for i in range(64)]
+            apps[app] = Subject("trivial_post", Load(f"http://127.0.0.1:{port}/", "POST",
+                                                     ["Content-Type: application/json"], bodies), pids)
         else:
-            bodies = [json.dumps({"sub": f"user-{i}", "aud": f"https://svc-{i % 16}.example.com"}) for i in range(64)]
-        apps[app] = Subject("trivial_post" if app == "trivial" else "bare_sign",
-                            Load(url, "POST", ["Content-Type: application/json"], bodies), pids)
+            apps[app] = Subject("bare_sign", bare_sign_load(port), pids)
     subjects += apps.values()
     server = start_keyless(procs, work / "keyless-main", "--proxy-port", "-1", "--metadata-port", "0",
                            workers=args.workers)
@@ -306,7 +280,7 @@ def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pa
                 for kind in extra:
                     dsn[kind] = cluster.create_database(f"bench_{kind}_")
                     extra[kind] += ["--database", dsn[kind], "--audit-retention-days", "0"]
-                db_pids = _PostgresPids(cluster.data)
+                db_pids = PostgresPids(cluster.data)
             servers = {kind: start_keyless(procs, work / f"scale-{backend}-{kind}", *extra[kind],
                                            workers=args.workers) for kind in extra}
             targets = {kind: prepare_target(servers[kind]) for kind in servers}
@@ -355,22 +329,6 @@ def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pa
     return out
 
 
-class _PostgresPids:
-    """The postmaster and its backends, listed afresh at each measurement (backends come and go)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.pidfile = data_dir / "postmaster.pid"
-
-    def __call__(self) -> list[int]:
-        from bench.common import children_of
-
-        try:
-            master = int(self.pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return []
-        return [master, *children_of(master)]
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -387,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="keyless-bench-"))
     wrk = Wrk(duration=args.duration, threads=args.threads, connections=args.connections, work_dir=work,
               repeat=args.repeat)
+    if args.compare:
+        return compare(args, results, wrk, work, started)
     try:
         with processes() as procs:
             server = moto = None
@@ -419,6 +379,27 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = report.table(results)
     (args.out.with_suffix(".txt")).write_text(table)
+    print(table)
+    log(f"done in {results['environment']['run_seconds']:.0f} s: {args.out}")
+    return 0
+
+
+def compare(args: argparse.Namespace, results: dict[str, Any], wrk: Wrk, work: Path, started: float) -> int:
+    """``--compare REV_A REV_B``: the comparison alone (``bench/compare.py``), its table and its document."""
+    from bench.compare import section_compare
+
+    try:
+        with processes() as procs:
+            results["compare"] = section_compare(args, procs, wrk, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["environment"]["loadavg_end"] = loadavg()
+    results["environment"]["run_seconds"] = round(time.monotonic() - started, 1)
+    results["derived_compare"] = report.derive_compare(results["compare"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = report.compare_table(results)
+    args.out.with_suffix(".txt").write_text(table)
     print(table)
     log(f"done in {results['environment']['run_seconds']:.0f} s: {args.out}")
     return 0

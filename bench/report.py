@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from bench.keylessctl import RSA_BOUND
@@ -306,4 +307,111 @@ def table(results: dict[str, Any]) -> str:
     lines.append("cpu cap/s = cores / server CPU per request: the rate the server's own CPU cost allows on this "
                  "machine's cores if nothing else ran (wrk and other load excluded).")
     lines.append(f"Run took {env.get('run_seconds', 0):.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- two revisions (bench/run --compare)
+
+
+def _spread(values: list[float]) -> float | None:
+    """(max - min) / median of one revision's rounds: how far the machine moved the same figure in this run."""
+    return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 and all(values) else None
+
+
+def _compare_row(backend: str, method: str, metric: str, a: list[float], b: list[float], *,
+                 lower_is_better: bool, note: str = "", figures: tuple[float, float] | None = None
+                 ) -> dict[str, Any] | None:
+    """One figure of both revisions: ``figures`` (A's, B's) or by default the median of each one's runs ``a``
+    and ``b``, whose spreads are the noise."""
+    if not a or not b:
+        return None
+    fig_a, fig_b = figures or (float(statistics.median(a)), float(statistics.median(b)))
+    spreads = [s for s in (_spread(a), _spread(b)) if s is not None]
+    spread = max(spreads) if spreads else None
+    change = fig_b / fig_a - 1 if fig_a else None
+    verdict = ""
+    if change is not None and spread is not None:
+        if abs(change) <= spread:
+            verdict = "within noise"
+        else:
+            verdict = "B worse" if (change > 0) == lower_is_better else "B better"
+    return {"backend": backend, "method": method, "metric": metric, "a": fig_a, "b": fig_b, "change": change,
+            "spread": spread, "verdict": verdict, "note": note, "runs": {"A": a, "B": b}}
+
+
+def _each(side: dict[str, Any], runs: str, figure: Callable[[dict[str, Any]], float | None]) -> list[float]:
+    """One figure of each of a revision's runs (``runs``: its max-rate or its half-rate runs)."""
+    return [v for v in (figure(r) for r in side.get(runs, [])) if v is not None]
+
+
+def _pair_ratios(pairs: list[dict[str, Any]]) -> list[float]:
+    return [p["rps"] / p["bare_rps"] for p in pairs if p.get("rps") and p.get("bare_rps")]
+
+
+def derive_compare(compare: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per figure: each revision's median over its rounds, B's change against A, and the noise (the
+    larger of the two revisions' spreads between rounds); "within noise" when the change is no larger."""
+    rows: list[dict[str, Any] | None] = []
+    for backend, methods in compare["backends"].items():
+        for method, by_rev in methods.items():
+            a, b = by_rev["A"], by_rev["B"]
+            rows.append(_compare_row(backend, method, "req/s", _each(a, "runs", lambda r: r["rps"]),
+                                     _each(b, "runs", lambda r: r["rps"]), lower_is_better=False))
+            cpu_label = "cpu ms/req" if backend == "sqlite" else "cpu+db ms/req"
+            rows.append(_compare_row(backend, method, cpu_label, _each(a, "runs", _total_cpu),
+                                     _each(b, "runs", _total_cpu), lower_is_better=True))
+            half_rates = [r["target_rps"] for r in a.get("half_runs", []) if r.get("target_rps")]
+            rows.append(_compare_row(backend, method, "p99@half ms", _each(a, "half_runs", lambda r: r["p99_ms"]),
+                                     _each(b, "half_runs", lambda r: r["p99_ms"]), lower_is_better=True,
+                                     note=f"at {statistics.median(half_rates):,.0f}/s" if half_rates else ""))
+            ratio_a, ratio_b = _paired_bare_ratio(a.get("pairs") or []), _paired_bare_ratio(b.get("pairs") or [])
+            if ratio_a and ratio_b:
+                # Judged as the HTTP section judges it (median over median); the noise is the spread of the
+                # triplets' own ratios.
+                rows.append(_compare_row(backend, method, "vs bare app", _pair_ratios(a["pairs"]),
+                                         _pair_ratios(b["pairs"]), lower_is_better=False, figures=(ratio_a, ratio_b),
+                                         note=f"{len(a['pairs'])} triplet{'s' if len(a['pairs']) != 1 else ''}"))
+    return [row for row in rows if row is not None]
+
+
+def _fmt_figure(metric: str, value: float) -> str:
+    if metric == "req/s":
+        return f"{value:,.0f}"
+    if metric == "vs bare app":
+        return f"{100 * value:.1f}%"
+    return f"{value:.3f}" if "cpu" in metric else f"{value:.2f}"
+
+
+def compare_table(results: dict[str, Any]) -> str:
+    env, settings, compare = results["environment"], results["settings"], results["compare"]
+    rows = results.get("derived_compare") or derive_compare(compare)
+    revs = {r["label"]: r for r in compare["revisions"]}
+    lines = [f"keyless benchmark: two revisions compared, {env['date']}, {env['cores']} cores ({env['cpu']}), "
+             f"python {env['python']}"]
+    for label in ("A", "B"):
+        r = revs[label]
+        lines.append(f"  {label} = {r['rev']} ({r['sha'][:10]} {r['subject'][:70]})")
+    lines += [f"wrk {settings['threads']} threads, {settings['connections']} connections, "
+              f"{settings['duration_s']:g} s per run; {settings['repeat']} rounds with A and B back to back (the order "
+              f"alternating), {settings['pairs']} triplets (A, B, the bare signing app) for the bare-app ratio; "
+              f"keyless serve --workers {settings['workers']}; load average {env['loadavg_start'][0]:.2f} at start, "
+              f"{env.get('loadavg_end', [0])[0]:.2f} at end", ""]
+    widths = [48, 10, 10, 8, 8, 0]
+    lines.append(_row(["", "A", "B", "B vs A", "spread", ""], widths).rstrip())
+    last = None
+    for row in rows:
+        name = f"{row['backend']} {LABELS.get(row['method'], row['method'])}"
+        cells = [f"{name if name != last else '':<33}{row['metric']}", _fmt_figure(row["metric"], row["a"]),
+                 _fmt_figure(row["metric"], row["b"]),
+                 f"{100 * row['change']:+.1f}%" if row["change"] is not None else "-",
+                 f"{100 * row['spread']:.1f}%" if row["spread"] is not None else "-",
+                 "  ".join(x for x in (row["verdict"], f"({row['note']})" if row["note"] else "") if x)]
+        lines.append(_row(cells, widths).rstrip())
+        last = name
+    lines += ["",
+              "A and B: medians over the rounds (the bare-app ratio: median of the method's triplet runs over the",
+              "median of the bare app's). spread: (max - min) / median of one revision's rounds, the larger of A's and",
+              "B's; a change no larger than it is within this run's noise (one round has no spread: use --repeat 3).",
+              "p99@half: both revisions at the same rate in each round, half the mean of their max rates.",
+              f"Run took {env.get('run_seconds', 0):.0f} s."]
     return "\n".join(lines) + "\n"
