@@ -255,78 +255,89 @@ def section_serve_ready(args: argparse.Namespace, procs: Processes, work: Path) 
 
 
 def section_scale(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Path) -> dict[str, Any]:
-    """Per backend, two servers side by side: one on an empty database, one on a populated one. Their runs
-    alternate (empty, populated, populated, empty, ...) so that the machine's other load and the position in
-    the sequence fall on both alike."""
-    from bench import populate
-
+    """Per backend, two servers: one on an empty database, one on a populated one; all of them (SQLite's and
+    PostgreSQL's) measured in turn, round after round, the order reversed every other round, so that the
+    machine's other load and the position in the sequence fall on every server alike: on the two of a backend
+    (the scale rows) and on the two backends (PostgreSQL's ratio to SQLite)."""
     out: dict[str, Any] = {"accounts": args.scale_accounts,
                            "bindings": args.scale_accounts * args.bindings_per_account, "big_binding": 1000,
                            "backends": {}}
     backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgresql"]
-    for backend in backends:
-        cluster = None
-        try:
-            extra: dict[str, list[str]] = {k: ["--proxy-port", "-1", "--metadata-port", "-1"]
-                                           for k in ("empty", "scaled")}
-            dsn: dict[str, str] = {}
-            db_pids = None
+    cluster = None
+    try:
+        servers: dict[tuple[str, str], tuple[KeylessServer, Any, Any]] = {}  # (server, target, database pids)
+        for backend in backends:
             if backend == "postgresql":
                 sys.path.insert(0, str(BENCH.parent))
                 from tests.pg import PostgresCluster
 
                 log("scale: starting a throwaway PostgreSQL cluster")
                 cluster = PostgresCluster().start()
-                for kind in extra:
-                    dsn[kind] = cluster.create_database(f"bench_{kind}_")
-                    extra[kind] += ["--database", dsn[kind], "--audit-retention-days", "0"]
-                db_pids = PostgresPids(cluster.data)
-            servers = {kind: start_keyless(procs, work / f"scale-{backend}-{kind}", *extra[kind],
-                                           workers=args.workers) for kind in extra}
-            targets = {kind: prepare_target(servers[kind]) for kind in servers}
-            log(f"scale: {backend}: adding {args.scale_accounts:,} accounts and "
-                f"{args.scale_accounts * args.bindings_per_account:,} bindings to the second server's database")
-            scaled = servers["scaled"]
-            if backend == "sqlite":
-                filled = populate.populate_sqlite(scaled.data_dir / "keyless.db", args.scale_accounts,
-                                                  args.bindings_per_account)
-            else:
-                filled = populate.populate_postgres(dsn["scaled"], args.scale_accounts, args.bindings_per_account)
-            if backend == "sqlite":
-                populate.settle_sqlite(servers["empty"].data_dir / "keyless.db")
-            else:
-                populate.settle_postgres(dsn["empty"])
-            log(f"  populated in {filled['seconds']:.1f} s; a 1,000-member binding on its target")
-            path = f"/v1/projects/-/serviceAccounts/{targets['scaled'].email}"
-            policy = scaled.call("POST", f"{path}:getIamPolicy")
-            policy["bindings"] = [{"role": TOKEN_CREATOR, "members": populate.big_binding_members(OWNER_MEMBER)}]
-            scaled.call("POST", f"{path}:setIamPolicy", {"policy": policy})
-            row: dict[str, Any] = {"empty": {}, "scaled": {}, "populate": filled}
-            for method in ("generateAccessToken", "signBlob"):
-                method_loads = {kind: loads(servers[kind], targets[kind], methods=(method,))[method]
-                                for kind in servers}
-                runs: dict[str, list[WrkResult]] = {kind: [] for kind in servers}
-                for load in method_loads.values():
-                    check_load(load)
-                    wrk.warm_up(load)
-                for round_no in range(args.scale_rounds):
-                    # Which server goes first alternates: a run measured just after the other server's run is
-                    # not in the same position as one measured after a pause (on PostgreSQL the first of the
-                    # pair cost up to 13% more CPU, whichever server it was).
-                    order = list(method_loads.items())
-                    for kind, load in order if round_no % 2 == 0 else order[::-1]:
-                        label = f"{backend} {'empty' if kind == 'empty' else 'populated'} {method}"
-                        runs[kind].append(wrk.run(load, servers[kind].pids, label=label, extra_pids=db_pids))
-                for kind in servers:
-                    row[kind][method] = {"max": pick(runs[kind], by="rps").as_dict(),
-                                         "runs": [run.as_dict() for run in runs[kind]]}
+            row, started = _scale_servers(args, procs, work, backend, cluster)
             out["backends"][backend] = row
-            for server in servers.values():
-                procs.stop(server.proc)
-        finally:
-            if cluster is not None:
-                cluster.stop()
+            servers.update(started)
+        for method in ("generateAccessToken", "signBlob"):
+            method_loads = {key: loads(server, target, methods=(method,))[method]
+                            for key, (server, target, _) in servers.items()}
+            runs: dict[tuple[str, str], list[WrkResult]] = {key: [] for key in servers}
+            for load in method_loads.values():
+                check_load(load)
+                wrk.warm_up(load)
+            for round_no in range(args.scale_rounds):
+                # Which server goes first alternates: a run measured just after another server's run is not in
+                # the same position as one measured after a pause (on PostgreSQL the first of the pair cost up to
+                # 13% more CPU, whichever server it was).
+                order = list(method_loads.items())
+                for (backend, kind), load in order if round_no % 2 == 0 else order[::-1]:
+                    server, _, db_pids = servers[backend, kind]
+                    label = f"{backend} {'empty' if kind == 'empty' else 'populated'} {method}"
+                    runs[backend, kind].append(wrk.run(load, server.pids, label=label, extra_pids=db_pids))
+            for (backend, kind), kind_runs in runs.items():
+                out["backends"][backend][kind][method] = {"max": pick(kind_runs, by="rps").as_dict(),
+                                                          "runs": [run.as_dict() for run in kind_runs]}
+        for server, _, _ in servers.values():
+            procs.stop(server.proc)
+    finally:
+        if cluster is not None:
+            procs.stop_all()  # the servers on it first
+            cluster.stop()
     return out
+
+
+def _scale_servers(args: argparse.Namespace, procs: Processes, work: Path, backend: str, cluster: Any
+                   ) -> tuple[dict[str, Any], dict[tuple[str, str], tuple[KeylessServer, Any, Any]]]:
+    """A backend's empty and populated servers, each with its target (a 1,000-member binding on the populated
+    one's); the populated database filled and both settled alike."""
+    from bench import populate
+
+    extra: dict[str, list[str]] = {k: ["--proxy-port", "-1", "--metadata-port", "-1"] for k in ("empty", "scaled")}
+    dsn: dict[str, str] = {}
+    db_pids = None
+    if cluster is not None:
+        for kind in extra:
+            dsn[kind] = cluster.create_database(f"bench_{kind}_")
+            extra[kind] += ["--database", dsn[kind], "--audit-retention-days", "0"]
+        db_pids = PostgresPids(cluster.data)
+    servers = {kind: start_keyless(procs, work / f"scale-{backend}-{kind}", *extra[kind], workers=args.workers)
+               for kind in extra}
+    targets = {kind: prepare_target(servers[kind]) for kind in servers}
+    log(f"scale: {backend}: adding {args.scale_accounts:,} accounts and "
+        f"{args.scale_accounts * args.bindings_per_account:,} bindings to the second server's database")
+    scaled = servers["scaled"]
+    if backend == "sqlite":
+        filled = populate.populate_sqlite(scaled.data_dir / "keyless.db", args.scale_accounts,
+                                          args.bindings_per_account)
+        populate.settle_sqlite(servers["empty"].data_dir / "keyless.db")
+    else:
+        filled = populate.populate_postgres(dsn["scaled"], args.scale_accounts, args.bindings_per_account)
+        populate.settle_postgres(dsn["empty"])
+    log(f"  populated in {filled['seconds']:.1f} s; a 1,000-member binding on its target")
+    path = f"/v1/projects/-/serviceAccounts/{targets['scaled'].email}"
+    policy = scaled.call("POST", f"{path}:getIamPolicy")
+    policy["bindings"] = [{"role": TOKEN_CREATOR, "members": populate.big_binding_members(OWNER_MEMBER)}]
+    scaled.call("POST", f"{path}:setIamPolicy", {"policy": policy})
+    row: dict[str, Any] = {"empty": {}, "scaled": {}, "populate": filled}
+    return row, {(backend, kind): (servers[kind], targets[kind], db_pids) for kind in servers}
 
 
 # ---------------------------------------------------------------- main

@@ -52,6 +52,33 @@ def _median_cpu_ratio(empty: dict[str, Any], scaled: dict[str, Any]) -> float | 
     return best_scaled / best_empty if best_scaled and best_empty else None
 
 
+def _median_total_cpu(row: dict[str, Any]) -> float | None:
+    """The median of a scale row's rounds, keyless's CPU per request plus the database's."""
+    cpu = [c for c in (_total_cpu(r) for r in row.get("runs", [])) if c]
+    return float(statistics.median(cpu)) if cpu else _total_cpu(row["max"])
+
+
+# Issue 20, item 1: keyless plus database CPU per request on PostgreSQL, at most this many times SQLite's.
+POSTGRES_LIMITS = {"generateAccessToken": 2.0, "signBlob": 1.3}
+
+
+def _postgres_vs_sqlite(backends: dict[str, Any]) -> dict[str, float]:
+    """PostgreSQL's CPU per request (keyless + database) over SQLite's, per method and data set ("empty/
+    generateAccessToken"): medians of each side's rounds. The two backends run one after the other in the same
+    run, not interleaved: CPU per request, unlike req/s, hardly moves with the machine's load."""
+    sqlite, postgres = backends.get("sqlite"), backends.get("postgresql")
+    out: dict[str, float] = {}
+    if not sqlite or not postgres:
+        return out
+    for data in ("empty", "scaled"):
+        for method, row in postgres[data].items():
+            base = sqlite[data].get(method)
+            pg_cpu, sqlite_cpu = _median_total_cpu(row), _median_total_cpu(base) if base else None
+            if pg_cpu and sqlite_cpu:
+                out[f"{data}/{method}"] = pg_cpu / sqlite_cpu
+    return out
+
+
 def _paired_bare_ratio(pairs: list[dict[str, Any]]) -> float | None:
     """Method / bare signing app req/s over runs made back to back: the median of the method's runs over the
     median of the bare app's (see ``_median_cpu_ratio`` for why medians and not each side's best run)."""
@@ -96,6 +123,7 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
                 "p99_ratio": scaled["p99_ms"] / e["p99_ms"] if e["p99_ms"] else None,
                 "cpu_ratio": _median_cpu_ratio(empty, rows["scaled"][method]),
             }
+    out["postgres_vs_sqlite"] = _postgres_vs_sqlite(_get(results, "scale", "backends") or {})
     out["targets"] = _targets(results, out, methods, moto, gat)
     return out
 
@@ -142,6 +170,17 @@ def _targets(results: dict[str, Any], derived: dict[str, Any], methods: dict[str
                                all(abs(v - 1) <= 0.1 for v in cpu.values()) if cpu else None,
                                f"worst {worst_scale}: CPU per request {100 * (cpu[worst_scale] - 1):+.0f}%"
                                if worst_scale else ""))
+    versus = derived.get("postgres_vs_sqlite") or {}
+    if versus:
+        over = {k: v / POSTGRES_LIMITS[k.split("/")[1]] for k, v in versus.items()
+                if k.split("/")[1] in POSTGRES_LIMITS}
+        worst_pg = max(over, key=lambda k: over[k]) if over else None
+        targets.append(_target("PostgreSQL vs SQLite, CPU per request (keyless + database, medians of the rounds)",
+                               "generateAccessToken <= 2x, signBlob <= 1.3x",
+                               ", ".join(f"{k.replace('scaled/', 'populated/')} {v:.2f}x" for k, v in versus.items()),
+                               all(v <= 1 for v in over.values()) if over else None,
+                               f"worst {worst_pg.replace('scaled/', 'populated/')}: {over[worst_pg]:.2f}x its limit"
+                               if worst_pg else ""))
     cli = _get(results, "cli", "keyless_print_access_token", "median_ms")
     if cli is not None:
         targets.append(_target("keyless auth print-access-token", "< 150 ms", f"{cli:.0f} ms (median)", cli < 150,
@@ -277,8 +316,10 @@ def table(results: dict[str, Any]) -> str:
     if scale:
         lines.append(f"SCALE: empty vs {scale['accounts']:,} accounts, {scale['bindings']:,} bindings, "
                      f"a {scale['big_binding']:,}-member binding on the target (max rate)")
-        header = ["", "req/s", "p50 ms", "p99 ms", "cpu ms/req", "db cpu", "req/s vs empty", "cpu+db vs empty*"]
-        widths = [42, 8, 7, 7, 10, 7, 14, 15]
+        header = ["", "req/s", "p50 ms", "p99 ms", "cpu ms/req", "db cpu", "req/s vs empty", "cpu+db vs empty*",
+                  "cpu+db vs sqlite**"]
+        widths = [42, 8, 7, 7, 10, 7, 14, 15, 17]
+        versus = derived.get("postgres_vs_sqlite") or {}
         lines.append(_row(header, widths))
         for backend, rows in scale["backends"].items():
             for data in ("empty", "scaled"):
@@ -289,10 +330,16 @@ def table(results: dict[str, Any]) -> str:
                     lines.append(_row([label, _fmt_rate(m["rps"]), _fmt_ms(m["p50_ms"]), _fmt_ms(m["p99_ms"]),
                                        _fmt_ms(m.get("cpu_ms_per_req"), 3), _fmt_ms(m.get("db_cpu_ms_per_req"), 3),
                                        f"{100 * d['rps_ratio']:.0f}%" if d.get("rps_ratio") else "",
-                                       f"{100 * d['cpu_ratio']:.0f}%" if d.get("cpu_ratio") else ""], widths))
+                                       f"{100 * d['cpu_ratio']:.0f}%" if d.get("cpu_ratio") else "",
+                                       f"{versus[f'{data}/{method}']:.2f}x"
+                                       if backend != "sqlite" and f"{data}/{method}" in versus else ""],
+                                      widths).rstrip())
             lines.append(f"  ({backend}: populated in {rows['populate']['seconds']:.1f} s)")
         lines.append("  * median CPU per request of the populated server's rounds over the empty server's (the two run "
                      "back to back in each round); the other columns are each side's best run")
+        if versus:
+            lines.append("  ** median CPU per request (keyless + database) of the PostgreSQL server's rounds over the "
+                         "SQLite server's with the same data")
         lines.append("")
     if derived["targets"]:
         lines.append("TARGETS")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bench import report
 
 
@@ -85,3 +87,46 @@ def test_the_table_prints_every_pair() -> None:
     text = report.table(results)
     assert "signJwt: 90%, 80%" in text
     assert "85% of bare signing app*" in text
+
+
+def _backends(sqlite_cpu: dict[str, list[float]], pg_cpu: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
+    def rows(runs: dict[str, list[Any]], db: bool) -> dict[str, Any]:
+        out = {}
+        for method, values in runs.items():
+            each = [_run(4000, v[0], v[1]) if db else _run(4000, v) for v in values]
+            out[method] = {"max": each[0], "runs": each}
+        return out
+
+    return {"sqlite": {"empty": rows(sqlite_cpu, False), "scaled": rows(sqlite_cpu, False),
+                       "populate": {"seconds": 1.0}},
+            "postgresql": {"empty": rows(pg_cpu, True), "scaled": rows(pg_cpu, True), "populate": {"seconds": 1.0}}}
+
+
+def test_postgresql_is_judged_against_sqlite_on_keyless_plus_database_cpu() -> None:
+    results = _results(None, ([0.4], [0.4]))
+    results["scale"]["backends"] = _backends(
+        {"generateAccessToken": [0.10, 0.09, 0.11], "signBlob": [0.35, 0.36, 0.34]},
+        {"generateAccessToken": [(0.12, 0.06), (0.12, 0.07), (0.13, 0.05)],
+         "signBlob": [(0.40, 0.05), (0.41, 0.05), (0.39, 0.06)]})
+    derived = report.derive(results)
+    versus = derived["postgres_vs_sqlite"]
+    assert versus["empty/generateAccessToken"] == pytest.approx(0.18 / 0.10)
+    assert versus["empty/signBlob"] == pytest.approx(0.45 / 0.35)
+    [target] = [t for t in derived["targets"] if t["target"].startswith("PostgreSQL vs SQLite")]
+    assert target["met"] is True
+    assert "empty/generateAccessToken 1.80x" in target["measured"]
+
+
+def test_postgresql_over_its_limit_is_not_met_and_the_table_prints_the_ratio() -> None:
+    results = _results(None, ([0.4], [0.4]))
+    results["scale"]["backends"] = _backends({"generateAccessToken": [0.094]}, {"generateAccessToken": [(0.243, 0.137)]})
+    results["scale"].update({"accounts": 1, "bindings": 1, "big_binding": 1})
+    derived = report.derive(results)
+    [target] = [t for t in derived["targets"] if t["target"].startswith("PostgreSQL vs SQLite")]
+    assert target["met"] is False and "4.04x" in target["measured"]
+    results.update({"environment": {"date": "d", "cores": 2, "cpu": "c", "python": "3.11", "loadavg_start": [0.0]},
+                    "settings": {"threads": 2, "connections": 32, "duration_s": 6, "repeat": 3, "scale_rounds": 1,
+                                 "workers": 2}, "derived": derived})
+    results["keyless"]["server"] = {"workers": 2, "ready_ms": 700.0}
+    [row] = [ln for ln in report.table(results).splitlines() if ln.startswith("postgresql empty generateAccessToken")]
+    assert row.endswith("4.04x")
