@@ -19,5 +19,6 @@ def open_store(database: str | None, data_dir: Path) -> Store:
     if database.startswith(("postgresql://", "postgres://")):
         from keyless.storage.postgres import PostgresStore
 
-        return CachingStore(PostgresStore(database))
+        # The replica's processes (--workers N) share its data dir: a change one makes, the others see at once.
+        return CachingStore(PostgresStore(database, changes=data_dir / "postgres-changes"))
     raise SystemExit(f"Unsupported --database URL: {database!r} (use sqlite:///PATH)")

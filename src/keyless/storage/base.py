@@ -162,7 +162,9 @@ class Store(Protocol):
 
     # settings of the installation (organization number, default project, ...)
     async def generation(self) -> int:
-        """A counter every state change increases (audit entries excepted): caches compare it per request."""
+        """A counter every state change increases (audit entries excepted): caches compare it per request. It
+        moves at once for the processes of the replica that made the change; a backend may learn of other
+        replicas' changes within a bound instead (PostgreSQL: ``notify.MAX_STALENESS``, answered from memory)."""
         ...
     async def bump_generation(self) -> None: ...
     async def memo(self) -> dict[Any, Any] | None:

@@ -1,6 +1,8 @@
 """PostgreSQL backend (asyncpg): the system of record for several stateless replicas.
 
-Every read goes to the database, so a change made through one replica is enforced by all of them at once.
+Every read goes to the database, or to the read cache in front of the store, which every replica drops when the
+state generation moves: a change made through one replica is enforced by its own processes at once and by every
+other replica within ``notify.MAX_STALENESS`` (the generation is learnt through LISTEN/NOTIFY, ``notify.py``).
 Compare-and-swap writes (policies, key rotation) rely on row locks and a partial unique index, not on
 process-local state.
 
@@ -19,12 +21,14 @@ import inspect
 import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 
 from keyless.errors import NotReady, Unavailable
+from keyless.storage import notify
 from keyless.storage.base import (
     KEY_UPDATABLE,
     SERVICE_ACCOUNT_UPDATABLE,
@@ -42,6 +46,7 @@ from keyless.storage.base import (
     User,
     check_updatable,
 )
+from keyless.storage.changes import ChangeCounter
 from keyless.storage.migrations import PROJECT_SERVICES_BACKFILL
 from keyless.storage.rows import (
     AUDIT_COLUMNS,
@@ -168,7 +173,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 _Store = TypeVar("_Store", bound="type[PostgresStore]")
 _Record = TypeVar("_Record")
-_NOT_GUARDED = frozenset({"open", "close", "migrate"})  # start-up and shutdown: no deadline, errors as they are
+# Start-up and shutdown: no deadline, errors as they are. ``generation`` is answered from memory when it can be and
+# guards its query itself (``_read_generation``): a deadline costs a timer per request.
+_NOT_GUARDED = frozenset({"open", "close", "migrate", "generation"})
 
 
 def _guard(operation: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -188,6 +195,13 @@ def _guard(operation: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[
     return guarded
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """How a pooled connection is reset when it goes back to the pool: not at all. asyncpg's default reset is a
+    query (UNLISTEN, CLOSE ALL, RESET ALL, advisory unlock) on every release, two per request; keyless changes no
+    session state on pooled connections (no SET, LISTEN or cursors), and ``lock`` drops a connection whose advisory
+    lock it could not release instead of handing it back."""
+
+
 def _guard_operations(cls: _Store) -> _Store:
     """Every store operation (any public coroutine method, also those added later) is bounded in time and raises
     ``Unavailable`` for a database that cannot serve."""
@@ -200,8 +214,16 @@ def _guard_operations(cls: _Store) -> _Store:
 @_guard_operations
 class PostgresStore:
     def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10,
-                 timeout: float = OPERATION_TIMEOUT, query_timeout: float = QUERY_TIMEOUT) -> None:
+                 timeout: float = OPERATION_TIMEOUT, query_timeout: float = QUERY_TIMEOUT,
+                 changes: Path | None = None) -> None:
+        """``changes``: a change-counter file shared by this replica's processes (its data dir, ``--workers N``),
+        so that a change made by one is seen by the others at once rather than within the propagation bound."""
         self.dsn = dsn
+        self._changes_path = changes
+        self._changes: ChangeCounter | None = None
+        self._watch: notify.GenerationWatch | None = None
+        self._audit_conn: Any = None  # a pooled connection held for append_audit
+        self._audit_busy = False
         self._min = min_size
         self._max = max_size
         self.timeout = timeout
@@ -222,14 +244,26 @@ class PostgresStore:
         # query, and the cancellation of one that timed out (a connection whose server stopped answering is then
         # closed instead of waited for).
         self._pool = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max,
-                                               timeout=self.query_timeout, command_timeout=self.query_timeout)
+                                               timeout=self.query_timeout, command_timeout=self.query_timeout,
+                                               reset=_keep_session)
         await self.migrate()
+        if self._changes_path is not None:
+            self._changes = ChangeCounter(self._changes_path)
+        self._watch = notify.GenerationWatch(self._connect_watch)
+        self._watch.start()
+
+    async def _connect_watch(self) -> asyncpg.Connection:
+        # The same URL as the pool (with a multi-host URL, the host that accepts writes), named in pg_stat_activity.
+        return await asyncpg.connect(self.dsn, timeout=self.query_timeout,
+                                     server_settings={"application_name": notify.APPLICATION_NAME})
 
     async def _unavailable(self, exc: BaseException) -> None:
         """After a failure of the database: replace every pooled connection (a connection may be stuck on a host
         that stopped answering, or be on a standby), and log the outage once, by kind, never its text."""
         if self._pool is not None:
             await self._pool.expire_connections()
+            if not self._audit_busy:
+                await self._drop_audit_connection()
         if not self._down:
             self._down = True
             log.warning("database unavailable (%s): requests are answered 503 until it is back", type(exc).__name__)
@@ -254,6 +288,16 @@ class PostgresStore:
             await conn.close()
 
     async def close(self) -> None:
+        if self._watch is not None:
+            await self._watch.stop()
+            self._watch = None
+        if self._changes is not None:
+            self._changes.close()
+            self._changes = None
+        if self._audit_conn is not None:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await self.pool.release(self._audit_conn)  # the pool waits for every connection it lent
+            self._audit_conn = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -267,6 +311,7 @@ class PostgresStore:
                 try:
                     await conn.execute("SELECT pg_advisory_lock($1)", _lock_id(name), timeout=LOCK_TIMEOUT)
                 except BaseException:
+                    conn.terminate()  # whether the lock was taken is unknown: the session goes, and the lock with it
                     await self.pool.release(conn)
                     raise
         except _UNAVAILABLE as exc:
@@ -279,7 +324,7 @@ class PostgresStore:
                 async with asyncio.timeout(self.timeout):
                     await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id(name))
             except _UNAVAILABLE:
-                pass  # a session lock ends with its connection
+                conn.terminate()  # a session lock ends with its connection (pooled connections are not reset)
             finally:
                 with contextlib.suppress(*_UNAVAILABLE):
                     await self.pool.release(conn)
@@ -288,17 +333,23 @@ class PostgresStore:
         return None  # remembering needs the read cache, which knows when the state changes
 
     async def generation(self) -> int:
-        # The counter, and which server answers (when it started): a promoted standby may hold a change whose
-        # counter increase never committed (the old primary died between the two), so after a failover every
-        # cache filled from the old primary is dropped whatever the counter says.
-        value, server = await self.pool.fetchrow(
-            "SELECT (SELECT value FROM meta WHERE key='generation'), "
-            "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint")
-        return (int(value) if value is not None else 0) + (int(server) << 64)
+        """The database's counter and server (``notify``), from memory while the generation watch vouches for
+        it, else read; above them this replica's own change counter, which its processes move at once."""
+        shared = self._watch.current() if self._watch is not None else None
+        if shared is None:
+            shared = await self._read_generation()
+        return shared + (self._changes.read() << 128 if self._changes is not None else 0)
+
+    @_guard
+    async def _read_generation(self) -> int:
+        return notify.generation_of(await self.pool.fetchrow(notify.READ))
 
     async def bump_generation(self) -> None:
-        await self.pool.execute("INSERT INTO meta (key, value) VALUES ('generation', '1') ON CONFLICT (key) "
-                                "DO UPDATE SET value = (meta.value::bigint + 1)::text")
+        if self._changes is not None:
+            self._changes.increment()  # this replica's other processes: at once, whatever the database says
+        counter, _ = await self.pool.fetchrow(notify.BUMP)
+        if self._watch is not None:
+            self._watch.saw(int(counter))
 
     async def _record(self, record: Callable[[Row], _Record], sql: str, *args: Any) -> _Record | None:
         """The record of the one row ``sql`` selects, or None."""
@@ -544,8 +595,36 @@ class PostgresStore:
     async def append_audit(self, entries: list[AuditEntry]) -> None:
         rows = [(e.insert_id, e.timestamp, e.method, e.principal, e.resource, e.denied,
                  orjson.dumps(e.body).decode()) for e in entries]  # AUDIT_COLUMNS' order
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(_SQL.append_audit, rows)
+        # One round trip, atomic without a BEGIN and COMMIT of its own (asyncpg's executemany is one implicit
+        # transaction), on a connection kept for it: the audit log's group commit appends one batch at a time,
+        # and taking a connection from the pool and giving it back costs more CPU than the insert (about 35 us).
+        if self._audit_busy:  # a second writer at once (not the audit log's): the pool serves it
+            await self.pool.executemany(_SQL.append_audit, rows)
+            return
+        self._audit_busy = True
+        try:
+            if self._audit_conn is None:
+                self._audit_conn = await self.pool.acquire()
+            conn = self._audit_conn
+            try:
+                if len(rows) == 1:
+                    await conn.execute(_SQL.append_audit, *rows[0])  # cheaper than executemany for one row
+                else:
+                    await conn.executemany(_SQL.append_audit, rows)
+            except BaseException:
+                await self._drop_audit_connection()
+                raise
+        finally:
+            self._audit_busy = False
+
+    async def _drop_audit_connection(self) -> None:
+        """Give the audit connection back closed: after a failure it may hang on a server that stopped answering
+        (the next batch takes a new one from the pool, which connects to whichever host accepts writes)."""
+        conn, self._audit_conn = self._audit_conn, None
+        if conn is not None:
+            conn.terminate()
+            with contextlib.suppress(*_UNAVAILABLE):
+                await self.pool.release(conn)
 
     async def prune_audit(self, before: float, limit: int) -> int:
         status = await self.pool.execute(
