@@ -211,6 +211,11 @@ class NotReady(Internal, RuntimeError):
     a fault of keyless, not of the request."""
 
 
+class BindFailed(Internal, OSError):
+    """A listener's address cannot be bound (in use, not local): ``keyless serve`` ends with one line naming the
+    option. An ``OSError`` too, as a socket's own bind failure is."""
+
+
 class Unavailable(KeylessError):
     """The database cannot be reached, accepts no writes (a standby, during a failover) or did not answer in
     time: nothing was done that the caller can rely on, and the request may be retried."""

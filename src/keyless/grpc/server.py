@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 
+from keyless.errors import BindFailed
 from keyless.grpc import credentials
 from keyless.service.app import Keyless
 from keyless.service.limits import Limits
@@ -26,7 +27,7 @@ def build_server(keyless: Keyless, limits: Limits) -> grpc.aio.Server:
 
 def bind(server: grpc.aio.Server, host: str, port: int, *, tls: tuple[bytes, bytes] | None = None) -> int:
     """Bind ``server`` to ``host:port`` (plaintext, or TLS with ``(key PEM, certificate PEM)``); the bound port.
-    Raises OSError when the address cannot be bound."""
+    Raises BindFailed (an OSError) when the address cannot be bound."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         if tls is None:
@@ -34,7 +35,7 @@ def bind(server: grpc.aio.Server, host: str, port: int, *, tls: tuple[bytes, byt
         else:
             bound = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
     except RuntimeError as exc:  # grpcio's "Failed to bind to address"
-        raise OSError(str(exc)) from None
+        raise BindFailed(str(exc)) from None
     if bound == 0:  # older grpcio answers 0 instead of raising
-        raise OSError(f"Failed to bind to address {address}")
+        raise BindFailed(f"Failed to bind to address {address}")
     return int(bound)

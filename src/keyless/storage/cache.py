@@ -1,9 +1,11 @@
 """A read cache in front of any store, consistent across processes and replicas.
 
 Every state change bumps a generation counter in the database. Each request reads that counter once (on
-its first cached read) and drops the whole cache when it moved, so a change made anywhere is seen by the
-next request everywhere, while a request on unchanged state costs one small query instead of one per
-lookup. Outside a request (bootstrap, CLI-side code), reads go straight to the store.
+its first cached read: from memory on SQLite and, while its change notifications are known to be current, on
+PostgreSQL) and drops the whole cache when it moved. A change is seen by the next request in every process of
+the replica that made it, and by other replicas' next requests (on PostgreSQL within 1 s: storage/notify.py),
+while a request on unchanged state reads nothing but the counter. A read that began before a change and ends
+after it is never kept. Outside a request (bootstrap, CLI-side code), reads go straight to the store.
 """
 
 from __future__ import annotations
@@ -79,22 +81,28 @@ class CachingStore:
         if slot[0] == _UNCHECKED:
             slot[0] = await self.inner.generation()
         if slot[0] != self._generation:
-            self._cache.clear()
-            self._memo.clear()
+            self._drop()
             self._generation = slot[0]
         return self._memo
+
+    def _drop(self) -> None:
+        # New dicts, not cleared ones: a read (or a decision) that began before a change and ends after it
+        # stores into the dict it started with, which nothing reads any more.
+        self._cache = {}
+        self._memo = {}
 
     async def _cached(self, key: tuple[str, ...], load: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """``load(*args)``, remembered under ``key`` until the state changes (inside a request)."""
         if await self.memo() is None:
             return await load(*args)
-        if key in self._cache:
-            value: T = self._cache[key]
+        cache = self._cache
+        if key in cache:
+            value: T = cache[key]
             return value
         value = await load(*args)
-        if len(self._cache) >= self.MAX_ENTRIES:
-            self._cache.clear()
-        self._cache[key] = value
+        if len(cache) >= self.MAX_ENTRIES:
+            cache.clear()
+        cache[key] = value
         return value
 
     async def _changed(self) -> None:
@@ -107,8 +115,7 @@ class CachingStore:
             self._forget()
 
     def _forget(self) -> None:
-        self._cache.clear()
-        self._memo.clear()
+        self._drop()
         self._generation = _UNCHECKED
 
     @contextlib.asynccontextmanager
