@@ -188,6 +188,14 @@ class MethodNotAllowed(KeylessError):
     legacy_reason = "methodNotAllowed"
 
 
+class Unimplemented(KeylessError):
+    """A method of a Google service that keyless does not serve (gRPC's ``UNIMPLEMENTED``, HTTP 501)."""
+
+    http_status = 501
+    status = "UNIMPLEMENTED"
+    legacy_reason = "notImplemented"
+
+
 class PayloadTooLarge(KeylessError):
     http_status = 413
     status = "INVALID_ARGUMENT"

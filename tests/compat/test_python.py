@@ -1175,10 +1175,12 @@ def test_gapic_denied_proxy(proxied: Steps) -> None:
     assert GET_ACCESS_TOKEN in google_error(out["body"])["message"]
 
 
-@row(GAPIC, "iam_admin_v1.IAMClient(transport=rest)", "unsupported: gRPC only")
+@row(GAPIC, "iam_admin_v1.IAMClient(transport=rest): the library ships no REST transport",
+     "none: its default gRPC transport works (--grpc-port, rows of test_grpc_admin)")
 def test_gapic_iam_admin_is_grpc_only() -> None:
-    # The admin client ships no REST transport (KeyError: 'rest'); keyless serves no gRPC, so this client cannot
-    # reach it. IAM v1 admin calls work through googleapiclient (rows below).
+    # The admin client ships no REST transport (KeyError: 'rest'); on its default transport, gRPC, it is served
+    # by keyless serve --grpc-port (tests/compat/test_grpc_admin.py). IAM v1 admin calls over REST work through
+    # googleapiclient (rows below).
     from google.cloud import iam_admin_v1
 
     with pytest.raises(KeyError, match="rest"):

@@ -2,18 +2,27 @@
 them), the caller from the ``authorization`` metadata (the same tokens as REST's header), the method's own answer,
 the audit entry committed before the answer is released, and every error answered as a gRPC status.
 
-Messages travel as bytes: each method parses its request itself, so a message that is not protobuf is an
-``INVALID_ARGUMENT`` of the method (audited like any refusal) rather than grpcio's own deserialisation failure."""
+Messages travel as bytes: the method parses its request itself (``unary`` with ``request_type``, or the answer), so
+a message that is not protobuf is an ``INVALID_ARGUMENT`` of the method (audited like any refusal) rather than
+grpcio's own deserialisation failure.
+
+A method is audited when REST's route is (the IAM Credentials verbs, every change); reads are not, as on REST. A
+method given its ``request_type`` has its message parsed before the caller is authenticated, so that its entry
+records the request's fields (``audit_fields``: the name REST's route takes from its path) whoever calls; a message
+that does not parse is still answered after authentication, so an unauthenticated call is ``UNAUTHENTICATED``
+whatever it sent, as on REST."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from keyless.errors import InvalidArgument, KeylessError
+from keyless.errors import InvalidArgument, KeylessError, Unimplemented
 from keyless.grpc.errors import grpc_status, unexpected
 from keyless.service import audit
 from keyless.service.app import Keyless
@@ -21,8 +30,11 @@ from keyless.service.authn import api_caller
 from keyless.service.core import Caller
 from keyless.storage.cache import enter_request, leave_request
 
-Answer = Callable[[Keyless, Caller, bytes], Awaitable[bytes]]
-"""A method's own part: (keyless, the authenticated caller, the request's bytes) -> the response's bytes."""
+Answer = Callable[[Keyless, Caller, Any], Awaitable[bytes]]
+"""A method's own part: (keyless, the authenticated caller, the request: its bytes, or its message when ``unary``
+parsed it) -> the response's bytes."""
+AuditFields = Callable[[Any], Mapping[str, Any]]
+"""The request fields an audited method's entry records, from its message (those REST's ``audit.begin`` names)."""
 
 MAX_USER_AGENT = 256
 
@@ -43,6 +55,18 @@ def encode(message: Message) -> bytes:
     return bytes(message.SerializeToString())
 
 
+def as_json(message: Message) -> dict[str, Any]:
+    """A request message as REST's body carries it (proto3 JSON: camelCase names, bytes in base64, enums by name,
+    default values left out), for the core operations that take the body as a mapping."""
+    body: dict[str, Any] = json_format.MessageToDict(message)
+    return body
+
+
+def from_json(cls: Any, body: Mapping[str, Any]) -> bytes:
+    """The encoded ``cls`` message of what REST answers as JSON (``body``): the same answer on both wires."""
+    return encode(json_format.ParseDict(body, cls()))
+
+
 def peer_address(peer: str) -> str:
     """The caller's address of a gRPC peer (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``), as the audit log keeps it."""
     kind, _, rest = peer.partition(":")
@@ -53,9 +77,11 @@ def peer_address(peer: str) -> str:
     return ""
 
 
-def unary(keyless: Keyless, full_method: str, audit_method: str, service: str,
-          answer: Answer) -> grpc.RpcMethodHandler:
-    """The handler of a unary method audited as ``audit_method`` of ``service`` (the names REST's entries use)."""
+def unary(keyless: Keyless, full_method: str, audit_method: str | None, service: str, answer: Answer, *,
+          request_type: Any = None, audit_fields: AuditFields | None = None) -> grpc.RpcMethodHandler:
+    """The handler of a unary method audited as ``audit_method`` of ``service`` (the names REST's entries use; None:
+    a read, not audited). With ``request_type`` (a protobuf class) the answer receives the parsed message, else
+    the bytes."""
 
     async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         authorization: str | None = None
@@ -77,10 +103,23 @@ def unary(keyless: Keyless, full_method: str, audit_method: str, service: str,
         response = b""
         error: KeylessError | None = None
         try:
-            audit.begin(audit_method, service)
+            if audit_method is not None:
+                audit.begin(audit_method, service)
             try:
+                message: Any = request
+                malformed: KeylessError | None = None
+                if request_type is not None:
+                    try:
+                        message = decode(request_type, request)
+                    except KeylessError as exc:
+                        malformed = exc
+                    else:
+                        if audit_method is not None and audit_fields is not None:
+                            audit.begin(audit_method, service, **audit_fields(message))
                 caller = await api_caller(keyless.core, keyless.per_caller, authorization, user_project)
-                response = await answer(keyless, caller, request)
+                if malformed is not None:
+                    raise malformed
+                response = await answer(keyless, caller, message)
             except KeylessError as exc:
                 error = exc
             except Exception as exc:
@@ -89,7 +128,8 @@ def unary(keyless: Keyless, full_method: str, audit_method: str, service: str,
                 audit.note_error(error.message)
             # The credential in this answer is released only once its entry is stored.
             try:
-                await keyless.audit.commit(record, 200 if error is None else error.http_status)
+                if record.method is not None:
+                    await keyless.audit.commit(record, 200 if error is None else error.http_status)
             except KeylessError as exc:  # the entry cannot be stored (the database unavailable): nothing released
                 error = exc
             except Exception as exc:  # likewise
@@ -104,3 +144,38 @@ def unary(keyless: Keyless, full_method: str, audit_method: str, service: str,
         return response
 
     return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def not_served(full_method: str) -> grpc.RpcMethodHandler:
+    """The handler of a method of a served service that keyless does not serve: ``UNIMPLEMENTED`` saying so, before
+    anything is read (nothing is decided, so nothing is audited)."""
+    error = Unimplemented(f"keyless does not serve {full_method.lstrip('/')}.")
+
+    async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        await context.abort_with_status(grpc_status(error))
+        return b""
+
+    return grpc.unary_unary_rpc_method_handler(handle)
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One served method answered from its parsed message, and its audit entry as REST's route makes it
+    (``audited``: the method name, None for a read, which REST does not audit; ``fields``: the request fields its
+    entry records)."""
+
+    request: Any
+    answer: Answer
+    audited: str | None = None
+    fields: AuditFields | None = None
+
+
+def service_handler(keyless: Keyless, service: str, audited_service: str, methods: Mapping[str, Method],
+                    not_served_methods: tuple[str, ...]) -> grpc.GenericRpcHandler:
+    """The generic handler of ``service``: its ``methods`` over ``keyless`` (audited under ``audited_service``, the
+    service REST's entries name), and its other methods answering UNIMPLEMENTED."""
+    handlers = {name: unary(keyless, f"/{service}/{name}", method.audited, audited_service, method.answer,
+                            request_type=method.request, audit_fields=method.fields)
+                for name, method in methods.items()}
+    handlers.update({name: not_served(f"/{service}/{name}") for name in not_served_methods})
+    return grpc.method_handlers_generic_handler(service, handlers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from keyless.errors import BindFailed
-from keyless.grpc import credentials
+from keyless.grpc import admin, credentials, projects
 from keyless.service.app import Keyless
 from keyless.service.limits import Limits
 
@@ -14,7 +14,7 @@ from keyless.service.limits import Limits
 def build_server(keyless: Keyless, limits: Limits) -> grpc.aio.Server:
     """A gRPC server (not yet bound or started) answering the services over ``keyless``."""
     server = grpc.aio.server(
-        handlers=list(credentials.handlers(keyless)),
+        handlers=[*credentials.handlers(keyless), *admin.handlers(keyless), *projects.handlers(keyless)],
         maximum_concurrent_rpcs=limits.max_connections,  # beyond: RESOURCE_EXHAUSTED, as REST's cap answers 503
         options=[
             # The request size limit of REST's bodies; larger messages are refused by grpcio (RESOURCE_EXHAUSTED).

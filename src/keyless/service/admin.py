@@ -18,7 +18,7 @@ from keyless.domain.lifetimes import parse_duration, parse_timestamp
 from keyless.domain.names import EMAIL_RE, new_project_number, validate_project_id
 from keyless.domain.numbers import is_ascii_digits, parse_count
 from keyless.domain.policy import Binding, Policy, validate_member
-from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from keyless.service import audit, grants
 from keyless.service.core import Caller, Core, account_condition_name, project_resource
 from keyless.service.policies import store_policy
@@ -254,6 +254,16 @@ class Admin:
         await self.grant(project_resource(project.project_id), "roles/owner", caller.principal.member)
         audit.note(policyDelta=owner_delta(caller.principal.member))
         return project
+
+    async def get_project(self, caller: Caller, project: str) -> Project:
+        """Resource Manager ``projects.get`` of a project id or number: a project that does not exist is refused as
+        one the caller may not see (403), as Resource Manager answers. (REST's route, ``http/projects.py``, does
+        the same inline.)"""
+        found = await self.core.store.get_project(project)
+        if found is None:
+            raise PermissionDenied("The caller does not have permission")
+        await self.core.require_on_project(caller, "resourcemanager.projects.get", found.project_id)
+        return found
 
     async def list_projects(self, caller: Caller, filter_text: object, page_size: object, page_token: object
                             ) -> tuple[list[Project], str]:
