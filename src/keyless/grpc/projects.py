@@ -47,6 +47,7 @@ async def _get_policy(kl: Keyless, caller: Caller, message: Any) -> bytes:
 
 
 def _set_policy_fields(message: Any) -> Mapping[str, Any]:
+    """SetIamPolicy's entry as REST's route begins it: the name, and the project as the entry's resource."""
     project = message.resource.removeprefix("projects/")
     audit.note(resource=f"projects/{project}")
     return {"name": f"projects/{project}"}
