@@ -49,10 +49,8 @@ Match = tuple[Handler | None, re.Match[str] | None, tuple[str, ...]]
 NOT_FOUND: Match = (None, None, ())
 
 
-@dataclass(frozen=True, slots=True)
-class _Template:
-    pattern: re.Pattern[str]
-    handlers: dict[str, Handler]
+# A template's pattern and its handler per method (a plain tuple: unpacked on every request's way).
+_Template = tuple[re.Pattern[str], dict[str, Handler]]
 
 
 def _compile(template: str) -> re.Pattern[str]:
@@ -81,10 +79,10 @@ class Router:
     def __init__(self, routes: Iterable[Route]) -> None:
         templates: dict[str, _Template] = {}
         for route in routes:
-            entry = templates.setdefault(route.template, _Template(_compile(route.template), {}))
-            if route.method in entry.handlers:
+            _, handlers = templates.setdefault(route.template, (_compile(route.template), {}))
+            if route.method in handlers:
                 raise ValueError(f"{route.method} {route.template} is in the table twice")
-            entry.handlers[route.method] = route.handler
+            handlers[route.method] = route.handler
         keyed: dict[str, list[_Template]] = {}
         any_segment: list[_Template] = []  # a parameter last: any path whose last segment has no ':'
         any_path: list[_Template] = []  # a {name:path} parameter: any path at all
@@ -110,12 +108,12 @@ class Router:
             last = path[path.rfind("/") + 1:]
             candidates = self._keyed.get(last, self._any_path if ":" in last else self._any_segment)
         allow: tuple[str, ...] = ()
-        for entry in candidates:
-            found = entry.pattern.fullmatch(path)
+        for pattern, handlers in candidates:
+            found = pattern.fullmatch(path)
             if found is None:
                 continue
-            handler = entry.handlers.get(method)
+            handler = handlers.get(method)
             if handler is not None:
                 return handler, found, ()
-            allow += tuple(m for m in entry.handlers if m not in allow)
+            allow += tuple(m for m in handlers if m not in allow)
         return (None, None, allow) if allow else NOT_FOUND
