@@ -21,6 +21,8 @@ from typing import NamedTuple
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keyless.errors import MalformedData
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
 
@@ -81,7 +83,7 @@ class Router:
         for route in routes:
             _, handlers = templates.setdefault(route.template, (_compile(route.template), {}))
             if route.method in handlers:
-                raise ValueError(f"{route.method} {route.template} is in the table twice")
+                raise MalformedData(f"{route.method} {route.template} is in the table twice")
             handlers[route.method] = route.handler
         keyed: dict[str, list[_Template]] = {}
         any_segment: list[_Template] = []  # a parameter last: any path whose last segment has no ':'
