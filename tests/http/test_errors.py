@@ -409,4 +409,4 @@ def test_the_oauth_paths_are_the_oauth_routes() -> None:
     from keyless.http import oauth
     from keyless.http.app import routes
 
-    assert {r.path for r in routes() if r.endpoint.__module__ == oauth.__name__} == oauth.OAUTH_PATHS
+    assert {r.template for r in routes() if getattr(r.handler, "__module__", None) == oauth.__name__} == oauth.OAUTH_PATHS

@@ -1,110 +1,183 @@
-"""The ASGI application: every surface on one port, routed by path."""
+"""The ASGI application of the API port: every surface on one port, dispatched by one route table.
+
+Each entry of :func:`routes` is one method, one path template (with its ``:verb``) and the handler of that one
+operation; ``keyless.http.routing`` matches it, the edge calls the handler. A path no template matches is a
+404, a method none of the path's templates takes a 405 with ``Allow``, both in the path's error shape (OAuth's
+on the OAuth endpoints, Google's elsewhere). ``keyless.http.openapi`` documents exactly these operations
+(tests/http/test_routing.py holds them to it).
+"""
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from keyless.errors import KeylessError, MethodNotAllowed, NotFound
+from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import admin, certs, oauth, openapi, orgpolicy, projects, service_accounts, signin, usage
-from keyless.http.common import error_response
+from keyless.http.common import JSONResponse
 from keyless.http.credentials import CredentialVerbs
-from keyless.http.edge import DirectRoute, Edge, internal_error
+from keyless.http.edge import Edge, Host
 from keyless.http.guards import AccessLogMiddleware
+from keyless.http.routing import CredentialVerb, Route, Router
 from keyless.service.app import Keyless
-
-ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-async def _keyless_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, KeylessError)
-    return error_response(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        return error_response(MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}."))
-    if exc.status_code == 404:
-        return error_response(NotFound(f"The requested URL {request.url.path} was not found on this server."))
-    err = KeylessError(str(exc.detail))
-    err.http_status = exc.status_code
-    err.status = "INVALID_ARGUMENT" if exc.status_code < 500 else "INTERNAL"
-    return error_response(err)
-
-
-def routes() -> list[Route]:
-    return [
-        Route("/v1/projects/{project}/serviceAccounts", service_accounts.collection, methods=ALL),
-        Route("/v1/projects/{project}/serviceAccounts/{rest:path}", service_accounts.member, methods=ALL),
-        Route("/v1/projects", projects.collection, methods=ALL),
-        Route("/v1/projects/{project}", projects.project, methods=ALL),
-        Route("/v3/projects/{project}", projects.project, methods=ALL),
-        Route("/v1/projects/{project}/services", usage.services, methods=ALL),
-        Route("/v1/projects/{project}/services:batchEnable", usage.batch_enable, methods=ALL),
-        Route("/v1/projects/{project}/services/{service}", usage.service, methods=ALL),
-        Route("/v1/operations/{operation:path}", usage.operation, methods=ALL),
-        Route("/v1/organizations/{organization}", orgpolicy.organization, methods=ALL),
-        Route("/v2/projects/{project}/policies", orgpolicy.policies, methods=ALL),
-        Route("/v2/projects/{project}/policies/{constraint}", orgpolicy.policies, methods=ALL),
-        Route("/v2/projects/{project}/constraints", orgpolicy.constraints, methods=ALL),
-        Route("/v2/organizations/{organization}/policies", orgpolicy.policies, methods=ALL),
-        Route("/v2/organizations/{organization}/policies/{constraint}", orgpolicy.policies, methods=ALL),
-        Route("/v2/organizations/{organization}/constraints", orgpolicy.constraints, methods=ALL),
-        Route("/token", oauth.token, methods=ALL),
-        Route("/oauth2/v4/token", oauth.token, methods=ALL),
-        Route("/o/oauth2/token", oauth.token, methods=ALL),
-        Route("/o/oauth2/auth", signin.authorize, methods=ALL),
-        Route("/o/oauth2/v2/auth", signin.authorize, methods=ALL),
-        Route("/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),
-        Route("/oauth2/v1/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),
-        Route("/oauth2/v3/tokeninfo", oauth.tokeninfo, methods=["GET", "POST"]),
-        Route("/revoke", oauth.revoke, methods=["GET", "POST"]),
-        Route("/o/oauth2/revoke", oauth.revoke, methods=["GET", "POST"]),
-        Route("/oauth2/v1/certs", certs.oauth2_v1_certs, methods=["GET"]),
-        Route("/oauth2/v3/certs", certs.oauth2_v3_certs, methods=["GET"]),
-        Route("/service_accounts/v1/metadata/x509/{email}", certs.account_x509, methods=["GET"]),
-        Route("/service_accounts/v1/metadata/jwk/{email}", certs.account_jwk, methods=["GET"]),
-        Route("/service_accounts/v1/metadata/raw/{email}", certs.account_raw, methods=["GET"]),
-        Route("/robot/v1/metadata/x509/{email}", certs.account_x509, methods=["GET"]),
-        Route("/.well-known/openid-configuration", certs.openid_configuration, methods=["GET"]),
-        Route("/keyless/v1/users", admin.users, methods=ALL),
-        Route("/keyless/v1/users/{user}", admin.user, methods=ALL),
-        Route("/keyless/v1/groups", admin.groups, methods=ALL),
-        Route("/keyless/v1/groups/{group}", admin.group, methods=ALL),
-        Route("/keyless/v1/projects", admin.projects, methods=ALL),
-        Route("/keyless/v1/metadata", admin.metadata_attachment, methods=ALL),
-        Route("/v1/auditLog", admin.audit_log, methods=ALL),
-        Route("/keyless/v1/debug/clock:advance", admin.advance_clock, methods=ALL),
-        Route("/healthz", _healthz, methods=["GET"]),
-        Route("/openapi.json", openapi.openapi_document, methods=["GET"]),
-    ]
 
 
 async def _healthz(request: Request) -> Response:
     return Response("ok", media_type="text/plain")
 
 
+def _service_account_routes() -> list[Route]:
+    sa = service_accounts
+    base = "/v1/projects/{project}/serviceAccounts"
+    account = base + "/{account}"
+    key = account + "/keys/{key}"
+    return [
+        Route("GET", base, sa.list_accounts),
+        Route("POST", base, sa.create_account),
+        Route("GET", account, sa.get_account),
+        Route("PATCH", account, sa.patch_account),
+        Route("PUT", account, sa.update_account),
+        Route("DELETE", account, sa.delete_account),
+        Route("POST", account + ":disable", sa.disable_account),
+        Route("POST", account + ":enable", sa.enable_account),
+        Route("POST", account + ":undelete", sa.undelete_account),
+        Route("POST", account + ":getIamPolicy", sa.get_iam_policy),
+        Route("POST", account + ":setIamPolicy", sa.set_iam_policy),
+        Route("POST", account + ":testIamPermissions", sa.check_iam_permissions),
+        Route("GET", account + "/allowedLocations", sa.allowed_locations),
+        Route("GET", account + "/keys", sa.list_keys),
+        Route("POST", account + "/keys", sa.create_key),
+        Route("POST", account + "/keys:upload", sa.upload_key),
+        Route("GET", key, sa.get_key),
+        Route("DELETE", key, sa.delete_key),
+        Route("POST", key + ":disable", sa.disable_key),
+        Route("POST", key + ":enable", sa.enable_key),
+        # The IAM Credentials verbs (and IAM v1's signBlob/signJwt): the edge's raw-ASGI fast path.
+        *(Route("POST", f"{account}:{verb}", CredentialVerb(verb))
+          for verb in ("generateAccessToken", "generateIdToken", "signBlob", "signJwt")),
+    ]
+
+
+def _project_routes() -> list[Route]:
+    out = [
+        Route("GET", "/v1/projects", projects.list_projects),
+        Route("GET", "/v1/projects/{project}", projects.get_v1),
+        Route("GET", "/v3/projects/{project}", projects.get_v3),
+    ]
+    for version in ("v1", "v3"):
+        project = f"/{version}/projects/{{project}}"
+        out += [
+            Route("POST", project + ":getIamPolicy", projects.get_iam_policy),
+            Route("POST", project + ":setIamPolicy", projects.set_iam_policy),
+            Route("POST", project + ":testIamPermissions", projects.check_iam_permissions),
+        ]
+    return out
+
+
+def _org_policy_routes() -> list[Route]:
+    out: list[Route] = []
+    for parent in ("/v2/projects/{project}", "/v2/organizations/{organization}"):
+        policy = parent + "/policies/{constraint}"
+        out += [
+            Route("GET", parent + "/policies", orgpolicy.list_policies),
+            Route("POST", parent + "/policies", orgpolicy.create_policy),
+            Route("GET", policy, orgpolicy.get_policy),
+            Route("PATCH", policy, orgpolicy.update_policy),
+            Route("PUT", policy, orgpolicy.update_policy),
+            Route("DELETE", policy, orgpolicy.delete_policy),
+            Route("GET", policy + ":getEffectivePolicy", orgpolicy.effective_policy),
+            Route("GET", parent + "/constraints", orgpolicy.constraints),
+        ]
+    # Resource Manager v1's org-policy verbs.
+    for verb in orgpolicy.V1_VERBS:
+        handler = orgpolicy.v1_verb(verb)
+        out += [Route("POST", f"/v1/projects/{{project}}:{verb}", handler),
+                Route("POST", f"/v1/organizations/{{organization}}:{verb}", handler)]
+    return out
+
+
+def _service_usage_routes() -> list[Route]:
+    services = "/v1/projects/{project}/services"
+    return [
+        Route("GET", services, usage.list_services),
+        Route("POST", services + ":batchEnable", usage.batch_enable),
+        Route("GET", services + "/{service}", usage.get_service),
+        Route("POST", services + "/{service}:enable", usage.enable),
+        Route("POST", services + "/{service}:disable", usage.disable),
+        Route("GET", "/v1/operations/{operation}", usage.operation),
+    ]
+
+
+def _oauth_routes() -> list[Route]:
+    out = [Route("POST", path, oauth.token) for path in ("/token", "/oauth2/v4/token", "/o/oauth2/token")]
+    for path in ("/tokeninfo", "/oauth2/v1/tokeninfo", "/oauth2/v3/tokeninfo"):
+        out += [Route("GET", path, oauth.tokeninfo), Route("POST", path, oauth.tokeninfo_form)]
+    for path in ("/revoke", "/o/oauth2/revoke"):
+        out += [Route("GET", path, oauth.revoke), Route("POST", path, oauth.revoke_form)]
+    for path in ("/o/oauth2/auth", "/o/oauth2/v2/auth"):
+        out += [Route("GET", path, signin.authorize), Route("POST", path, signin.sign_in)]
+    return out
+
+
+def _public_key_routes() -> list[Route]:
+    return [
+        Route("GET", "/oauth2/v1/certs", certs.oauth2_v1_certs),
+        Route("GET", "/oauth2/v3/certs", certs.oauth2_v3_certs),
+        Route("GET", "/service_accounts/v1/metadata/x509/{email}", certs.account_x509),
+        Route("GET", "/service_accounts/v1/metadata/jwk/{email}", certs.account_jwk),
+        Route("GET", "/service_accounts/v1/metadata/raw/{email}", certs.account_raw),
+        Route("GET", "/robot/v1/metadata/x509/{email}", certs.account_x509),
+        Route("GET", "/.well-known/openid-configuration", certs.openid_configuration),
+    ]
+
+
+def _admin_routes() -> list[Route]:
+    user = "/keyless/v1/users/{user}"
+    group = "/keyless/v1/groups/{group}"
+    return [
+        Route("GET", "/keyless/v1/users", admin.list_users),
+        Route("POST", "/keyless/v1/users", admin.create_user),
+        Route("GET", user, admin.get_user),
+        Route("DELETE", user, admin.delete_user),
+        Route("POST", user + ":disable", admin.disable_user),
+        Route("POST", user + ":enable", admin.enable_user),
+        Route("POST", user + ":resetSecret", admin.reset_user_secret),
+        Route("POST", user + ":setPassword", admin.set_user_password),
+        Route("GET", "/keyless/v1/groups", admin.list_groups),
+        Route("GET", group, admin.get_group),
+        Route("PUT", group, admin.set_group),
+        Route("DELETE", group, admin.delete_group),
+        Route("GET", "/keyless/v1/projects", admin.list_projects),
+        Route("POST", "/keyless/v1/projects", admin.create_project),
+        Route("GET", "/keyless/v1/metadata", admin.get_metadata_attachment),
+        Route("PUT", "/keyless/v1/metadata", admin.set_metadata_attachment),
+        Route("DELETE", "/keyless/v1/metadata", admin.delete_metadata_attachment),
+        Route("GET", "/v1/auditLog", admin.audit_log),
+        Route("POST", "/keyless/v1/debug/clock:advance", admin.advance_clock),
+        Route("GET", "/healthz", _healthz),
+        Route("GET", "/openapi.json", openapi.openapi_document),
+    ]
+
+
+def routes() -> list[Route]:
+    """The API port's route table."""
+    return [*_service_account_routes(), *_project_routes(), *_org_policy_routes(), *_service_usage_routes(),
+            *_oauth_routes(), *_public_key_routes(), *_admin_routes()]
+
+
+def refusal(method: str, path: str, allow: tuple[str, ...]) -> Response:
+    """A path no template matches (404), or a method its templates do not take (405, with ``Allow``)."""
+    if not allow:
+        error: KeylessError = NotFound(f"The requested URL {path} was not found on this server.")
+        return JSONResponse(error.to_json(), status_code=error.http_status)
+    message = f"Method {method} is not allowed for {path}; it takes {', '.join(allow)}."
+    error = (OAuthError("invalid_request", message, http_status=405) if path in oauth.OAUTH_PATHS
+             else MethodNotAllowed(message))
+    return JSONResponse(error.to_json(), status_code=error.http_status, headers={"Allow": ", ".join(allow)})
+
+
 def build_app(keyless: Keyless, *, universe_domains: tuple[str, ...] = (), access_log: bool = False) -> ASGIApp:
-    table = routes()
-    app = Starlette(
-        routes=table,
-        exception_handlers={
-            KeylessError: _keyless_error,
-            HTTPException: _http_error,
-            Exception: internal_error,
-        },
-    )
-    app.state.keyless = keyless
-    app.state.universe_domains = universe_domains
-    by_path = {route.path: route for route in table}
-    # Every credential (the IAM Credentials verbs, /token) skips Starlette's middleware and router.
-    edge = Edge(app, keyless.audit, limits=keyless.limits, direct=(
-        DirectRoute("/v1/projects/", by_path["/v1/projects/{project}/serviceAccounts/{rest:path}"]),
-        DirectRoute("/token", by_path["/token"]),
-    ), verbs=CredentialVerbs(keyless, universe_domains))
+    edge = Edge(Host(keyless=keyless, universe_domains=universe_domains), keyless.audit, router=Router(routes()),
+                refuse=refusal, limits=keyless.limits, verbs=CredentialVerbs(keyless, universe_domains))
     return AccessLogMiddleware(edge) if access_log else edge

@@ -12,7 +12,6 @@ project, or sends IAM v1's ``bytesToSign``.
 from __future__ import annotations
 
 import binascii
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -43,8 +42,6 @@ from keyless.service.requests import (
     SignJwtRequest,
 )
 
-PATH = re.compile(r"/v1/projects/(?P<project>[^/]+)/serviceAccounts/(?P<account>[^/]+)"
-                  r":(?P<verb>generateAccessToken|generateIdToken|signBlob|signJwt)")
 CREDENTIALS = "iamcredentials.googleapis.com"
 # Audit method name and the request fields each verb accepts.
 VERBS = {
@@ -71,19 +68,14 @@ name as the path gives it, the body, whether IAM v1's variant) -> the response b
 
 
 class CredentialVerbs:
-    """The ASGI handler of the four verbs; ``match`` says whether a request is one of them."""
+    """The ASGI handler of the four verbs, called by the edge for the route table's ``CredentialVerb`` entries."""
 
     def __init__(self, keyless: Keyless, universe_domains: tuple[str, ...] = ()) -> None:
         self.keyless = keyless
         self.universe_domains = universe_domains
 
-    @staticmethod
-    def match(scope: Scope) -> re.Match[str] | None:
-        return PATH.fullmatch(scope["path"]) if scope["method"] == "POST" else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, match: re.Match[str], record: AuditRecord,
-                       headers: VerbHeaders) -> None:
-        project, account, verb = match.group("project", "account", "verb")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, project: str, account: str, verb: str,
+                       record: AuditRecord, headers: VerbHeaders) -> None:
         name = f"projects/{project}/serviceAccounts/{account}"
         method, fields = VERBS[verb]
         audit.begin(method, CREDENTIALS, name=name)

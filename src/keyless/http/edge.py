@@ -1,24 +1,21 @@
 """The outermost ASGI layer of each listener: edge limits, the request's audit record and cache scope, then the
-route's handler.
+route table's handler.
 
-The hot routes skip Starlette's middleware stack and router (about 6 microseconds of a 135-microsecond
-`generateAccessToken` measured in process, before the other speed work): the credential verbs
-(``keyless.http.credentials``) are answered here from the ASGI messages and only here; ``/token``, the
-metadata server and the rest of ``serviceAccounts/...`` are matched by prefix and their endpoints called
-directly. Those are the functions Starlette routes to, taking the same ``Request``; their exceptions go to
-the same handlers the Starlette app registers, so the wire is identical either way.
+The route table (``keyless.http.routing``) is matched here, once, and its handler called directly: a Starlette
+``Request`` in, a ``Response`` out, a ``KeylessError`` answered in its own shape. The credential verbs are the one
+exception, the documented fast path: their table entries point at ``keyless.http.credentials``, which answers
+them from the ASGI messages (no ``Request``/``Response``, about a fifth of keyless's own work per request).
+A path no template matches, or a method none of its templates takes, is answered by the listener's ``refuse``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from keyless.errors import InvalidArgument, KeylessError, Unavailable
@@ -26,46 +23,36 @@ from keyless.http.common import error_response, send_json, unexpected
 from keyless.http.credentials import CredentialVerbs, VerbHeaders
 from keyless.http.guards import reject
 from keyless.http.oauth import OAUTH_PATHS
+from keyless.http.routing import CredentialVerb, Endpoint, Router
 from keyless.service import audit
 from keyless.service.audit import AuditLog
 from keyless.service.limits import Limits
 from keyless.storage.cache import enter_request, leave_request
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+# The answer to a request the table has no handler for: (method, path, the methods the path takes) -> response.
+Refusal = Callable[[str, str, tuple[str, ...]], Response]
 
 
-@dataclass(frozen=True, slots=True)
-class DirectRoute:
-    """Requests whose path starts with ``prefix`` and matches ``route`` (one of the Starlette app's own
-    routes, so the path parameters are the ones its router would give) go straight to its endpoint."""
+class Host:
+    """What ``request.app`` is to a handler: the state it reads (``keyless``, ``universe_domains``)."""
 
-    prefix: str
-    route: Route
-    methods: frozenset[str] = frozenset({"POST"})
+    def __init__(self, **state: Any) -> None:
+        self.state = State(state)
 
 
 class Edge:
-    def __init__(self, app: Starlette, audit_log: AuditLog, *, limits: Limits | None = None,
-                 direct: tuple[DirectRoute, ...] = (), verbs: CredentialVerbs | None = None) -> None:
-        self.app = app
+    def __init__(self, host: Host, audit_log: AuditLog, *, router: Router, refuse: Refusal,
+                 limits: Limits | None = None, verbs: CredentialVerbs | None = None) -> None:
+        self.host = host
         self.audit_log = audit_log
+        self.router = router
+        self.refuse = refuse
         self.limits = limits
-        self.direct = direct
         self.verbs = verbs
-
-    def _direct_route(self, scope: Scope) -> tuple[Endpoint, dict[str, str]] | None:
-        path: str = scope["path"]
-        for direct in self.direct:
-            if path.startswith(direct.prefix) and scope["method"] in direct.methods:
-                match = direct.route.path_regex.match(path)
-                if match is not None:
-                    endpoint: Endpoint = direct.route.endpoint
-                    return endpoint, match.groupdict()
-        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await other_protocol(scope, receive, send)
             return
         # One pass over the headers for the edge's limits and the credential verbs (the first of repeated
         # headers counts, as in Starlette).
@@ -99,12 +86,12 @@ class Edge:
         scoped = enter_request()  # cached store reads check the state generation once per request
         started = False
         try:
-            verbs = self.verbs
-            if verbs is not None and (verb := verbs.match(scope)) is not None:
+            handler, params, allow = self.router.match(scope["method"], scope["path"])
+            if isinstance(handler, CredentialVerb) and params is not None and self.verbs is not None:
                 # The verbs answer every outcome themselves, and store their audit entry before the response starts.
                 started = True
-                await verbs(scope, receive, send, verb, record,
-                            VerbHeaders(authorization, host, content_length, user_project))
+                await self.verbs(scope, receive, send, params["project"], params["account"], handler.verb, record,
+                                 VerbHeaders(authorization, host, content_length, user_project))
                 return
             audit_log = self.audit_log
             audit_failed: list[Exception] = []
@@ -119,8 +106,7 @@ class Edge:
                         try:
                             await audit_log.commit(record, int(message["status"]))
                         except Exception as exc:
-                            # Answered below, outside the app: raised here, Starlette would take it for an error
-                            # after the response started.
+                            # Answered below: raised here, it would look like an error after the response started.
                             audit_failed.append(exc)
                             return
                         finally:
@@ -128,18 +114,17 @@ class Edge:
                     started = True
                 await send(message)
 
-            direct = self._direct_route(scope)
-            if direct is None:
-                await self.app(scope, receive, send_after_audit)
+            if handler is None or params is None or isinstance(handler, CredentialVerb):
+                response = self.refuse(scope["method"], scope["path"], allow)
+                await response(scope, receive, send_after_audit)
             else:
-                await self._call_direct(scope, receive, send_after_audit, *direct)
+                await self._call(scope, receive, send_after_audit, handler, params.groupdict())
             if audit_failed:
                 raise audit_failed[0]
         except Exception as exc:
-            # Starlette's ServerErrorMiddleware answers through the app's handler and then re-raises for the server
-            # to log (a traceback, whose frames and text may hold request data); an exception can also escape the
-            # handlers (a failed audit commit: the database unavailable is a 503 in the route's own shape). Any
-            # other: one log line naming its type, and a generic 500 when nothing was sent yet.
+            # An exception that escaped the handler's own answer (a failed audit commit: the database unavailable is a
+            # 503 in the route's own shape). Any other: one log line naming its type (never a traceback, whose frames
+            # and text may hold request data), and a generic 500 when nothing was sent yet.
             status, content = escaped_error(scope, exc)
             if not started:
                 await send_json(send, status, content)
@@ -147,26 +132,29 @@ class Edge:
             leave_request(scoped)
             audit.close_record(token)
 
-    async def _call_direct(self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint,
-                           params: dict[str, str]) -> None:
-        scope["app"] = self.app
+    async def _call(self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint,
+                    params: dict[str, str]) -> None:
+        scope["app"] = self.host
         scope["path_params"] = params
         request = Request(scope, receive)
         try:
             response = await endpoint(request)
+        except KeylessError as exc:
+            response = error_response(exc)
         except Exception as exc:
-            response = await self._handle(request, exc)
+            response = error_response(unexpected(request.method, request.url.path, exc))
         await response(scope, receive, send)
 
-    async def _handle(self, request: Request, exc: Exception) -> Response:
-        for cls in type(exc).__mro__:
-            if cls is Exception:  # the app's catch-all does not log (Starlette re-raises after it); this does
-                break
-            handler: Any = self.app.exception_handlers.get(cls)
-            if handler is not None:
-                result: Response = await handler(request, exc)
-                return result
-        return await unexpected_error(request, exc)
+
+async def other_protocol(scope: Scope, receive: Receive, send: Send) -> None:
+    """Any scope but HTTP: a lifespan (the test client's; the server runs none) has nothing to start or stop; a
+    WebSocket is refused."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+    elif scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1000})
 
 
 def escaped_error(scope: Scope, exc: Exception) -> tuple[int, dict[str, Any]]:
@@ -179,17 +167,6 @@ def escaped_error(scope: Scope, exc: Exception) -> tuple[int, dict[str, Any]]:
         return exc.http_status, exc.to_json()
     error = unexpected(scope["method"], scope["path"], exc)
     return error.http_status, error.to_json()
-
-
-async def unexpected_error(request: Request, exc: Exception) -> Response:
-    """The answer to an exception no handler claims, logged here (the edge's direct routes swallow it)."""
-    return error_response(unexpected(request.method, request.url.path, exc))
-
-
-async def internal_error(request: Request, exc: Exception) -> Response:
-    """Starlette's ``Exception`` handler: the log line is written before the answer (ServerErrorMiddleware then
-    re-raises the exception to the edge, which does not log it again)."""
-    return error_response(unexpected(request.method, request.url.path, exc))
 
 
 def edge_rejection(scope: Scope, header_bytes: int, limits: Limits) -> tuple[KeylessError, int] | None:

@@ -35,8 +35,6 @@ def with_basic_client(form: dict[str, str], authorization: str | None) -> dict[s
 
 
 async def token(request: Request) -> Response:
-    if request.method != "POST":
-        raise OAuthError("invalid_request", "The token endpoint takes POST.", http_status=405)
     oauth = keyless_of(request).oauth
     # The TCP peer's address: a header such as X-Forwarded-For is the caller's to write.
     client_address = request.client.host if request.client else ""
@@ -55,7 +53,16 @@ async def token(request: Request) -> Response:
 
 
 async def tokeninfo(request: Request) -> Response:
-    form = await read_form(request) if request.method == "POST" else dict(request.query_params)
+    """``GET``: the token in the query string (or the ``Authorization`` header)."""
+    return await _tokeninfo(request, dict(request.query_params))
+
+
+async def tokeninfo_form(request: Request) -> Response:
+    """``POST``: the token in the form (or the ``Authorization`` header)."""
+    return await _tokeninfo(request, await read_form(request))
+
+
+async def _tokeninfo(request: Request, form: dict[str, str]) -> Response:
     access_token = form.get("access_token")
     id_token = form.get("id_token")
     authorization = request.headers.get("authorization", "")
@@ -69,8 +76,18 @@ async def tokeninfo(request: Request) -> Response:
 
 
 async def revoke(request: Request) -> Response:
+    """``GET``: the token in the query string."""
     audit.begin("oauth2.Revoke", "oauth2.googleapis.com")
-    form = await read_form(request) if request.method == "POST" else dict(request.query_params)
+    return await _revoke(request, dict(request.query_params))
+
+
+async def revoke_form(request: Request) -> Response:
+    """``POST``: the token in the form."""
+    audit.begin("oauth2.Revoke", "oauth2.googleapis.com")
+    return await _revoke(request, await read_form(request))
+
+
+async def _revoke(request: Request, form: dict[str, str]) -> Response:
     try:
         await keyless_of(request).oauth.revoke(form.get("token"))
     except Unavailable as exc:

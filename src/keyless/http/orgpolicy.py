@@ -10,8 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyless.errors import MethodNotAllowed, NotFound
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
+from keyless.http.routing import Endpoint
 from keyless.service import audit
 from keyless.service.core import Caller
 from keyless.service.orgpolicies import OrgPolicies
@@ -35,64 +35,76 @@ def _parent(request: Request) -> str:
     return f"{kind}/{request.path_params.get('organization') or request.path_params['project']}"
 
 
-async def policies(request: Request) -> Response:
-    """``/v2/{parent}/policies`` (GET list, POST create) and ``…/policies/{constraint}`` (GET, PATCH, DELETE;
-    ``GET …:getEffectivePolicy``)."""
+def _begin(request: Request, action: str) -> tuple[str, str]:
+    """The parent and the constraint a changing request names, recorded as its audit entry's resource."""
     parent = _parent(request)
-    name, sep, verb = request.path_params.get("constraint", "").partition(":")
-    if sep and verb != "getEffectivePolicy":
-        raise NotFound(f"Unknown method :{verb}.")
-    if request.method not in ("GET", "HEAD"):
-        action = "DeletePolicy" if request.method == "DELETE" else "CreatePolicy" if not name else "UpdatePolicy"
-        audit.begin(f"google.cloud.orgpolicy.v2.OrgPolicy.{action}", ORG_POLICY)
-        audit.note(resource=f"{parent}/policies/{name}")
+    name = request.path_params.get("constraint", "")
+    audit.begin(f"google.cloud.orgpolicy.v2.OrgPolicy.{action}", ORG_POLICY)
+    audit.note(resource=f"{parent}/policies/{name}")
+    return parent, name
+
+
+async def list_policies(request: Request) -> Response:
+    kl = keyless_of(request)
+    return JSONResponse(await kl.org_policies.list_policies(await api_caller(request), _parent(request)))
+
+
+async def create_policy(request: Request) -> Response:
+    parent, _ = _begin(request, "CreatePolicy")
     kl = keyless_of(request)
     caller = await api_caller(request)
-    org = kl.org_policies
-    if not name:
-        if request.method == "GET":
-            return JSONResponse(await org.list_policies(caller, parent))
-        if request.method == "POST":
-            return JSONResponse(await org.create_policy(caller, parent, await read_json(request)))
-        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
-    if sep:
-        if request.method != "GET":
-            raise MethodNotAllowed(f"Method {request.method} is not allowed for :{verb}; use GET.")
-        return JSONResponse(await org.effective_policy(caller, parent, name))
-    if request.method == "GET":
-        return JSONResponse(await org.get_policy(caller, parent, name))
-    if request.method in ("PATCH", "PUT"):
-        return JSONResponse(await org.update_policy(caller, parent, name, await read_json(request)))
-    if request.method == "DELETE":
-        await org.delete_policy(caller, parent, name, request.query_params.get("etag"))
-        return JSONResponse({})
-    raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
+    return JSONResponse(await kl.org_policies.create_policy(caller, parent, await read_json(request)))
+
+
+async def get_policy(request: Request) -> Response:
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    return JSONResponse(await kl.org_policies.get_policy(caller, _parent(request), request.path_params["constraint"]))
+
+
+async def effective_policy(request: Request) -> Response:
+    """``GET …/policies/{constraint}:getEffectivePolicy``."""
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    return JSONResponse(await kl.org_policies.effective_policy(caller, _parent(request),
+                                                               request.path_params["constraint"]))
+
+
+async def update_policy(request: Request) -> Response:
+    """``PATCH`` (and ``PUT``) ``…/policies/{constraint}``."""
+    parent, name = _begin(request, "UpdatePolicy")
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    return JSONResponse(await kl.org_policies.update_policy(caller, parent, name, await read_json(request)))
+
+
+async def delete_policy(request: Request) -> Response:
+    parent, name = _begin(request, "DeletePolicy")
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    await kl.org_policies.delete_policy(caller, parent, name, request.query_params.get("etag"))
+    return JSONResponse({})
 
 
 async def constraints(request: Request) -> Response:
     """``GET /v2/{parent}/constraints``."""
-    if request.method != "GET":
-        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
     kl = keyless_of(request)
     return JSONResponse(await kl.org_policies.list_constraints(await api_caller(request), _parent(request)))
 
 
-async def v1_verb(request: Request, parent: str, verb: str) -> Response:
-    """Resource Manager v1's ``POST /v1/{parent}:{verb}`` for the org-policy verbs."""
-    if request.method != "POST":
-        raise MethodNotAllowed(f"Method {request.method} is not allowed for :{verb}; use POST.")
-    if verb in V1_AUDITED:
-        audit.begin(V1_AUDITED[verb], RESOURCE_MANAGER, name=parent)
-        audit.note(resource=parent)
-    kl = keyless_of(request)
-    caller = await api_caller(request)
+def v1_verb(verb: str) -> Endpoint:
+    """The handler of Resource Manager v1's ``POST /v1/{parent}:{verb}`` for one org-policy verb."""
     method, fields = V1_VERBS[verb]
-    return JSONResponse(await method(kl.org_policies, caller, parent, await read_json(request, fields)))
+    audited = V1_AUDITED.get(verb)
 
+    async def answer(request: Request) -> Response:
+        parent = _parent(request)
+        if audited is not None:
+            audit.begin(audited, RESOURCE_MANAGER, name=parent)
+            audit.note(resource=parent)
+        kl = keyless_of(request)
+        caller = await api_caller(request)
+        return JSONResponse(await method(kl.org_policies, caller, parent, await read_json(request, fields)))
 
-async def organization(request: Request) -> Response:
-    """``/v1/organizations/{number}:{verb}``: the org-policy verbs on the installation's organization."""
-    number, sep, verb = request.path_params["organization"].partition(":")
-    if not sep or verb not in V1_VERBS:
-        raise NotFound(f"The requested URL {request.url.path} was not found on this server.")
-    return await v1_verb(request, f"organizations/{number}", verb)
+    answer.__name__ = answer.__qualname__ = verb
+    return answer

@@ -1,4 +1,5 @@
-"""Resource Manager v1/v3 project routes: list (v1), get, get/set/test IAM policy, and (v1) the org-policy verbs."""
+"""Resource Manager v1/v3 project routes: list (v1), get, get/set/test IAM policy (the org-policy verbs of v1 are in
+``keyless.http.orgpolicy``)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.domain.lifetimes import format_timestamp
-from keyless.errors import MethodNotAllowed, NotFound, PermissionDenied
+from keyless.errors import PermissionDenied
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
-from keyless.http.orgpolicy import V1_VERBS, v1_verb
 from keyless.service import audit
 from keyless.service.core import Caller
 from keyless.service.policies import requested_version
 
 
-async def collection(request: Request) -> Response:
+async def list_projects(request: Request) -> Response:
     """``GET /v1/projects``: ``projects.list`` (``gcloud projects list``, and ``gcloud init`` to offer projects)."""
-    if request.method != "GET":
-        raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
     kl = keyless_of(request)
     caller = await api_caller(request)
     query = request.query_params
@@ -36,36 +34,42 @@ def _v1_project(project_id: str, number: str) -> dict[str, object]:
     return {"projectNumber": number, "projectId": project_id, "lifecycleState": "ACTIVE", "name": project_id}
 
 
-async def project(request: Request) -> Response:
-    version = request.url.path.split("/", 2)[1]  # "v1" or "v3"
-    segment: str = request.path_params["project"]
-    project_id, sep, verb = segment.partition(":")
-    if version == "v1" and verb in V1_VERBS:
-        return await v1_verb(request, f"projects/{project_id}", verb)
-    if verb == "setIamPolicy":
-        audit.begin("SetIamPolicy", "cloudresourcemanager.googleapis.com", name=f"projects/{project_id}")
-        audit.note(resource=f"projects/{project_id}")
+async def get_v1(request: Request) -> Response:
+    caller = await api_caller(request)
+    return JSONResponse(await _project_json(request, caller, request.path_params["project"], "v1"))
+
+
+async def get_v3(request: Request) -> Response:
+    caller = await api_caller(request)
+    return JSONResponse(await _project_json(request, caller, request.path_params["project"], "v3"))
+
+
+async def get_iam_policy(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
-    if not sep:
-        if request.method != "GET":
-            raise MethodNotAllowed(f"Method {request.method} is not allowed here.")
-        return JSONResponse(await _project_json(request, caller, project_id, version))
-    if request.method != "POST":
-        raise MethodNotAllowed(f"Method {request.method} is not allowed for :{verb}; use POST.")
-    if verb == "getIamPolicy":
-        data = await read_json(request, ("options",))
-        policy = await kl.policies.get_for_project(caller, project_id, requested_version(request.query_params, data))
-        return JSONResponse(policy.to_json())
-    if verb == "setIamPolicy":
-        data = await read_json(request, ("policy", "updateMask"))
-        audit.note_request(policy=data.get("policy"), updateMask=data.get("updateMask"))
-        return JSONResponse((await kl.policies.set_for_project(caller, project_id, data)).to_json())
-    if verb == "testIamPermissions":
-        data = await read_json(request, ("permissions",))
-        granted = await kl.policies.test_on_project(caller, project_id, data)
-        return JSONResponse({"permissions": granted} if granted else {})
-    raise NotFound(f"Unknown method :{verb}.")
+    data = await read_json(request, ("options",))
+    policy = await kl.policies.get_for_project(caller, request.path_params["project"],
+                                               requested_version(request.query_params, data))
+    return JSONResponse(policy.to_json())
+
+
+async def set_iam_policy(request: Request) -> Response:
+    project_id = request.path_params["project"]
+    audit.begin("SetIamPolicy", "cloudresourcemanager.googleapis.com", name=f"projects/{project_id}")
+    audit.note(resource=f"projects/{project_id}")
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    data = await read_json(request, ("policy", "updateMask"))
+    audit.note_request(policy=data.get("policy"), updateMask=data.get("updateMask"))
+    return JSONResponse((await kl.policies.set_for_project(caller, project_id, data)).to_json())
+
+
+async def check_iam_permissions(request: Request) -> Response:
+    kl = keyless_of(request)
+    caller = await api_caller(request)
+    data = await read_json(request, ("permissions",))
+    granted = await kl.policies.test_on_project(caller, request.path_params["project"], data)
+    return JSONResponse({"permissions": granted} if granted else {})
 
 
 async def _project_json(request: Request, caller: Caller, project_id: str, version: str) -> dict[str, object]:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyless.errors import MethodNotAllowed, OAuthError, SignInError
+from keyless.errors import OAuthError, SignInError
 from keyless.http.common import keyless_of, read_body, via_google_host
 from keyless.service import audit
 from keyless.service.signin import COOKIE, FORGED, FORM_LIFETIME, AuthorizationRequest, Target, single
@@ -155,17 +155,20 @@ async def _form_pairs(request: Request) -> Sequence[tuple[str, str]]:
 
 
 async def authorize(request: Request) -> Response:
+    """``GET``: the sign-in page for an authorization request."""
     kl = keyless_of(request)
-    if request.method == "GET":
-        try:
-            where, parsed = kl.sign_in.parse(request.query_params.multi_items())
-        except SignInError as exc:
-            return error_page(exc)
-        if isinstance(parsed, OAuthError):
-            return _answer_error(where, parsed)
-        return await _sign_in_page(request, parsed, kl.sign_in.new_form_nonce())
-    if request.method != "POST":
-        raise MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
+    try:
+        where, parsed = kl.sign_in.parse(request.query_params.multi_items())
+    except SignInError as exc:
+        return error_page(exc)
+    if isinstance(parsed, OAuthError):
+        return _answer_error(where, parsed)
+    return await _sign_in_page(request, parsed, kl.sign_in.new_form_nonce())
+
+
+async def sign_in(request: Request) -> Response:
+    """``POST``: the page's form; a code for the user who signs in."""
+    kl = keyless_of(request)
     audit.begin("oauth2.SignIn", "accounts.google.com")
     try:
         pairs = await _form_pairs(request)
