@@ -118,6 +118,11 @@ def cluster(postgres: Any, tmp_path: Path) -> Iterator[Cluster]:
     yield from _cluster(postgres, tmp_path)
 
 
+@pytest.fixture
+def public_cluster(postgres: Any, tmp_path: Path) -> Iterator[Cluster]:
+    """Replicas reached through a public URL: their sign-in page asks for passwords."""
+    yield from _cluster(postgres, tmp_path, "--public-url", "https://keyless.example")
+
 
 def test_replica_with_empty_data_dir_joins_same_owner_and_keys(cluster: Cluster) -> None:
     owner_a = json.loads(cluster.a.owner_file.read_text())
@@ -288,3 +293,40 @@ def test_a_code_signed_in_on_one_replica_is_redeemed_once_on_either(cluster: Clu
     assert refresh(cluster.b.url, second.json()["refresh_token"]).status_code == 200
     assert requests.post(f"{cluster.b.url}/revoke", data={"token": second.json()["refresh_token"]}, timeout=30).ok
     assert refresh(cluster.a.url, second.json()["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_password_guesses_are_counted_once_for_the_whole_cluster(public_cluster: Cluster) -> None:
+    """The sign-in page's failed passwords are counted per user in the database: two replicas give an attacker
+    no more guesses than one (the per-address count stays each replica's own)."""
+    import html
+    import re
+
+    from keyless.domain.oauth_clients import GCLOUD_CLIENT_ID, s256_challenge
+    from keyless.service.signin import FAILED_SIGN_IN_BURST
+
+    cluster = public_cluster
+    email, password = "alice@example.com", "correct horse battery staple"
+    assert cluster.call(cluster.a.url, "POST", "/keyless/v1/users", {"email": email}).status_code == 200
+    assert cluster.call(cluster.b.url, "POST", f"/keyless/v1/users/{email}:setPassword",
+                        {"password": password}).status_code == 200
+
+    def attempt(base: str, guess: str) -> int:
+        browser = requests.Session()
+        page = browser.get(f"{base}/o/oauth2/auth", timeout=10, params={
+            "response_type": "code", "client_id": GCLOUD_CLIENT_ID, "redirect_uri": "http://localhost:8085/",
+            "scope": CLOUD, "code_challenge": s256_challenge(secrets.token_urlsafe(48)),
+            "code_challenge_method": "S256"})
+        assert page.status_code == 200 and 'type="password"' in page.text, page.text
+        form = {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
+                                                           page.text)}
+        answer = browser.post(f"{base}/o/oauth2/auth", data={**form, "email": email, "password": guess},
+                              allow_redirects=False, timeout=30)
+        return answer.status_code
+
+    replicas = (cluster.a.url, cluster.b.url)
+    # Wrong guesses, alternating between the replicas: together they reach the one limit.
+    guesses = [attempt(replicas[i % 2], "a wrong guess") for i in range(int(FAILED_SIGN_IN_BURST))]
+    assert guesses == [401] * int(FAILED_SIGN_IN_BURST)
+    # Past it, each replica refuses without looking at the password, the right one included.
+    assert [attempt(base, "another guess") for base in replicas] == [429, 429]
+    assert [attempt(base, password) for base in replicas] == [429, 429]
