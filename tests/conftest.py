@@ -74,6 +74,7 @@ class Server:
     process: subprocess.Popen[bytes]
     owner_file: Path
     project: str = "keyless-dev"
+    verify: str | bool = True  # what requests trusts: the CA bundle of a server whose API serves HTTPS
     _owner_token: str | None = field(default=None, repr=False)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -93,7 +94,7 @@ class Server:
         info = json.loads(credential_file.read_text())
         r = requests.post(f"{self.url}/token", data={
             "grant_type": "refresh_token", "client_id": info["client_id"], "client_secret": info["client_secret"],
-            "refresh_token": info["refresh_token"]}, timeout=10)
+            "refresh_token": info["refresh_token"]}, timeout=10, verify=self.verify)
         assert r.status_code == 200, r.text
         return str(r.json()["access_token"])
 
@@ -104,7 +105,7 @@ class Server:
         return self._owner_token
 
     def owner(self, method: str, path: str, body: Any = None, expect: int | None = 200) -> Any:
-        r = requests.request(method, f"{self.url}{path}", json=body, timeout=30,
+        r = requests.request(method, f"{self.url}{path}", json=body, timeout=30, verify=self.verify,
                              headers={"Authorization": f"Bearer {self.owner_token}"})
         if expect is not None:
             assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"

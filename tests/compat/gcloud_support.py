@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -98,7 +99,7 @@ class Gcloud:
         config = base / f"gcloud-{route}"
         shutil.copytree(env["CLOUDSDK_CONFIG"], config)
         env["CLOUDSDK_CONFIG"] = str(config)
-        env["BOTO_CONFIG"] = str(config / "boto.cfg")
+        env["BOTO_CONFIG"] = str(config / Path(env["BOTO_CONFIG"]).name)  # the route's own boto file
         env.update(QUIET)
         workdir = base / f"work-{route}"
         workdir.mkdir()
@@ -131,7 +132,7 @@ class Gcloud:
 
 
 def tokeninfo(srv: Server, token: str) -> dict[str, Any]:
-    r = requests.get(f"{srv.url}/tokeninfo", params={"access_token": token.strip()}, timeout=10)
+    r = requests.get(f"{srv.url}/tokeninfo", params={"access_token": token.strip()}, timeout=10, verify=srv.verify)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -147,7 +148,7 @@ def check_id_token(srv: Server, token: str, email: str | None, audience: str) ->
 
 def verify_signature(srv: Server, email: str, message: bytes, signature: bytes) -> str:
     """RSASSA-PKCS1-v1_5/SHA-256 by one of ``email``'s published keys; the key's id."""
-    r = requests.get(f"{srv.url}/service_accounts/v1/metadata/x509/{email}", timeout=10)
+    r = requests.get(f"{srv.url}/service_accounts/v1/metadata/x509/{email}", timeout=10, verify=srv.verify)
     assert r.status_code == 200, r.text
     for kid, pem in r.json().items():
         key = x509.load_pem_x509_certificate(pem.encode()).public_key()
@@ -179,9 +180,10 @@ def verify_signed_url(srv: Server, url: str, email: str) -> dict[str, str]:
 
 
 @contextmanager
-def storage_stand_in() -> Iterator[str]:
+def storage_stand_in(tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     """A stand-in for Cloud Storage's XML API (which keyless does not serve) that answers HEAD with 200:
-    ``gcloud storage sign-url`` probes the URL it signed there. Yields its base URL."""
+    ``gcloud storage sign-url`` and ``gsutil signurl`` probe the URL they signed there. Over HTTPS with ``tls``
+    (a certificate and its key: gsutil probes ``https://`` only). Yields its base URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
@@ -193,10 +195,14 @@ def storage_stand_in() -> Iterator[str]:
             return
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*map(str, tls))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -390,13 +390,21 @@ def test_denials(world: World, route: str) -> None:
                     call="auth application-default print-access-token (impersonated_service_account ADC file)")
 def test_application_default_print_access_token(world: World) -> None:
     # google-auth's ADC, not gcloud's credential store: the source credential refreshes at Google's token URL
-    # whatever the file says, so only the proxy brings it to keyless.
+    # whatever the file says, and generateAccessToken goes to iamcredentials.googleapis.com whatever the file
+    # says (docs/gcloud.md, the endpoint-override route), so only the proxy brings it to keyless.
     gc = world.routes["proxy"]
     adc = gc.workdir / "impersonated-adc.json"
     world.srv.cli("adc", "impersonate", world.target, "--output", str(adc))
     token = gc.ok("auth", "application-default", "print-access-token",
                   extra_env={"GOOGLE_APPLICATION_CREDENTIALS": str(adc)})
     assert tokeninfo(world.srv, token)["email"] == world.target
+
+
+def _signed_url_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The signed URL of the one line ``gsutil signurl`` printed for gs://my-bucket/..."""
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("gs://my-bucket/")]
+    assert lines, proc.stdout + proc.stderr
+    return lines[0].split("\t")[3]
 
 
 @pytest.mark.compat(section="2.3", client="gsutil (Cloud SDK)", route="proxy",
@@ -409,11 +417,66 @@ def test_gsutil_signurl(world: World) -> None:
                   "gs://my-bucket/my_path/my_file.txt", program=GSUTIL)
     # gsutil prints the URL, then HEADs it on storage.googleapis.com: Cloud Storage itself, which keyless does not
     # serve (through the proxy it is tunnelled to Google, here unreachable), so its exit code is not keyless's.
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("gs://my-bucket/")]
-    assert lines, proc.stdout + proc.stderr
-    url = lines[0].split("\t")[3]
+    url = _signed_url_line(proc)
     assert url.startswith("https://storage.googleapis.com/my-bucket/my_path/my_file.txt?"), url
     verify_signed_url(world.srv, url, world.target)
+
+
+# ---------------------------------------------------------------- the endpoint-override route to an HTTPS API
+
+
+@dataclass
+class HttpsApi:
+    """A keyless whose API serves HTTPS (``keyless serve $(keyless certificate)``), and gcloud on its
+    endpoint-override route: what gsutil's IAM Credentials calls need (gsutil reaches them over HTTPS only)."""
+
+    srv: Server
+    target: str  # the owner holds Token Creator on it
+    gc: Gcloud
+    certificate: tuple[Path, Path]  # the API's, from keyless's local CA
+
+
+@pytest.fixture(scope="module")
+def https_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsApi]:
+    require_gcloud()
+    base = tmp_path_factory.mktemp("compat-gcloud-https")
+    data = base / "data"
+    flags = subprocess.run([*KEYLESS, "--data-dir", str(data), "certificate"], capture_output=True, text=True,
+                           check=True, timeout=60).stdout.split()
+    assert flags[0::2] == ["--tls-cert", "--tls-key"], flags
+    # The proxy stays on: it is what writes DATA_DIR/ca-bundle.pem, which trusts keyless's CA.
+    srv = start_server(data, *flags, "--proxy-port", "0", "--metadata-port", "-1")
+    srv.verify = str(data / "ca-bundle.pem")
+    try:
+        assert srv.url.startswith("https://127.0.0.1:")
+        target = srv.create_sa("gc-https-target")
+        srv.grant(target, f"user:{OWNER}")
+        yield HttpsApi(srv, target, Gcloud.for_route(srv, "overrides", base), (Path(flags[1]), Path(flags[3])))
+    finally:
+        srv.stop()
+
+
+@pytest.mark.compat(section="2.3", client="gsutil (Cloud SDK)", route=ROUTES["overrides"],
+                    call="gsutil -i SA signurl -u -r REGION, the API over HTTPS (the boto file of keyless env "
+                         "--gcloud-overrides: gs_iamcredentials_host, provider_token_uri)")
+def test_gsutil_signurl_on_the_override_route(https_api: HttpsApi) -> None:
+    if not GSUTIL:
+        pytest.skip("gsutil is not installed with this Cloud SDK")
+    gc = https_api.gc
+    assert gc.env["CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS"] == f"{https_api.srv.url}/"
+    assert "HTTPS_PROXY" not in gc.env
+    # gsutil probes the URL it signed on its Cloud Storage host (over HTTPS): a stand-in answers there, with the
+    # API's certificate (the gsutil options name it the way gcloud storage's CLOUDSDK_STORAGE_* do).
+    with storage_stand_in(tls=https_api.certificate) as storage:
+        host = storage.removeprefix("https://")
+        proc = gc.run("-o", f"Credentials:gs_host={host}", "-o", "Credentials:gs_json_host=127.0.0.1", "-o",
+                      f"Credentials:gs_json_port={host.rsplit(':', 1)[1]}", "-i", https_api.target, "signurl", "-u",
+                      "-d", "1h", "-r", "us-central1", "gs://my-bucket/my_path/my_file.txt", program=GSUTIL)
+    assert proc.returncode == 0, proc.stderr
+    url = _signed_url_line(proc)
+    assert url.startswith(f"{storage}/my-bucket/my_path/my_file.txt?"), url
+    params = verify_signed_url(https_api.srv, url, https_api.target)
+    assert params["x-goog-expires"] == "3600"
 
 
 def test_the_users_home_is_untouched(world: World) -> None:

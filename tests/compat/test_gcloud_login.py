@@ -6,9 +6,11 @@ standard input) and the loopback variant (gcloud's own local server receives the
 command that opens nothing, and the test reads the URL from gcloud's output).
 
 gcloud reaches keyless through the interception proxy (``HTTPS_PROXY`` and the CA bundle), as after
-``eval "$(keyless env)"``. The browser sends only ``accounts.google.com`` to the proxy (a PAC script) and
-resolves no other name, so the pages gcloud's local server answers with (which move on to cloud.google.com)
-go nowhere.
+``eval "$(keyless env)"``, or, on the endpoint-override route, directly: ``keyless env --gcloud-overrides``
+names an API served over HTTPS (``keyless serve $(keyless certificate)``) in ``auth/auth_host`` and
+``auth/token_host``, since gcloud's OAuth library refuses plain-HTTP endpoints. The browser sends only
+``accounts.google.com`` to the proxy (a PAC script) and resolves no other name but loopback, so the pages
+gcloud's local server answers with (which move on to cloud.google.com) go nowhere.
 
 Under ``CI=true`` a missing gcloud, Chromium or chromedriver fails these tests; elsewhere they are skipped.
 """
@@ -29,7 +31,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Server, start_server
+from tests.compat.gcloud_support import keyless_env
+from tests.conftest import KEYLESS, Server, start_server
 
 GCLOUD = "gcloud 528.0.0"
 SECTION = "2.3"
@@ -38,6 +41,7 @@ PROJECT = "keyless-dev"
 GCLOUD_CLIENT_ID = "32555940559.apps.googleusercontent.com"
 ADC_CLIENT_ID = "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com"
 URL_RE = re.compile(r"(https://accounts\.google\.com/o/oauth2/auth\?\S+)")
+OVERRIDE_URL_RE = re.compile(r"(https://127\.0\.0\.1:\d+/o/oauth2/auth\?\S+)")  # keyless's page, over HTTPS
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -54,16 +58,36 @@ def _tool(name: str, *candidates: str) -> str:
     pytest.skip(message)
 
 
+def _with_alice(srv: Server) -> Server:
+    """Alice, a registered user who may list the project's service accounts, and one account to list."""
+    srv.owner("POST", "/keyless/v1/users", {"email": ALICE})
+    srv.create_sa("login-listed")
+    policy = srv.owner("POST", f"/v1/projects/{PROJECT}:getIamPolicy", {})
+    policy.setdefault("bindings", []).append({"role": "roles/viewer", "members": [f"user:{ALICE}"]})
+    srv.owner("POST", f"/v1/projects/{PROJECT}:setIamPolicy", {"policy": policy})
+    return srv
+
+
 @pytest.fixture(scope="module")
 def login_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("gcloud-login") / "data", "--proxy-port", "0", "--metadata-port", "-1")
     try:
-        srv.owner("POST", "/keyless/v1/users", {"email": ALICE})
-        srv.create_sa("login-listed")
-        policy = srv.owner("POST", f"/v1/projects/{PROJECT}:getIamPolicy", {})
-        policy.setdefault("bindings", []).append({"role": "roles/viewer", "members": [f"user:{ALICE}"]})
-        srv.owner("POST", f"/v1/projects/{PROJECT}:setIamPolicy", {"policy": policy})
-        yield srv
+        yield _with_alice(srv)
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def https_login_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose API serves HTTPS with a certificate of ``keyless certificate`` (its proxy writes the CA
+    bundle ``keyless env --gcloud-overrides`` names)."""
+    data = tmp_path_factory.mktemp("gcloud-login-https") / "data"
+    flags = subprocess.run([*KEYLESS, "--data-dir", str(data), "certificate"], capture_output=True, text=True,
+                           check=True, timeout=60).stdout.split()
+    srv = start_server(data, *flags, "--proxy-port", "0", "--metadata-port", "-1")
+    srv.verify = str(data / "ca-bundle.pem")
+    try:
+        yield _with_alice(srv)
     finally:
         srv.stop()
 
@@ -129,7 +153,19 @@ def _gcloud(env: dict[str, str], *args: str) -> str:
     return proc.stdout
 
 
-def _start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
+def _override_env(server: Server, config: Path) -> dict[str, str]:
+    """gcloud on the endpoint-override route, as after ``eval "$(keyless env --gcloud-overrides)"``, with a
+    configuration directory of its own (nobody signed in yet)."""
+    env = _gcloud_env(server, config)
+    for name in ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"):
+        env.pop(name)
+    env.update(keyless_env(server, "--gcloud-overrides"))
+    env["CLOUDSDK_CONFIG"] = str(config)
+    return env
+
+
+def _start_login(env: dict[str, str], *args: str, url_re: re.Pattern[str] = URL_RE
+                 ) -> tuple[subprocess.Popen[str], str]:
     """Start a gcloud sign-in command and read, from its standard error, the URL it asks the user to open."""
     proc = subprocess.Popen([_tool("gcloud"), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -137,7 +173,7 @@ def _start_login(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str]
     seen = []
     for line in proc.stderr:
         seen.append(line)
-        match = URL_RE.search(line)
+        match = url_re.search(line)
         if match:
             return proc, match.group(1)
     proc.wait(timeout=30)
@@ -165,7 +201,7 @@ def _pick(browser: Any, url: str, email: str) -> None:
 
 
 def _tokeninfo(server: Server, token: str) -> dict[str, Any]:
-    r = requests.get(f"{server.url}/tokeninfo", params={"access_token": token}, timeout=10)
+    r = requests.get(f"{server.url}/tokeninfo", params={"access_token": token}, timeout=10, verify=server.verify)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -229,4 +265,64 @@ def test_gcloud_application_default_login_through_the_loopback_redirect(login_se
     proc2 = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, timeout=60)
     assert proc2.returncode == 0, proc2.stderr
     info = _tokeninfo(login_server, proc2.stdout.strip())
+    assert (info["email"], info["aud"]) == (ALICE, ADC_CLIENT_ID)
+
+
+@pytest.mark.compat(section=SECTION, client=GCLOUD, call="auth login --no-launch-browser (code pasted), auth list, "
+                    "print-access-token (and its refresh), iam service-accounts list: the API over HTTPS, "
+                    "auth/auth_host and auth/token_host from keyless env --gcloud-overrides",
+                    route="api_endpoint_overrides")
+def test_gcloud_auth_login_on_the_override_route(https_login_server: Server, browser: Any, tmp_path: Path) -> None:
+    config = tmp_path / "gcloud"
+    env = _override_env(https_login_server, config)
+    assert env["CLOUDSDK_AUTH_AUTH_HOST"] == f"{https_login_server.url}/o/oauth2/auth"
+    assert "HTTPS_PROXY" not in env and env["CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"] == https_login_server.verify
+    proc, url = _start_login(env, "auth", "login", "--no-launch-browser", url_re=OVERRIDE_URL_RE)
+    try:
+        assert url.startswith(f"{https_login_server.url}/o/oauth2/auth?"), url
+        assert f"client_id={GCLOUD_CLIENT_ID}" in url and "code_challenge_method=S256" in url
+        _pick(browser, url, ALICE)
+        code = _element(browser, "code").text
+        assert code.startswith("4/")
+        _out, err = proc.communicate(code + "\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert f"You are now logged in as [{ALICE}]" in err
+
+    assert _gcloud(env, "auth", "list", "--format=value(account)").split() == [ALICE]
+    token = _gcloud(env, "auth", "print-access-token").strip()
+    assert _tokeninfo(https_login_server, token)["email"] == ALICE
+    # Without its cached access token gcloud refreshes, at auth/token_host: keyless over HTTPS.
+    (config / "access_tokens.db").unlink()
+    refreshed = _gcloud(env, "auth", "print-access-token").strip()
+    assert refreshed != token and _tokeninfo(https_login_server, refreshed)["email"] == ALICE
+    listed = _gcloud(env, "iam", "service-accounts", "list", "--project", PROJECT, "--format=value(email)")
+    assert listed.split() == [f"login-listed@{PROJECT}.iam.gserviceaccount.com"]
+
+
+@pytest.mark.compat(section=SECTION, client=GCLOUD, call="auth application-default login (loopback redirect), then "
+                    "auth application-default print-access-token: the API over HTTPS, auth/auth_host and "
+                    "auth/token_host from keyless env --gcloud-overrides", route="api_endpoint_overrides")
+def test_gcloud_application_default_login_on_the_override_route(https_login_server: Server, browser: Any,
+                                                                tmp_path: Path) -> None:
+    config = tmp_path / "gcloud"
+    env = {**_override_env(https_login_server, config), "BROWSER": "true", "DISPLAY": ":99"}
+    proc, url = _start_login(env, "auth", "application-default", "login", url_re=OVERRIDE_URL_RE)
+    try:
+        assert f"client_id={ADC_CLIENT_ID}" in url and "redirect_uri=http%3A%2F%2Flocalhost%3A" in url
+        _pick(browser, url, ALICE)  # the page redirects the code to gcloud's local server
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    adc = config / "application_default_credentials.json"
+    assert "Credentials saved to file" in err and adc.exists(), err
+    # gcloud refreshes the file's refresh token at auth/token_host (an application's google-auth would go to
+    # Google's token URL whatever the file says: that needs the proxy route).
+    token = _gcloud({k: v for k, v in env.items() if k not in ("BROWSER", "DISPLAY")},
+                    "auth", "application-default", "print-access-token").strip()
+    info = _tokeninfo(https_login_server, token)
     assert (info["email"], info["aud"]) == (ALICE, ADC_CLIENT_ID)

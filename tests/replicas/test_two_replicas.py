@@ -99,12 +99,11 @@ def _hostport(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@pytest.fixture
-def cluster(postgres: Any, tmp_path: Path) -> Iterator[Cluster]:
+def _cluster(postgres: Any, tmp_path: Path, *extra: str) -> Iterator[Cluster]:
     dsn = postgres.create_database("replicas")
     key = tmp_path / "shared-master.key"
     args = ("--database", dsn, "--audit-retention-days", "0", "--master-key-file", str(key), "--proxy-port", "-1",
-            "--metadata-port", "-1")
+            "--metadata-port", "-1", *extra)
     a = start_server(tmp_path / "a", *args)
     b = start_server(tmp_path / "b", *args)
     lb = RoundRobin([_hostport(a.url), _hostport(b.url)])
@@ -112,6 +111,17 @@ def cluster(postgres: Any, tmp_path: Path) -> Iterator[Cluster]:
     lb.close()
     a.stop()
     b.stop()
+
+
+@pytest.fixture
+def cluster(postgres: Any, tmp_path: Path) -> Iterator[Cluster]:
+    yield from _cluster(postgres, tmp_path)
+
+
+@pytest.fixture
+def public_cluster(postgres: Any, tmp_path: Path) -> Iterator[Cluster]:
+    """Replicas reached through a public URL: their sign-in page asks for passwords."""
+    yield from _cluster(postgres, tmp_path, "--public-url", "https://keyless.example")
 
 
 def test_replica_with_empty_data_dir_joins_same_owner_and_keys(cluster: Cluster) -> None:
@@ -238,32 +248,85 @@ def test_time_travel_is_refused_with_postgresql(cluster: Cluster, tmp_path: Path
 
 
 def test_a_code_signed_in_on_one_replica_is_redeemed_once_on_either(cluster: Cluster) -> None:
-    """gcloud auth login's code is stored where every replica finds it, and taken once across the cluster."""
+    """gcloud auth login's code is stored where every replica finds it, and taken once across the cluster: a
+    second presentation on the other replica is refused and revokes, on both, what the first exchange gave."""
     import html
     import re
     from urllib.parse import parse_qs, urlsplit
 
     from keyless.domain.oauth_clients import GCLOUD_CLIENT_ID, GCLOUD_CLIENT_SECRET, s256_challenge
 
-    verifier = secrets.token_urlsafe(48)
-    browser = requests.Session()
-    page = browser.get(f"{cluster.a.url}/o/oauth2/auth", timeout=10, params={
-        "response_type": "code", "client_id": GCLOUD_CLIENT_ID, "redirect_uri": "http://localhost:8085/",
-        "scope": f"openid {CLOUD}", "state": "s", "code_challenge": s256_challenge(verifier),
-        "code_challenge_method": "S256", "access_type": "offline"})
-    form = {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
-                                                       page.text)}
-    signed_in = browser.post(f"{cluster.a.url}/o/oauth2/auth", data={**form, "email": "owner@keyless.local"},
-                             allow_redirects=False, timeout=30)
-    assert signed_in.status_code == 303, signed_in.text
-    code = parse_qs(urlsplit(signed_in.headers["location"]).query)["code"][0]
-    exchange = {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://localhost:8085/",
+    def sign_in() -> dict[str, str]:
+        """The page on replica a; the form of the token exchange of the code it gives."""
+        verifier = secrets.token_urlsafe(48)
+        browser = requests.Session()
+        page = browser.get(f"{cluster.a.url}/o/oauth2/auth", timeout=10, params={
+            "response_type": "code", "client_id": GCLOUD_CLIENT_ID, "redirect_uri": "http://localhost:8085/",
+            "scope": f"openid {CLOUD}", "state": "s", "code_challenge": s256_challenge(verifier),
+            "code_challenge_method": "S256", "access_type": "offline"})
+        form = {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
+                                                           page.text)}
+        signed_in = browser.post(f"{cluster.a.url}/o/oauth2/auth", data={**form, "email": "owner@keyless.local"},
+                                 allow_redirects=False, timeout=30)
+        assert signed_in.status_code == 303, signed_in.text
+        code = parse_qs(urlsplit(signed_in.headers["location"]).query)["code"][0]
+        return {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://localhost:8085/",
                 "client_id": GCLOUD_CLIENT_ID, "client_secret": GCLOUD_CLIENT_SECRET, "code_verifier": verifier}
+
+    def refresh(base: str, refresh_token: str) -> requests.Response:
+        return requests.post(f"{base}/token", timeout=30, data={
+            "grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": GCLOUD_CLIENT_ID,
+            "client_secret": GCLOUD_CLIENT_SECRET})
+
+    exchange = sign_in()
     first = requests.post(f"{cluster.b.url}/token", data=exchange, timeout=30)
     assert first.status_code == 200, first.text
+    assert refresh(cluster.a.url, first.json()["refresh_token"]).status_code == 200
     assert requests.post(f"{cluster.a.url}/token", data=exchange, timeout=30).json()["error"] == "invalid_grant"
-    refresh = {"grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"],
-               "client_id": GCLOUD_CLIENT_ID, "client_secret": GCLOUD_CLIENT_SECRET}
-    assert requests.post(f"{cluster.a.url}/token", data=refresh, timeout=30).status_code == 200
-    assert requests.post(f"{cluster.b.url}/revoke", data={"token": refresh["refresh_token"]}, timeout=30).ok
-    assert requests.post(f"{cluster.a.url}/token", data=refresh, timeout=30).json()["error"] == "invalid_grant"
+    for base in (cluster.a.url, cluster.b.url):
+        assert refresh(base, first.json()["refresh_token"]).json()["error"] == "invalid_grant"
+        assert requests.get(f"{base}/tokeninfo", params={"access_token": first.json()["access_token"]},
+                            timeout=10).status_code == 400
+    # A refresh token revoked on one replica is refused by the other.
+    second = requests.post(f"{cluster.a.url}/token", data=sign_in(), timeout=30)
+    assert second.status_code == 200, second.text
+    assert refresh(cluster.b.url, second.json()["refresh_token"]).status_code == 200
+    assert requests.post(f"{cluster.b.url}/revoke", data={"token": second.json()["refresh_token"]}, timeout=30).ok
+    assert refresh(cluster.a.url, second.json()["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_password_guesses_are_counted_once_for_the_whole_cluster(public_cluster: Cluster) -> None:
+    """The sign-in page's failed passwords are counted per user in the database: two replicas give an attacker
+    no more guesses than one (the per-address count stays each replica's own)."""
+    import html
+    import re
+
+    from keyless.domain.oauth_clients import GCLOUD_CLIENT_ID, s256_challenge
+    from keyless.service.signin import FAILED_SIGN_IN_BURST
+
+    cluster = public_cluster
+    email, password = "alice@example.com", "correct horse battery staple"
+    assert cluster.call(cluster.a.url, "POST", "/keyless/v1/users", {"email": email}).status_code == 200
+    assert cluster.call(cluster.b.url, "POST", f"/keyless/v1/users/{email}:setPassword",
+                        {"password": password}).status_code == 200
+
+    def attempt(base: str, guess: str) -> int:
+        browser = requests.Session()
+        page = browser.get(f"{base}/o/oauth2/auth", timeout=10, params={
+            "response_type": "code", "client_id": GCLOUD_CLIENT_ID, "redirect_uri": "http://localhost:8085/",
+            "scope": CLOUD, "code_challenge": s256_challenge(secrets.token_urlsafe(48)),
+            "code_challenge_method": "S256"})
+        assert page.status_code == 200 and 'type="password"' in page.text, page.text
+        form = {k: html.unescape(v) for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
+                                                           page.text)}
+        answer = browser.post(f"{base}/o/oauth2/auth", data={**form, "email": email, "password": guess},
+                              allow_redirects=False, timeout=30)
+        return answer.status_code
+
+    replicas = (cluster.a.url, cluster.b.url)
+    # Wrong guesses, alternating between the replicas: together they reach the one limit.
+    guesses = [attempt(replicas[i % 2], "a wrong guess") for i in range(int(FAILED_SIGN_IN_BURST))]
+    assert guesses == [401] * int(FAILED_SIGN_IN_BURST)
+    # Past it, each replica refuses without looking at the password, the right one included.
+    assert [attempt(base, "another guess") for base in replicas] == [429, 429]
+    assert [attempt(base, password) for base in replicas] == [429, 429]

@@ -158,9 +158,51 @@ def test_gcloud_overrides_name_the_api_and_no_proxy(srv: Server) -> None:
     for api in ("IAM", "IAMCREDENTIALS", "CLOUDRESOURCEMANAGER", "SERVICEUSAGE", "ORGPOLICY"):
         assert variables[f"CLOUDSDK_API_ENDPOINT_OVERRIDES_{api}"] == f"{srv.url}/"
     assert variables["CLOUDSDK_AUTH_TOKEN_HOST"] == f"{srv.url}/token"
+    assert variables["CLOUDSDK_AUTH_AUTH_HOST"] == f"{srv.url}/o/oauth2/auth"
     assert variables["CLOUDSDK_CONFIG"] == str((srv.data_dir / "gcloud").resolve())
     assert not {"HTTPS_PROXY", "https_proxy", "REQUESTS_CA_BUNDLE", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"} & set(
         variables)
+    # gsutil's own file: its token URI is keyless's; its IAM Credentials host stays Google's (HTTPS only).
+    boto = configparser.ConfigParser(interpolation=None)
+    boto.read(variables["BOTO_CONFIG"])
+    assert Path(variables["BOTO_CONFIG"]).parent == (srv.data_dir / "gcloud").resolve()
+    assert boto.get("OAuth2", "provider_token_uri") == f"{srv.url}/token"
+    assert not boto.has_section("Credentials")
+
+
+def test_gcloud_overrides_of_an_https_api_trust_its_certificate(tmp_path: Path) -> None:
+    """`keyless serve $(keyless certificate)`: the API serves HTTPS with a certificate of keyless's CA, and the
+    override route names it for gcloud's OAuth flows and gsutil's IAM Credentials calls, with the CA bundle."""
+    data = tmp_path / "data"
+    flags = subprocess.run([*KEYLESS, "--data-dir", str(data), "certificate"], capture_output=True, text=True,
+                           check=True, timeout=60).stdout.split()
+    assert flags == ["--tls-cert", str((data / "tls" / "api.pem").resolve()), "--tls-key",
+                     str((data / "tls" / "api-key.pem").resolve())]
+    assert stat.S_IMODE((data / "tls" / "api-key.pem").stat().st_mode) == 0o600
+    server = start_server(data, *flags, "--proxy-port", "0", "--metadata-port", "-1")
+    try:
+        bundle = str((data / "ca-bundle.pem").resolve())
+        out = subprocess.run([*KEYLESS, "--data-dir", str(data), "env", "--gcloud-overrides", "--shell", "dotenv"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        variables = dict(line.split("=", 1) for line in out.splitlines())
+        assert server.url.startswith("https://127.0.0.1:")
+        assert variables["CLOUDSDK_AUTH_AUTH_HOST"] == f"{server.url}/o/oauth2/auth"
+        assert variables["CLOUDSDK_API_ENDPOINT_OVERRIDES_IAMCREDENTIALS"] == f"{server.url}/"
+        assert variables["CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"] == variables["REQUESTS_CA_BUNDLE"] == bundle
+        assert "HTTPS_PROXY" not in variables
+        boto = configparser.ConfigParser(interpolation=None)
+        boto.read(variables["BOTO_CONFIG"])
+        port = server.url.rsplit(":", 1)[1]
+        assert boto.get("Credentials", "gs_iamcredentials_host") == "127.0.0.1"
+        assert boto.get("Credentials", "gs_iamcredentails_port") == port  # gsutil's spelling
+        assert boto.get("OAuth2", "provider_token_uri") == f"{server.url}/token"
+        assert boto.get("Boto", "ca_certificates_file") == bundle
+        # The bundle trusts the API's certificate.
+        import requests
+
+        assert requests.get(f"{server.url}/oauth2/v1/certs", verify=bundle, timeout=10).status_code == 200
+    finally:
+        server.stop()
 
 
 def test_an_unwritable_configuration_is_one_error_line(srv: Server, tmp_path: Path) -> None:

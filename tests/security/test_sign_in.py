@@ -239,6 +239,63 @@ def test_a_code_is_redeemed_once(api: Api, alice: str) -> None:
     assert_oauth_error(browser.exchange(code), 400, "invalid_grant")
 
 
+def _alive(api: Api, access_token: str) -> bool:
+    """Whether an access token still authenticates: tokeninfo knows it, and the API takes it."""
+    info = api.client.get("/tokeninfo", params={"access_token": access_token}).status_code == 200
+    listed = api.client.get("/v1/projects/keyless-dev/serviceAccounts",
+                            headers={"Authorization": f"Bearer {access_token}"}).status_code != 401
+    assert info == listed
+    return info
+
+
+@pytest.mark.parametrize("access_type", ["offline", "online"])
+def test_a_code_redeemed_again_revokes_what_its_first_exchange_gave(api: Api, alice: str, access_type: str) -> None:
+    """RFC 6749 §4.1.2: a code used twice is refused, and the tokens its first use gave are revoked (whoever
+    presents it again holds a copy: the first exchange may have been the thief's, or the second is)."""
+    browser = Browser(api)
+    code = browser.sign_in(access_type=access_type)
+    first = browser.exchange(code)
+    assert first.status_code == 200, first.text
+    granted = first.json()
+    assert _alive(api, granted["access_token"])
+    other = browser.exchange(browser.sign_in())  # another sign-in of the same user, by the same client
+    assert other.status_code == 200
+    assert_oauth_error(browser.exchange(code), 400, "invalid_grant")
+    assert not _alive(api, granted["access_token"])
+    if access_type == "offline":
+        refresh = {"grant_type": "refresh_token", "refresh_token": granted["refresh_token"],
+                   "client_id": GCLOUD_CLIENT_ID, "client_secret": GCLOUD_CLIENT_SECRET}
+        assert_oauth_error(api.client.post("/token", data=refresh), 400, "invalid_grant")
+    # Only that code's tokens: the user's other sign-in goes on.
+    assert _alive(api, other.json()["access_token"])
+    refreshed = api.client.post("/token", data={
+        "grant_type": "refresh_token", "refresh_token": other.json()["refresh_token"],
+        "client_id": GCLOUD_CLIENT_ID, "client_secret": GCLOUD_CLIENT_SECRET})
+    assert refreshed.status_code == 200, refreshed.text
+    # A third presentation changes nothing more, and is refused the same way.
+    assert_oauth_error(browser.exchange(code), 400, "invalid_grant")
+
+
+def test_a_code_presented_again_during_its_first_exchange_gives_that_exchange_nothing(
+        api: Api, alice: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second presentation arrives (at another replica, say) after the first exchange took the code and
+    before it recorded its tokens: the first exchange then hands out nothing, and its sign-in grant is gone."""
+    store = api.inproc.keyless.store
+    record = store.record_code_exchange
+
+    async def presented_again_meanwhile(code_hash: str, grant_id: str, token_hash: str) -> bool:
+        await store.take_authorization_code(code_hash)  # the concurrent presentation, at this very moment
+        return await record(code_hash, grant_id, token_hash)
+
+    browser = Browser(api)
+    code = browser.sign_in()
+    monkeypatch.setattr(store, "record_code_exchange", presented_again_meanwhile)
+    assert_oauth_error(browser.exchange(code), 400, "invalid_grant")
+    monkeypatch.undo()
+    user = api.inproc.run(store.find_user(ALICE))
+    assert api.inproc.run(store.delete_sign_in_grants(user.user_id)) == 0  # no refresh token was left alive
+
+
 def test_a_code_expires(api: Api, alice: str) -> None:
     browser = Browser(api)
     code = browser.sign_in()

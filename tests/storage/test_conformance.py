@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -187,9 +188,21 @@ def test_authorization_codes_are_taken_once(db: Runner) -> None:
     db(db.store.create_authorization_code(code))
     with pytest.raises(Conflict):
         db(db.store.create_authorization_code(code))
-    assert db(db.store.take_authorization_code("h1")) == code
-    assert db(db.store.take_authorization_code("h1")) is None
+    # Each take counts one presentation; the code stays, with what its first exchange recorded, for a second
+    # presentation to find (RFC 6749 §4.1.2: it revokes that).
+    assert db(db.store.take_authorization_code("h1")) == replace(code, redemptions=1)
+    assert db(db.store.record_code_exchange("h1", "grant-1", "token-1"))
+    assert db(db.store.take_authorization_code("h1")) == replace(code, redemptions=2, grant_id="grant-1",
+                                                                 token_hash="token-1")
+    assert not db(db.store.record_code_exchange("h1", "grant-2", "token-2"))
+    # Presented again before its first exchange recorded anything: that exchange records nothing.
+    db(db.store.create_authorization_code(_code("h2")))
+    assert db(db.store.take_authorization_code("h2")).redemptions == 1
+    assert db(db.store.take_authorization_code("h2")) == replace(_code("h2"), redemptions=2)
+    assert not db(db.store.record_code_exchange("h2", "grant-3", "token-3"))
+    assert db(db.store.take_authorization_code("h2")) == replace(_code("h2"), redemptions=3)
     assert db(db.store.take_authorization_code("unknown")) is None
+    assert not db(db.store.record_code_exchange("unknown", "grant-4", "token-4"))
     # A code that expired before a new one was created is dropped then; one still valid stays.
     db(db.store.create_authorization_code(_code("old", created=100.0)))
     db(db.store.create_authorization_code(_code("recent", created=300.0)))
@@ -207,7 +220,7 @@ def _take_all(store: Store, hashes: list[str]) -> list[bool]:
     async def run() -> list[bool]:
         await store.open()
         try:
-            return [await store.take_authorization_code(h) is not None for h in hashes]
+            return [(await store.take_authorization_code(h)).redemptions == 1 for h in hashes]  # type: ignore[union-attr]
         finally:
             await store.close()
 
@@ -221,8 +234,39 @@ def test_each_code_is_taken_by_one_of_two_stores(db: Runner) -> None:
     stores = [db.twin(), db.twin()]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(_take_all, stores, [hashes, hashes]))
-    # Every code went to exactly one of the two.
+    # Every code went first to exactly one of the two.
     assert [a + b for a, b in zip(*results, strict=True)] == [1] * len(hashes)
+
+
+def test_sign_in_attempts_are_counted_for_every_store_on_the_database(db: Runner) -> None:
+    other = db.twin()  # another replica's store on the same database
+    db(other.open())
+    try:
+        def take(store: Store, subject: str, now: float) -> bool:
+            return bool(db(store.take_sign_in_attempt(subject, now, burst=3.0, per_second=0.1)))
+
+        def refund(store: Store, subject: str, now: float) -> None:
+            db(store.refund_sign_in_attempt(subject, now, burst=3.0, per_second=0.1))
+
+        # Three in a row for alice, whichever store counts them; bob's are his own.
+        assert [take(db.store, "alice", 100.0), take(other, "alice", 100.0), take(db.store, "alice", 100.0)] == [
+            True, True, True]
+        assert not take(other, "alice", 100.0) and not take(db.store, "alice", 100.0)
+        assert take(other, "bob", 100.0)
+        # A refund (the password was right) gives one back, on every store.
+        refund(other, "alice", 100.0)
+        assert take(db.store, "alice", 100.0) and not take(other, "alice", 100.0)
+        # The bucket refills at per_second: one more ten seconds later; a store whose clock is behind gets none.
+        assert take(other, "alice", 110.0)
+        assert not take(db.store, "alice", 105.0) and not take(db.store, "alice", 110.0)
+        # Refunds never fill a bucket beyond its burst.
+        for _ in range(5):
+            refund(db.store, "bob", 101.0)
+        assert [take(other, "bob", 101.0) for _ in range(4)] == [True, True, True, False]
+        # Untouched for burst / per_second seconds, a bucket is full again (and forgotten): three more.
+        assert [take(other, "alice", 141.0) for _ in range(4)] == [True, True, True, False]
+    finally:
+        db(other.close())
 
 
 def test_sign_in_grants(db: Runner) -> None:

@@ -1,4 +1,5 @@
-"""``keyless env`` and ``keyless adc``: the variables and files that point unchanged clients at keyless.
+"""``keyless env``, ``keyless adc`` and ``keyless certificate``: the variables and files that point unchanged
+clients at keyless.
 
 Two routes for gcloud: the default one (the interception proxy: gcloud keeps Google's URLs) and
 ``keyless env --gcloud-overrides`` (gcloud's own endpoint properties name keyless's API URL, no proxy). Both
@@ -18,6 +19,8 @@ from keyless.cli.client import CliError, GlobalOptions
 from keyless.private_files import write_private
 
 LAST_ADC = "last-adc-path"
+API_CERTIFICATE = "api"  # DATA_DIR/tls/api.pem and api-key.pem
+API_HOSTS = ["127.0.0.1", "::1", "localhost"]
 IAMCREDENTIALS = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts"
 
 
@@ -47,7 +50,7 @@ VARIABLES = ("KEYLESS_URL", "KEYLESS_DATA_DIR", "KEYLESS_GRPC_ENDPOINT", "HTTPS_
              "GCE_METADATA_ROOT",
              "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT",
              "CLOUDSDK_CONFIG", "BOTO_CONFIG", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE", *GCLOUD_OVERRIDES,
-             "CLOUDSDK_AUTH_TOKEN_HOST")
+             "CLOUDSDK_AUTH_TOKEN_HOST", "CLOUDSDK_AUTH_AUTH_HOST")
 
 
 def _gcloud(endpoints: dict[str, Any], *, ca_bundle: str | None) -> dict[str, str]:
@@ -62,13 +65,34 @@ def _gcloud(endpoints: dict[str, Any], *, ca_bundle: str | None) -> dict[str, st
 
 
 def gcloud_overrides(options: GlobalOptions) -> dict[str, str]:
-    """``keyless env --gcloud-overrides``: gcloud reaches keyless's API URL itself, through no proxy."""
+    """``keyless env --gcloud-overrides``: gcloud reaches keyless's API URL itself, through no proxy.
+
+    Over plain HTTP every flow works but the OAuth ones: gcloud's OAuth library (oauthlib) refuses a
+    non-HTTPS authorization or token endpoint for ``gcloud auth login``, and gsutil reaches IAM Credentials
+    over HTTPS only. With the API served over HTTPS (``keyless serve --tls-cert``, e.g. a certificate from
+    ``keyless certificate``), gcloud and gsutil trust it through ``CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE``."""
     endpoints = options.running_endpoints()
     api = str(endpoints["api"]).rstrip("/")
+    data_dir = Path(endpoints["dataDir"])
+    tls = api.startswith("https://")
+    # The server's bundle: the machine's roots and keyless's CA (which issued the API's certificate, if any).
+    ca_bundle = endpoints.get("caBundle") if tls else None
     out: dict[str, str] = {"KEYLESS_URL": endpoints["api"], "KEYLESS_DATA_DIR": endpoints["dataDir"],
-                           **_gcloud(endpoints, ca_bundle=None)}
+                           **_gcloud(endpoints, ca_bundle=ca_bundle)}
+    try:
+        out["BOTO_CONFIG"] = str(gcloud_config.write_override_boto(data_dir, api, ca_bundle=ca_bundle))
+    except OSError as exc:
+        raise CliError(f"Cannot write gsutil's configuration in {gcloud_config.config_dir(data_dir)}: "
+                       f"{exc}.") from None
     out.update({name: f"{api}/" for name in GCLOUD_OVERRIDES})  # gcloud wants the trailing slash
     out["CLOUDSDK_AUTH_TOKEN_HOST"] = f"{api}/token"
+    # gcloud auth login's authorization URL (auth/auth_host): keyless's sign-in page.
+    out["CLOUDSDK_AUTH_AUTH_HOST"] = f"{api}/o/oauth2/auth"
+    if ca_bundle:
+        out["CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"] = ca_bundle
+        # gcloud's sign-in redeems the code with verify=None (googlecloudsdk/core/credentials/flow.py), and
+        # requests then prefers REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, when the shell has one, to gcloud's CA.
+        out["REQUESTS_CA_BUNDLE"] = ca_bundle
     project = endpoints.get("project")
     if project:
         out["GOOGLE_CLOUD_PROJECT"] = project
@@ -149,6 +173,22 @@ def render(variables: dict[str, str], shell: str) -> str:
         else:
             raise CliError(f"Unknown --shell {shell!r}: use sh, fish, powershell or dotenv.", exit_code=2)
     return "\n".join(lines) + "\n"
+
+
+def issue_api_certificate(options: GlobalOptions, hosts: list[str]) -> tuple[Path, Path]:
+    """``keyless certificate``: a certificate for the API from the data dir's local CA (the one the proxy's
+    certificates come from, which ``DATA_DIR/ca-bundle.pem`` trusts), for ``keyless serve --tls-cert``."""
+    from keyless.crypto.ca import LocalCA  # cryptography: only this command needs it
+
+    data_dir = options.resolved_data_dir()
+    try:
+        if not data_dir.exists():
+            data_dir.mkdir(mode=0o700, parents=True)  # as keyless serve makes it
+        ca = LocalCA(data_dir / "tls")
+        ca.ensure()
+        return ca.issue(API_CERTIFICATE, hosts or API_HOSTS)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"Cannot issue the API's certificate in {data_dir / 'tls'}: {exc}.") from None
 
 
 def write_impersonated_adc(options: GlobalOptions, email: str, delegates: list[str], output: Path | None) -> Path:

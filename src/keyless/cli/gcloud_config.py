@@ -16,6 +16,8 @@ keyless. ``prepare`` creates the directory or refreshes it, in the formats gclou
 * ``legacy_credentials/ACCOUNT/.boto`` and ``adc.json``: what gcloud hands gsutil (and bq) for that account.
 * ``boto.cfg``, for ``BOTO_CONFIG``: gcloud's gsutil wrapper then reads it instead of the user's ``~/.boto`` and
   ``/etc/boto.cfg`` (their credentials would clash with the owner's), and gsutil keeps its state here.
+  ``boto-overrides.cfg`` is the endpoint-override route's, rewritten by each ``keyless env --gcloud-overrides``
+  (the API's URL may have changed): gsutil's own endpoint options (``write_override_boto``).
 * ``configurations/config_default`` and ``active_config``: the properties. ``core/account`` and
   ``core/project`` are set only when absent (``gcloud auth activate-service-account`` or ``gcloud config set``
   may have changed them since); ``core/custom_ca_certs_file`` is the CA bundle that trusts the proxy; update
@@ -34,11 +36,13 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from keyless.private_files import write_private
 
 DIRECTORY = "gcloud"
 BOTO = "boto.cfg"
+OVERRIDE_BOTO = "boto-overrides.cfg"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_REVOKE_URI = "https://oauth2.googleapis.com/revoke"
 UNIVERSE = "googleapis.com"
@@ -70,6 +74,32 @@ def prepare(data_dir: Path, *, project: str | None, ca_bundle: str | None) -> Pa
 
 def boto_config(data_dir: Path) -> Path:
     return config_dir(data_dir).resolve() / BOTO
+
+
+def write_override_boto(data_dir: Path, api_url: str, *, ca_bundle: str | None) -> Path:
+    """DATA_DIR/gcloud/boto-overrides.cfg: gsutil's endpoint options naming keyless's API (no proxy).
+
+    What gsutil (platform/gsutil/gslib in the Cloud SDK) lets a boto file move: the token URI of the owner's
+    refresh token and of key files (``[OAuth2] provider_token_uri``, gcs_json_credentials.py) and the IAM
+    Credentials host of ``gsutil -i`` (``[Credentials] gs_iamcredentials_host`` and, spelt so,
+    ``gs_iamcredentails_port``, iamcredentials_api.py). The latter is always reached over HTTPS (its
+    ``http_base`` is fixed to ``https://``), so it is written only when the API serves HTTPS."""
+    root = config_dir(data_dir).resolve()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    api = urlsplit(api_url)
+    lines = ["[GSUtil]", f"state_dir = {root / 'gsutil'}", "", "[OAuth2]",
+             f"provider_token_uri = {api_url.rstrip('/')}/token", ""]
+    if api.scheme == "https" and api.hostname:
+        host = f"[{api.hostname}]" if ":" in api.hostname else api.hostname  # gsutil pastes it into a URL
+        lines += ["[Credentials]", f"gs_iamcredentials_host = {host}"]
+        if api.port:
+            lines.append(f"gs_iamcredentails_port = {api.port}")
+        lines.append("")
+    if ca_bundle:
+        lines += ["[Boto]", f"ca_certificates_file = {ca_bundle}", ""]
+    path = root / OVERRIDE_BOTO
+    write_private(path, "\n".join(lines))
+    return path
 
 
 def _read_owner(path: Path) -> dict[str, Any] | None:

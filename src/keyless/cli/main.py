@@ -231,6 +231,23 @@ def status() -> None:
     typer.echo(describe(endpoints, _attached_account()))
 
 
+@app.command()
+def certificate(
+    hosts: Annotated[list[str] | None, typer.Argument(
+        metavar="HOST", help="Names and addresses it covers (default: 127.0.0.1, ::1 and localhost).",
+        show_default=False)] = None,
+) -> None:
+    """Issue a TLS certificate for the API from keyless's local CA (DATA_DIR/tls) and print the serve flags
+    that use it: keyless serve $(keyless certificate).
+
+    Clients trust it through DATA_DIR/ca-bundle.pem; keyless env --gcloud-overrides then points gcloud at the
+    HTTPS API, where gcloud auth login and gsutil -i work without the proxy."""
+    from keyless.cli.environment import issue_api_certificate
+
+    cert, key = issue_api_certificate(_globals, list(hosts or []))
+    typer.echo(f"--tls-cert {cert.resolve()} --tls-key {key.resolve()}")
+
+
 adc_app = plain_app(help="Application Default Credentials files.", no_args_is_help=True)
 app.add_typer(adc_app, name="adc")
 

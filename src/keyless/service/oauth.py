@@ -34,7 +34,7 @@ from keyless.service.core import Core
 from keyless.service.credentials import Credentials
 from keyless.service.keyring import ISSUER, in_validity_window, verifies_at
 from keyless.service.limits import Limits, RateLimiter
-from keyless.storage.base import Conflict, SignInGrant, User
+from keyless.storage.base import AuthorizationCode, Conflict, SignInGrant, User
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_LIFETIME = 3600
@@ -248,16 +248,23 @@ class OAuth:
 
     async def _authorization_code(self, form: Mapping[str, str]) -> dict[str, Any]:
         """RFC 6749 §4.1.3 with PKCE: a code the sign-in page issued, redeemed once by the client it was issued
-        to, at the redirect URI it was issued for, with the verifier behind its challenge."""
+        to, at the redirect URI it was issued for, with the verifier behind its challenge. A code presented
+        again revokes what its first exchange gave (§4.1.2): one of the two presenters holds a stolen copy."""
         code = form.get("code")
         if not code:
             raise OAuthError("invalid_request", "Missing required parameter: code")
         client = self._public_client(form.get("client_id"), form.get("client_secret"))
         audit.note_request(client_id=client.client_id)
         audit.note(codeHash=self.core.audit_hash(code))
-        # Taken before anything else is checked: a code is spent by its first use, good or bad.
-        record = await self.core.store.take_authorization_code(secret_hash(code))
-        if record is None or not hmac.compare_digest(record.client_id.encode(), client.client_id.encode()):
+        code_hash = secret_hash(code)
+        # Counted before anything else is checked: a code is spent by its first use, good or bad.
+        record = await self.core.store.take_authorization_code(code_hash)
+        if record is None:
+            raise invalid_grant(BAD_CODE)
+        if record.redemptions > 1:
+            await self._revoke_exchange(record)
+            raise invalid_grant(BAD_CODE)
+        if not hmac.compare_digest(record.client_id.encode(), client.client_id.encode()):
             raise invalid_grant(BAD_CODE)
         if self.core.now() >= record.expires_at:
             raise invalid_grant(BAD_CODE)
@@ -275,7 +282,7 @@ class OAuth:
         self._within_rate(user.email)
         issued = self.core.now()
         out: dict[str, Any] = {}
-        grant_marker = None
+        grant_id = ""
         if record.offline:
             refresh_token = new_refresh_token()
             grant = SignInGrant(secrets.token_hex(16), user.user_id, client.client_id, record.scopes,
@@ -285,10 +292,16 @@ class OAuth:
             except Conflict:  # user deleted meanwhile cannot conflict; a duplicate random id practically never
                 raise invalid_grant(BAD_CODE) from None
             out["refresh_token"] = refresh_token
-            grant_marker = sign_in_grant(grant.grant_id)
+            grant_id = grant.grant_id
         audit.note_request(scope=" ".join(record.scopes))
         minted = minting.access_token(self.core, "user", user.user_id, record.scopes, TOKEN_LIFETIME,
-                                      client_id=client.client_id, grant=grant_marker)
+                                      client_id=client.client_id, grant=sign_in_grant(grant_id) if grant_id else None)
+        if not await self.core.store.record_code_exchange(code_hash, grant_id, token_hash(minted.claims.token_id)):
+            # Presented again since it was taken here, before this exchange could record its tokens for that
+            # presentation to revoke: they are withheld, and the refresh token's grant undone.
+            if grant_id:
+                await self.core.store.delete_sign_in_grant(grant_id)
+            raise invalid_grant(BAD_CODE)
         issued, token = minted.claims.issued_at, minted.token
         out.update({"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(record.scopes),
                     "token_type": "Bearer"})
@@ -297,6 +310,16 @@ class OAuth:
                                                         with_email=not EMAIL_SCOPES.isdisjoint(record.scopes),
                                                         nonce=record.nonce)
         return out
+
+    async def _revoke_exchange(self, record: AuthorizationCode) -> None:
+        """Revoke what the first exchange of a code presented again gave: its refresh token's grant (and with it
+        every access token minted from it) and its own access token."""
+        audit.note(reusedCode=True)
+        if record.grant_id:
+            await self.core.store.delete_sign_in_grant(record.grant_id)
+        if record.token_hash:
+            # Kept until that token expires at the latest: minted before the code expired, for TOKEN_LIFETIME.
+            await self.core.store.revoke_token(record.token_hash, record.expires_at + TOKEN_LIFETIME)
 
     async def _refresh_sign_in(self, grant: SignInGrant, form: Mapping[str, str], client_id: str,
                                client_secret: str) -> dict[str, Any]:

@@ -8,8 +8,9 @@ shows the error itself — then the rest (``request``), whose errors go back to 
 
 Who signs in: on a server whose API listens on loopback alone (``Settings.user_picker``) the page lists the
 registered users to pick, as emulators do; elsewhere a user proves the password the owner set
-(``keyless users set-password``), with failed attempts limited per user and per client address. The page's
-form carries an anti-forgery token bound to a cookie (double submit) and to the request's parameters.
+(``keyless users set-password``), with failed attempts limited per user (counted in the store, so that every
+replica shares the count) and per client address (each replica's own). The page's form carries an
+anti-forgery token bound to a cookie (double submit) and to the request's parameters.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ CODE_LIFETIME = 300.0  # seconds an authorization code can be redeemed in
 FORM_LIFETIME = 900.0  # seconds the page's form stays valid
 FAILED_SIGN_IN_BURST = 5.0  # wrong passwords in a row, per user and per client address...
 FAILED_SIGN_IN_RATE = 1 / 60  # ...then one more a minute
+FAILED_PER_USER = {"burst": FAILED_SIGN_IN_BURST, "per_second": FAILED_SIGN_IN_RATE}  # the store's bucket
 CODE_PREFIX = "4/0kl"  # Google's codes start "4/0"
 MAX_PARAMETER_LENGTH = 2048
 COOKIE = "keyless_signin"
@@ -168,9 +170,8 @@ class SignIn:
     def __init__(self, core: Core, limits: Limits | None = None) -> None:
         self.core = core
         self.limits = limits or Limits()
-        # The clock is the injected one, so that a test can wait out the limit.
-        self.failures_by_user = RateLimiter(FAILED_SIGN_IN_RATE, what="failed sign-ins", now=core.clock.now,
-                                            burst=FAILED_SIGN_IN_BURST)
+        # The clock is the injected one, so that a test can wait out the limit. Per user, the count is the
+        # store's (take_sign_in_attempt): a replica more must not mean a burst of guesses more.
         self.failures_by_address = RateLimiter(FAILED_SIGN_IN_RATE, what="failed sign-ins", now=core.clock.now,
                                                burst=FAILED_SIGN_IN_BURST)
 
@@ -238,10 +239,11 @@ class SignIn:
         # Each attempt is counted before its password is looked at, and given back if it was right: guesses
         # sent together cannot all pass an empty count while the others are still being checked. Past the
         # limit, the password is not looked at: more guesses tell nothing.
-        if not self.failures_by_user.take(email):
+        store = self.core.store
+        if not await store.take_sign_in_attempt(email, self.core.now(), **FAILED_PER_USER):
             raise SignInError("rate_limited", TOO_MANY, http_status=429)
         if not self.failures_by_address.take(address):
-            self.failures_by_user.refund(email)
+            await store.refund_sign_in_attempt(email, self.core.now(), **FAILED_PER_USER)
             raise SignInError("rate_limited", TOO_MANY, http_status=429)
         user = await self.core.store.find_user(email)
         stored = user.password_hash if user is not None else ""
@@ -249,7 +251,7 @@ class SignIn:
         matches = await asyncio.to_thread(verify_password, password or "", stored)
         if not matches or user is None or user.disabled:
             raise SignInError("access_denied", WRONG_PASSWORD, http_status=401)
-        self.failures_by_user.refund(email)
+        await store.refund_sign_in_attempt(email, self.core.now(), **FAILED_PER_USER)
         self.failures_by_address.refund(address)
         return user
 

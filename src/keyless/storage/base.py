@@ -77,6 +77,10 @@ class AuthorizationCode:
     expires_at: float
     offline: bool = False  # access_type=offline: the exchange also gives a refresh token
     nonce: str = ""  # OpenID Connect: repeated in the ID token
+    # The token endpoint's record (RFC 6749 §4.1.2: a code presented twice revokes what its first exchange gave):
+    redemptions: int = 0  # times presented at the token endpoint, counting the take that returned this record
+    grant_id: str = ""  # what the first exchange gave: the sign-in grant of its refresh token (offline codes)...
+    token_hash: str = ""  # ...and its access token's (crypto.tokens.token_hash of its id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +243,14 @@ class Store(Protocol):
         """Store ``code``, dropping the codes that expired before it was created."""
         ...
     async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
-        """Remove and return the code with this hash, atomically across every process sharing this database:
-        of concurrent takers of one code, exactly one gets it. Expired codes are returned too (the caller
-        decides, on its clock)."""
+        """Count one presentation of the code with this hash and return it with that count, atomically across
+        every process sharing this database: of concurrent takers of one code, exactly one gets it with
+        ``redemptions`` 1. The code stays (until it expires) with what its first exchange recorded, which a
+        later taker gets. Expired codes are returned too (the caller decides, on its clock)."""
+        ...
+    async def record_code_exchange(self, code_hash: str, grant_id: str, token_hash: str) -> bool:
+        """Record what the first exchange of the code gave (its sign-in grant, "" for none, and its access
+        token's hash), unless the code was taken again since: then record nothing and return False."""
         ...
     async def create_sign_in_grant(self, grant: SignInGrant) -> None:
         """Raise ``Conflict`` if the grant id or the refresh token hash is taken."""
@@ -251,6 +260,16 @@ class Store(Protocol):
     async def delete_sign_in_grant(self, grant_id: str) -> bool: ...
     async def delete_sign_in_grants(self, user_id: str) -> int:
         """Delete every sign-in grant of the user; return how many."""
+        ...
+
+    # the sign-in page's failed passwords, counted per user for every replica at once
+    async def take_sign_in_attempt(self, subject: str, now: float, *, burst: float, per_second: float) -> bool:
+        """Take one attempt from ``subject``'s bucket (``burst`` attempts, refilled at ``per_second``),
+        atomically across every process sharing this database; False, nothing taken, when it is empty. Buckets
+        full again are forgotten."""
+        ...
+    async def refund_sign_in_attempt(self, subject: str, now: float, *, burst: float, per_second: float) -> None:
+        """Give back one attempt ``take_sign_in_attempt`` took (never beyond a full bucket)."""
         ...
 
     async def set_group(self, group: str, members: list[str]) -> None: ...

@@ -284,6 +284,12 @@ class CachingStore:
         finally:
             await self._changed()
 
+    async def record_code_exchange(self, code_hash: str, grant_id: str, token_hash: str) -> bool:
+        try:
+            return await self.inner.record_code_exchange(code_hash, grant_id, token_hash)
+        finally:
+            await self._changed()
+
     async def create_sign_in_grant(self, grant: SignInGrant) -> None:
         try:
             await self.inner.create_sign_in_grant(grant)
@@ -307,6 +313,13 @@ class CachingStore:
             return await self.inner.delete_sign_in_grants(user_id)
         finally:
             await self._changed()
+
+    # failed sign-ins: counted in the store, never cached (nothing cached depends on them)
+    async def take_sign_in_attempt(self, subject: str, now: float, *, burst: float, per_second: float) -> bool:
+        return await self.inner.take_sign_in_attempt(subject, now, burst=burst, per_second=per_second)
+
+    async def refund_sign_in_attempt(self, subject: str, now: float, *, burst: float, per_second: float) -> None:
+        await self.inner.refund_sign_in_attempt(subject, now, burst=burst, per_second=per_second)
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:

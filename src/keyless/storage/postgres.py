@@ -136,7 +136,22 @@ MIGRATIONS: list[str] = [
         refresh_token_hash TEXT NOT NULL UNIQUE, created_at DOUBLE PRECISION NOT NULL);
     CREATE INDEX sign_in_grants_user ON sign_in_grants (user_id);
     """,
+    # 6: a code stays until it expires, counting its presentations, with what its first exchange gave (a second
+    # presentation revokes that); failed sign-in passwords per user, counted for every replica at once
+    """
+    ALTER TABLE authorization_codes ADD COLUMN redemptions INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE authorization_codes ADD COLUMN grant_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE authorization_codes ADD COLUMN token_hash TEXT NOT NULL DEFAULT '';
+    CREATE TABLE sign_in_attempts (
+        subject TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX sign_in_attempts_updated ON sign_in_attempts (updated_at);
+    """,
 ]
+
+# A sign-in bucket's attempts now ($2 the burst, $3 now, $4 per second); a clock behind the last writer's refills
+# nothing.
+_REFILLED = ("LEAST($2::float8, sign_in_attempts.tokens + GREATEST($3::float8 - sign_in_attempts.updated_at, 0) "
+             "* $4::float8)")
 
 
 def _count(status: str) -> int:
@@ -515,8 +530,11 @@ class PostgresStore:
                 raise Conflict(str(exc)) from None
 
     async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
-        # One statement: of concurrent takers, the row lock lets exactly one delete (and return) it.
+        # One statement: of concurrent takers, the row lock lets each count after the one before.
         return await self._record(as_code, _SQL.take_code, code_hash)
+
+    async def record_code_exchange(self, code_hash: str, grant_id: str, token_hash: str) -> bool:
+        return _count(await self.pool.execute(_SQL.record_code_exchange, code_hash, grant_id, token_hash)) == 1
 
     async def create_sign_in_grant(self, grant: SignInGrant) -> None:
         await self._insert(_SQL.create_grant, grant_row(grant))
@@ -532,6 +550,23 @@ class PostgresStore:
 
     async def delete_sign_in_grants(self, user_id: str) -> int:
         return _count(await self.pool.execute(_SQL.delete_grants_of_user, user_id))
+
+    async def take_sign_in_attempt(self, subject: str, now: float, *, burst: float, per_second: float) -> bool:
+        # An untouched bucket is full again after burst / per_second seconds: nothing to remember.
+        await self.pool.execute("DELETE FROM sign_in_attempts WHERE updated_at < $1", now - burst / per_second)
+        # One statement: the row lock orders concurrent takers from every replica.
+        row = await self.pool.fetchrow(
+            "INSERT INTO sign_in_attempts (subject, tokens, updated_at) VALUES ($1, $2::float8 - 1, $3::float8) "
+            f"ON CONFLICT (subject) DO UPDATE SET tokens = {_REFILLED} - 1, "
+            "updated_at = GREATEST(sign_in_attempts.updated_at, $3::float8) "
+            f"WHERE {_REFILLED} >= 1 RETURNING subject", subject, burst, now, per_second)
+        return row is not None
+
+    async def refund_sign_in_attempt(self, subject: str, now: float, *, burst: float, per_second: float) -> None:
+        await self.pool.execute(
+            f"UPDATE sign_in_attempts SET tokens = LEAST($2::float8, {_REFILLED} + 1), "
+            "updated_at = GREATEST(sign_in_attempts.updated_at, $3::float8) WHERE subject = $1",
+            subject, burst, now, per_second)
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:

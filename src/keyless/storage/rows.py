@@ -38,7 +38,7 @@ KEY_COLUMNS = ("key_id, owner, key_type, key_origin, certificate_pem, private_ke
                "created_at, disabled, retired_at, deleted_at")
 USER_COLUMNS = "user_id, email, client_id, client_secret_hash, refresh_token_hash, created_at, disabled, password_hash"
 CODE_COLUMNS = ("code_hash, client_id, redirect_uri, code_challenge, user_id, scopes, created_at, expires_at, offline, "
-                "nonce")
+                "nonce, redemptions, grant_id, token_hash")
 GRANT_COLUMNS = "grant_id, user_id, client_id, scopes, refresh_token_hash, created_at"
 POLICY_COLUMNS = "resource, body, etag"
 ORG_POLICY_COLUMNS = "resource, constraint_name, spec, etag, updated_at"
@@ -66,7 +66,7 @@ def as_user(row: Row) -> User:
 
 def as_code(row: Row) -> AuthorizationCode:
     return AuthorizationCode(row[0], row[1], row[2], row[3], row[4], tuple(row[5].split()), row[6], row[7],
-                             bool(row[8]), row[9])
+                             bool(row[8]), row[9], row[10], row[11], row[12])
 
 
 def as_grant(row: Row) -> SignInGrant:
@@ -105,7 +105,7 @@ def user_row(u: User) -> tuple[Any, ...]:
 
 def code_row(c: AuthorizationCode) -> tuple[Any, ...]:
     return (c.code_hash, c.client_id, c.redirect_uri, c.code_challenge, c.user_id, " ".join(c.scopes), c.created_at,
-            c.expires_at, c.offline, c.nonce)
+            c.expires_at, c.offline, c.nonce, c.redemptions, c.grant_id, c.token_hash)
 
 
 def grant_row(g: SignInGrant) -> tuple[Any, ...]:
@@ -168,7 +168,12 @@ class Statements:
     # authorization codes and sign-in grants
     delete_expired_codes: str = "DELETE FROM authorization_codes WHERE expires_at < $1"
     create_code: str = _insert("authorization_codes", CODE_COLUMNS)
-    take_code: str = f"DELETE FROM authorization_codes WHERE code_hash=$1 RETURNING {CODE_COLUMNS}"
+    # a code stays until it expires: taking it counts one presentation (RFC 6749 §4.1.2: a second revokes the first's
+    # tokens, which the first exchange records unless a second presentation came meanwhile)
+    take_code: str = ("UPDATE authorization_codes SET redemptions = redemptions + 1 WHERE code_hash=$1 "
+                      f"RETURNING {CODE_COLUMNS}")
+    record_code_exchange: str = ("UPDATE authorization_codes SET grant_id=$2, token_hash=$3 "
+                                 "WHERE code_hash=$1 AND redemptions=1")
     create_grant: str = _insert("sign_in_grants", GRANT_COLUMNS)
     get_grant: str = f"SELECT {GRANT_COLUMNS} FROM sign_in_grants WHERE grant_id=$1"
     find_grant: str = f"SELECT {GRANT_COLUMNS} FROM sign_in_grants WHERE refresh_token_hash=$1"

@@ -150,11 +150,23 @@ MIGRATIONS: list[str] = [
         refresh_token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
     CREATE INDEX sign_in_grants_user ON sign_in_grants (user_id);
     """,
+    # 9: a code stays until it expires, counting its presentations, with what its first exchange gave (a second
+    # presentation revokes that); failed sign-in passwords per user, counted for every process at once
+    """
+    ALTER TABLE authorization_codes ADD COLUMN redemptions INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE authorization_codes ADD COLUMN grant_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE authorization_codes ADD COLUMN token_hash TEXT NOT NULL DEFAULT '';
+    CREATE TABLE sign_in_attempts (subject TEXT PRIMARY KEY, tokens REAL NOT NULL, updated_at REAL NOT NULL);
+    CREATE INDEX sign_in_attempts_updated ON sign_in_attempts (updated_at);
+    """,
 ]
 # Entries are stored in time order to within this many seconds (concurrent writers, replicas' clocks).
 AUDIT_ORDER_SLACK = 60.0
 
 _Record = TypeVar("_Record")
+# A sign-in bucket's attempts now (?2 the burst, ?3 now, ?4 per second); a clock behind the last writer's refills
+# nothing.
+_REFILLED = "min(?2, tokens + max(?3 - updated_at, 0) * ?4)"
 
 
 @contextlib.contextmanager
@@ -516,10 +528,13 @@ class SqliteStore:
             raise
 
     async def take_authorization_code(self, code_hash: str) -> AuthorizationCode | None:
-        # One statement: the row is gone for every other connection the moment one of them has it. fetchall runs
-        # the statement to its end, which commits it (autocommit).
+        # One statement: every other connection sees the count it left. fetchall runs the statement to its end,
+        # which commits it (autocommit).
         rows = self.db.execute(_SQL.take_code, (code_hash,)).fetchall()
         return as_code(rows[0]) if rows else None
+
+    async def record_code_exchange(self, code_hash: str, grant_id: str, token_hash: str) -> bool:
+        return self.db.execute(_SQL.record_code_exchange, (code_hash, grant_id, token_hash)).rowcount == 1
 
     async def create_sign_in_grant(self, grant: SignInGrant) -> None:
         self._insert(_SQL.create_grant, grant_row(grant))
@@ -535,6 +550,21 @@ class SqliteStore:
 
     async def delete_sign_in_grants(self, user_id: str) -> int:
         return int(self.db.execute(_SQL.delete_grants_of_user, (user_id,)).rowcount)
+
+    async def take_sign_in_attempt(self, subject: str, now: float, *, burst: float, per_second: float) -> bool:
+        db = self.db
+        # An untouched bucket is full again after burst / per_second seconds: nothing to remember.
+        db.execute("DELETE FROM sign_in_attempts WHERE updated_at < ?", (now - burst / per_second,))
+        # One statement, so that of concurrent takers from every process each sees what the others left.
+        rows = db.execute(
+            "INSERT INTO sign_in_attempts (subject, tokens, updated_at) VALUES (?1, ?2 - 1, ?3) "
+            "ON CONFLICT (subject) DO UPDATE SET tokens = " + _REFILLED + " - 1, updated_at = max(updated_at, ?3) "
+            "WHERE " + _REFILLED + " >= 1 RETURNING subject", (subject, burst, now, per_second)).fetchall()
+        return bool(rows)
+
+    async def refund_sign_in_attempt(self, subject: str, now: float, *, burst: float, per_second: float) -> None:
+        self.db.execute("UPDATE sign_in_attempts SET tokens = min(?2, " + _REFILLED + " + 1), "
+                        "updated_at = max(updated_at, ?3) WHERE subject = ?1", (subject, burst, now, per_second))
 
     # groups
     async def set_group(self, group: str, members: list[str]) -> None:
