@@ -19,6 +19,8 @@ from keyless.storage.base import (
     SignInGrant,
     Store,
     User,
+    WorkloadPool,
+    WorkloadProvider,
 )
 from keyless.storage.cache import CachingStore
 from tests.storage.conftest import Runner
@@ -534,3 +536,50 @@ def test_lock_excludes_another_store(db: Runner) -> None:
         assert order == ["a-in", "a-out", "b-in", "b-out"]
     finally:
         db(other.close())
+
+
+POOL = "projects/123456789012/locations/global/workloadIdentityPools/k8s-pool"
+
+
+def test_workload_pools_lifecycle(db: Runner) -> None:
+    pool = WorkloadPool(POOL, "123456789012", "Cluster", "the cluster", created_at=1.0)
+    db(db.store.create_workload_pool(pool))
+    assert db(db.store.get_workload_pool(POOL)) == pool
+    with pytest.raises(Conflict):
+        db(db.store.create_workload_pool(pool))
+    other = WorkloadPool(POOL.replace("k8s-pool", "a-pool"), "123456789012", created_at=2.0)
+    db(db.store.create_workload_pool(other))
+    db(db.store.create_workload_pool(WorkloadPool(POOL.replace("123456789012", "9"), "9")))
+    assert [p.name for p in db(db.store.list_workload_pools("123456789012"))] == [other.name, POOL]
+    updated = db(db.store.update_workload_pool(POOL, disabled=True, display_name="X"))
+    assert updated.disabled and updated.display_name == "X" and updated.description == "the cluster"
+    assert db(db.store.update_workload_pool(POOL, deleted_at=5.0)).deleted_at == 5.0
+    assert db(db.store.get_workload_pool(POOL)).deleted_at == 5.0  # deleted pools are still read (undelete)
+    assert db(db.store.update_workload_pool(POOL, deleted_at=None)).deleted_at is None
+    assert db(db.store.update_workload_pool(POOL + "x", disabled=True)) is None
+    with pytest.raises(ValueError):
+        db(db.store.update_workload_pool(POOL, project_number="1"))
+
+
+def test_workload_providers_lifecycle(db: Runner) -> None:
+    name = f"{POOL}/providers/cluster"
+    oidc = {"issuerUri": "https://issuer.example", "allowedAudiences": ["a"], "jwksJson": '{"keys": []}'}
+    provider = WorkloadProvider(name, POOL, "Cluster", created_at=1.0,
+                                attribute_mapping={"google.subject": "assertion.sub"},
+                                attribute_condition="assertion.ns == 'prod'", oidc=oidc)
+    db(db.store.create_workload_provider(provider))
+    assert db(db.store.get_workload_provider(name)) == provider
+    with pytest.raises(Conflict):
+        db(db.store.create_workload_provider(provider))
+    db(db.store.create_workload_provider(WorkloadProvider(f"{POOL}/providers/another", POOL)))
+    db(db.store.create_workload_provider(WorkloadProvider("elsewhere/providers/x", "elsewhere")))
+    assert [p.name for p in db(db.store.list_workload_providers(POOL))] == [f"{POOL}/providers/another", name]
+    mapping = {"google.subject": "assertion.sub", "attribute.ns": "assertion.ns"}
+    updated = db(db.store.update_workload_provider(name, attribute_mapping=mapping, attribute_condition="",
+                                                   oidc={**oidc, "allowedAudiences": []}, disabled=True))
+    assert updated.attribute_mapping == mapping and updated.attribute_condition == "" and updated.disabled
+    assert updated.oidc["allowedAudiences"] == [] and updated.oidc["issuerUri"] == "https://issuer.example"
+    assert db(db.store.update_workload_provider(name, deleted_at=7.0)).deleted_at == 7.0
+    assert db(db.store.update_workload_provider(name + "x", disabled=False)) is None
+    with pytest.raises(ValueError):
+        db(db.store.update_workload_provider(name, pool="x"))

@@ -111,6 +111,37 @@ class OrgPolicy:
     updated_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class WorkloadPool:
+    """A workload identity pool, ``projects/NUMBER/locations/global/workloadIdentityPools/POOL``."""
+
+    name: str
+    project_number: str
+    display_name: str = ""
+    description: str = ""
+    disabled: bool = False
+    deleted_at: float | None = None  # state DELETED: undeletable for 30 days, then gone
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadProvider:
+    """A provider of a workload identity pool, ``POOL_NAME/providers/PROVIDER``: which external tokens the pool
+    accepts (``oidc``: issuerUri, allowedAudiences, jwksJson as the API spells them) and how their claims map to
+    the federated principal's attributes."""
+
+    name: str
+    pool: str  # the pool's name
+    display_name: str = ""
+    description: str = ""
+    disabled: bool = False
+    deleted_at: float | None = None
+    created_at: float = 0.0
+    attribute_mapping: dict[str, str] = field(default_factory=dict)
+    attribute_condition: str = ""
+    oidc: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(slots=True)  # not frozen: one is built per request, and frozen fields cost 4x to set
 class AuditEntry:
     insert_id: str
@@ -140,6 +171,9 @@ class AuditQuery:
 SERVICE_ACCOUNT_UPDATABLE = frozenset({"display_name", "description", "disabled", "deleted_at", "tokens_valid_after"})
 KEY_UPDATABLE = frozenset({"disabled", "retired_at", "deleted_at"})
 USER_UPDATABLE = frozenset({"client_secret_hash", "refresh_token_hash", "disabled", "password_hash"})
+WORKLOAD_POOL_UPDATABLE = frozenset({"display_name", "description", "disabled", "deleted_at"})
+WORKLOAD_PROVIDER_UPDATABLE = frozenset({"display_name", "description", "disabled", "deleted_at", "attribute_mapping",
+                                         "attribute_condition", "oidc"})
 
 
 def check_updatable(changes: Mapping[str, object], updatable: frozenset[str]) -> None:
@@ -295,6 +329,28 @@ class Store(Protocol):
         ...
     async def list_enabled_services(self, project_id: str) -> list[str]:
         """The services enabled on a project, in name order."""
+        ...
+
+    # workload identity federation: pools and their providers, by full resource name (deleted ones included)
+    async def create_workload_pool(self, pool: WorkloadPool) -> None:
+        """Raise ``Conflict`` if a pool (deleted or not) has the name."""
+        ...
+    async def get_workload_pool(self, name: str) -> WorkloadPool | None: ...
+    async def list_workload_pools(self, project_number: str) -> list[WorkloadPool]:
+        """The project's pools, deleted ones included, in name order."""
+        ...
+    async def update_workload_pool(self, name: str, **changes: Any) -> WorkloadPool | None:
+        """Change the columns of WORKLOAD_POOL_UPDATABLE; None when there is no such pool."""
+        ...
+    async def create_workload_provider(self, provider: WorkloadProvider) -> None:
+        """Raise ``Conflict`` if a provider (deleted or not) has the name."""
+        ...
+    async def get_workload_provider(self, name: str) -> WorkloadProvider | None: ...
+    async def list_workload_providers(self, pool: str) -> list[WorkloadProvider]:
+        """The pool's providers, deleted ones included, in name order."""
+        ...
+    async def update_workload_provider(self, name: str, **changes: Any) -> WorkloadProvider | None:
+        """Change the columns of WORKLOAD_PROVIDER_UPDATABLE; None when there is no such provider."""
         ...
 
     async def append_audit(self, entries: list[AuditEntry]) -> None:

@@ -30,6 +30,8 @@ from keyless.storage.base import (
     Store,
     StoredPolicy,
     User,
+    WorkloadPool,
+    WorkloadProvider,
 )
 
 T = TypeVar("T")
@@ -389,3 +391,32 @@ class CachingStore:
 
     async def is_token_revoked(self, token_hash: str) -> bool:
         return await self._cached(("revoked", token_hash), self.inner.is_token_revoked, token_hash)
+
+    # workload identity pools and providers: the token exchange and every federated caller read them
+    async def create_workload_pool(self, pool: WorkloadPool) -> None:
+        async with self._changing():
+            await self.inner.create_workload_pool(pool)
+
+    async def get_workload_pool(self, name: str) -> WorkloadPool | None:
+        return await self._cached(("wi-pool", name), self.inner.get_workload_pool, name)
+
+    async def list_workload_pools(self, project_number: str) -> list[WorkloadPool]:
+        return await self.inner.list_workload_pools(project_number)
+
+    async def update_workload_pool(self, name: str, **changes: Any) -> WorkloadPool | None:
+        async with self._changing():
+            return await self.inner.update_workload_pool(name, **changes)
+
+    async def create_workload_provider(self, provider: WorkloadProvider) -> None:
+        async with self._changing():
+            await self.inner.create_workload_provider(provider)
+
+    async def get_workload_provider(self, name: str) -> WorkloadProvider | None:
+        return await self._cached(("wi-provider", name), self.inner.get_workload_provider, name)
+
+    async def list_workload_providers(self, pool: str) -> list[WorkloadProvider]:
+        return await self.inner.list_workload_providers(pool)
+
+    async def update_workload_provider(self, name: str, **changes: Any) -> WorkloadProvider | None:
+        async with self._changing():
+            return await self.inner.update_workload_provider(name, **changes)

@@ -33,6 +33,8 @@ from keyless.storage.base import (
     KEY_UPDATABLE,
     SERVICE_ACCOUNT_UPDATABLE,
     USER_UPDATABLE,
+    WORKLOAD_POOL_UPDATABLE,
+    WORKLOAD_PROVIDER_UPDATABLE,
     AuditEntry,
     AuditQuery,
     AuthorizationCode,
@@ -44,6 +46,8 @@ from keyless.storage.base import (
     SignInGrant,
     StoredPolicy,
     User,
+    WorkloadPool,
+    WorkloadProvider,
     check_updatable,
 )
 from keyless.storage.changes import ChangeCounter
@@ -60,13 +64,18 @@ from keyless.storage.rows import (
     as_project,
     as_service_account,
     as_user,
+    as_workload_pool,
+    as_workload_provider,
     code_row,
     grant_row,
     key_row,
     org_policy_row,
     project_row,
     service_account_row,
+    stored_changes,
     user_row,
+    workload_pool_row,
+    workload_provider_row,
 )
 from keyless.storage.rows import POSTGRES as _SQL
 
@@ -145,6 +154,19 @@ MIGRATIONS: list[str] = [
     CREATE TABLE sign_in_attempts (
         subject TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
     CREATE INDEX sign_in_attempts_updated ON sign_in_attempts (updated_at);
+    """,
+    # 7: workload identity federation: pools, and the providers whose tokens they accept
+    """
+    CREATE TABLE workload_pools (
+        name TEXT PRIMARY KEY, project_number TEXT NOT NULL, display_name TEXT NOT NULL,
+        description TEXT NOT NULL, disabled BOOLEAN NOT NULL DEFAULT FALSE, deleted_at DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL);
+    CREATE INDEX workload_pools_project ON workload_pools (project_number, name);
+    CREATE TABLE workload_providers (
+        name TEXT PRIMARY KEY, pool TEXT NOT NULL, display_name TEXT NOT NULL, description TEXT NOT NULL,
+        disabled BOOLEAN NOT NULL DEFAULT FALSE, deleted_at DOUBLE PRECISION, created_at DOUBLE PRECISION NOT NULL,
+        attribute_mapping TEXT NOT NULL, attribute_condition TEXT NOT NULL, oidc TEXT NOT NULL);
+    CREATE INDEX workload_providers_pool ON workload_providers (pool, name);
     """,
 ]
 
@@ -697,3 +719,35 @@ class PostgresStore:
 
     async def is_token_revoked(self, token_hash: str) -> bool:
         return await self.pool.fetchval(_SQL.is_token_revoked, token_hash) is not None
+
+    # workload identity pools and providers
+    async def create_workload_pool(self, pool: WorkloadPool) -> None:
+        await self._insert(_SQL.create_workload_pool, workload_pool_row(pool))
+
+    async def get_workload_pool(self, name: str) -> WorkloadPool | None:
+        return await self._record(as_workload_pool, _SQL.get_workload_pool, name)
+
+    async def list_workload_pools(self, project_number: str) -> list[WorkloadPool]:
+        return [as_workload_pool(r) for r in await self.pool.fetch(_SQL.list_workload_pools, project_number)]
+
+    async def update_workload_pool(self, name: str, **changes: Any) -> WorkloadPool | None:
+        check_updatable(changes, WORKLOAD_POOL_UPDATABLE)
+        if changes:
+            await self.pool.execute(_SQL.update("workload_pools", "name", changes), name, *changes.values())
+        return await self.get_workload_pool(name)
+
+    async def create_workload_provider(self, provider: WorkloadProvider) -> None:
+        await self._insert(_SQL.create_workload_provider, workload_provider_row(provider))
+
+    async def get_workload_provider(self, name: str) -> WorkloadProvider | None:
+        return await self._record(as_workload_provider, _SQL.get_workload_provider, name)
+
+    async def list_workload_providers(self, pool: str) -> list[WorkloadProvider]:
+        return [as_workload_provider(r) for r in await self.pool.fetch(_SQL.list_workload_providers, pool)]
+
+    async def update_workload_provider(self, name: str, **changes: Any) -> WorkloadProvider | None:
+        check_updatable(changes, WORKLOAD_PROVIDER_UPDATABLE)
+        stored = stored_changes(changes)
+        if stored:
+            await self.pool.execute(_SQL.update("workload_providers", "name", stored), name, *stored.values())
+        return await self.get_workload_provider(name)

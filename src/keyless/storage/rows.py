@@ -27,6 +27,8 @@ from keyless.storage.base import (
     ServiceAccount,
     SignInGrant,
     User,
+    WorkloadPool,
+    WorkloadProvider,
 )
 
 Row = Sequence[Any]  # a sqlite3 row (tuple) or an asyncpg Record, indexed by position
@@ -42,6 +44,9 @@ CODE_COLUMNS = ("code_hash, client_id, redirect_uri, code_challenge, user_id, sc
 GRANT_COLUMNS = "grant_id, user_id, client_id, scopes, refresh_token_hash, created_at"
 POLICY_COLUMNS = "resource, body, etag"
 ORG_POLICY_COLUMNS = "resource, constraint_name, spec, etag, updated_at"
+WORKLOAD_POOL_COLUMNS = "name, project_number, display_name, description, disabled, deleted_at, created_at"
+WORKLOAD_PROVIDER_COLUMNS = ("name, pool, display_name, description, disabled, deleted_at, created_at, "
+                             "attribute_mapping, attribute_condition, oidc")
 AUDIT_COLUMNS = "insert_id, timestamp, method, principal, resource, denied, body"  # and seq, which the store assigns
 
 
@@ -75,6 +80,15 @@ def as_grant(row: Row) -> SignInGrant:
 
 def as_org_policy(row: Row) -> OrgPolicy:
     return OrgPolicy(row[0], row[1], orjson.loads(row[2]), row[3], row[4])
+
+
+def as_workload_pool(row: Row) -> WorkloadPool:
+    return WorkloadPool(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+
+
+def as_workload_provider(row: Row) -> WorkloadProvider:
+    return WorkloadProvider(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], orjson.loads(row[7]),
+                            row[8], orjson.loads(row[9]))
 
 
 def as_audit_entry(row: Row) -> AuditEntry:
@@ -114,6 +128,22 @@ def grant_row(g: SignInGrant) -> tuple[Any, ...]:
 
 def org_policy_row(p: OrgPolicy) -> tuple[Any, ...]:
     return p.resource, p.constraint, orjson.dumps(p.spec).decode(), p.etag, p.updated_at
+
+
+def workload_pool_row(p: WorkloadPool) -> tuple[Any, ...]:
+    return p.name, p.project_number, p.display_name, p.description, p.disabled, p.deleted_at, p.created_at
+
+
+def workload_provider_row(p: WorkloadProvider) -> tuple[Any, ...]:
+    return (p.name, p.pool, p.display_name, p.description, p.disabled, p.deleted_at, p.created_at,
+            orjson.dumps(p.attribute_mapping).decode(), p.attribute_condition, orjson.dumps(p.oidc).decode())
+
+
+def stored_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Changes to a row as its columns hold them: mappings (a provider's attribute mapping, its OIDC settings)
+    as JSON text."""
+    return {column: orjson.dumps(value).decode() if isinstance(value, dict) else value
+            for column, value in changes.items()}
 
 
 def _insert(table: str, columns: str) -> str:
@@ -204,6 +234,15 @@ class Statements:
     # services
     enable_service: str = "INSERT INTO project_services (project_id, service) VALUES ($1, $2) ON CONFLICT DO NOTHING"
     disable_service: str = "DELETE FROM project_services WHERE project_id=$1 AND service=$2"
+    # workload identity pools and providers
+    create_workload_pool: str = _insert("workload_pools", WORKLOAD_POOL_COLUMNS)
+    get_workload_pool: str = f"SELECT {WORKLOAD_POOL_COLUMNS} FROM workload_pools WHERE name=$1"
+    list_workload_pools: str = (f"SELECT {WORKLOAD_POOL_COLUMNS} FROM workload_pools WHERE project_number=$1 "
+                                "ORDER BY name")
+    create_workload_provider: str = _insert("workload_providers", WORKLOAD_PROVIDER_COLUMNS)
+    get_workload_provider: str = f"SELECT {WORKLOAD_PROVIDER_COLUMNS} FROM workload_providers WHERE name=$1"
+    list_workload_providers: str = (f"SELECT {WORKLOAD_PROVIDER_COLUMNS} FROM workload_providers WHERE pool=$1 "
+                                    "ORDER BY name")
     # audit
     append_audit: str = _insert("audit_log", AUDIT_COLUMNS)
     # revocation

@@ -24,6 +24,8 @@ from keyless.storage.base import (
     KEY_UPDATABLE,
     SERVICE_ACCOUNT_UPDATABLE,
     USER_UPDATABLE,
+    WORKLOAD_POOL_UPDATABLE,
+    WORKLOAD_PROVIDER_UPDATABLE,
     AuditEntry,
     AuditQuery,
     AuthorizationCode,
@@ -35,6 +37,8 @@ from keyless.storage.base import (
     SignInGrant,
     StoredPolicy,
     User,
+    WorkloadPool,
+    WorkloadProvider,
     check_updatable,
 )
 from keyless.storage.changes import ChangeCounter
@@ -51,13 +55,18 @@ from keyless.storage.rows import (
     as_project,
     as_service_account,
     as_user,
+    as_workload_pool,
+    as_workload_provider,
     code_row,
     grant_row,
     key_row,
     org_policy_row,
     project_row,
     service_account_row,
+    stored_changes,
     user_row,
+    workload_pool_row,
+    workload_provider_row,
 )
 from keyless.storage.rows import SQLITE as _SQL
 
@@ -158,6 +167,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE authorization_codes ADD COLUMN token_hash TEXT NOT NULL DEFAULT '';
     CREATE TABLE sign_in_attempts (subject TEXT PRIMARY KEY, tokens REAL NOT NULL, updated_at REAL NOT NULL);
     CREATE INDEX sign_in_attempts_updated ON sign_in_attempts (updated_at);
+    """,
+    # 10: workload identity federation: pools, and the providers whose tokens they accept
+    """
+    CREATE TABLE workload_pools (
+        name TEXT PRIMARY KEY, project_number TEXT NOT NULL, display_name TEXT NOT NULL,
+        description TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, deleted_at REAL,
+        created_at REAL NOT NULL);
+    CREATE INDEX workload_pools_project ON workload_pools (project_number, name);
+    CREATE TABLE workload_providers (
+        name TEXT PRIMARY KEY, pool TEXT NOT NULL, display_name TEXT NOT NULL, description TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0, deleted_at REAL, created_at REAL NOT NULL,
+        attribute_mapping TEXT NOT NULL, attribute_condition TEXT NOT NULL, oidc TEXT NOT NULL);
+    CREATE INDEX workload_providers_pool ON workload_providers (pool, name);
     """,
 ]
 # Entries are stored in time order to within this many seconds (concurrent writers, replicas' clocks).
@@ -707,3 +729,32 @@ class SqliteStore:
 
     async def is_token_revoked(self, token_hash: str) -> bool:
         return self._one(_SQL.is_token_revoked, (token_hash,)) is not None
+
+    # workload identity pools and providers
+    async def create_workload_pool(self, pool: WorkloadPool) -> None:
+        self._insert(_SQL.create_workload_pool, workload_pool_row(pool))
+
+    async def get_workload_pool(self, name: str) -> WorkloadPool | None:
+        return self._record(as_workload_pool, _SQL.get_workload_pool, (name,))
+
+    async def list_workload_pools(self, project_number: str) -> list[WorkloadPool]:
+        return [as_workload_pool(r) for r in self.db.execute(_SQL.list_workload_pools, (project_number,))]
+
+    async def update_workload_pool(self, name: str, **changes: Any) -> WorkloadPool | None:
+        check_updatable(changes, WORKLOAD_POOL_UPDATABLE)
+        self._update_row("workload_pools", "name", name, changes)
+        return await self.get_workload_pool(name)
+
+    async def create_workload_provider(self, provider: WorkloadProvider) -> None:
+        self._insert(_SQL.create_workload_provider, workload_provider_row(provider))
+
+    async def get_workload_provider(self, name: str) -> WorkloadProvider | None:
+        return self._record(as_workload_provider, _SQL.get_workload_provider, (name,))
+
+    async def list_workload_providers(self, pool: str) -> list[WorkloadProvider]:
+        return [as_workload_provider(r) for r in self.db.execute(_SQL.list_workload_providers, (pool,))]
+
+    async def update_workload_provider(self, name: str, **changes: Any) -> WorkloadProvider | None:
+        check_updatable(changes, WORKLOAD_PROVIDER_UPDATABLE)
+        self._update_row("workload_providers", "name", name, stored_changes(changes))
+        return await self.get_workload_provider(name)
