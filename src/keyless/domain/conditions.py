@@ -216,6 +216,48 @@ class CompiledCondition:
     def evaluate(self, ctx: RequestContext) -> bool:
         return self.run(ctx).granted
 
+    def value(self, inputs: dict[str, Any], budget: int = EVALUATION_BUDGET) -> tuple[Any, str]:
+        """The expression's value (a Python value: str, bool, int, float, list, dict or None) over ``inputs``
+        (JSON-like Python values by root name), under ``budget`` steps; or None and why there is none."""
+        if self._program is None:
+            return None, self.problem
+        runtime = _cel()
+        from celpy.adapter import json_to_cel
+
+        activation_inputs = {name: json_to_cel(value) for name, value in inputs.items()}
+        # celpy resolves a name beginning "google." as a package (google.protobuf...): the fields of a ``google``
+        # input are bound under their dotted names, which it looks up first.
+        for key, value in (inputs.get("google") or {}).items():
+            activation_inputs[f"google.{key}"] = json_to_cel(value)
+        meter = _Meter(budget, tuple(activation_inputs.values()))
+        try:
+            activation = self._program.new_activation()
+            activation.functions = activation.functions.new_child(_functions(meter))
+            result = runtime.evaluator(self._ast, activation, meter).evaluate(activation_inputs)
+        except EvaluationBudgetExceeded:
+            return None, f"exceeds the evaluation budget of {budget} steps"
+        except Exception as exc:
+            return None, _first_line(exc) or type(exc).__name__
+        if isinstance(result, Exception):  # celpy returns some CEL errors as values
+            return None, _first_line(result) or type(result).__name__
+        return _plain(result), ""
+
+
+def _plain(value: Any) -> Any:
+    """A CEL value as plain Python (celpy's types subclass Python's own)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, _cel().celtypes.BoolType):
+        return bool(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    for plain in (str, int, float):
+        if isinstance(value, plain):
+            return plain(value)
+    return value if isinstance(value, bytes) else str(value)
+
 
 def _first_line(value: object) -> str:
     lines = str(value).splitlines()
@@ -330,60 +372,68 @@ def _too_many_tokens(expression: str) -> bool:
     return count > MAX_TOKENS
 
 
-def _check_limits(shape: Shape) -> None:
+def _check_limits(shape: Shape, field: str = _FIELD) -> None:
     """Refuse an expression whose shape is over one of the limits, naming the limit."""
     if shape.depth > MAX_NESTING_DEPTH:
         raise InvalidArgument(
             f"Condition expression is nested too deeply: its parse tree is {shape.depth} levels deep, over the "
-            f"limit on nesting depth of {MAX_NESTING_DEPTH}. Split it into simpler conditions.", field=_FIELD)
+            f"limit on nesting depth of {MAX_NESTING_DEPTH}. Split it into simpler conditions.", field=field)
     if shape.comprehension_nesting > MAX_COMPREHENSION_NESTING:
         raise InvalidArgument(
             f"Condition expression nests macros (all, exists, exists_one, map, filter) "
             f"{shape.comprehension_nesting} deep, over the limit on comprehension nesting of "
-            f"{MAX_COMPREHENSION_NESTING}.", field=_FIELD)
+            f"{MAX_COMPREHENSION_NESTING}.", field=field)
     if shape.widest_literal > MAX_LITERAL_ELEMENTS:
         raise InvalidArgument(
             f"Condition expression has a list or map literal of {shape.widest_literal} elements, over the limit "
-            f"on literal size of {MAX_LITERAL_ELEMENTS}.", field=_FIELD)
+            f"on literal size of {MAX_LITERAL_ELEMENTS}.", field=field)
     if shape.cost > EVALUATION_BUDGET:
         raise InvalidArgument(
             f"Condition expression could take {shape.cost} steps to evaluate, over the evaluation budget of "
-            f"{EVALUATION_BUDGET} steps. Use fewer or smaller macros and lists.", field=_FIELD)
+            f"{EVALUATION_BUDGET} steps. Use fewer or smaller macros and lists.", field=field)
+
+
+def _compile(expression: str, roots: frozenset[str], field: str, max_length: int, what: str) -> CompiledCondition:
+    """Parse ``expression`` and check it against the limits, reading only ``roots``; raise INVALID_ARGUMENT
+    naming ``field`` otherwise."""
+    if not isinstance(expression, str) or not expression.strip():
+        raise InvalidArgument(f"{what} must not be empty.", field=field)
+    if len(expression) > max_length:
+        raise InvalidArgument(
+            f"{what} is {len(expression)} characters long, over the limit on expression length "
+            f"of {max_length}.", field=field)
+    env = _cel().environment
+    if _too_many_tokens(expression):
+        raise InvalidArgument(
+            f"{what} has more than {MAX_TOKENS} tokens, over the limit on expression size of "
+            f"{MAX_TOKENS} tokens (names, literals, operators and brackets).", field=field)
+    try:
+        ast = env.compile(expression)
+        program = env.program(ast)
+    except Exception as exc:
+        raise InvalidArgument(
+            f"{what} '{expression}' is not valid CEL: {str(exc).splitlines()[0]}",
+            field=field,
+        ) from None
+    for name in sorted(_free_identifiers(ast)):
+        if name not in roots:
+            supported = ("request.time, resource.name, resource.type, resource.service" if roots == ALLOWED_ROOTS
+                         else ", ".join(sorted(roots)))
+            raise InvalidArgument(
+                f"{what} '{expression}' uses the attribute '{name}', which keyless does not "
+                f"support. Supported attributes: {supported}.",
+                field=field,
+            )
+    shape = measure(ast)
+    _check_limits(shape, field)
+    return CompiledCondition(expression, ast, program, shape)
 
 
 @functools.lru_cache(maxsize=4096)
 def compile_condition(expression: str) -> CompiledCondition:
     """Parse and check an expression (as ``setIamPolicy`` receives it); raise INVALID_ARGUMENT if keyless
     cannot evaluate it or it is over one of the limits."""
-    if not isinstance(expression, str) or not expression.strip():
-        raise InvalidArgument("Condition expression must not be empty.", field=_FIELD)
-    if len(expression) > MAX_EXPRESSION_LENGTH:
-        raise InvalidArgument(
-            f"Condition expression is {len(expression)} characters long, over the limit on expression length "
-            f"of {MAX_EXPRESSION_LENGTH}.", field=_FIELD)
-    env = _cel().environment
-    if _too_many_tokens(expression):
-        raise InvalidArgument(
-            f"Condition expression has more than {MAX_TOKENS} tokens, over the limit on expression size of "
-            f"{MAX_TOKENS} tokens (names, literals, operators and brackets).", field=_FIELD)
-    try:
-        ast = env.compile(expression)
-        program = env.program(ast)
-    except Exception as exc:
-        raise InvalidArgument(
-            f"Condition expression '{expression}' is not valid CEL: {str(exc).splitlines()[0]}",
-            field=_FIELD,
-        ) from None
-    for name in sorted(_free_identifiers(ast)):
-        if name not in ALLOWED_ROOTS:
-            raise InvalidArgument(
-                f"Condition expression '{expression}' uses the attribute '{name}', which keyless does not "
-                "support. Supported attributes: request.time, resource.name, resource.type, resource.service.",
-                field=_FIELD,
-            )
-    shape = measure(ast)
-    _check_limits(shape)
-    compiled = CompiledCondition(expression, ast, program, shape)
+    compiled = _compile(expression, ALLOWED_ROOTS, _FIELD, MAX_EXPRESSION_LENGTH, "Condition expression")
     probe = RequestContext(time=1_700_000_000.0, resource_name="projects/_/serviceAccounts/probe",
                            resource_type="iam.googleapis.com/ServiceAccount")
     outcome = compiled.run(probe)
@@ -391,6 +441,14 @@ def compile_condition(expression: str) -> CompiledCondition:
         raise InvalidArgument(f"Condition expression '{expression}' cannot be evaluated by keyless: {outcome.error}",
                               field=_FIELD)
     return compiled
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_expression(expression: str, roots: frozenset[str], field: str, max_length: int) -> CompiledCondition:
+    """An expression over other inputs than a condition's (a workload identity provider's attribute mapping and
+    condition read ``assertion``, ``google`` and ``attribute``), under the same limits and budget: evaluate it
+    with ``CompiledCondition.value``."""
+    return _compile(expression, roots, field, max_length, "Expression")
 
 
 @functools.lru_cache(maxsize=4096)

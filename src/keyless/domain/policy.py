@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from keyless.domain import roles
+from keyless.domain import federation, roles
 from keyless.domain.conditions import CompiledCondition, RequestContext, compile_condition, load_condition
 from keyless.domain.fields import check_fields
 from keyless.domain.numbers import is_ascii_digits, shown
@@ -138,6 +138,7 @@ def validate_member(member: object) -> str:
     if kind == "deleted" and _DELETED_RE.match(member):
         return member
     if member.startswith(("principal://", "principalSet://")) and len(member) > 16:
+        federation.validate_member(member)  # a workload identity pool's members are checked to the letter
         return member
     raise InvalidArgument(f"Invalid member '{member}': use user:, serviceAccount:, group:, domain:, deleted:, "
                           "principal://, principalSet://, allUsers or allAuthenticatedUsers.",
@@ -264,20 +265,29 @@ def apply_update_mask(current: Policy, new: Policy, mask: object) -> Policy:
 class Principal:
     """Who is calling, as the member strings a binding may name."""
 
-    kind: str  # "user" | "serviceAccount"
-    email: str
+    kind: str  # "user" | "serviceAccount" | "federated"
+    email: str  # a federated principal's: its principal:// member
     groups: frozenset[str] = frozenset()
+    federated: federation.FederatedIdentity | None = None  # a workload identity pool's subject
 
     @property
     def member(self) -> str:
+        if self.federated is not None:
+            return self.email
         return f"{self.kind}:{self.email}"
 
     def identities(self) -> frozenset[str]:
+        if self.federated is not None:
+            return self.federated.identities() | {f"group:{g}" for g in self.groups}
         ids = {self.member, "allUsers", "allAuthenticatedUsers"}
         ids.update(f"group:{g}" for g in self.groups)
         if self.kind == "user":
             ids.add(f"domain:{self.email.rpartition('@')[2]}")
         return frozenset(ids)
+
+    @classmethod
+    def of_federated(cls, identity: federation.FederatedIdentity) -> Principal:
+        return cls("federated", identity.member, federated=identity)
 
 
 def is_allowed(policies: Iterable[Policy], identities: frozenset[str], permission: str,

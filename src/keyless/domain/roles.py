@@ -37,9 +37,13 @@ _ORG_POLICY = ("orgpolicy.policies.list", "orgpolicy.policy.get", "orgpolicy.pol
 _SERVICES_READ = ("serviceusage.services.get", "serviceusage.services.list")
 _SERVICES_ADMIN = (*_SERVICES_READ, "serviceusage.services.enable", "serviceusage.services.disable",
                    "serviceusage.services.use")
+_WI_READ = ("iam.workloadIdentityPools.get", "iam.workloadIdentityPools.list",
+            "iam.workloadIdentityPoolProviders.get", "iam.workloadIdentityPoolProviders.list")
+_WI_ADMIN = (*_WI_READ, *(f"iam.workloadIdentityPool{kind}.{verb}" for kind in ("s", "Providers")
+                          for verb in ("create", "update", "delete", "undelete")))
 
 ROLES: dict[str, frozenset[str]] = {
-    "roles/viewer": frozenset({*_SA_READ, *_SA_KEYS_READ, *_PROJECT_READ, "orgpolicy.policy.get",
+    "roles/viewer": frozenset({*_WI_READ, *_SA_READ, *_SA_KEYS_READ, *_PROJECT_READ, "orgpolicy.policy.get",
                                "orgpolicy.constraints.list", *_SERVICES_READ, "iam.roles.get", "iam.roles.list",
                                "resourcemanager.projects.getIamPolicy"}),
     "roles/iam.serviceAccountTokenCreator": frozenset({*_TOKEN, *_SA_READ, *_PROJECT_READ}),
@@ -58,6 +62,8 @@ ROLES: dict[str, frozenset[str]] = {
         *_SA_READ, *_SA_KEYS_READ, *_PROJECT_READ, "resourcemanager.projects.getIamPolicy",
         "iam.serviceAccounts.getIamPolicy", "iam.roles.get", "iam.roles.list",
     }),
+    "roles/iam.workloadIdentityPoolAdmin": frozenset({*_WI_ADMIN, *_PROJECT_READ}),
+    "roles/iam.workloadIdentityPoolViewer": frozenset({*_WI_READ, *_PROJECT_READ}),
     "roles/resourcemanager.projectIamAdmin": frozenset({*_PROJECT_READ, *_PROJECT_POLICY}),
     "roles/orgpolicy.policyAdmin": frozenset({*_ORG_POLICY, *_PROJECT_READ}),
     "roles/serviceusage.serviceUsageAdmin": frozenset(_SERVICES_ADMIN),
@@ -67,7 +73,7 @@ ROLES: dict[str, frozenset[str]] = {
 # Editor: every service-account and key operation, but neither IAM policy writes nor token minting
 # (on Google, editor includes actAs but not getAccessToken).
 ROLES["roles/editor"] = frozenset({
-    *ROLES["roles/viewer"], *_SA_ADMIN, *_KEY_ADMIN, *_SERVICES_ADMIN, "iam.serviceAccounts.actAs",
+    *ROLES["roles/viewer"], *_SA_ADMIN, *_KEY_ADMIN, *_SERVICES_ADMIN, *_WI_ADMIN, "iam.serviceAccounts.actAs",
 } - {"iam.serviceAccounts.setIamPolicy"})
 ROLES["roles/owner"] = frozenset({
     *ROLES["roles/editor"], *ROLES["roles/iam.securityAdmin"], "iam.serviceAccounts.setIamPolicy",

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
-from keyless.http import admin, certs, oauth, openapi, orgpolicy, projects, service_accounts, signin, usage
+from keyless.http import admin, certs, federation, oauth, openapi, orgpolicy, projects, service_accounts, signin, usage
 from keyless.http.common import JSONResponse
 from keyless.http.credentials import CredentialVerbs
 from keyless.http.edge import Edge, Host
@@ -163,7 +163,7 @@ def _admin_routes() -> list[Route]:
 def routes() -> list[Route]:
     """The API port's route table."""
     return [*_service_account_routes(), *_project_routes(), *_org_policy_routes(), *_service_usage_routes(),
-            *_oauth_routes(), *_public_key_routes(), *_admin_routes()]
+            *federation.routes(), *_oauth_routes(), *_public_key_routes(), *_admin_routes()]
 
 
 def refusal(method: str, path: str, allow: tuple[str, ...]) -> Response:

@@ -12,6 +12,7 @@ from keyless.service.audit import AuditLog
 from keyless.service.config import Settings
 from keyless.service.core import Core
 from keyless.service.credentials import Credentials
+from keyless.service.federation import Federation
 from keyless.service.limits import Limits, RateLimiter
 from keyless.service.oauth import OAuth
 from keyless.service.orgpolicies import OrgPolicies
@@ -36,6 +37,7 @@ class Keyless:
         self.services = ServiceUsage(self.core)
         self.org_policies = OrgPolicies(self.core)
         self.sign_in = SignIn(self.core, self.limits)
+        self.federation = Federation(self.core)
 
     @property
     def settings(self) -> Settings:

@@ -6,9 +6,12 @@ import hmac
 from dataclasses import replace
 from urllib.parse import urlsplit
 
+import orjson
+
 from keyless.crypto.jwt import JwtError, unverified_parts, verify_rs256
 from keyless.crypto.keys import public_key_of_cert
-from keyless.crypto.tokens import token_hash
+from keyless.crypto.tokens import AccessTokenClaims, token_hash
+from keyless.domain.federation import FederatedIdentity
 from keyless.domain.policy import Principal
 from keyless.errors import InsufficientScopes, Unauthenticated
 from keyless.service import audit
@@ -90,6 +93,8 @@ async def _access_token_caller(core: Core, token: str) -> Caller:
         raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
     if await core.store.is_token_revoked(token_hash(claims.token_id)):
         raise Unauthenticated()
+    if claims.principal_kind == "federated":
+        return await _federated_caller(core, claims)
     if claims.principal_kind == "serviceAccount":
         sa = await core.store.get_service_account(claims.principal_id)
         if sa is None or sa.deleted_at is not None or sa.disabled or claims.issued_at < sa.tokens_valid_after:
@@ -115,6 +120,25 @@ async def _access_token_caller(core: Core, token: str) -> Caller:
             raise Unauthenticated()
         principal = Principal("user", user.email)
     return Caller(principal, claims.principal_id, claims.scopes, claims.expires_at, claims.token_id, claims.key_id)
+
+
+async def _federated_caller(core: Core, claims: AccessTokenClaims) -> Caller:
+    """A workload identity pool's subject, from a token the STS exchange minted. Its provider and pool must still
+    exist (deleting either ends its tokens) and the pool be enabled; a provider disabled since stops new
+    exchanges only (Google: "existing tokens still grant access")."""
+    provider = await core.store.get_workload_provider(claims.principal_id)
+    if provider is None or provider.deleted_at is not None or claims.federated is None:
+        raise Unauthenticated()
+    pool = await core.store.get_workload_pool(provider.pool)
+    if pool is None or pool.deleted_at is not None or pool.disabled:
+        raise Unauthenticated()
+    try:
+        identity = FederatedIdentity.from_json({**claims.federated, "provider": provider.name})
+    except (KeyError, TypeError, ValueError):
+        raise Unauthenticated() from None
+    # The caller's id says the whole identity (subject, groups, attributes): decisions are remembered by it.
+    principal_id = orjson.dumps(identity.to_json(), option=orjson.OPT_SORT_KEYS).decode()
+    return Caller(Principal.of_federated(identity), principal_id, claims.scopes, claims.expires_at, claims.token_id)
 
 
 def _audience_ok(core: Core, aud: object) -> bool:

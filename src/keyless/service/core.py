@@ -106,14 +106,15 @@ class Core:
 
     async def identities(self, principal: Principal) -> frozenset[str]:
         """The members a binding may name to reach ``principal``: itself, its groups, its domain, everyone.
-        Remembered in the decision memo: they change only with the stored state (a group's members)."""
+        Remembered in the decision memo: they change only with the stored state (a group's members). A federated
+        principal's depend on its mapped groups and attributes too, hence ``federated`` in the key."""
         memo = await self.store.memo()
-        key = ("identities", principal.kind, principal.email)
+        key = ("identities", principal.kind, principal.email, principal.federated)
         found: frozenset[str] | None = None if memo is None else memo.get(key)
         if found is None:
             groups = await self.store.groups_of(principal.member)
             if groups:
-                principal = Principal(principal.kind, principal.email, frozenset(groups))
+                principal = Principal(principal.kind, principal.email, frozenset(groups), principal.federated)
             found = principal.identities()
             if memo is not None:
                 memo[key] = found

@@ -28,14 +28,16 @@ class MintedToken:
 
 
 def access_token(core: Core, principal_kind: str, principal_id: str, scopes: tuple[str, ...], lifetime: int, *,
-                 key_id: str | None = None, client_id: str | None = None, grant: str | None = None) -> MintedToken:
-    """A new access token for a service account (``principal_kind`` "serviceAccount", by unique id) or a user,
-    good for ``lifetime`` seconds from now."""
+                 key_id: str | None = None, client_id: str | None = None, grant: str | None = None,
+                 federated: dict[str, Any] | None = None) -> MintedToken:
+    """A new access token for a service account (``principal_kind`` "serviceAccount", by unique id), a user, or a
+    workload identity pool's subject ("federated", by provider name, with ``federated`` its identity), good for
+    ``lifetime`` seconds from now."""
     issued = core.clock.now()
     expires_at = int(issued) + lifetime
     token, claims = core.minter.mint(principal_kind=principal_kind, principal_id=principal_id, scopes=scopes,
                                      issued_at=issued, expires_at=expires_at, key_id=key_id, client_id=client_id,
-                                     grant=grant)
+                                     grant=grant, federated=federated)
     audit.note(tokenHash=core.audit_hash(claims.token_id), expireTime=format_second(expires_at))
     return MintedToken(token, expires_at, claims)
 
