@@ -64,7 +64,7 @@ def test_condition_reads_assertion_google_and_attribute() -> None:
 
 
 def test_mapping_and_condition_are_checked_when_written() -> None:
-    with pytest.raises(InvalidArgument, match="google.subject"):
+    with pytest.raises(InvalidArgument, match=r"google\.subject"):
         fed.check_attribute_mapping({"attribute.x": "assertion.x"})
     with pytest.raises(InvalidArgument):
         fed.check_attribute_mapping({"google.subject": "assertion.sub", "attribute.Bad": "assertion.x"})
