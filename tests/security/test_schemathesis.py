@@ -89,16 +89,30 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         id_token = srv.owner("POST", f"/v1/projects/-/serviceAccounts/{email}:generateIdToken",
                              {"audience": "https://fuzz", "organizationNumberIncluded": True})["token"]
         claims = json.loads(base64.urlsafe_b64decode(id_token.split(".")[1] + "=="))
+        pools = "/v1/projects/fuzz-victim/locations/global/workloadIdentityPools"
+        srv.owner("POST", f"{pools}?workloadIdentityPoolId=fuzz-pool", {})
+        srv.owner("POST", f"{pools}/fuzz-pool/providers?workloadIdentityPoolProviderId=fuzz-provider", {
+            "attributeMapping": {"google.subject": "assertion.sub"},
+            "oidc": {"issuerUri": "https://issuer.example", "jwksJson": json.dumps({"keys": [_fuzz_jwk()]})}})
         schema = schemathesis.openapi.from_url(f"{srv.url}/openapi.json")
         tgt = Target(srv, schema, LogWatch(srv.data_dir / "server.log"), real={
             "account": [email, unique_id], "key": [key], "email": [email], "group": ["fuzz-group@example.com"],
             "constraint": [constraint], "user": ["fuzz-user@example.com"], "service": ["iam.googleapis.com"],
-            "operation": [operation.removeprefix("operations/")],
+            "operation": [operation.removeprefix("operations/")], "pool": ["fuzz-pool"],
+            "provider": ["fuzz-provider"],
             "organization": [str(claims["google"]["organization_number"])]})
         tgt.refresh_owner()
         yield tgt
     finally:
         srv.stop()
+
+
+def _fuzz_jwk() -> dict[str, str]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+    return {"kty": "RSA", "n": base64.urlsafe_b64encode(numbers.n.to_bytes(256, "big")).rstrip(b"=").decode(),
+            "e": "AQAB"}
 
 
 def _real_path_parameters(target: Target, path: str) -> list[dict[str, str]]:

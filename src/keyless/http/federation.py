@@ -136,8 +136,6 @@ async def sts_token(request: Request) -> Response:
         raise exc.oauth() from None
     except KeylessError as exc:
         kl.oauth.refused(client_address, exc)
-        if not isinstance(exc, OAuthError):  # a body too large, not UTF-8: still the OAuth shape here
-            raise OAuthError("invalid_request", exc.message, http_status=exc.http_status) from None
         raise
     return JSONResponse(granted, headers=NO_STORE)
 

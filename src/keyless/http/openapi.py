@@ -438,6 +438,48 @@ def _service_usage_paths() -> dict[str, Schema]:
     }
 
 
+def _federation_paths() -> dict[str, Schema]:
+    """Workload identity pools and providers (IAM v1), and the STS token exchange."""
+    pools = "/v1/projects/{project}/locations/global/workloadIdentityPools"
+    pool_id = _param("pool", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
+    provider_id = _param("provider", schema={"type": "string", "minLength": 1, "pattern": r"^[^/:]+$"})
+    listing = [_param("showDeleted", "query"), _param("pageSize", "query", {"type": "integer"}),
+               _param("pageToken", "query")]
+    mask = _param("updateMask", "query")
+    paths: dict[str, Schema] = {}
+    for kind, base, named, id_param in (
+            ("workloadIdentityPools", pools, [PROJECT, pool_id], "workloadIdentityPoolId"),
+            ("workloadIdentityPools.providers", pools + "/{pool}/providers", [PROJECT, pool_id, provider_id],
+             "workloadIdentityPoolProviderId")):
+        op = f"iam.projects.locations.{kind}"
+        leaf = base + ("/{pool}" if kind == "workloadIdentityPools" else "/{provider}")
+        paths[base] = {
+            "get": _op(f"{op}.list", "List (showDeleted for the deleted ones too).", params=[*named[:-1], *listing],
+                       ok=_ok(ANY_OBJECT)),
+            "post": _op(f"{op}.create", "Create (a done operation).", params=[*named[:-1], _param(id_param, "query")],
+                        body=_json_body(ANY_OBJECT), ok=_ok(ANY_OBJECT)),
+        }
+        paths[leaf] = {
+            "get": _op(f"{op}.get", "Get.", params=named, ok=_ok(ANY_OBJECT)),
+            "patch": _op(f"{op}.patch", "Update the fields updateMask names (a done operation).",
+                         params=[*named, mask], body=_json_body(ANY_OBJECT), ok=_ok(ANY_OBJECT)),
+            "delete": _op(f"{op}.delete", "Delete (undeletable for 30 days; a done operation).", params=named,
+                          ok=_ok(ANY_OBJECT)),
+        }
+        paths[leaf + ":undelete"] = {
+            "post": _op(f"{op}.undelete", "Undelete (a done operation).", params=named, body=_json_body(_obj({})),
+                        ok=_ok(ANY_OBJECT)),
+        }
+    form = _obj({name: STRING for name in ("grant_type", "subject_token_type", "subject_token", "audience", "scope",
+                                            "requested_token_type", "options")}, closed=False)
+    paths["/v1/token"] = {"post": _op(
+        "sts.token", "STS token exchange: an OIDC token for a federated access token.",
+        body={"required": True, "content": {FORM: {"schema": form}, JSON: {"schema": ANY_OBJECT}}},
+        ok=_ok(_obj({"access_token": STRING, "issued_token_type": STRING, "token_type": STRING,
+                     "expires_in": {"type": "integer"}}, closed=False)), oauth=True, public=True)}
+    return paths
+
+
 def _oauth_paths() -> dict[str, Schema]:
     paths: dict[str, Schema] = {}
     token_body = {"required": True, "content": {FORM: {"schema": _ref("TokenForm")},
@@ -584,7 +626,8 @@ def _admin_paths() -> dict[str, Schema]:
 def build_openapi(server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.0 document; ``server_url`` (the URL the caller used) becomes its one server."""
     paths: dict[str, Schema] = {}
-    for part in (_account_paths(), _project_paths(), _oauth_paths(), _public_key_paths(), _admin_paths()):
+    for part in (_account_paths(), _project_paths(), _federation_paths(), _oauth_paths(), _public_key_paths(),
+                 _admin_paths()):
         paths.update(part)
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
