@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
+
 from keyless.errors import KeylessError, Unavailable
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_form, read_json
 from keyless.http.oauth import NO_STORE
