@@ -76,8 +76,12 @@ class Edge:
                 user_agent = value
             elif name == b"x-goog-user-project" and user_project is None:
                 user_project = value
-        if self.limits is not None:
-            rejection = edge_rejection(scope, header_bytes, self.limits)
+        limits = self.limits
+        # The limits are checked here; the refusal is built only for a request over one.
+        if limits is not None and (header_bytes > limits.max_header_bytes or len(
+                scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+                > limits.max_path_bytes):
+            rejection = edge_rejection(scope, header_bytes, limits)
             if rejection is not None:
                 await reject(send, *rejection)
                 return

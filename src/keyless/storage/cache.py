@@ -62,8 +62,12 @@ def request_scope() -> Iterator[None]:
 class CachingStore:
     MAX_ENTRIES = 200_000
 
+    append_audit: Callable[[list[AuditEntry]], Coroutine[Any, Any, None]]
+
     def __init__(self, inner: Store) -> None:
         self.inner = inner
+        # The backend's own method, no frame between: every credential request appends its entry.
+        self.append_audit = inner.append_audit
         self._generation = _UNCHECKED
         self._cache: dict[tuple[str, ...], Any] = {}
         self._memo: dict[Any, Any] = {}
@@ -374,9 +378,7 @@ class CachingStore:
         # Read on every request of `keyless serve --enforce-services`.
         return await self._cached(("services", project_id), self.inner.list_enabled_services, project_id)
 
-    # audit (never cached, never a state change)
-    async def append_audit(self, entries: list[AuditEntry]) -> None:
-        await self.inner.append_audit(entries)
+    # audit (never cached, never a state change): append_audit is the backend's own (bound in __init__)
 
     async def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
         return await self.inner.query_audit(query)

@@ -655,9 +655,12 @@ class SqliteStore:
             raise NotReady("store is not open")
         # AUDIT_COLUMNS' order; denied as an int, which sqlite3 binds several times faster than a bool (this runs
         # for every credential).
-        rows = [(e.insert_id, e.timestamp, e.method, e.principal, e.resource, int(e.denied),
-                 orjson.dumps(e.body).decode()) for e in entries]
-        db = self.db
+        rows = []
+        for e in entries:
+            rows.append((e.insert_id, e.timestamp, e.method, e.principal, e.resource, int(e.denied),
+                         orjson.dumps(e.body).decode()))
+        db = self._db
+        assert db is not None  # open, as the writer lock is
         with _flocked(self._writer_lock):
             db.execute("BEGIN IMMEDIATE")
             try:
