@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.compat.conftest import CompatEnv
-from tests.conftest import CLOUD
+from tests.conftest import CLOUD, KEYLESS
 
 GAPIC = f"google-cloud-iam {version('google-cloud-iam')}"
 ROUTE = "proxy (gRPC: h2 relayed to the gRPC listener)"
@@ -139,8 +139,26 @@ def owner_steps(ctx: Ctx) -> Steps:
 
 @pytest.fixture(scope="module")
 def key_file_steps(ctx: Ctx) -> Steps:
-    """ADC: a service-account key file (the GAPIC client signs its own JWT for the gRPC calls)."""
-    return scenario(ctx, KEY_FILE_BODY, str(ctx.compat.source_key))
+    """ADC: a service-account key file (the GAPIC client signs its own JWT for the gRPC calls), in a shell that
+    had other gRPC proxy settings before ``eval "$(keyless env)"``: grpc core reads ``grpc_proxy`` and
+    ``no_grpc_proxy`` before ``https_proxy`` and ``no_proxy``."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = {"target": ctx.target, "hop": ctx.hop, "denied": ctx.denied, "scope": CLOUD, "audience": AUDIENCE}
+    code = PRELUDE.replace("__CFG__", repr(json.dumps(cfg))) + KEY_FILE_BODY + EPILOGUE
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GOOGLE_", "GCE_", "KEYLESS_")) and "proxy" not in k.lower()}
+    env.update({"grpc_proxy": "http://127.0.0.1:9", "no_grpc_proxy": "localhost", "SCENARIO": code,
+                "KEYLESS_DATA_DIR": str(ctx.compat.server.data_dir), "KEY_FILE": str(ctx.compat.source_key)})
+    keyless = " ".join(KEYLESS)
+    script = (f'eval "$({keyless} env)"; export GOOGLE_APPLICATION_CREDENTIALS="$KEY_FILE"; '
+              f'{sys.executable} -c "$SCENARIO"')
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, env=env,
+                          timeout=200, cwd=ctx.compat.workdir)
+    assert proc.returncode == 0 and "@@STEPS@@" in proc.stdout, f"scenario crashed:\n{proc.stdout}\n{proc.stderr}"
+    return Steps(json.loads(proc.stdout.rsplit("@@STEPS@@", 1)[1]))
 
 
 def tokeninfo(ctx: Ctx, token: str) -> dict[str, Any]:
@@ -227,3 +245,19 @@ def test_rest_through_the_same_proxy(ctx: Ctx, owner_steps: Steps) -> None:
     assert tokeninfo(ctx, owner_steps.ok("rest"))["email"] == ctx.target
     agent = audit_entry(ctx, "GenerateAccessToken", lifetime="1200s")["requestMetadata"]["callerSuppliedUserAgent"]
     assert "grpc-python" not in agent, agent
+
+
+def test_keyless_env_sets_and_unsets_what_grpc_reads(ctx: Ctx) -> None:
+    import subprocess
+
+    env, srv = ctx.compat.env, ctx.compat.server
+    endpoints = json.loads((srv.data_dir / "endpoints.json").read_text())
+    assert env["grpc_proxy"] == env["https_proxy"] == endpoints["proxy"]
+    assert env["no_grpc_proxy"] == env["no_proxy"]
+    assert env["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] == endpoints["caBundle"]
+    # The listener the proxy relays to (started with the proxy, on loopback), for direct use too.
+    assert env["KEYLESS_GRPC_ENDPOINT"] == endpoints["grpc"] and endpoints["grpc"].startswith("127.0.0.1:")
+    unset = subprocess.run([*KEYLESS, "--data-dir", str(srv.data_dir), "env", "--unset"], capture_output=True,
+                           text=True, check=True, timeout=60).stdout.split()
+    for name in ("grpc_proxy", "no_grpc_proxy", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "KEYLESS_GRPC_ENDPOINT"):
+        assert name in unset, name
