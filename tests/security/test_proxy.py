@@ -252,3 +252,19 @@ def test_grpc_through_a_public_proxy_needs_its_password(public: Server) -> None:
         assert error.code() == grpc.StatusCode.UNAVAILABLE, error  # the proxy answered 407: no tunnel at all
     error = _grpc_call_through(public, f"http://keyless:{_password(public)}@127.0.0.2:{port}")
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+
+
+def test_grpc_through_the_proxy_to_a_tls_grpc_listener(tmp_path: Path) -> None:
+    """With --tls-cert and --grpc-port the listener speaks TLS: the proxy's relay speaks TLS (ALPN h2) to it."""
+    from keyless.crypto.ca import LocalCA
+
+    ca = LocalCA(tmp_path / "ca")
+    ca.ensure()
+    cert, key = ca.issue("api", ["127.0.0.1", "localhost"])
+    srv = start_server(tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key), "--grpc-port", "0",
+                       "--proxy-port", "0", "--metadata-port", "-1")
+    try:
+        error = _grpc_call_through(srv, _endpoints(srv)["proxy"])
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+    finally:
+        srv.stop()
