@@ -98,6 +98,13 @@ def sign_blob():
     return {"keyId": resp.key_id, "signedBlob": resp.signed_blob.hex()}
 step("sign_blob", sign_blob)
 
+from google.cloud import iam_admin_v1, resourcemanager_v3
+
+admin = iam_admin_v1.IAMClient()  # iam.googleapis.com:443, gRPC only
+step("admin", lambda: admin.get_service_account(name=name(CFG["target"]), **CALL).email)
+projects = resourcemanager_v3.ProjectsClient()  # cloudresourcemanager.googleapis.com:443
+step("project", lambda: projects.get_project(name=f"projects/{CFG['project']}", **CALL).project_id)
+
 rest = iam_credentials_v1.IAMCredentialsClient(transport="rest")  # the same proxy, HTTP/1.1
 step("rest", lambda: rest.generate_access_token(name=name(CFG["target"]), scope=[CFG["scope"]],
                                                 lifetime=duration_pb2.Duration(seconds=1200),
@@ -124,7 +131,8 @@ class Steps(dict[str, dict[str, Any]]):
 
 
 def scenario(ctx: Ctx, body: str, credentials: str) -> Steps:
-    cfg = {"target": ctx.target, "hop": ctx.hop, "denied": ctx.denied, "scope": CLOUD, "audience": AUDIENCE}
+    cfg = {"target": ctx.target, "hop": ctx.hop, "denied": ctx.denied, "scope": CLOUD, "audience": AUDIENCE,
+           "project": ctx.compat.server.project}
     code = PRELUDE.replace("__CFG__", repr(json.dumps(cfg))) + body + EPILOGUE
     proc = ctx.compat.run_python(code, extra_env={"GOOGLE_APPLICATION_CREDENTIALS": credentials}, timeout=200)
     assert proc.returncode == 0 and "@@STEPS@@" in proc.stdout, f"scenario crashed:\n{proc.stdout}\n{proc.stderr}"
@@ -238,6 +246,17 @@ def test_id_token_and_sign_blob(ctx: Ctx, owner_steps: Steps) -> None:
     signed = owner_steps.ok("sign_blob")
     assert signed["keyId"] and signed["signedBlob"]
     assert_over_grpc(audit_entry(ctx, "SignBlob", name=ctx.name(ctx.target)))
+
+
+@pytest.mark.compat(section="2.1", client=GAPIC, call="iam_admin_v1.IAMClient().get_service_account", route=ROUTE)
+def test_the_admin_client_through_the_proxy(ctx: Ctx, owner_steps: Steps) -> None:
+    assert owner_steps.ok("admin") == ctx.target
+
+
+@pytest.mark.compat(section="2.1", client=f"google-cloud-resource-manager {version('google-cloud-resource-manager')}",
+                    call="ProjectsClient().get_project", route=ROUTE)
+def test_the_projects_client_through_the_proxy(ctx: Ctx, owner_steps: Steps) -> None:
+    assert owner_steps.ok("project") == ctx.compat.server.project
 
 
 @row("IAMCredentialsClient(transport='rest').generate_access_token", REST_ROUTE)
