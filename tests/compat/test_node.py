@@ -599,3 +599,44 @@ def test_gax_denied(node: Node, mode: str) -> None:
     err = rejected(gax(node, mode), "denied")
     assert err["code"] == 403
     assert_denied(err, "iam.serviceAccounts.getAccessToken")
+
+
+# ---------------------------------------------------------------- IAMCredentialsClient() on gRPC, through the proxy
+
+GAX_GRPC_ROUTE = "proxy (gRPC: h2 relayed to the gRPC listener)"
+
+
+def gax_grpc(node: Node) -> dict[str, Any]:
+    """``new IAMCredentialsClient()``: no options, its default gRPC transport, ADC the owner's authorized_user file."""
+    return node.run("gax_grpc.js", proxy=True,
+                    extra={"GOOGLE_APPLICATION_CREDENTIALS": str(node.compat.server.owner_file)})
+
+
+def gax_grpc_row(call: str) -> pytest.MarkDecorator:
+    return pytest.mark.compat(section="2.2", client=GAX, call=f"IAMCredentialsClient().{call}", route=GAX_GRPC_ROUTE)
+
+
+@gax_grpc_row("generateAccessToken")
+def test_gax_grpc_generate_access_token(node: Node) -> None:
+    got = step(gax_grpc(node), "generateAccessToken")
+    info = assert_access_token(got["tokeninfo"], node.compat.target)
+    assert 290 <= int(info["expires_in"]) <= 300
+    entries = node.compat.server.owner("GET", "/v1/auditLog?pageSize=1000")["entries"]
+    agents = [e["protoPayload"]["requestMetadata"]["callerSuppliedUserAgent"] for e in entries
+              if e["protoPayload"]["methodName"] == "GenerateAccessToken"
+              and e["protoPayload"]["request"].get("lifetime") == "300s"]
+    assert any("grpc-node-js" in agent for agent in agents), agents  # it came over gRPC
+
+
+@gax_grpc_row("signBlob")
+def test_gax_grpc_sign_blob(node: Node) -> None:
+    got = step(gax_grpc(node), "signBlob")
+    assert_signed(got, got["keyId"])
+
+
+@gax_grpc_row("generateAccessToken on a target without a role")
+def test_gax_grpc_denied(node: Node) -> None:
+    err = rejected(gax_grpc(node), "denied")
+    assert err["code"] == 7, err  # grpc status PERMISSION_DENIED
+    assert err["reason"] == "IAM_PERMISSION_DENIED" and err["domain"] == "iam.googleapis.com", err
+    assert err["metadata"]["permission"] == "iam.serviceAccounts.getAccessToken"

@@ -1,5 +1,7 @@
 """The interception proxy is not a relay: never to keyless's own listeners or link-local addresses; on
-loopback unless told otherwise; off loopback only with a password and only to public addresses."""
+loopback unless told otherwise; off loopback only with a password and only to public addresses. HTTP/2 (gRPC)
+reaches keyless's gRPC listener only as the decrypted stream of a host the proxy intercepts, under the same
+rules."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import json
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import requests
 
@@ -66,7 +70,7 @@ def test_proxy_refuses_keyless_own_listeners(local: Server) -> None:
     endpoints = _endpoints(local)
     attached = local.create_sa("relay-target")
     local.owner("PUT", "/keyless/v1/metadata", {"serviceAccount": attached})
-    for listener in ("metadata", "api", "proxy"):
+    for listener in ("metadata", "api", "proxy", "grpc"):  # grpc: started with the proxy, on loopback
         port = _port(endpoints[listener])
         for host in ("127.0.0.1", "localhost", "0.0.0.0", "[::ffff:127.0.0.1]"):
             reply, conn = _connect(endpoints["proxy"], f"{host}:{port}")
@@ -169,5 +173,98 @@ def test_intercepted_tls_handshake_has_a_deadline(tmp_path: Path) -> None:
             with context.wrap_socket(conn, server_hostname="www.googleapis.com") as tls:
                 tls.sendall(b"GET /oauth2/v1/certs HTTP/1.1\r\nHost: www.googleapis.com\r\nConnection: close\r\n\r\n")
                 assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        srv.stop()
+
+
+# ---------------------------------------------------------------- HTTP/2 (gRPC) through the proxy
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+SIGN_BLOB = "/google.iam.credentials.v1.IAMCredentials/SignBlob"
+
+
+def _intercepted_tls(srv: Server, alpn: list[str], host: str = "iamcredentials.googleapis.com") -> ssl.SSLSocket:
+    reply, conn = _connect(_endpoints(srv)["proxy"], f"{host}:443")
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    context = ssl.create_default_context(cafile=_endpoints(srv)["caBundle"])
+    context.set_alpn_protocols(alpn)
+    return context.wrap_socket(conn, server_hostname=host)
+
+
+def test_clients_that_speak_http1_get_rest_and_h2_only_clients_get_grpc(local: Server) -> None:
+    # curl and Go's net/http offer h2 and HTTP/1.1: the proxy prefers HTTP/1.1, so they keep reaching REST.
+    with _intercepted_tls(local, ["h2", "http/1.1"]) as tls:
+        assert tls.selected_alpn_protocol() == "http/1.1"
+        tls.sendall(b"GET /oauth2/v1/certs HTTP/1.1\r\nHost: www.googleapis.com\r\nConnection: close\r\n\r\n")
+        assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+    # A gRPC client offers h2 alone: the decrypted stream reaches an HTTP/2 server (its SETTINGS frame answers).
+    with _intercepted_tls(local, ["h2"]) as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+        tls.sendall(H2_PREFACE + H2_EMPTY_SETTINGS)
+        frame = tls.recv(9)
+        assert len(frame) == 9 and frame[3] == 0x04, frame  # type SETTINGS
+
+
+def test_h2_to_a_host_keyless_does_not_serve_is_never_intercepted(local: Server) -> None:
+    """Another host's TLS (ALPN h2 included) is tunnelled as it is, to that host: the bytes that arrive there are
+    the client's own ClientHello, never keyless's certificate or its gRPC listener."""
+    with socket.create_server(("127.0.0.1", 0)) as elsewhere:
+        received: list[bytes] = []
+
+        def accept() -> None:
+            peer, _ = elsewhere.accept()
+            with peer:
+                received.append(peer.recv(5))
+
+        thread = threading.Thread(target=accept)
+        thread.start()
+        reply, conn = _connect(_endpoints(local)["proxy"], f"localhost:{elsewhere.getsockname()[1]}")
+        with conn:
+            assert reply.startswith(b"HTTP/1.1 200"), reply
+            context = ssl.create_default_context(cafile=_endpoints(local)["caBundle"])
+            context.set_alpn_protocols(["h2"])
+            with pytest.raises((ssl.SSLError, OSError)):  # nobody there answers TLS, least of all keyless
+                context.wrap_socket(conn, server_hostname="localhost")
+        thread.join(10)
+    assert received and received[0][:1] == b"\x16", received  # a TLS handshake record, relayed untouched
+
+
+def _grpc_call_through(srv: Server, proxy_url: str) -> grpc.RpcError:
+    """SignBlob with no credentials, to Google's host through ``proxy_url``: the error it ends with."""
+    roots = Path(_endpoints(srv)["caBundle"]).read_bytes()
+    with grpc.secure_channel("iamcredentials.googleapis.com:443", grpc.ssl_channel_credentials(roots),
+                             options=[("grpc.http_proxy", proxy_url), ("grpc.enable_retries", 0)]) as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            channel.unary_unary(SIGN_BLOB)(b"", timeout=20)
+    return raised.value  # type: ignore[return-value]
+
+
+def test_grpc_through_the_local_proxy_reaches_keyless(local: Server) -> None:
+    error = _grpc_call_through(local, _endpoints(local)["proxy"])
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error  # keyless's answer: no credentials
+
+
+def test_grpc_through_a_public_proxy_needs_its_password(public: Server) -> None:
+    port = _port(_endpoints(public)["proxy"])
+    for auth in ("", "keyless:wrong@"):
+        error = _grpc_call_through(public, f"http://{auth}127.0.0.2:{port}")
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error  # the proxy answered 407: no tunnel at all
+    error = _grpc_call_through(public, f"http://keyless:{_password(public)}@127.0.0.2:{port}")
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
+
+
+def test_grpc_through_the_proxy_to_a_tls_grpc_listener(tmp_path: Path) -> None:
+    """With --tls-cert and --grpc-port the listener speaks TLS: the proxy's relay speaks TLS (ALPN h2) to it."""
+    from keyless.crypto.ca import LocalCA
+
+    ca = LocalCA(tmp_path / "ca")
+    ca.ensure()
+    cert, key = ca.issue("api", ["127.0.0.1", "localhost"])
+    srv = start_server(tmp_path / "data", "--tls-cert", str(cert), "--tls-key", str(key), "--grpc-port", "0",
+                       "--proxy-port", "0", "--metadata-port", "-1")
+    try:
+        error = _grpc_call_through(srv, _endpoints(srv)["proxy"])
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
     finally:
         srv.stop()

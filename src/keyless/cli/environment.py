@@ -44,7 +44,7 @@ GCLOUD_OVERRIDES = tuple(f"CLOUDSDK_API_ENDPOINT_OVERRIDES_{api.upper()}" for ap
 
 # Every variable ``keyless env`` may set: what ``keyless env --unset`` clears.
 VARIABLES = ("KEYLESS_URL", "KEYLESS_DATA_DIR", "KEYLESS_GRPC_ENDPOINT", "HTTPS_PROXY", "https_proxy", "NO_PROXY",
-             "no_proxy",
+             "no_proxy", "grpc_proxy", "no_grpc_proxy",
              "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
              "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "HTTPLIB2_CA_CERTS", "GCE_METADATA_HOST", "GCE_METADATA_IP",
              "GCE_METADATA_ROOT",
@@ -116,11 +116,16 @@ def environment(options: GlobalOptions) -> dict[str, str]:
         no_proxy = "127.0.0.1,localhost,::1"
         out["NO_PROXY"] = no_proxy
         out["no_proxy"] = no_proxy
+        # gRPC (grpc core, grpc-js) reads these before https_proxy and no_proxy: one left in the shell would
+        # otherwise send gRPC clients elsewhere. (Basic proxy authentication in the URL is honoured by both.)
+        out["grpc_proxy"] = proxy
+        out["no_grpc_proxy"] = no_proxy
         bundle = endpoints["caBundle"]
         out["REQUESTS_CA_BUNDLE"] = bundle
         out["SSL_CERT_FILE"] = bundle
         out["CURL_CA_BUNDLE"] = bundle
         out["NODE_EXTRA_CA_CERTS"] = endpoints["caCert"]
+        # The roots of grpc core (Python, C++, Ruby, PHP, C#) and grpc-js: the proxy's certificates for gRPC clients.
         out["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = bundle
         # google-api-python-client talks through httplib2, which trusts only this (and needs PySocks to proxy).
         out["HTTPLIB2_CA_CERTS"] = bundle

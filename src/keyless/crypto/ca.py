@@ -102,11 +102,13 @@ class LocalCA:
         return cert_path, key_path
 
 
-def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+def server_context(cert_path: Path, key_path: Path, alpn: Iterable[str] = ("http/1.1",)) -> ssl.SSLContext:
+    """A TLS server context; ``alpn`` in the server's order of preference (OpenSSL picks the first of these that
+    the client offers)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert_path), str(key_path))
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 

@@ -1,6 +1,7 @@
 """An HTTP CONNECT proxy. For served hosts it terminates TLS with a certificate from the local CA and relays
 the decrypted HTTP/1.1 stream (keep-alive included) to the keyless API listener; the Host header survives, so
-the API sees which Google host was asked. Other hosts are tunnelled byte for byte, except where
+the API sees which Google host was asked. A client that negotiates HTTP/2 there (ALPN ``h2``: a gRPC client) is
+relayed byte for byte to the gRPC listener instead. Other hosts are tunnelled byte for byte, except where
 ``keyless.proxy.destinations`` refuses them.
 
 Every connection gets a deadline for its request head, tunnels close when idle in both directions, and the
@@ -19,7 +20,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyless.proxy.destinations import TunnelRules
 from keyless.proxy.hosts import is_served
@@ -28,6 +29,11 @@ log = logging.getLogger("keyless.proxy")
 MAX_HEAD = 64 * 1024
 CONNECT_TIMEOUT = 10.0
 REALM = "keyless"
+# The ALPN protocols of intercepted TLS, in the proxy's order of preference (OpenSSL picks the first of these that
+# the client offers). A client that speaks HTTP/1.1 gets it and reaches REST even when it offers h2 as well (curl,
+# Go's net/http): the REST listener speaks HTTP/1.1 only. A client that offers h2 alone is a gRPC client (grpc core,
+# grpc-js, grpc-go and grpc-java offer nothing else) and is relayed to the gRPC listener.
+INTERCEPT_ALPN = ("http/1.1", "h2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,15 @@ async def _splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter
                 await w.wait_closed()
 
 
+def _own_listener_tls(alpn: list[str]) -> ssl.SSLContext:
+    """TLS to one of this process's own listeners, which present whatever certificate the operator gave."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
 def _header(head: bytes, name: bytes) -> bytes | None:
     for line in head.split(b"\r\n")[1:]:
         key, sep, value = line.partition(b":")
@@ -128,12 +143,18 @@ class InterceptionProxy:
         self.password = password.encode() if password is not None else None
         self.limits = limits or ProxyLimits()
         self.open_connections = 0
-        self.upstream_ssl: ssl.SSLContext | None = None
-        if upstream_tls:
-            # The upstream is this very process on loopback, presenting whatever certificate the operator gave.
-            self.upstream_ssl = ssl.create_default_context()
-            self.upstream_ssl.check_hostname = False
-            self.upstream_ssl.verify_mode = ssl.CERT_NONE
+        self.upstream_ssl = _own_listener_tls(["http/1.1"]) if upstream_tls else None
+        # The gRPC listener that h2 connections are relayed to; until it is known (it starts after the proxy), an
+        # h2 connection is closed after its handshake.
+        self.grpc_address: tuple[str, int] | None = None
+        self.grpc_ssl: ssl.SSLContext | None = None
+
+    def relay_grpc_to(self, host: str, port: int, *, tls: bool = False) -> None:
+        """Relay intercepted h2 connections to the gRPC listener at ``host:port``; that port joins keyless's own
+        listeners, which no tunnel may reach."""
+        self.grpc_address = (host, port)
+        self.grpc_ssl = _own_listener_tls(["h2"]) if tls else None
+        self.rules = replace(self.rules, own_ports=self.rules.own_ports | {port})
 
     async def _open_api(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection(self.api_host, self.api_port, ssl=self.upstream_ssl)
@@ -211,8 +232,16 @@ class InterceptionProxy:
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         await writer.start_tls(self.tls, ssl_handshake_timeout=self.limits.header_timeout)
-        api_reader, api_writer = await self._open_api()
-        await _splice(reader, writer, api_reader, api_writer, self.limits.idle_timeout)
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None and tls.selected_alpn_protocol() == "h2":
+            # gRPC: the decrypted HTTP/2 stream goes to the gRPC listener as it is (a gRPC server takes h2 with
+            # prior knowledge); the :authority it carries names the Google host, as the Host header does for REST.
+            if self.grpc_address is None:
+                return
+            up_reader, up_writer = await asyncio.open_connection(*self.grpc_address, ssl=self.grpc_ssl)
+        else:
+            up_reader, up_writer = await self._open_api()
+        await _splice(reader, writer, up_reader, up_writer, self.limits.idle_timeout)
 
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()

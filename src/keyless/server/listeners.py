@@ -1,5 +1,6 @@
 """The sockets and servers of each port: the API (in every process), and in the supervisor the metadata server, the
-universe-domain listener (TLS) and the interception proxy, with the local CA that certifies them."""
+universe-domain listener (TLS), the interception proxy with the local CA that certifies it, and the gRPC listener
+(which the proxy relays HTTP/2 to)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from keyless.metadata.app import build_metadata_app
 from keyless.private_files import write_private
 from keyless.proxy.destinations import TunnelRules
 from keyless.proxy.hosts import served_hosts
-from keyless.proxy.server import MAX_HEAD, InterceptionProxy, ProxyLimits
+from keyless.proxy.server import INTERCEPT_ALPN, MAX_HEAD, InterceptionProxy, ProxyLimits
 from keyless.server.options import ServeOptions, is_loopback, is_wildcard, side_port
 from keyless.server.runtime import Runtime, url_of
 from keyless.service.app import Keyless
@@ -93,6 +94,7 @@ class Listeners:
         self.tasks: list[asyncio.Task[None]] = []
         self.raw: list[asyncio.Server] = []
         self.grpc: list[grpc.aio.Server] = []
+        self.proxy: InterceptionProxy | None = None  # the interception proxy (supervisor only), once started
 
     def add_asgi(self, app: object, sock: socket.socket, *, certfile: Path | None = None,
                  keyfile: Path | None = None) -> None:
@@ -176,13 +178,15 @@ async def add_side_listeners(listeners: Listeners, options: ServeOptions, runtim
         public = not is_loopback(options.proxy_host)
         password = proxy_password(data_dir) if public else None
         limits = runtime.limits
-        proxy = InterceptionProxy(runtime.api_host, runtime.port, server_context(leaf_cert, leaf_key), universes,
+        proxy = InterceptionProxy(runtime.api_host, runtime.port,
+                                  server_context(leaf_cert, leaf_key, INTERCEPT_ALPN), universes,
                                   upstream_tls=runtime.api_tls, rules=TunnelRules(frozenset(own_ports), public=public),
                                   password=password, limits=ProxyLimits(
                                       header_timeout=limits.header_timeout,
                                       idle_timeout=limits.tunnel_idle_timeout,
                                       max_connections=limits.max_connections))
         listeners.raw.append(await asyncio.start_server(proxy.handle, sock=proxy_sock, limit=MAX_HEAD))
+        listeners.proxy = proxy
         endpoints["proxy"] = url_of("127.0.0.1" if is_wildcard(options.proxy_host) else options.proxy_host,
                                     proxy_sock.getsockname()[1])
         if public:
@@ -190,25 +194,34 @@ async def add_side_listeners(listeners: Listeners, options: ServeOptions, runtim
     return endpoints
 
 
-async def add_grpc_listener(listeners: Listeners, runtime: Runtime, keyless: Keyless, port: int) -> str:
-    """The gRPC listener (``--grpc-port``) on the API's address, TLS when the API is; started here, in the main
-    process only (workers serve REST); returns its ``host:port`` as gRPC targets are written."""
+async def add_grpc_listener(listeners: Listeners, runtime: Runtime, keyless: Keyless, port: int | None) -> str:
+    """The gRPC listener, started here, in the main process only (workers serve REST): ``--grpc-port`` on the
+    API's address, TLS when the API is; without it (the interception proxy is on) a free port on loopback,
+    plaintext. The proxy relays the h2 connections it intercepts to it. Returns its ``host:port`` as gRPC targets
+    are written."""
+    tls = None
+    if port is None:  # for the proxy's relay alone: reachable from this machine only
+        host = client_host = runtime.host if is_loopback(runtime.host) else "127.0.0.1"
+        port = 0
+    else:
+        host, client_host = runtime.host, runtime.api_host
+        if runtime.tls_cert is not None and runtime.tls_key is not None:
+            tls = (runtime.tls_key.read_bytes(), runtime.tls_cert.read_bytes())
     if port != 0:
         # grpcio binds its own socket and logs its failure in lines of its own: a port that is taken is named in
         # keyless's one line first (a race with another process binding it in between ends as the error below).
-        bind_listener("gRPC listener", "--grpc-port", runtime.host, port).close()
+        bind_listener("gRPC listener", "--grpc-port", host, port).close()
     server = build_grpc_server(keyless, runtime.limits)
-    tls = None
-    if runtime.tls_cert is not None and runtime.tls_key is not None:
-        tls = (runtime.tls_key.read_bytes(), runtime.tls_cert.read_bytes())
     try:
-        bound = bind_grpc(server, runtime.host, port, tls=tls)
+        bound = bind_grpc(server, host, port, tls=tls)
     except OSError as exc:
-        raise listener_error("gRPC listener", "--grpc-port", runtime.host, port,
+        raise listener_error("gRPC listener", "--grpc-port", host, port,
                              "the address is in use or not available" if "bind" in str(exc) else str(exc)) from None
     await server.start()
     listeners.grpc.append(server)
-    return url_of(runtime.api_host, bound)[len("http://"):]
+    if listeners.proxy is not None:
+        listeners.proxy.relay_grpc_to(client_host, bound, tls=tls is not None)
+    return url_of(client_host, bound)[len("http://"):]
 
 
 def proxy_password(data_dir: Path) -> str:

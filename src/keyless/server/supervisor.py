@@ -100,9 +100,10 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
                 # endpoints.json announces a server whose every process takes connections.
                 await asyncio.gather(*(asyncio.to_thread(_wait_ready, *pair) for pair in spawned))
                 endpoints["workers"] = [w.pid for w in workers]
-            if options.grpc_port is not None:
+            if options.grpc_port is not None or listeners.proxy is not None:
                 # After the workers are started: a process forked while gRPC's threads run gets a log line from
-                # grpcio's fork handlers (the workers exec at once and use no gRPC).
+                # grpcio's fork handlers (the workers exec at once and use no gRPC). With the proxy on it always
+                # runs (on loopback unless --grpc-port says where): the proxy relays gRPC clients' h2 to it.
                 endpoints["grpc"] = await add_grpc_listener(listeners, runtime, keyless, options.grpc_port)
             settle_memory()
             # The banner first: whoever waits for endpoints.json (scripts, tests) finds it already printed.
