@@ -196,6 +196,15 @@ class Unimplemented(KeylessError):
     legacy_reason = "notImplemented"
 
 
+class DeadlineExceeded(KeylessError):
+    """A gRPC call whose request message did not arrive within the request deadline (``--body-timeout``): REST
+    closes such a connection, a gRPC stream is ended with ``DEADLINE_EXCEEDED`` (HTTP 504 in Google's mapping)."""
+
+    http_status = 504
+    status = "DEADLINE_EXCEEDED"
+    legacy_reason = "deadlineExceeded"
+
+
 class PayloadTooLarge(KeylessError):
     http_status = 413
     status = "INVALID_ARGUMENT"

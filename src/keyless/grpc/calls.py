@@ -6,6 +6,13 @@ Messages travel as bytes: the method parses its request itself (``unary`` with `
 a message that is not protobuf is an ``INVALID_ARGUMENT`` of the method (audited like any refusal) rather than
 grpcio's own deserialisation failure.
 
+The request is read under a deadline (``--body-timeout``, REST's limit for a request's body once its head is in):
+grpcio waits for a unary method's message without one, so a client that opens calls and never finishes sending
+them would hold its concurrent-call slots (``--max-connections``) forever and every other call would be refused.
+So every method is registered as grpcio's stream-unary kind (the same on the wire: a unary client sends one message)
+and reads its one message itself; a message that is late ends the call with ``DEADLINE_EXCEEDED``, before anything
+is decided or audited (REST closes such a connection before the request reaches the application).
+
 A method is audited when REST's route is (the IAM Credentials verbs, every change); reads are not, as on REST. A
 method given its ``request_type`` has its message parsed before the caller is authenticated, so that its entry
 records the request's fields (``audit_fields``: the name REST's route takes from its path) whoever calls; a message
@@ -14,7 +21,8 @@ whatever it sent, as on REST."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +30,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from keyless.errors import InvalidArgument, KeylessError, Unimplemented
+from keyless.errors import DeadlineExceeded, InvalidArgument, KeylessError, ResourceExhausted, Unimplemented
 from keyless.grpc.errors import grpc_status, unexpected
 from keyless.service import audit
 from keyless.service.app import Keyless
@@ -77,17 +85,34 @@ def peer_address(peer: str) -> str:
     return ""
 
 
+async def receive(context: grpc.aio.ServicerContext[Any, Any], deadline: float) -> bytes:
+    """The call's one request message, which must arrive within ``deadline`` seconds."""
+    try:
+        async with asyncio.timeout(deadline):
+            message = await context.read()
+    except TimeoutError:
+        raise DeadlineExceeded(f"The request message was not received within {deadline:g} seconds.") from None
+    if message is grpc.aio.EOF:
+        raise InvalidArgument("The call ended without a request message.")
+    return bytes(message)
+
+
 def unary(keyless: Keyless, full_method: str, audit_method: str | None, service: str, answer: Answer, *,
           request_type: Any = None, audit_fields: AuditFields | None = None) -> grpc.RpcMethodHandler:
     """The handler of a unary method audited as ``audit_method`` of ``service`` (the names REST's entries use; None:
     a read, not audited). With ``request_type`` (a protobuf class) the answer receives the parsed message, else
     the bytes."""
 
-    async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    deadline = keyless.limits.body_timeout
+    max_metadata = keyless.limits.max_header_bytes
+
+    async def handle(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         authorization: str | None = None
         user_project: str | None = None
         user_agent = ""
+        metadata_size = 0
         for key, value in context.invocation_metadata() or ():
+            metadata_size += len(key) + len(value) + 32  # HTTP/2's size of a header field
             if not isinstance(value, str):
                 continue  # binary (-bin) metadata: none that keyless reads
             if key == "authorization":
@@ -98,6 +123,14 @@ def unary(keyless: Keyless, full_method: str, audit_method: str | None, service:
                     user_project = value
             elif key == "user-agent" and not user_agent:
                 user_agent = value
+        try:
+            if metadata_size > max_metadata:
+                # grpcio holds the metadata to --max-header-bytes only once the client has acknowledged the
+                # server's HTTP/2 settings; a client that sends its call before that is held to it here.
+                raise ResourceExhausted(f"The request's metadata is larger than {max_metadata} bytes.")
+            request = await receive(context, deadline)
+        except KeylessError as exc:
+            await context.abort_with_status(grpc_status(exc))
         record, token = audit.open_record(peer_address(context.peer() or ""), user_agent[:MAX_USER_AGENT])
         scoped = enter_request()  # cached store reads check the state generation once per request
         response = b""
@@ -143,19 +176,20 @@ def unary(keyless: Keyless, full_method: str, audit_method: str | None, service:
             await context.abort_with_status(grpc_status(error))
         return response
 
-    return grpc.unary_unary_rpc_method_handler(handle)
+    return grpc.stream_unary_rpc_method_handler(handle)
 
 
 def not_served(full_method: str) -> grpc.RpcMethodHandler:
     """The handler of a method of a served service that keyless does not serve: ``UNIMPLEMENTED`` saying so, before
-    anything is read (nothing is decided, so nothing is audited)."""
+    anything is read (nothing is decided, so nothing is audited; a client that never sends its message is answered
+    all the same)."""
     error = Unimplemented(f"keyless does not serve {full_method.lstrip('/')}.")
 
-    async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async def handle(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         await context.abort_with_status(grpc_status(error))
         return b""
 
-    return grpc.unary_unary_rpc_method_handler(handle)
+    return grpc.stream_unary_rpc_method_handler(handle)
 
 
 @dataclass(frozen=True, slots=True)
