@@ -34,6 +34,7 @@ class KeylessServer:
     pids: list[int]
     ready_s: float
     proc: subprocess.Popen[bytes] = field(repr=False)
+    grpc: str | None = None  # host:port of the gRPC listener, when started with --grpc-port
     _token: str | None = field(default=None, repr=False)
 
     @property
@@ -82,7 +83,7 @@ def start_keyless(procs: Processes, data_dir: Path, *extra: str, workers: int = 
     info = json.loads(endpoints.read_text())
     pids = [int(info["pid"]), *(int(p) for p in info.get("workers", []))]
     return KeylessServer(data_dir=data_dir, url=info["api"], metadata=info.get("metadata"), pids=pids,
-                         ready_s=ready_s, proc=proc)
+                         ready_s=ready_s, proc=proc, grpc=info.get("grpc"))
 
 
 @dataclass
@@ -141,6 +142,29 @@ def jwt_bearer_assertions(key_file: Path, count: int) -> list[str]:
 
 METHODS = ("generateAccessToken", "generateIdToken", "signJwt", "signBlob", "token_jwt_bearer", "metadata_token")
 RSA_BOUND = ("generateIdToken", "signJwt", "signBlob")
+GRPC_METHODS = ("grpc_generateAccessToken", "grpc_signBlob")
+GRPC_RSA_BOUND = ("grpc_signBlob",)
+
+
+def grpc_loads(server: KeylessServer, target: Target) -> dict[str, Load]:
+    """The gRPC methods' loads (IAMCredentials over ``--grpc-port``, driven by h2load): the same caller, target and
+    kind of request as the REST rows, one prepared message each (h2load sends one body)."""
+    from google.cloud.iam_credentials_v1 import types
+    from google.protobuf import duration_pb2
+
+    from bench.h2loadrun import GrpcLoad
+
+    if not server.grpc:
+        return {}
+    name = f"projects/-/serviceAccounts/{target.email}"
+    base = f"http://{server.grpc}/google.iam.credentials.v1.IAMCredentials"
+    metadata = [f"authorization: Bearer {server.owner_token}"]
+    token = types.GenerateAccessTokenRequest.pb()(name=name, scope=[CLOUD],
+                                                  lifetime=duration_pb2.Duration(seconds=600))
+    blob = types.SignBlobRequest.pb()(name=name, payload=secrets.token_bytes(128))
+    return {"grpc_generateAccessToken": GrpcLoad(f"{base}/GenerateAccessToken", "POST", metadata,
+                                                 message=token.SerializeToString()),
+            "grpc_signBlob": GrpcLoad(f"{base}/SignBlob", "POST", metadata, message=blob.SerializeToString())}
 
 
 def loads(server: KeylessServer, target: Target, *, assertions: list[str] | None = None,
@@ -183,6 +207,11 @@ def loads(server: KeylessServer, target: Target, *, assertions: list[str] | None
 
 def check_load(load: Load) -> None:
     """Send the pool's first and last body once: the load must be answered 200 before it is measured."""
+    from bench.h2loadrun import GrpcLoad, check_grpc_load
+
+    if isinstance(load, GrpcLoad):
+        check_grpc_load(load)
+        return
     headers = dict(h.split(": ", 1) for h in load.headers)
     for body in (load.bodies[0], load.bodies[-1]) if load.bodies else (None,):
         data = body.encode() if body is not None else None

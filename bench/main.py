@@ -24,11 +24,13 @@ from typing import Any
 from bench import report
 from bench.common import BENCH, PEER_VENV, Processes, log, processes
 from bench.keylessctl import (
+    GRPC_RSA_BOUND,
     OWNER_MEMBER,
     RSA_BOUND,
     TOKEN_CREATOR,
     KeylessServer,
     check_load,
+    grpc_loads,
     jwt_bearer_assertions,
     loads,
     prepare_target,
@@ -153,10 +155,11 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
             apps[app] = Subject("bare_sign", bare_sign_load(port), pids)
     subjects += apps.values()
     server = start_keyless(procs, work / "keyless-main", "--proxy-port", "-1", "--metadata-port", "0",
-                           workers=args.workers)
+                           "--grpc-port", "0", workers=args.workers)
     log(f"  keyless ready in {server.ready_s * 1000:.0f} ms, pids {server.pids}")
     target = prepare_target(server)
     method_loads = loads(server, target, assertions=jwt_bearer_assertions(target.key_file, 1000))
+    method_loads.update(grpc_loads(server, target))  # the same server's gRPC listener (its main process)
     subjects += [Subject(name, load, server.pids) for name, load in method_loads.items()]
     moto = None
     if not args.no_peer:
@@ -184,7 +187,7 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
     for pair_no in range(args.pairs):
         log(f"http: pair {pair_no + 1}/{args.pairs}: each RSA-bound method and the bare signing app back to back")
         for subject in subjects:
-            if subject.name in RSA_BOUND:
+            if subject.name in RSA_BOUND or subject.name in GRPC_RSA_BOUND:
                 if pair_no % 2 == 0:
                     bare_run = wrk.run(bare_sign.load, bare_sign.pids, label=f"bare_sign (pair of {subject.name})")
                     run = wrk.run(subject.load, subject.pids, label=f"{subject.name} (pair)")

@@ -86,6 +86,10 @@ class Wrk:
         conns = connections or self.connections
         threads = min(self.threads, conns)
         secs = duration or self.duration
+        from bench.h2loadrun import GrpcLoad, run_h2load  # h2load drives the gRPC loads (it imports this module)
+        if isinstance(load, GrpcLoad):
+            return run_h2load(load, server_pids, threads=self.threads, connections=conns, duration=secs,
+                              work_dir=self.work_dir, rate=rate, label=label)
         pool = "-"
         if load.bodies:
             if any("\n" in b for b in load.bodies):
