@@ -514,6 +514,10 @@ def test_malformed_requests_are_refused_alike_on_both_wires(
     ("DeleteServiceAccountKey", _ADMIN.DeleteServiceAccountKeyRequest.pb()(
         name="projects/-/serviceAccounts/a@b.iam.gserviceaccount.com/keys/"), "Invalid key name"),
     ("SetIamPolicy", lambda t: iam_policy_pb2.SetIamPolicyRequest(resource=account_name(t)), "policy is required."),
+    # A path that is not snake_case reaches the core as sent (it was INTERNAL: the JSON conversion raised).
+    ("PatchServiceAccount", lambda t: _ADMIN.PatchServiceAccountRequest.pb()(
+        service_account=_ADMIN.ServiceAccount.pb()(name=account_name(t)),
+        update_mask=field_mask_pb2.FieldMask(paths=["Email"])), "Field(s) Email cannot be updated"),
 ])
 def test_malformed_names_and_missing_fields_over_grpc(ctx: Ctx, malformed_target: str, method: str, message: Any,
                                                       says: str) -> None:

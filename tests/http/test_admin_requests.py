@@ -51,7 +51,8 @@ def test_malformed_bodies_are_400_naming_the_field(api: Api, method: str, path: 
     api.create_sa("parse-target", "Before")
     error = assert_google_error(api.call(method, path, body), 400, "INVALID_ARGUMENT")
     assert says in error["message"]
-    [violation] = [d for d in error["details"] if d["@type"].endswith("BadRequest")][0]["fieldViolations"]
+    [bad_request] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+    [violation] = bad_request["fieldViolations"]
     assert violation["field"] == field
     after = api.ok("GET", ACCOUNT)
     assert after.get("displayName") == "Before" and "description" not in after  # nothing changed
