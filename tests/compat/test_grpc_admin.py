@@ -411,3 +411,122 @@ def test_projects(ctx: Ctx) -> None:
         ctx.projects(ctx.denied_token).get_project(name=resource)
     with pytest.raises(api_exceptions.PermissionDenied):
         projects.get_project(name="projects/no-such-project")
+
+
+# ---------------------------------------------------------------- malformed requests: one answer on both wires
+
+# Each wire's adapter reads its request (REST's JSON, gRPC's message) into the core's typed request; the rules are
+# the core's (or the domain's, for names and policies), so a request that breaks one is refused alike on both:
+# (a label, the gRPC method, its message, REST's method, path and body (of the target account when callable), what
+# the message says).
+_ADMIN = iam_admin_v1.types
+MALFORMED: list[tuple[str, str, Any, str, str, Any, str]] = [
+    ("account id", "CreateServiceAccount",
+     lambda t: _ADMIN.CreateServiceAccountRequest.pb()(name=f"projects/{PROJECT}", account_id="Bad_Id"),
+     "POST", lambda t: f"/v1/projects/{PROJECT}/serviceAccounts", {"accountId": "Bad_Id"}, "Invalid account id"),
+    ("display name length", "CreateServiceAccount",
+     lambda t: _ADMIN.CreateServiceAccountRequest.pb()(
+         name=f"projects/{PROJECT}", account_id="long-display",
+         service_account=_ADMIN.ServiceAccount.pb()(display_name="x" * 101)),
+     "POST", lambda t: f"/v1/projects/{PROJECT}/serviceAccounts",
+     {"accountId": "long-display", "serviceAccount": {"displayName": "x" * 101}}, "at most 100 bytes"),
+    ("page size", "ListServiceAccounts",
+     lambda t: _ADMIN.ListServiceAccountsRequest.pb()(name=f"projects/{PROJECT}", page_size=-1),
+     "GET", lambda t: f"/v1/projects/{PROJECT}/serviceAccounts?pageSize=-1", None, "must not be negative"),
+    ("update mask", "PatchServiceAccount",
+     lambda t: _ADMIN.PatchServiceAccountRequest.pb()(
+         service_account=_ADMIN.ServiceAccount.pb()(name=account_name(t)),
+         update_mask=field_mask_pb2.FieldMask(paths=["email"])),
+     "PATCH", lambda t: f"/v1/{account_name(t)}", {"serviceAccount": {}, "updateMask": "email"}, "cannot be updated"),
+    ("undelete by email", "UndeleteServiceAccount",
+     lambda t: _ADMIN.UndeleteServiceAccountRequest.pb()(name=account_name(t)),
+     "POST", lambda t: f"/v1/{account_name(t)}:undelete", {}, "unique id"),
+    ("private key type", "CreateServiceAccountKey",
+     lambda t: _ADMIN.CreateServiceAccountKeyRequest.pb()(name=account_name(t), private_key_type=1),
+     "POST", lambda t: f"/v1/{account_name(t)}/keys", {"privateKeyType": "TYPE_PKCS12_FILE"},
+     "privateKeyType TYPE_PKCS12_FILE is not supported"),
+    ("key type number", "ListServiceAccountKeys",
+     lambda t: _ADMIN.ListServiceAccountKeysRequest.pb()(name=account_name(t), key_types=[7]),
+     "GET", lambda t: f"/v1/{account_name(t)}/keys?keyTypes=7", None, "Invalid keyTypes value(s): 7."),
+    ("uploaded certificate", "UploadServiceAccountKey",
+     lambda t: _ADMIN.UploadServiceAccountKeyRequest.pb()(name=account_name(t), public_key_data=b"not a cert"),
+     "POST", lambda t: f"/v1/{account_name(t)}/keys:upload",
+     {"publicKeyData": base64.b64encode(b"not a cert").decode()}, "not a base64-encoded PEM X.509 certificate"),
+    ("public key type", "GetServiceAccountKey",
+     lambda t: _ADMIN.GetServiceAccountKeyRequest.pb()(name=f"{account_name(t)}/keys/abc", public_key_type=9),
+     "GET", lambda t: f"/v1/{account_name(t)}/keys/abc?publicKeyType=9", None, "Invalid publicKeyType '9'."),
+    ("policy role", "SetIamPolicy",
+     lambda t: iam_policy_pb2.SetIamPolicyRequest(resource=account_name(t), policy=policy_pb2.Policy(
+         bindings=[policy_pb2.Binding(role="roles/nope", members=[f"serviceAccount:{t}"])])),
+     "POST", lambda t: f"/v1/{account_name(t)}:setIamPolicy",
+     lambda t: {"policy": {"bindings": [{"role": "roles/nope", "members": [f"serviceAccount:{t}"]}]}},
+     "does not exist"),
+    ("condition title", "SetIamPolicy",
+     lambda t: iam_policy_pb2.SetIamPolicyRequest(resource=account_name(t), policy=policy_pb2.Policy(
+         version=3, bindings=[policy_pb2.Binding(role=TOKEN_CREATOR, members=[f"serviceAccount:{t}"],
+                                                 condition=expr_pb2.Expr(expression="true"))])),
+     "POST", lambda t: f"/v1/{account_name(t)}:setIamPolicy",
+     lambda t: {"policy": {"version": 3, "bindings": [{"role": TOKEN_CREATOR, "members": [f"serviceAccount:{t}"],
+                                                        "condition": {"expression": "true"}}]}},
+     "A condition needs a title."),
+    ("policy update mask", "SetIamPolicy",
+     lambda t: iam_policy_pb2.SetIamPolicyRequest(resource=account_name(t), policy=policy_pb2.Policy(),
+                                                  update_mask=field_mask_pb2.FieldMask(paths=["members"])),
+     "POST", lambda t: f"/v1/{account_name(t)}:setIamPolicy", {"policy": {}, "updateMask": "members"},
+     "Invalid updateMask field(s): members."),
+    ("requested policy version", "GetIamPolicy",
+     lambda t: iam_policy_pb2.GetIamPolicyRequest(
+         resource=account_name(t), options=options_pb2.GetPolicyOptions(requested_policy_version=2)),
+     "POST", lambda t: f"/v1/{account_name(t)}:getIamPolicy", {"options": {"requestedPolicyVersion": 2}},
+     "Invalid requestedPolicyVersion 2"),
+    ("wildcard permission", "TestIamPermissions",
+     lambda t: iam_policy_pb2.TestIamPermissionsRequest(resource=account_name(t), permissions=["iam.*"]),
+     "POST", lambda t: f"/v1/{account_name(t)}:testIamPermissions", {"permissions": ["iam.*"]},
+     "Permissions with wildcards (iam.*) are not allowed."),
+]
+
+
+@pytest.fixture(scope="module")
+def malformed_target(ctx: Ctx) -> str:
+    return ctx.server.create_sa(new_id("grpc-malformed"))
+
+
+@pytest.mark.parametrize(("label", "method", "message", "verb", "path", "body", "says"), MALFORMED,
+                         ids=[case[0] for case in MALFORMED])
+def test_malformed_requests_are_refused_alike_on_both_wires(
+        ctx: Ctx, malformed_target: str, label: str, method: str, message: Any, verb: str, path: Any, body: Any,
+        says: str) -> None:
+    with grpc.insecure_channel(ctx.endpoint) as channel:
+        call = channel.unary_unary(f"/google.iam.admin.v1.IAM/{method}")
+        with pytest.raises(grpc.RpcError) as raised:
+            call(message(malformed_target).SerializeToString(),
+                 metadata=[("authorization", f"Bearer {ctx.server.owner_token}")], timeout=20)
+    rest = ctx.rest(verb, path(malformed_target), body(malformed_target) if callable(body) else body)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    assert rest.status_code == 400 and rest.json()["error"]["status"] == "INVALID_ARGUMENT", rest.text
+    assert raised.value.details() == rest.json()["error"]["message"]
+    assert says in rest.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("method", "message", "says"), [
+    ("GetServiceAccount", _ADMIN.GetServiceAccountRequest.pb()(name="projects/-/serviceAccounts/"),
+     "Invalid form of name"),
+    ("DeleteServiceAccountKey", _ADMIN.DeleteServiceAccountKeyRequest.pb()(
+        name="projects/-/serviceAccounts/a@b.iam.gserviceaccount.com/keys/"), "Invalid key name"),
+    ("SetIamPolicy", lambda t: iam_policy_pb2.SetIamPolicyRequest(resource=account_name(t)), "policy is required."),
+    # A path that is not snake_case reaches the core as sent (it was INTERNAL: the JSON conversion raised).
+    ("PatchServiceAccount", lambda t: _ADMIN.PatchServiceAccountRequest.pb()(
+        service_account=_ADMIN.ServiceAccount.pb()(name=account_name(t)),
+        update_mask=field_mask_pb2.FieldMask(paths=["Email"])), "Field(s) Email cannot be updated"),
+])
+def test_malformed_names_and_missing_fields_over_grpc(ctx: Ctx, malformed_target: str, method: str, message: Any,
+                                                      says: str) -> None:
+    """What REST's paths cannot carry (an empty account or key id), and a request without its policy."""
+    with grpc.insecure_channel(ctx.endpoint) as channel:
+        call = channel.unary_unary(f"/google.iam.admin.v1.IAM/{method}")
+        sent = message(malformed_target) if callable(message) else message
+        with pytest.raises(grpc.RpcError) as raised:
+            call(sent.SerializeToString(), metadata=[("authorization", f"Bearer {ctx.server.owner_token}")],
+                 timeout=20)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert says in raised.value.details()

@@ -62,6 +62,26 @@ def parse_account_name(name: str, *, field: str = "name", require_wildcard: bool
     return AccountRef(parts[1], account)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """How a request names a service-account key: ``projects/{project|-}/serviceAccounts/{account}/keys/{keyId}``."""
+
+    account: AccountRef
+    key_id: str
+
+    @property
+    def name(self) -> str:
+        """The name as the request wrote it (what an answer to a caller may repeat)."""
+        return f"{self.account.name}/keys/{self.key_id}"
+
+
+def parse_key_name(name: str) -> KeyRef:
+    account_name, sep, key_id = name.rpartition("/keys/")
+    if not sep or not key_id:
+        raise InvalidArgument(f"Invalid key name '{name}'.", field="name")
+    return KeyRef(parse_account_name(account_name), key_id)
+
+
 def validate_account_id(account_id: object) -> str:
     if not isinstance(account_id, str) or not account_id:
         raise InvalidArgument("accountId is required.", field="account_id")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,14 +153,11 @@ def _parse_condition(raw: object) -> Condition | None:
                               field="policy.bindings.condition")
     check_fields(raw, CONDITION_FIELDS, "policy.bindings.condition")
     expression = raw.get("expression")
-    if not isinstance(expression, str) or not expression.strip():
-        raise InvalidArgument("A condition needs a non-empty expression.", field="policy.bindings.condition.expression")
     title = raw.get("title")
-    if not isinstance(title, str) or not title.strip():
-        raise InvalidArgument("A condition needs a title.", field="policy.bindings.condition.title")
-    if len(title) > 100:
-        raise InvalidArgument("A condition title must be at most 100 characters.",
-                              field="policy.bindings.condition.title")
+    # A value that is not text is refused as an empty one is, with the same message.
+    expression = expression if isinstance(expression, str) else ""
+    title = title if isinstance(title, str) else ""
+    _check_condition_text(expression, title)
     description = raw.get("description") or ""
     location = raw.get("location") or ""
     if not isinstance(description, str) or not isinstance(location, str):
@@ -169,8 +166,56 @@ def _parse_condition(raw: object) -> Condition | None:
     return Condition(expression, title, description, location)
 
 
+def _check_condition_text(expression: str, title: str) -> None:
+    if not expression.strip():
+        raise InvalidArgument("A condition needs a non-empty expression.", field="policy.bindings.condition.expression")
+    if not title.strip():
+        raise InvalidArgument("A condition needs a title.", field="policy.bindings.condition.title")
+    if len(title) > 100:
+        raise InvalidArgument("A condition title must be at most 100 characters.",
+                              field="policy.bindings.condition.title")
+
+
+def _check_condition(condition: Condition) -> Condition:
+    _check_condition_text(condition.expression, condition.title)
+    compile_condition(condition.expression)
+    return condition
+
+
+def _check_role(role: str, known: Collection[str]) -> str:
+    if not role:
+        raise InvalidArgument("A binding needs a role.", field="policy.bindings.role")
+    if role not in known:
+        raise InvalidArgument(f"Role ({role}) does not exist in the resource's hierarchy.",
+                              field="policy.bindings.role")
+    return role
+
+
+Merged = dict[tuple[str, Condition | None], set[str]]
+
+
+def _add_binding(merged: Merged, version: int, role: str, condition: Condition | None, members: Iterable[object]
+                 ) -> None:
+    if condition is not None and version != 3:
+        raise InvalidArgument(
+            "Conditional role bindings require policy version 3; set \"version\": 3 in the policy.",
+            field="policy.version",
+        )
+    merged.setdefault((role, condition), set()).update(validate_member(m) for m in members)
+
+
+def _merged_bindings(merged: Merged) -> tuple[Binding, ...]:
+    bindings = tuple(Binding(role, frozenset(ms), cond) for (role, cond), ms in merged.items() if ms)
+    total = sum(len(b.members) for b in bindings)
+    if total > MAX_MEMBERS:
+        raise InvalidArgument(f"The policy has {total} principals; at most {MAX_MEMBERS} are allowed.",
+                              field="policy.bindings.members")
+    return bindings
+
+
 def parse_policy(raw: object, *, known_roles: Iterable[str] | None = None) -> Policy:
-    """Validate a Policy as sent to ``setIamPolicy``; merges duplicate bindings and drops empty ones."""
+    """Validate a Policy as sent to ``setIamPolicy`` as proto3 JSON; merges duplicate bindings and drops empty
+    ones. The same rules as ``build_policy``, after the JSON's own form checks, in the same order."""
     if not isinstance(raw, Mapping):
         raise InvalidArgument("Invalid value at 'policy': expected an object.", field="policy")
     check_fields(raw, POLICY_FIELDS, "policy")
@@ -179,39 +224,39 @@ def parse_policy(raw: object, *, known_roles: Iterable[str] | None = None) -> Po
     if not isinstance(raw_bindings, list):
         raise InvalidArgument("Invalid value at 'policy.bindings': expected a list.", field="policy.bindings")
     roles_ok = set(known_roles) if known_roles is not None else set(roles.ROLES)
-    merged: dict[tuple[str, Condition | None], set[str]] = {}
+    merged: Merged = {}
     for rb in raw_bindings:
         if not isinstance(rb, Mapping):
             raise InvalidArgument("Invalid value at 'policy.bindings': expected objects.", field="policy.bindings")
         check_fields(rb, BINDING_FIELDS, "policy.bindings")
         role = rb.get("role")
-        if not isinstance(role, str) or not role:
-            raise InvalidArgument("A binding needs a role.", field="policy.bindings.role")
-        if role not in roles_ok:
-            raise InvalidArgument(f"Role ({role}) does not exist in the resource's hierarchy.",
-                                  field="policy.bindings.role")
+        role = _check_role(role if isinstance(role, str) else "", roles_ok)
         members = rb.get("members") or []
         if not isinstance(members, list):
             raise InvalidArgument("Invalid value at 'policy.bindings.members': expected a list.",
                                   field="policy.bindings.members")
-        condition = _parse_condition(rb.get("condition"))
-        if condition is not None and version != 3:
-            raise InvalidArgument(
-                "Conditional role bindings require policy version 3; set \"version\": 3 in the policy.",
-                field="policy.version",
-            )
-        merged.setdefault((role, condition), set()).update(validate_member(m) for m in members)
-    bindings = tuple(Binding(role, frozenset(ms), cond) for (role, cond), ms in merged.items() if ms)
-    total = sum(len(b.members) for b in bindings)
-    if total > MAX_MEMBERS:
-        raise InvalidArgument(f"The policy has {total} principals; at most {MAX_MEMBERS} are allowed.",
-                              field="policy.bindings.members")
+        _add_binding(merged, version, role, _parse_condition(rb.get("condition")), members)
+    bindings = _merged_bindings(merged)
     etag = raw.get("etag")
     canonical = canonical_etag(etag) if isinstance(etag, str) else None
     if etag is not None and canonical is None:
         raise InvalidArgument(f"Invalid value at 'policy.etag' (TYPE_BYTES), {etag!r}: expected base64.",
                               field="policy.etag")
     return Policy(version=version, bindings=bindings, etag=canonical or "")
+
+
+def build_policy(version: int, bindings: Iterable[tuple[str, Iterable[str], Condition | None]], etag: bytes
+                 ) -> Policy:
+    """Validate a Policy given as typed parts (a protobuf ``google.iam.v1.Policy``: each binding's role, members
+    and condition as sent, the etag's bytes): ``parse_policy``'s rules in its order, without JSON's form checks."""
+    checked = parse_version(version, what="policy version", field="policy.version")
+    roles_ok = set(roles.ROLES)
+    merged: Merged = {}
+    for role, members, condition in bindings:
+        role = _check_role(role, roles_ok)
+        _add_binding(merged, checked, role, None if condition is None else _check_condition(condition), members)
+    return Policy(version=checked, bindings=_merged_bindings(merged),
+                  etag=base64.b64encode(etag).decode() if etag else "")
 
 
 def load_stored_policy(raw: Mapping[str, Any], etag: str) -> Policy:
@@ -245,12 +290,25 @@ def check_requested_version(policy: Policy, requested: int) -> None:
 
 
 def apply_update_mask(current: Policy, new: Policy, mask: object) -> Policy:
-    """``setIamPolicy`` updateMask: default ``bindings,etag``; only those fields are replaced."""
+    """``setIamPolicy`` updateMask as proto3 JSON writes it (a comma-separated string; default ``bindings,etag``)."""
+    return apply_mask_fields(current, new, update_mask_fields(mask))
+
+
+def update_mask_fields(mask: object) -> tuple[str, ...] | None:
+    """The fields of a JSON ``updateMask``: None when there is none (None or ""), else its comma-separated names."""
     if mask is None or mask == "":
-        return new
+        return None
     if not isinstance(mask, str):
         raise InvalidArgument("updateMask must be a comma-separated string.", field="updateMask")
-    fields = {f.strip() for f in mask.split(",") if f.strip()}
+    return tuple(f.strip() for f in mask.split(",") if f.strip())
+
+
+def apply_mask_fields(current: Policy, new: Policy, mask: tuple[str, ...] | None) -> Policy:
+    """``setIamPolicy`` with the update mask's fields (None: no mask, the new policy replaces everything); only
+    those fields are replaced."""
+    if mask is None:
+        return new
+    fields = set(mask)
     unknown = fields - {"bindings", "etag", "version", "auditConfigs"}
     if unknown:
         raise InvalidArgument(f"Invalid updateMask field(s): {', '.join(sorted(unknown))}.", field="updateMask")

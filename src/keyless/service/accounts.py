@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.crypto.keys import load_certificate
-from keyless.domain.fields import check_fields
 from keyless.domain.names import (
     AccountRef,
+    KeyRef,
     new_key_id,
     new_unique_id,
-    parse_account_name,
     service_account_email,
     validate_account_id,
 )
-from keyless.domain.numbers import parse_count
 from keyless.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -30,6 +27,18 @@ from keyless.errors import (
     PermissionDenied,
 )
 from keyless.service import audit, grants
+from keyless.service.admin_requests import (
+    AccountKey,
+    AccountKeys,
+    CreatedKey,
+    CreateKeyRequest,
+    CreateServiceAccountRequest,
+    ListKeysRequest,
+    ListServiceAccountsRequest,
+    PatchServiceAccountRequest,
+    ServiceAccountPage,
+    UploadKeyRequest,
+)
 from keyless.service.core import Caller, Core, account_condition_name, in_named_project
 from keyless.service.keyring import SYSTEM_MANAGED, USER_MANAGED
 from keyless.service.orgpolicies import key_lifetime_limit, require_key_creation_allowed, require_key_upload_allowed
@@ -40,18 +49,16 @@ UNDELETE = "iam.serviceAccounts.undelete"
 MAX_USER_MANAGED_KEYS = 10
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-# The ServiceAccount message: output-only fields are accepted on input and ignored, as on Google.
-SERVICE_ACCOUNT_FIELDS = ("name", "projectId", "uniqueId", "email", "displayName", "description", "etag",
-                          "oauth2ClientId", "disabled")
+MAX_DISPLAY_NAME = 100  # bytes of UTF-8
+MAX_DESCRIPTION = 256
 _PAGE_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+# What an upload is told of its publicKeyData: the adapters refuse what is not base64 with the second message too.
+PUBLIC_KEY_DATA_REQUIRED = "publicKeyData is required: the base64 of a PEM X.509 certificate."
+PUBLIC_KEY_DATA_INVALID = ("publicKeyData is not a base64-encoded PEM X.509 certificate of an RSA key of at least "
+                           "2048 bits.")
 
 
-def _text_field(body: Mapping[str, Any], field: str, limit: int, wire: str) -> str:
-    value = body.get(field, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidArgument(f"Invalid value at '{wire}': expected a string.", field=wire)
+def _limited(value: str, limit: int, wire: str) -> str:
     if len(value.encode()) > limit:
         raise InvalidArgument(f"{wire} must be at most {limit} bytes.", field=wire)
     return value
@@ -67,7 +74,7 @@ class Accounts:
             raise NotFound(f"Project '{project}' not found or permission denied.")
         return found.project_id
 
-    async def lookup(self, caller: Caller, name: str, permission: str) -> ServiceAccount:
+    async def lookup(self, caller: Caller, ref: AccountRef, permission: str) -> ServiceAccount:
         """Resolve ``projects/{p|-}/serviceAccounts/{email|id}`` and check ``permission`` on it.
 
         What a caller without the permission learns (decided after Google, whose denial reads "or it may not
@@ -80,7 +87,6 @@ class Accounts:
         exist. Through the ``-`` wildcard no project is named, so a missing account is 403 for every caller, as
         Google documents ("the response contains an HTTP 403 Forbidden error instead of a 404"). The rule is
         ``Core.missing_account``."""
-        ref = parse_account_name(name)
         account = await self._find(ref)
         if account is None:
             answer = await self.core.missing_account(caller, ref, permission)
@@ -90,11 +96,10 @@ class Accounts:
         await self.core.require_on_account(caller, permission, account, ref.name)
         return account
 
-    async def find(self, caller: Caller, name: str) -> ServiceAccount | None:
-        """The account ``name`` refers to, without a permission check (testIamPermissions). None when it does
+    async def find(self, caller: Caller, ref: AccountRef) -> ServiceAccount | None:
+        """The account ``ref`` names, without a permission check (testIamPermissions). None when it does
         not exist and the caller may not be told so: it then tests as an account the caller holds nothing on.
         NotFound when the caller may be told (see ``lookup``)."""
-        ref = parse_account_name(name)
         account = await self._find(ref)
         if account is None:
             answer = await self.core.missing_account(caller, ref, "iam.serviceAccounts.get")
@@ -106,16 +111,12 @@ class Accounts:
         account = await self.core.resolve_account(ref)
         return account if account is not None and await in_named_project(self.core, ref, account) else None
 
-    async def create(self, caller: Caller, project: str, body: Mapping[str, Any]) -> ServiceAccount:
-        project_id = await self._project(project)
+    async def create(self, caller: Caller, request: CreateServiceAccountRequest) -> ServiceAccount:
+        project_id = await self._project(request.project)
         await self.core.require_on_project(caller, "iam.serviceAccounts.create", project_id)
-        account_id = validate_account_id(body.get("accountId"))
-        spec = body.get("serviceAccount") or {}
-        if not isinstance(spec, Mapping):
-            raise InvalidArgument("Invalid value at 'service_account': expected an object.", field="service_account")
-        check_fields(spec, SERVICE_ACCOUNT_FIELDS, "service_account")
-        display_name = _text_field(spec, "displayName", 100, "service_account.display_name")
-        description = _text_field(spec, "description", 256, "service_account.description")
+        account_id = validate_account_id(request.account_id)
+        display_name = _limited(request.display_name, MAX_DISPLAY_NAME, "service_account.display_name")
+        description = _limited(request.description, MAX_DESCRIPTION, "service_account.description")
         email = service_account_email(account_id, project_id)
         account = ServiceAccount(unique_id=new_unique_id(), project_id=project_id, account_id=account_id, email=email,
                                  display_name=display_name, description=description, created_at=self.core.now())
@@ -127,17 +128,17 @@ class Accounts:
         audit.note(resource=account_condition_name(account))
         return account
 
-    async def list_accounts(self, caller: Caller, project: str, page_size: object, page_token: object
-                   ) -> tuple[list[ServiceAccount], str]:
-        project_id = await self._project(project)
+    async def list_accounts(self, caller: Caller, request: ListServiceAccountsRequest) -> ServiceAccountPage:
+        project_id = await self._project(request.project)
         await self.core.require_on_project(caller, "iam.serviceAccounts.list", project_id)
-        size = _page_size(page_size)
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = ""
+        page_token = request.page_token
         if page_token:
             try:
-                if not _PAGE_TOKEN_RE.match(str(page_token)):
+                if not _PAGE_TOKEN_RE.match(page_token):
                     raise MalformedData("not base64url")
-                after = base64.urlsafe_b64decode(str(page_token).encode()).decode()
+                after = base64.urlsafe_b64decode(page_token.encode()).decode()
                 if "@" not in after:
                     raise MalformedData("not a page token of this list")
             except ValueError:
@@ -147,49 +148,35 @@ class Accounts:
         if len(accounts) > size:
             accounts = accounts[:size]
             next_token = base64.urlsafe_b64encode(accounts[-1].email.encode()).decode()
-        return accounts, next_token
+        return ServiceAccountPage(tuple(accounts), next_token)
 
-    async def patch(self, caller: Caller, name: str, body: Mapping[str, Any], *, legacy_put: bool = False
-                    ) -> ServiceAccount:
-        account = await self.lookup(caller, name, "iam.serviceAccounts.update")
-        if legacy_put:
-            spec: Mapping[str, Any] = body
-            check_fields(spec, SERVICE_ACCOUNT_FIELDS, "service_account")
-            fields = {"displayName"}
-        else:
-            raw_spec = body.get("serviceAccount") or {}
-            if not isinstance(raw_spec, Mapping):
-                raise InvalidArgument("Invalid value at 'service_account': expected an object.",
-                                      field="service_account")
-            spec = raw_spec
-            check_fields(spec, SERVICE_ACCOUNT_FIELDS, "service_account")
-            mask = body.get("updateMask")
-            if not isinstance(mask, str) or not mask.strip():
-                raise InvalidArgument("updateMask is required: displayName, description.", field="update_mask")
-            fields = {f.strip() for f in mask.split(",") if f.strip()}
-            bad = fields - {"displayName", "description", "display_name"}
-            if bad:
-                raise InvalidArgument(f"Field(s) {', '.join(sorted(bad))} cannot be updated; only displayName "
-                                      "and description can.", field="update_mask")
+    async def patch(self, caller: Caller, request: PatchServiceAccountRequest) -> ServiceAccount:
+        account = await self.lookup(caller, request.account, "iam.serviceAccounts.update")
+        if not request.update_mask:
+            raise InvalidArgument("updateMask is required: displayName, description.", field="update_mask")
+        fields = set(request.update_mask)
+        bad = fields - {"displayName", "description", "display_name"}
+        if bad:
+            raise InvalidArgument(f"Field(s) {', '.join(sorted(bad))} cannot be updated; only displayName "
+                                  "and description can.", field="update_mask")
         changes: dict[str, Any] = {}
         if fields & {"displayName", "display_name"}:
-            changes["display_name"] = _text_field(spec, "displayName", 100, "service_account.display_name")
+            changes["display_name"] = _limited(request.display_name, MAX_DISPLAY_NAME, "service_account.display_name")
         if "description" in fields:
-            changes["description"] = _text_field(spec, "description", 256, "service_account.description")
+            changes["description"] = _limited(request.description, MAX_DESCRIPTION, "service_account.description")
         updated = await self.core.store.update_service_account(account.unique_id, **changes)
         assert updated is not None
         return updated
 
-    async def delete(self, caller: Caller, name: str) -> None:
-        account = await self.lookup(caller, name, "iam.serviceAccounts.delete")
+    async def delete(self, caller: Caller, ref: AccountRef) -> None:
+        account = await self.lookup(caller, ref, "iam.serviceAccounts.delete")
         now = self.core.now()
         await self.core.store.update_service_account(account.unique_id, deleted_at=now, tokens_valid_after=now)
         # Bindings, group memberships, org-policy values and the attachment name it as deleted, as Google
         # rewrites bindings: an account re-created with this email inherits none of them.
         await grants.account_deleted(self.core, account)
 
-    async def undelete(self, caller: Caller, name: str) -> ServiceAccount:
-        ref = parse_account_name(name)
+    async def undelete(self, caller: Caller, ref: AccountRef) -> ServiceAccount:
         if not ref.is_unique_id:
             raise InvalidArgument("Undelete needs the account's unique id: projects/-/serviceAccounts/UNIQUE_ID.",
                                   field="name")
@@ -219,46 +206,41 @@ class Accounts:
         await grants.account_undeleted(self.core, restored)
         return restored
 
-    async def set_disabled(self, caller: Caller, name: str, disabled: bool) -> None:
+    async def set_disabled(self, caller: Caller, ref: AccountRef, disabled: bool) -> None:
         permission = "iam.serviceAccounts.disable" if disabled else "iam.serviceAccounts.enable"
-        account = await self.lookup(caller, name, permission)
+        account = await self.lookup(caller, ref, permission)
         await self.core.store.update_service_account(account.unique_id, disabled=disabled)
 
     # keys
-    async def list_keys(self, caller: Caller, name: str, key_types: list[str]) -> tuple[ServiceAccount,
-                                                                                           list[KeyRecord]]:
-        account = await self.lookup(caller, name, "iam.serviceAccountKeys.list")
-        wanted = set(key_types) or {USER_MANAGED, SYSTEM_MANAGED}
+    async def list_keys(self, caller: Caller, request: ListKeysRequest) -> AccountKeys:
+        account = await self.lookup(caller, request.account, "iam.serviceAccountKeys.list")
+        wanted = set(request.key_types) or {USER_MANAGED, SYSTEM_MANAGED}
         bad = wanted - {USER_MANAGED, SYSTEM_MANAGED, "KEY_TYPE_UNSPECIFIED"}
         if bad:
             raise InvalidArgument(f"Invalid keyTypes value(s): {', '.join(sorted(bad))}.", field="key_types")
         if "KEY_TYPE_UNSPECIFIED" in wanted:
             wanted = {USER_MANAGED, SYSTEM_MANAGED}
         now = self.core.now()
-        keys = [k for k in await self.core.store.list_keys(account.unique_id)
-                if k.key_type in wanted and (k.key_type == USER_MANAGED or self.core.keyring.is_published(k, now))]
-        return account, keys
+        keys = tuple(k for k in await self.core.store.list_keys(account.unique_id)
+                     if k.key_type in wanted and (k.key_type == USER_MANAGED or self.core.keyring.is_published(k, now)))
+        return AccountKeys(account, keys)
 
-    async def get_key(self, caller: Caller, key_name: str, permission: str = "iam.serviceAccountKeys.get"
-                      ) -> tuple[ServiceAccount, KeyRecord]:
-        account_name, sep, key_id = key_name.rpartition("/keys/")
-        if not sep or not key_id:
-            raise InvalidArgument(f"Invalid key name '{key_name}'.", field="name")
-        account = await self.lookup(caller, account_name, permission)
-        audit.note(resource=f"{account_condition_name(account)}/keys/{key_id}")
-        key = await self.core.store.get_key(key_id)
+    async def get_key(self, caller: Caller, ref: KeyRef, permission: str = "iam.serviceAccountKeys.get"
+                      ) -> AccountKey:
+        account = await self.lookup(caller, ref.account, permission)
+        audit.note(resource=f"{account_condition_name(account)}/keys/{ref.key_id}")
+        key = await self.core.store.get_key(ref.key_id)
         if key is None or key.owner != account.unique_id:
-            raise NotFound(f"Service account key {key_name} does not exist.")
-        return account, key
+            raise NotFound(f"Service account key {ref.name} does not exist.")
+        return AccountKey(account, key)
 
-    async def create_key(self, caller: Caller, name: str, body: Mapping[str, Any]) -> tuple[ServiceAccount,
-                                                                                              KeyRecord, bytes]:
-        account = await self.lookup(caller, name, "iam.serviceAccountKeys.create")
-        key_type = body.get("privateKeyType") or "TYPE_GOOGLE_CREDENTIALS_FILE"
+    async def create_key(self, caller: Caller, request: CreateKeyRequest) -> CreatedKey:
+        account = await self.lookup(caller, request.account, "iam.serviceAccountKeys.create")
+        key_type = request.private_key_type or "TYPE_GOOGLE_CREDENTIALS_FILE"
         if key_type != "TYPE_GOOGLE_CREDENTIALS_FILE":
             raise InvalidArgument(f"privateKeyType {key_type} is not supported; use TYPE_GOOGLE_CREDENTIALS_FILE.",
                                   field="private_key_type")
-        algorithm = body.get("keyAlgorithm") or "KEY_ALG_RSA_2048"
+        algorithm = request.key_algorithm or "KEY_ALG_RSA_2048"
         if algorithm not in ("KEY_ALG_RSA_2048", "KEY_ALG_UNSPECIFIED"):
             raise InvalidArgument(f"keyAlgorithm {algorithm} is not supported; use KEY_ALG_RSA_2048.",
                                   field="key_algorithm")
@@ -270,7 +252,7 @@ class Accounts:
         if created is None:
             raise _key_quota_reached(account)
         record, pem = created
-        return account, record, pem
+        return CreatedKey(account, record, pem)
 
     async def _check_key_quota(self, account: ServiceAccount) -> None:
         """Refuse early, before a key pair is generated, when the account is at its quota. Only an early answer:
@@ -279,23 +261,19 @@ class Accounts:
         if len(existing) >= MAX_USER_MANAGED_KEYS:
             raise _key_quota_reached(account)
 
-    async def upload_key(self, caller: Caller, name: str, body: Mapping[str, Any]) -> tuple[ServiceAccount,
-                                                                                              KeyRecord]:
-        account = await self.lookup(caller, name, "iam.serviceAccountKeys.create")
+    async def upload_key(self, caller: Caller, request: UploadKeyRequest) -> AccountKey:
+        account = await self.lookup(caller, request.account, "iam.serviceAccountKeys.create")
         await require_key_upload_allowed(self.core, account)
-        raw = body.get("publicKeyData")
-        if not isinstance(raw, str) or not raw:
-            raise InvalidArgument("publicKeyData is required: the base64 of a PEM X.509 certificate.",
-                                  field="public_key_data")
+        pem = request.public_key_data
+        if not pem:
+            raise InvalidArgument(PUBLIC_KEY_DATA_REQUIRED, field="public_key_data")
         try:
-            pem = base64.b64decode(raw, validate=True)
             cert = load_certificate(pem)
             public = cert.public_key()
             if not isinstance(public, rsa.RSAPublicKey) or public.key_size < 2048:
                 raise MalformedData("not RSA-2048")
         except Exception:
-            raise InvalidArgument("publicKeyData is not a base64-encoded PEM X.509 certificate of an RSA key "
-                                  "of at least 2048 bits.", field="public_key_data") from None
+            raise InvalidArgument(PUBLIC_KEY_DATA_INVALID, field="public_key_data") from None
         await self._check_key_quota(account)
         now = self.core.now()
         valid_before = cert.not_valid_after_utc.timestamp()
@@ -308,12 +286,12 @@ class Accounts:
                            created_at=now)
         if not await self.core.store.create_key_within_quota(record, MAX_USER_MANAGED_KEYS):
             raise _key_quota_reached(account)
-        return account, record
+        return AccountKey(account, record)
 
-    async def change_key(self, caller: Caller, key_name: str, action: str) -> KeyRecord:
+    async def change_key(self, caller: Caller, ref: KeyRef, action: str) -> KeyRecord:
         permission = {"delete": "iam.serviceAccountKeys.delete", "disable": "iam.serviceAccountKeys.disable",
                       "enable": "iam.serviceAccountKeys.enable"}[action]
-        _account, key = await self.get_key(caller, key_name, permission)
+        key = (await self.get_key(caller, ref, permission)).key
         if key.key_type == SYSTEM_MANAGED and action == "delete":
             raise InvalidArgument("System-managed keys cannot be deleted.", field="name")
         if action == "delete":
@@ -329,6 +307,3 @@ def _key_quota_reached(account: ServiceAccount) -> FailedPrecondition:
     return FailedPrecondition(f"Precondition check failed: {account.email} already has "
                               f"{MAX_USER_MANAGED_KEYS} keys.")
 
-
-def _page_size(raw: object) -> int:
-    return min(parse_count(raw, field="page_size", wire="pageSize") or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

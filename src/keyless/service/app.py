@@ -28,7 +28,7 @@ class Keyless:
         self.core = Core(store, clock, settings, master)
         self.audit = AuditLog(store, clock, audit_sink)
         self.accounts = Accounts(self.core)
-        self.policies = Policies(self.core)
+        self.policies = Policies(self.core, self.accounts)
         self.limits = limits or Limits()
         self.per_caller = RateLimiter(self.limits.rate_limit, what="for the caller")
         self.credentials = Credentials(self.core, self.limits)

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyless.domain.fields import check_fields
 from keyless.domain.policy import (
     Policy,
-    apply_update_mask,
+    apply_mask_fields,
     check_requested_version,
     new_etag,
     parse_policy,
     parse_version,
+    update_mask_fields,
 )
 from keyless.domain.roles import ALL_PERMISSIONS
 from keyless.errors import Aborted, InvalidArgument, PermissionDenied
+from keyless.service.admin_requests import GetIamPolicyRequest, SetIamPolicyRequest, TestIamPermissionsRequest
 from keyless.service.core import Caller, Core, account_resource, project_resource
-from keyless.storage.base import ServiceAccount
+
+if TYPE_CHECKING:  # accounts.py imports this module (through grants.py): Keyless hands Policies its Accounts
+    from keyless.service.accounts import Accounts
 
 CONCURRENT_CHANGE = ("There were concurrent policy changes. Please retry the whole read-modify-write with "
                      "exponential backoff.")
@@ -49,32 +53,42 @@ def requested_version(query: Mapping[str, str], body: Mapping[str, Any]) -> int:
     return parse_version(raw, what="requestedPolicyVersion", field="options.requestedPolicyVersion")
 
 
-def parse_permissions(body: Mapping[str, Any]) -> list[str]:
+def permissions_of(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The ``permissions`` of a testIamPermissions JSON body, their form checked (a list of strings)."""
     raw = body.get("permissions") or []
     if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
         raise InvalidArgument("permissions must be a list of strings.", field="permissions")
-    if len(raw) > MAX_TEST_PERMISSIONS:
+    return tuple(raw)
+
+
+def check_permissions(permissions: tuple[str, ...]) -> tuple[str, ...]:
+    """The permissions a testIamPermissions may ask about: at most 100, no wildcards."""
+    if len(permissions) > MAX_TEST_PERMISSIONS:
         raise InvalidArgument(f"At most {MAX_TEST_PERMISSIONS} permissions can be tested at once.",
                               field="permissions")
-    for permission in raw:
+    for permission in permissions:
         if "*" in permission:
             raise InvalidArgument(f"Permissions with wildcards ({permission}) are not allowed.", field="permissions")
-    return raw
+    return permissions
+
+
+def policy_of(body: Mapping[str, Any]) -> Policy:
+    """The ``policy`` of a setIamPolicy JSON body, parsed with the domain's rules."""
+    raw = body.get("policy")
+    if raw is None:
+        raise InvalidArgument("policy is required.", field="policy")
+    return parse_policy(raw)
 
 
 class Policies:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, accounts: Accounts) -> None:
         self.core = core
+        self.accounts = accounts
 
-    async def _set(self, resource: str, body: Mapping[str, Any], validate_members: bool = True) -> Policy:
-        raw = body.get("policy")
-        if raw is None:
-            raise InvalidArgument("policy is required.", field="policy")
-        new = parse_policy(raw)
+    async def _set(self, resource: str, new: Policy, mask: tuple[str, ...] | None) -> Policy:
         current = await self.core.load_policy(resource)
-        merged = apply_update_mask(current, new, body.get("updateMask"))
-        if validate_members:
-            await self._check_members_exist(merged)
+        merged = apply_mask_fields(current, new, mask)
+        await self._check_members_exist(merged)
         expected = new.etag or None
         if expected is not None and expected != current.etag:
             raise Aborted(CONCURRENT_CHANGE)
@@ -90,23 +104,26 @@ class Policies:
                                               field="policy.bindings.members")
 
     # service accounts
-    async def get_for_account(self, caller: Caller, account: ServiceAccount, named: str, version: int) -> Policy:
-        """``named``: the account's name as the caller wrote it (the only name a denial repeats)."""
-        await self.core.require_on_account(caller, "iam.serviceAccounts.getIamPolicy", account, named)
+    async def get_for_account(self, caller: Caller, request: GetIamPolicyRequest) -> Policy:
+        permission = "iam.serviceAccounts.getIamPolicy"
+        account = await self.accounts.lookup(caller, request.account, permission)
+        # The name as the caller wrote it: the only name a denial repeats.
+        await self.core.require_on_account(caller, permission, account, request.account.name)
         policy = await self.core.load_policy(account_resource(account))
-        check_requested_version(policy, version)
+        check_requested_version(policy, request.requested_version)
         return policy
 
-    async def set_for_account(self, caller: Caller, account: ServiceAccount, named: str, body: Mapping[str, Any]
-                              ) -> Policy:
-        await self.core.require_on_account(caller, "iam.serviceAccounts.setIamPolicy", account, named)
-        return await self._set(account_resource(account), body)
+    async def set_for_account(self, caller: Caller, request: SetIamPolicyRequest) -> Policy:
+        permission = "iam.serviceAccounts.setIamPolicy"
+        account = await self.accounts.lookup(caller, request.account, permission)
+        await self.core.require_on_account(caller, permission, account, request.account.name)
+        return await self._set(account_resource(account), request.policy, request.update_mask)
 
-    async def test_on_account(self, caller: Caller, account: ServiceAccount | None, body: Mapping[str, Any]
-                              ) -> list[str]:
-        """The permissions in ``body`` the caller holds on ``account``; none on an account that is not there
+    async def test_on_account(self, caller: Caller, request: TestIamPermissionsRequest) -> list[str]:
+        """The permissions asked about that the caller holds on the account; none on an account that is not there
         (``Accounts.find`` says when the caller may not be told that it is not)."""
-        permissions = parse_permissions(body)
+        account = await self.accounts.find(caller, request.account)
+        permissions = check_permissions(request.permissions)
         if account is None:
             return []
         identities = await self.core.identities(caller.principal)
@@ -132,11 +149,12 @@ class Policies:
     async def set_for_project(self, caller: Caller, project: str, body: Mapping[str, Any]) -> Policy:
         project_id = await self._project_id(caller, project, "resourcemanager.projects.setIamPolicy")
         await self.core.require_on_project(caller, "resourcemanager.projects.setIamPolicy", project_id)
-        return await self._set(project_resource(project_id), body)
+        return await self._set(project_resource(project_id), policy_of(body),
+                               update_mask_fields(body.get("updateMask")))
 
     async def test_on_project(self, caller: Caller, project: str, body: Mapping[str, Any]) -> list[str]:
         project_id = await self._project_id(caller, project, "resourcemanager.projects.get")
-        permissions = parse_permissions(body)
+        permissions = check_permissions(permissions_of(body))
         identities = await self.core.identities(caller.principal)
         return [p for p in permissions
                 if p in ALL_PERMISSIONS and await self.core.allowed_on_project(identities, p, project_id)]
