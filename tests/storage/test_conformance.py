@@ -583,3 +583,20 @@ def test_workload_providers_lifecycle(db: Runner) -> None:
     assert db(db.store.update_workload_provider(name + "x", disabled=False)) is None
     with pytest.raises(ValueError):
         db(db.store.update_workload_provider(name, pool="x"))
+
+
+def test_x509_providers_keep_their_trust_store_and_are_listed_across_pools(db: Runner) -> None:
+    trust = {"trustStore": {"trustAnchors": [{"pemCertificate": "-----BEGIN CERTIFICATE-----\nA\n"}],
+                            "intermediateCas": [{"pemCertificate": "-----BEGIN CERTIFICATE-----\nI\n"}]}}
+    spiffe = WorkloadProvider(f"{POOL}/providers/spiffe", POOL, created_at=1.0,
+                              attribute_mapping={"google.subject": "assertion.san.uri"}, x509=trust)
+    elsewhere = WorkloadProvider("projects/9/locations/global/workloadIdentityPools/p/providers/ca", "p", x509=trust)
+    oidc = WorkloadProvider(f"{POOL}/providers/oidc", POOL, oidc={"issuerUri": "https://issuer.example"})
+    for provider in (spiffe, elsewhere, oidc):
+        db(db.store.create_workload_provider(provider))
+    assert db(db.store.get_workload_provider(spiffe.name)) == spiffe
+    assert db(db.store.get_workload_provider(oidc.name)).x509 == {}
+    assert [p.name for p in db(db.store.list_x509_providers())] == [spiffe.name, elsewhere.name]
+    rotated = {"trustStore": {"trustAnchors": [{"pemCertificate": "-----BEGIN CERTIFICATE-----\nB\n"}]}}
+    assert db(db.store.update_workload_provider(spiffe.name, x509=rotated)).x509 == rotated
+    assert db(db.store.list_x509_providers())[0].x509 == rotated

@@ -70,7 +70,7 @@ _globals = GlobalOptions()
 # The option groups of `keyless serve --help`, in order.
 SERVE_GROUPS = {
     "Listening, broker and TLS": ("host", "port", "grpc_port", "database", "master_key_file", "issuer", "public_url",
-                                  "key_rotation_days", "tls_cert", "tls_key", "insecure", "workers"),
+                                  "key_rotation_days", "tls_cert", "tls_key", "insecure", "workers", "mtls_port"),
     "Emulator: proxy, metadata server, seeds, time travel": (
         "project", "proxy_port", "proxy_host", "metadata_port", "metadata_host", "attach", "seed_file",
         "universe_domain", "universe_port", "universe_cert", "universe_key", "allow_time_travel",
@@ -119,6 +119,9 @@ def serve(
     attach: Annotated[str | None, typer.Option(help="Service account the metadata server serves.")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="Serve the API over HTTPS with this certificate.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="Private key of --tls-cert.")] = None,
+    mtls_port: Annotated[int | None, typer.Option(
+        help="HTTPS port that asks clients for a certificate: keyless's sts.mtls.googleapis.com, for X.509 "
+             "workload identity providers (default: off; 0 picks a free port).", min=0, max=65535)] = None,
     insecure: Annotated[bool, typer.Option(help="Allow plain HTTP on a non-loopback address.")] = False,
     universe_domain: Annotated[list[str] | None, typer.Option(
         help="Also serve https://iamcredentials.DOMAIN etc. (repeatable).")] = None,
@@ -169,7 +172,7 @@ def serve(
                      project=project, master_key_file=master_key_file, issuer=issuer, public_url=public_url,
                      key_rotation_days=key_rotation_days, allow_time_travel=allow_time_travel,
                      enforce_services=enforce_services, log_level=log_level,
-                     grpc_port=grpc_port, proxy_port=proxy_port, metadata_port=metadata_port,
+                     grpc_port=grpc_port, mtls_port=mtls_port, proxy_port=proxy_port, metadata_port=metadata_port,
                      metadata_host=metadata_host, proxy_host=proxy_host,
                      attach=attach, tls_cert=tls_cert, tls_key=tls_key, insecure=insecure,
                      universe_domains=tuple(universe_domain or ()), universe_port=universe_port,

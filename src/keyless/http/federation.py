@@ -4,6 +4,8 @@ exchange (``POST /v1/token``, Google's ``https://sts.googleapis.com/v1/token``),
 
 from __future__ import annotations
 
+import ssl
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -125,14 +127,22 @@ async def undelete_provider(request: Request) -> Response:
     return JSONResponse(await keyless_of(request).federation.undelete_provider(caller, *_provider_ids(request)))
 
 
+def client_certificate(request: Request) -> bytes | None:
+    """The client certificate (DER) presented on this request's TLS connection, as the ASGI TLS extension carries
+    it: set only by keyless's mTLS listener (``keyless.http.protocol``), from the handshake, never from a header."""
+    chain = request.scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or ()
+    return ssl.PEM_cert_to_DER_cert(chain[0]) if chain else None
+
+
 async def sts_token(request: Request) -> Response:
-    """``POST /v1/token``: the STS token exchange, its body a form or JSON (camelCase), as Google accepts."""
+    """``POST /v1/token``: the STS token exchange, its body a form or JSON (camelCase), as Google accepts; for the
+    mTLS exchange, with the client certificate of the connection."""
     kl = keyless_of(request)
     client_address = request.client.host if request.client else ""
     kl.oauth.admit(client_address)  # the failed-grant budget of /token, before the request is read or audited
     audit.begin(EXCHANGE_METHOD, STS_SERVICE)
     try:
-        granted = await kl.federation.exchange(await read_form(request))
+        granted = await kl.federation.exchange(await read_form(request), client_certificate=client_certificate(request))
     except Unavailable as exc:
         raise exc.oauth() from None
     except KeylessError as exc:

@@ -473,7 +473,8 @@ def _federation_paths() -> dict[str, Schema]:
     form = _obj({name: STRING for name in ("grant_type", "subject_token_type", "subject_token", "audience", "scope",
                                             "requested_token_type", "options")}, closed=False)
     paths["/v1/token"] = {"post": _op(
-        "sts.token", "STS token exchange: an OIDC token for a federated access token.",
+        "sts.token", "STS token exchange: an OIDC token (or, on the mTLS listener, a client certificate) for a "
+        "federated access token.",
         body={"required": True, "content": {FORM: {"schema": form}, JSON: {"schema": ANY_OBJECT}}},
         ok=_ok(_obj({"access_token": STRING, "issued_token_type": STRING, "token_type": STRING,
                      "expires_in": {"type": "integer"}}, closed=False)), oauth=True, public=True)}

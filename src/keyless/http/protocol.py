@@ -7,11 +7,16 @@ them forever (slowloris). Here a request's head must arrive within ``header_time
 opening (or of the request's first byte on a kept-alive connection), and its body within ``body_timeout`` of
 the head; otherwise the connection is closed. Connections beyond ``max_connections`` are answered 503 and
 closed at once.
+
+The mTLS listener's protocol (``ClientCertHttpProtocol``) also puts the client certificate of the connection's
+TLS handshake into each request's scope, as the ASGI TLS extension does (``scope["extensions"]["tls"]
+["client_cert_chain"]``): the only way a certificate reaches the application, never a header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -74,7 +79,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float, max_connections: int) -> type[GuardedHttpProtocol]:
-    """The protocol class of a listener with these limits (uvicorn builds one instance per connection)."""
-    return type("GuardedHttpProtocol", (GuardedHttpProtocol,), {
+class ClientCertHttpProtocol(GuardedHttpProtocol):
+    """The mTLS listener's: each request's scope carries the ASGI TLS extension with the certificate the client
+    presented in the handshake (its key proven there), PEM, or none."""
+
+    _tls: dict[str, object] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self._tls = {"server_cert": None, "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+                     "client_cert_name": None, "client_cert_error": None, "tls_version": None, "cipher_suite": None}
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._tls is not None:
+            self.scope["extensions"] = {**self.scope.get("extensions", {}), "tls": self._tls}  # type: ignore[dict-item]
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float, max_connections: int, *,
+                     client_certificates: bool = False) -> type[GuardedHttpProtocol]:
+    """The protocol class of a listener with these limits (uvicorn builds one instance per connection); with
+    ``client_certificates``, the mTLS listener's."""
+    base = ClientCertHttpProtocol if client_certificates else GuardedHttpProtocol
+    return type(base.__name__, (base,), {
         "header_timeout": header_timeout, "body_timeout": body_timeout, "max_connections": max_connections})

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import secrets
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +25,13 @@ from keyless.private_files import write_private
 from keyless.proxy.destinations import TunnelRules
 from keyless.proxy.hosts import served_hosts
 from keyless.proxy.server import INTERCEPT_ALPN, MAX_HEAD, InterceptionProxy, ProxyLimits
+from keyless.server.mtls import ClientCertificateGate
 from keyless.server.options import ServeOptions, is_loopback, is_wildcard, side_port
 from keyless.server.runtime import Runtime, url_of
 from keyless.service.app import Keyless
 
 PROXY_PASSWORD = "proxy.password"
+MTLS_HOSTS = ("sts.mtls.googleapis.com", "iamcredentials.mtls.googleapis.com")
 
 
 class ListenerError(SystemExit):
@@ -95,14 +98,25 @@ class Listeners:
         self.raw: list[asyncio.Server] = []
         self.grpc: list[grpc.aio.Server] = []
         self.proxy: InterceptionProxy | None = None  # the interception proxy (supervisor only), once started
+        self.background: list[asyncio.Task[None]] = []  # cancelled at stop
+        self.limits = limits  # the mTLS listener builds its own protocol class with them
 
     def add_asgi(self, app: object, sock: socket.socket, *, certfile: Path | None = None,
-                 keyfile: Path | None = None) -> None:
+                 keyfile: Path | None = None, client_certificates: ssl.SSLContext | None = None) -> None:
+        """Serve ``app`` on ``sock``: over TLS with ``certfile``, or with the mTLS listener's context
+        (``client_certificates``), whose protocol hands the client's certificate to the application."""
+        protocol = self.protocol
+        factory = None
+        if client_certificates is not None:
+            protocol = guarded_protocol(self.limits.header_timeout, self.limits.body_timeout,
+                                        self.limits.max_connections, client_certificates=True)
+            context = client_certificates
+            factory = lambda config, default: context  # noqa: E731
         config = uvicorn.Config(app, log_level=self.log_level, access_log=False, lifespan="off",  # type: ignore[arg-type]
-                                server_header=False, date_header=True, proxy_headers=False, http=self.protocol,
+                                server_header=False, date_header=True, proxy_headers=False, http=protocol,
                                 timeout_keep_alive=self.keep_alive_timeout,  # type: ignore[arg-type]
                                 ssl_certfile=str(certfile) if certfile else None,
-                                ssl_keyfile=str(keyfile) if keyfile else None)
+                                ssl_keyfile=str(keyfile) if keyfile else None, ssl_context_factory=factory)
         server = _Server(config)
         self.servers.append(server)
         self.tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
@@ -115,6 +129,8 @@ class Listeners:
         return True
 
     async def stop(self) -> None:
+        for task in self.background:
+            task.cancel()
         for server in self.servers:
             server.request_exit()
         for listener in self.raw:
@@ -144,6 +160,10 @@ async def add_side_listeners(listeners: Listeners, options: ServeOptions, runtim
     data_dir = runtime.data_dir
     universes = runtime.settings.universe_domains
     own_ports = {runtime.port}
+    if options.mtls_port is not None:
+        mtls_endpoints, mtls_port = await add_mtls_listener(listeners, options, runtime, keyless, app)
+        endpoints.update(mtls_endpoints)
+        own_ports.add(mtls_port)
 
     metadata_port = side_port(options.metadata_port, options.port, 2)
     if metadata_port >= 0:
@@ -192,6 +212,31 @@ async def add_side_listeners(listeners: Listeners, options: ServeOptions, runtim
         if public:
             endpoints["proxyPasswordFile"] = str((data_dir / PROXY_PASSWORD).resolve())
     return endpoints
+
+
+async def add_mtls_listener(listeners: Listeners, options: ServeOptions, runtime: Runtime, keyless: Keyless,
+                            app: ASGIApp) -> tuple[dict[str, object], int]:
+    """The mTLS listener (``--mtls-port``): the API over TLS, asking clients for a certificate under the X.509
+    providers' CAs (``keyless.server.mtls``). Its certificate is the API's (``--tls-cert``) or, by default, one
+    the local CA issues for the API's host, localhost and the ``*.mtls.googleapis.com`` hosts keyless serves."""
+    assert options.mtls_port is not None
+    cert, key = runtime.tls_cert, runtime.tls_key
+    endpoints: dict[str, object] = {}
+    if cert is None or key is None:
+        ca = LocalCA(runtime.data_dir / "tls")
+        ca.ensure()
+        hosts = dict.fromkeys([runtime.api_host, "localhost", "127.0.0.1", *MTLS_HOSTS])
+        cert, key = ca.issue("mtls-leaf", list(hosts))
+        endpoints["caCert"] = str(ca.cert_path.resolve())
+    gate = ClientCertificateGate(cert, key)
+    await gate.refresh(keyless.store)
+    keyless.federation.trust_added = gate.add
+    listeners.background.append(asyncio.create_task(gate.keep_fresh(keyless.store)))
+    sock = bind_listener("mTLS listener", "--mtls-port", options.host, options.mtls_port)
+    listeners.add_asgi(app, sock, client_certificates=gate.context)
+    port = sock.getsockname()[1]
+    endpoints["mtls"] = url_of(runtime.api_host, port, tls=True)
+    return endpoints, port
 
 
 async def add_grpc_listener(listeners: Listeners, runtime: Runtime, keyless: Keyless, port: int | None) -> str:

@@ -39,6 +39,8 @@ class ServeOptions:
     attach: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The mTLS listener (X.509 federation's token exchange; in the main process, on ``host``): None: off; 0: free.
+    mtls_port: int | None = None
     insecure: bool = False
     universe_domains: tuple[str, ...] = ()
     universe_port: int | None = None

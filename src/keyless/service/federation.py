@@ -1,6 +1,7 @@
 """Workload identity federation: pools and providers (IAM v1, operations answered done) and the Security Token
-Service's token exchange (``POST https://sts.googleapis.com/v1/token``), which turns an external OIDC token into a
-federated access token for the subject the provider's mapping names.
+Service's token exchange (``POST https://sts.googleapis.com/v1/token``), which turns an external OIDC token, or a
+client certificate presented over mutual TLS to an X.509 provider (``sts.mtls.googleapis.com``), into a federated
+access token for the subject the provider's mapping names.
 
 What a federated token may do is what bindings on its ``principal://`` and ``principalSet://`` members grant
 (``Principal.of_federated``): chiefly ``generateAccessToken`` on a service account where they hold
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from cryptography import x509
+
+from keyless.crypto import x509_trust
 from keyless.crypto.jwks import IssuerKey, parse_jwks, verify_external
 from keyless.crypto.jwt import (
     BadSignature,
@@ -40,13 +44,15 @@ EXCHANGE_METHOD = "google.identity.sts.v1.SecurityTokenService.ExchangeToken"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TYPES = frozenset({"urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token"})
+MTLS_TYPE = "urn:ietf:params:oauth:token-type:mtls"
 NOT_SERVED_TYPES = frozenset({"urn:ietf:params:aws:token-type:aws4_request", "urn:ietf:params:oauth:token-type:saml2",
-                              "urn:ietf:params:oauth:token-type:mtls", ACCESS_TOKEN_TYPE})
+                              ACCESS_TOKEN_TYPE})
 # The JSON form of the request spells its fields in camelCase.
 _CAMEL = {"grantType": "grant_type", "subjectToken": "subject_token", "subjectTokenType": "subject_token_type",
           "requestedTokenType": "requested_token_type", "audience": "audience", "scope": "scope",
           "options": "options"}
 MAX_SUBJECT_TOKEN = 16_384  # bytes of an external token (keyless's bound; a Kubernetes token is about 1 KB)
+MAX_MTLS_SUBJECT_TOKEN = 65_536  # the mTLS exchange's list of certificates (a leaf and intermediates: a few KB)
 MAX_TOKEN_SPAN = 48 * 3600  # exp at most this long after iat (Google's rule)
 FEDERATED_TOKEN_LIFETIME = 3600
 INVALID_TARGET = ('The target service indicated by the "audience" parameters is invalid. This might either be '
@@ -55,8 +61,13 @@ INVALID_TARGET = ('The target service indicated by the "audience" parameters is 
 POOL_TYPE = "type.googleapis.com/google.iam.v1.WorkloadIdentityPool"
 PROVIDER_TYPE = "type.googleapis.com/google.iam.v1.WorkloadIdentityPoolProvider"
 POOL_FIELDS = ("name", "displayName", "description", "state", "disabled", "expireTime")
-PROVIDER_FIELDS = (*POOL_FIELDS, "attributeMapping", "attributeCondition", "oidc")
-NOT_SERVED_KINDS = ("aws", "saml", "x509")
+PROVIDER_FIELDS = (*POOL_FIELDS, "attributeMapping", "attributeCondition", "oidc", "x509")
+NOT_SERVED_KINDS = ("aws", "saml")
+# An X.509 provider's google.subject unless its mapping says otherwise (Google's default).
+X509_DEFAULT_MAPPING = {"google.subject": "assertion.subject.dn.cn"}
+NO_CLIENT_CERTIFICATE = ("The mTLS token exchange needs the client certificate presented on the TLS connection: send "
+                         "it to keyless's mTLS listener (keyless serve --mtls-port), the "
+                         "https://sts.mtls.googleapis.com/v1/token of keyless.")
 OIDC_FIELDS = ("issuerUri", "allowedAudiences", "jwksJson")
 # updateMask paths (snake_case or camelCase, as clients send them) and the columns they change.
 POOL_MASK = {"display_name": "display_name", "displayName": "display_name", "description": "description",
@@ -65,7 +76,7 @@ PROVIDER_MASK = {**POOL_MASK, "attribute_mapping": "attribute_mapping", "attribu
                  "attribute_condition": "attribute_condition", "attributeCondition": "attribute_condition",
                  "oidc": "oidc", "oidc.issuer_uri": "oidc", "oidc.issuerUri": "oidc",
                  "oidc.allowed_audiences": "oidc", "oidc.allowedAudiences": "oidc", "oidc.jwks_json": "oidc",
-                 "oidc.jwksJson": "oidc"}
+                 "oidc.jwksJson": "oidc", "x509": "x509", "x509.trust_store": "x509", "x509.trustStore": "x509"}
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -131,7 +142,10 @@ def provider_json(provider: WorkloadProvider) -> dict[str, Any]:
     out["attributeMapping"] = dict(provider.attribute_mapping)
     if provider.attribute_condition:
         out["attributeCondition"] = provider.attribute_condition
-    out["oidc"] = dict(provider.oidc)
+    if provider.x509:
+        out["x509"] = dict(provider.x509)
+    else:
+        out["oidc"] = dict(provider.oidc)
     return out
 
 
@@ -160,6 +174,9 @@ def _page(raw_size: str | None, token: str | None) -> tuple[int, str]:
 class Federation:
     def __init__(self, core: Core) -> None:
         self.core = core
+        # Told the CA certificates of an X.509 provider this process writes (the mTLS listener asks clients'
+        # certificates of them from the next handshake on); None when no mTLS listener runs here.
+        self.trust_added: Callable[[Sequence[str]], None] | None = None
 
     # ------------------------------------------------------------ pools and providers
 
@@ -261,12 +278,18 @@ class Federation:
         assert updated is not None
         return _operation(name, POOL_TYPE, pool_json(updated))
 
-    def _provider_fields(self, body: Mapping[str, Any], columns: set[str]) -> dict[str, Any]:
+    def _provider_fields(self, body: Mapping[str, Any], columns: set[str], kind: str) -> dict[str, Any]:
         check_fields(body, (*PROVIDER_FIELDS, *NOT_SERVED_KINDS), "workloadIdentityPoolProvider")
-        for kind in NOT_SERVED_KINDS:
-            if kind in body:
-                raise InvalidArgument(f"keyless serves OIDC workload identity providers only; {kind} providers are "
-                                      "not supported by keyless.", field=f"workloadIdentityPoolProvider.{kind}")
+        for other in NOT_SERVED_KINDS:
+            if other in body:
+                raise InvalidArgument(f"keyless serves OIDC and X.509 workload identity providers; {other} providers "
+                                      "are not supported by keyless.", field=f"workloadIdentityPoolProvider.{other}")
+        if {"oidc", "x509"} <= columns and "oidc" in body and "x509" in body:
+            raise InvalidArgument("A provider is either oidc or x509, not both.", field="workloadIdentityPoolProvider")
+        changed_kind = "x509" if kind == "oidc" else "oidc"
+        if changed_kind in columns - {kind} and changed_kind in body and body.get(changed_kind) is not None:
+            raise InvalidArgument(f"This provider is an {kind} provider; its kind cannot change.",
+                                  field=f"workloadIdentityPoolProvider.{changed_kind}")
         changes: dict[str, Any] = {}
         if "display_name" in columns:
             changes["display_name"] = fed.check_text(body.get("displayName"), fed.MAX_DISPLAY_NAME, "displayName")
@@ -275,12 +298,20 @@ class Federation:
         if "disabled" in columns:
             changes["disabled"] = body.get("disabled") is True
         if "attribute_mapping" in columns:
-            changes["attribute_mapping"] = fed.check_attribute_mapping(body.get("attributeMapping"))
+            mapping = fed.check_attribute_mapping(body.get("attributeMapping"), required=kind == "oidc")
+            changes["attribute_mapping"] = mapping or (dict(X509_DEFAULT_MAPPING) if kind == "x509" else mapping)
         if "attribute_condition" in columns:
             changes["attribute_condition"] = fed.check_attribute_condition(body.get("attributeCondition"))
-        if "oidc" in columns:
+        if "oidc" in columns and kind == "oidc":
             changes["oidc"] = _check_oidc(body.get("oidc"))
+        if "x509" in columns and kind == "x509":
+            changes["x509"] = x509_trust.check_trust_store(body.get("x509"))
         return changes
+
+    def _trust_changed(self, provider: WorkloadProvider) -> None:
+        if provider.x509 and self.trust_added is not None:
+            anchors, intermediates = x509_trust.store_pems(provider.x509)
+            self.trust_added([*anchors, *intermediates])
 
     async def create_provider(self, caller: Caller, project: str, pool_id: str, provider_id: object,
                               body: Mapping[str, Any]) -> dict[str, Any]:
@@ -291,14 +322,16 @@ class Federation:
         audit.note(resource=name)
         if pool.deleted_at is not None:
             raise FailedPrecondition(f"The workload identity pool {pool.name} is deleted.")
-        if "oidc" not in body and not any(kind in body for kind in NOT_SERVED_KINDS):
-            raise InvalidArgument("A provider needs oidc settings.", field="workloadIdentityPoolProvider.oidc")
-        fields = self._provider_fields(body, set(PROVIDER_MASK.values()))
+        if not any(kind in body for kind in ("oidc", "x509", *NOT_SERVED_KINDS)):
+            raise InvalidArgument("A provider needs oidc or x509 settings.", field="workloadIdentityPoolProvider.oidc")
+        kind = "x509" if "x509" in body and "oidc" not in body else "oidc"
+        fields = self._provider_fields(body, set(PROVIDER_MASK.values()), kind)
         provider = WorkloadProvider(name, pool.name, created_at=self.core.now(), **fields)
         try:
             await self.core.store.create_workload_provider(provider)
         except Conflict:
             raise AlreadyExists("Requested entity already exists", resource_name=name) from None
+        self._trust_changed(provider)
         return _operation(name, PROVIDER_TYPE, provider_json(provider))
 
     async def get_provider(self, caller: Caller, project: str, pool_id: str, provider_id: str) -> dict[str, Any]:
@@ -333,11 +366,13 @@ class Federation:
         if provider.deleted_at is not None:
             raise FailedPrecondition(f"The provider {provider.name} is deleted; undelete it first.")
         columns = _mask(update_mask, PROVIDER_MASK)
-        if "oidc" in columns:  # a path inside oidc changes that field; the rest of the block stays
+        kind = "x509" if provider.x509 else "oidc"
+        if "oidc" in columns and kind == "oidc":  # a path inside oidc changes that field; the rest of the block stays
             body = {**body, "oidc": {**provider.oidc, **(body.get("oidc") or {})}}
         updated = await self.core.store.update_workload_provider(provider.name,
-                                                                 **self._provider_fields(body, columns))
+                                                                 **self._provider_fields(body, columns, kind))
         assert updated is not None
+        self._trust_changed(updated)
         return _operation(provider.name, PROVIDER_TYPE, provider_json(updated))
 
     async def delete_provider(self, caller: Caller, project: str, pool_id: str, provider_id: str
@@ -362,10 +397,13 @@ class Federation:
 
     # ------------------------------------------------------------ the token exchange
 
-    async def exchange(self, raw_form: Mapping[str, str]) -> dict[str, Any]:
-        """STS ``ExchangeToken``: an external OIDC token for a federated access token. Every refusal is an
-        ``OAuthError`` in Google's STS wording; the request's audit entry names the provider and, once the token
-        is verified, the federated principal and its attributes."""
+    async def exchange(self, raw_form: Mapping[str, str], *, client_certificate: bytes | None = None
+                       ) -> dict[str, Any]:
+        """STS ``ExchangeToken``: an external OIDC token, or (``subject_token_type`` mtls) the client certificate
+        presented on the TLS connection (``client_certificate``, DER, from keyless's mTLS listener only), for a
+        federated access token. Every refusal is an ``OAuthError`` in Google's STS wording; the request's audit
+        entry names the provider and, once the credential is verified, the federated principal and its
+        attributes."""
         form = {_CAMEL.get(key, key): value for key, value in raw_form.items()}
         audience = form.get("audience") or ""
         audit.note_request(grant_type=form.get("grant_type"), subject_token_type=form.get("subject_token_type"),
@@ -380,14 +418,16 @@ class Federation:
         token_type = form.get("subject_token_type")
         if token_type in NOT_SERVED_TYPES:
             raise OAuthError("invalid_request", f"The subject_token_type {token_type} is not supported by keyless: it "
-                             "exchanges OIDC tokens (urn:ietf:params:oauth:token-type:jwt or id_token).")
-        if token_type not in JWT_TYPES:
+                             "exchanges OIDC tokens (urn:ietf:params:oauth:token-type:jwt or id_token) and client "
+                             f"certificates ({MTLS_TYPE}).")
+        if token_type not in JWT_TYPES and token_type != MTLS_TYPE:
             raise OAuthError("invalid_request", f"Invalid subject_token_type: {str(token_type)[:100]}.")
         subject_token = form.get("subject_token") or ""
         if not subject_token:
             raise OAuthError("invalid_request", "Missing required parameter: subject_token.")
-        if len(subject_token) > MAX_SUBJECT_TOKEN:
-            raise OAuthError("invalid_request", f"The subject_token is larger than {MAX_SUBJECT_TOKEN} bytes.")
+        limit = MAX_MTLS_SUBJECT_TOKEN if token_type == MTLS_TYPE else MAX_SUBJECT_TOKEN
+        if len(subject_token) > limit:
+            raise OAuthError("invalid_request", f"The subject_token is larger than {limit} bytes.")
         provider_name = fed.provider_of_audience(audience)
         if provider_name is None:
             raise OAuthError("invalid_request", "Invalid value for \"audience\". The audience must be the full "
@@ -400,7 +440,14 @@ class Federation:
         if (provider is None or pool is None or provider.deleted_at is not None or pool.deleted_at is not None
                 or provider.disabled or pool.disabled):
             raise OAuthError("invalid_target", INVALID_TARGET)
-        claims = self._verify(provider, subject_token)
+        if (token_type == MTLS_TYPE) != bool(provider.x509):
+            raise OAuthError("invalid_request", f"The subject_token_type {token_type} does not match the provider: "
+                             f"an {'X.509' if provider.x509 else 'OIDC'} provider exchanges "
+                             f"{MTLS_TYPE if provider.x509 else 'OIDC tokens (jwt or id_token)'}.")
+        if provider.x509:
+            claims = self._verify_certificate(provider, subject_token, client_certificate)
+        else:
+            claims = self._verify(provider, subject_token)
         identity = fed.map_assertion(provider.name, provider.attribute_mapping, claims)
         audit.note(principal=identity.member, federatedIdentity=identity.to_json())
         fed.check_condition(provider.attribute_condition, identity, claims)
@@ -410,6 +457,26 @@ class Federation:
                                       federated=recorded)
         return {"access_token": minted.token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer",
                 "expires_in": FEDERATED_TOKEN_LIFETIME}
+
+    def _verify_certificate(self, provider: WorkloadProvider, token: str, presented: bytes | None
+                            ) -> dict[str, Any]:
+        """The assertion of the client certificate presented over mutual TLS (the private key's proof is the TLS
+        handshake's): the subject token's first certificate must be it, and its chain (the provider's intermediate
+        CAs and those the token adds) must reach one of the provider's trust anchors at keyless's time."""
+        if presented is None:
+            raise OAuthError("invalid_request", NO_CLIENT_CERTIFICATE)
+        try:
+            chain = x509_trust.parse_subject_token(token)
+            leaf = x509.load_der_x509_certificate(presented)
+            if chain[0] != leaf:
+                raise x509_trust.ChainRefused("The subject_token's first certificate is not the client certificate "
+                                              "presented on the TLS connection.")
+            x509_trust.verify_client_chain(leaf, chain[1:], provider.x509, self.core.now())
+        except x509_trust.ChainRefused as exc:
+            raise OAuthError("invalid_grant", str(exc)) from None
+        except ValueError:
+            raise OAuthError("invalid_grant", "The client certificate cannot be read.") from None
+        return x509_trust.assertion_of(leaf)
 
     def _verify(self, provider: WorkloadProvider, token: str) -> dict[str, Any]:
         """The claims of an external token the provider accepts: signed by a key of its JWKS with the key's pinned

@@ -127,8 +127,8 @@ class WorkloadPool:
 @dataclass(frozen=True, slots=True)
 class WorkloadProvider:
     """A provider of a workload identity pool, ``POOL_NAME/providers/PROVIDER``: which external tokens the pool
-    accepts (``oidc``: issuerUri, allowedAudiences, jwksJson as the API spells them) and how their claims map to
-    the federated principal's attributes."""
+    accepts (``oidc``: issuerUri, allowedAudiences, jwksJson; or ``x509``: a trustStore of CA certificates; as the
+    API spells them) and how their claims map to the federated principal's attributes."""
 
     name: str
     pool: str  # the pool's name
@@ -140,6 +140,7 @@ class WorkloadProvider:
     attribute_mapping: dict[str, str] = field(default_factory=dict)
     attribute_condition: str = ""
     oidc: dict[str, Any] = field(default_factory=dict)
+    x509: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)  # not frozen: one is built per request, and frozen fields cost 4x to set
@@ -173,7 +174,7 @@ KEY_UPDATABLE = frozenset({"disabled", "retired_at", "deleted_at"})
 USER_UPDATABLE = frozenset({"client_secret_hash", "refresh_token_hash", "disabled", "password_hash"})
 WORKLOAD_POOL_UPDATABLE = frozenset({"display_name", "description", "disabled", "deleted_at"})
 WORKLOAD_PROVIDER_UPDATABLE = frozenset({"display_name", "description", "disabled", "deleted_at", "attribute_mapping",
-                                         "attribute_condition", "oidc"})
+                                         "attribute_condition", "oidc", "x509"})
 
 
 def check_updatable(changes: Mapping[str, object], updatable: frozenset[str]) -> None:
@@ -351,6 +352,10 @@ class Store(Protocol):
         ...
     async def update_workload_provider(self, name: str, **changes: Any) -> WorkloadProvider | None:
         """Change the columns of WORKLOAD_PROVIDER_UPDATABLE; None when there is no such provider."""
+        ...
+    async def list_x509_providers(self) -> list[WorkloadProvider]:
+        """Every X.509 provider of every pool (deleted ones included), by name: the CAs the mTLS listener asks
+        clients' certificates of."""
         ...
 
     async def append_audit(self, entries: list[AuditEntry]) -> None:

@@ -422,3 +422,6 @@ class CachingStore:
     async def update_workload_provider(self, name: str, **changes: Any) -> WorkloadProvider | None:
         async with self._changing():
             return await self.inner.update_workload_provider(name, **changes)
+
+    async def list_x509_providers(self) -> list[WorkloadProvider]:
+        return await self.inner.list_x509_providers()

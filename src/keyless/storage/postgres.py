@@ -168,6 +168,10 @@ MIGRATIONS: list[str] = [
         attribute_mapping TEXT NOT NULL, attribute_condition TEXT NOT NULL, oidc TEXT NOT NULL);
     CREATE INDEX workload_providers_pool ON workload_providers (pool, name);
     """,
+    # 8: X.509 workload identity providers: their trust store (anchors and intermediate CAs) as JSON
+    """
+    ALTER TABLE workload_providers ADD COLUMN x509 TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 # A sign-in bucket's attempts now ($2 the burst, $3 now, $4 per second); a clock behind the last writer's refills
@@ -751,3 +755,6 @@ class PostgresStore:
         if stored:
             await self.pool.execute(_SQL.update("workload_providers", "name", stored), name, *stored.values())
         return await self.get_workload_provider(name)
+
+    async def list_x509_providers(self) -> list[WorkloadProvider]:
+        return [as_workload_provider(r) for r in await self.pool.fetch(_SQL.list_x509_providers)]

@@ -46,7 +46,7 @@ POLICY_COLUMNS = "resource, body, etag"
 ORG_POLICY_COLUMNS = "resource, constraint_name, spec, etag, updated_at"
 WORKLOAD_POOL_COLUMNS = "name, project_number, display_name, description, disabled, deleted_at, created_at"
 WORKLOAD_PROVIDER_COLUMNS = ("name, pool, display_name, description, disabled, deleted_at, created_at, "
-                             "attribute_mapping, attribute_condition, oidc")
+                             "attribute_mapping, attribute_condition, oidc, x509")
 AUDIT_COLUMNS = "insert_id, timestamp, method, principal, resource, denied, body"  # and seq, which the store assigns
 
 
@@ -88,7 +88,7 @@ def as_workload_pool(row: Row) -> WorkloadPool:
 
 def as_workload_provider(row: Row) -> WorkloadProvider:
     return WorkloadProvider(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], orjson.loads(row[7]),
-                            row[8], orjson.loads(row[9]))
+                            row[8], orjson.loads(row[9]), orjson.loads(row[10]))
 
 
 def as_audit_entry(row: Row) -> AuditEntry:
@@ -136,7 +136,8 @@ def workload_pool_row(p: WorkloadPool) -> tuple[Any, ...]:
 
 def workload_provider_row(p: WorkloadProvider) -> tuple[Any, ...]:
     return (p.name, p.pool, p.display_name, p.description, p.disabled, p.deleted_at, p.created_at,
-            orjson.dumps(p.attribute_mapping).decode(), p.attribute_condition, orjson.dumps(p.oidc).decode())
+            orjson.dumps(p.attribute_mapping).decode(), p.attribute_condition, orjson.dumps(p.oidc).decode(),
+            orjson.dumps(p.x509).decode())
 
 
 def stored_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +244,8 @@ class Statements:
     get_workload_provider: str = f"SELECT {WORKLOAD_PROVIDER_COLUMNS} FROM workload_providers WHERE name=$1"
     list_workload_providers: str = (f"SELECT {WORKLOAD_PROVIDER_COLUMNS} FROM workload_providers WHERE pool=$1 "
                                     "ORDER BY name")
+    list_x509_providers: str = (f"SELECT {WORKLOAD_PROVIDER_COLUMNS} FROM workload_providers WHERE x509 <> '{{}}' "
+                                "ORDER BY name")
     # audit
     append_audit: str = _insert("audit_log", AUDIT_COLUMNS)
     # revocation

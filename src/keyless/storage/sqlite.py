@@ -181,6 +181,10 @@ MIGRATIONS: list[str] = [
         attribute_mapping TEXT NOT NULL, attribute_condition TEXT NOT NULL, oidc TEXT NOT NULL);
     CREATE INDEX workload_providers_pool ON workload_providers (pool, name);
     """,
+    # 11: X.509 workload identity providers: their trust store (anchors and intermediate CAs) as JSON
+    """
+    ALTER TABLE workload_providers ADD COLUMN x509 TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 # Entries are stored in time order to within this many seconds (concurrent writers, replicas' clocks).
 AUDIT_ORDER_SLACK = 60.0
@@ -761,3 +765,6 @@ class SqliteStore:
         check_updatable(changes, WORKLOAD_PROVIDER_UPDATABLE)
         self._update_row("workload_providers", "name", name, stored_changes(changes))
         return await self.get_workload_provider(name)
+
+    async def list_x509_providers(self) -> list[WorkloadProvider]:
+        return [as_workload_provider(r) for r in self.db.execute(_SQL.list_x509_providers)]
