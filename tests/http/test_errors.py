@@ -409,4 +409,10 @@ def test_the_oauth_paths_are_the_oauth_routes() -> None:
     from keyless.http import oauth
     from keyless.http.app import routes
 
-    assert {r.template for r in routes() if getattr(r.handler, "__module__", None) == oauth.__name__} == oauth.OAUTH_PATHS
+    templates = {r.template for r in routes()}
+    # Every OAuth endpoint (the token endpoint's module) answers in OAuth's shape, and so does the STS exchange
+    # (http/federation.py), which speaks OAuth 2.0 token exchange (RFC 8693).
+    oauth_routes = {r.template for r in routes() if getattr(r.handler, "__module__", None) == oauth.__name__}
+    assert oauth_routes <= oauth.OAUTH_PATHS
+    assert oauth.OAUTH_PATHS - oauth_routes == {"/v1/token"}
+    assert oauth.OAUTH_PATHS <= templates
