@@ -18,6 +18,7 @@ from keyless.service.oauth import OAuth
 from keyless.service.orgpolicies import OrgPolicies
 from keyless.service.policies import Policies
 from keyless.service.signin import SignIn
+from keyless.service.troubleshooter import Troubleshooter
 from keyless.service.usage import ServiceUsage
 from keyless.storage.base import Store
 
@@ -38,6 +39,7 @@ class Keyless:
         self.org_policies = OrgPolicies(self.core)
         self.sign_in = SignIn(self.core, self.limits)
         self.federation = Federation(self.core)
+        self.troubleshooter = Troubleshooter(self.core)
 
     @property
     def settings(self) -> Settings:
