@@ -233,3 +233,97 @@ def test_a_bad_chain_request_is_a_google_error(api: Api) -> None:
                  {"serviceAccount": target["email"]},
                  {"principal": "user:a@example.com", "serviceAccount": target["email"], "delegates": "x"}):
         assert_google_error(chain(api, body), 400, "INVALID_ARGUMENT")
+
+
+# ---------------------------------------------------------------- Policy Analyzer
+
+def analyze(api: Api, token: str | None = None, **query: Any) -> Any:
+    params = [(f"analysisQuery.{k.replace('__', '.')}", v) for k, v in query.items()]
+    return api.call("GET", f"/v1/projects/{PROJECT}:analyzeIamPolicy", params=params, token=token)
+
+
+def test_analyze_by_identity_finds_direct_and_group_bindings(api: Api) -> None:
+    sa = api.create_sa("analyzed")
+    api.ok("PUT", "/keyless/v1/groups/ops@example.com", {"members": ["user:kim@example.com"]})
+    api.add_binding(f"/v1/projects/-/serviceAccounts/{sa['email']}", TOKEN_CREATOR, "group:ops@example.com")
+    api.add_binding(f"/v1/projects/{PROJECT}", "roles/viewer", "user:kim@example.com")
+    r = analyze(api, identitySelector__identity="user:kim@example.com")
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["fullyExplored"] is True
+    results = answer["mainAnalysis"]["analysisResults"]
+    roles_found = {(x["iamBinding"]["role"], x["attachedResourceFullName"].split("/")[2]) for x in results}
+    assert ("roles/iam.serviceAccountTokenCreator", "iam.googleapis.com") in roles_found
+    assert ("roles/viewer", "cloudresourcemanager.googleapis.com") in roles_found
+    for result in results:
+        assert result["identityList"]["identities"] == [{"name": "user:kim@example.com"}]
+
+
+def test_analyze_by_resource_and_permission_includes_the_projects_bindings(api: Api) -> None:
+    sa = api.create_sa("analyzed-resource")
+    api.add_binding(f"/v1/projects/-/serviceAccounts/{sa['email']}", TOKEN_CREATOR, "user:lee@example.com",
+                    condition=PAST)
+    api.add_binding(f"/v1/projects/{PROJECT}", TOKEN_CREATOR, "user:max@example.com")
+    answer = analyze(api, resourceSelector__fullResourceName=account_name(sa["email"]),
+                     accessSelector__permissions="iam.serviceAccounts.getAccessToken",
+                     options__expandGroups="false").json()
+    results = answer["mainAnalysis"]["analysisResults"]
+    members = {m for x in results for m in x["iamBinding"]["members"]}
+    assert {"user:lee@example.com", "user:max@example.com"} <= members
+    conditional = next(x for x in results if "user:lee@example.com" in x["iamBinding"]["members"])
+    assert conditional["accessControlLists"][0]["conditionEvaluation"] == {"evaluationValue": "CONDITIONAL"}
+    assert conditional["accessControlLists"][0]["accesses"] == [{"permission": "iam.serviceAccounts.getAccessToken"}]
+    # At a given time the condition is decided: false leaves the binding out.
+    now = analyze(api, resourceSelector__fullResourceName=account_name(sa["email"]),
+                  accessSelector__permissions="iam.serviceAccounts.getAccessToken",
+                  conditionContext__accessTime="2030-01-01T00:00:00Z").json()
+    assert not any("user:lee@example.com" in x["iamBinding"]["members"] for x in now["mainAnalysis"]["analysisResults"])
+
+
+def test_analyze_expands_groups_when_asked(api: Api) -> None:
+    api.ok("PUT", "/keyless/v1/groups/qa@example.com", {"members": ["user:nia@example.com"]})
+    api.add_binding(f"/v1/projects/{PROJECT}", "roles/iam.securityReviewer", "group:qa@example.com")
+    answer = analyze(api, accessSelector__roles="roles/iam.securityReviewer", options__expandGroups="true",
+                     options__outputGroupEdges="true").json()
+    result = answer["mainAnalysis"]["analysisResults"][0]
+    assert {"name": "user:nia@example.com"} in result["identityList"]["identities"]
+    assert {"sourceNode": "group:qa@example.com", "targetNode": "user:nia@example.com"} in \
+        result["identityList"]["groupEdges"]
+
+
+def test_analyze_needs_the_projects_policy(api: Api) -> None:
+    token = user_token(api, "olga@example.com")
+    assert_google_error(analyze(api, token, identitySelector__identity="user:olga@example.com"), 403,
+                        "PERMISSION_DENIED")
+    assert_google_error(analyze(api, identitySelector__identity="nobody"), 400, "INVALID_ARGUMENT")
+
+
+# ---------------------------------------------------------------- who can impersonate
+
+def test_who_can_impersonate_follows_chains_and_groups(api: Api) -> None:
+    target = api.create_sa("crown-jewel")
+    middle = api.create_sa("middle-man")
+    relay = api.create_sa("relay-account")
+    api.ok("PUT", "/keyless/v1/groups/sre@example.com", {"members": ["user:pat@example.com"]})
+    api.add_binding(f"/v1/projects/-/serviceAccounts/{target['email']}", TOKEN_CREATOR,
+                    f"serviceAccount:{middle['email']}")
+    api.add_binding(f"/v1/projects/-/serviceAccounts/{middle['email']}", TOKEN_CREATOR, "group:sre@example.com")
+    api.add_binding(f"/v1/projects/-/serviceAccounts/{middle['email']}", "roles/iam.serviceAccountTokenCreator",
+                    f"serviceAccount:{relay['email']}", condition=PAST)
+    r = api.call("GET", f"/keyless/v1/serviceAccounts/{target['email']}:whoCanImpersonate")
+    assert r.status_code == 200, r.text
+    found = {p["principal"]: p for p in r.json()["principals"]}
+    assert [e["serviceAccount"] for e in found[f"serviceAccount:{middle['email']}"]["path"]] == [target["email"]]
+    pat = found["user:pat@example.com"]
+    assert [(e["principal"], e["serviceAccount"]) for e in pat["path"]] == [
+        ("user:pat@example.com", middle["email"]), (f"serviceAccount:{middle['email']}", target["email"])]
+    assert pat["path"][0]["via"] == "group:sre@example.com"
+    assert pat["conditional"] is False
+    assert found[f"serviceAccount:{relay['email']}"]["conditional"] is True
+
+
+def test_who_can_impersonate_is_refused_to_who_may_not_read_the_policy(api: Api) -> None:
+    target = api.create_sa("secret-target")
+    token = user_token(api, "quinn@example.com")
+    r = api.call("GET", f"/keyless/v1/serviceAccounts/{target['email']}:whoCanImpersonate", token=token)
+    assert_google_error(r, 403, "PERMISSION_DENIED")

@@ -149,6 +149,8 @@ def _troubleshooting_routes() -> list[Route]:
         Route("POST", "/v3/iam:troubleshoot", troubleshoot.troubleshoot_v3),
         Route("POST", "/v2alpha1/iam:troubleshoot", troubleshoot.troubleshoot_v2alpha1),
         Route("POST", "/keyless/v1/iam:troubleshootChain", troubleshoot.troubleshoot_chain),
+        Route("GET", "/v1/projects/{project}:analyzeIamPolicy", troubleshoot.analyze_iam_policy),
+        Route("GET", "/keyless/v1/serviceAccounts/{account}:whoCanImpersonate", troubleshoot.who_can_impersonate),
     ]
 
 

@@ -197,3 +197,22 @@ def chain_response(chain: ChainExplanation) -> dict[str, Any]:
     if failing is not None:
         result["failingHop"] = failing.index
     return result
+
+
+# ---------------------------------------------------------------- Policy Analyzer
+
+async def analyze_iam_policy(request: Request) -> Response:
+    """``GET /v1/projects/{project}:analyzeIamPolicy?analysisQuery.…`` (Cloud Asset Inventory v1)."""
+    caller = await api_caller(request)
+    query: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        query.setdefault(name, []).append(value)
+    return JSONResponse(await keyless_of(request).analyzer.analyze(caller, request.path_params["project"], query))
+
+
+async def who_can_impersonate(request: Request) -> Response:
+    """``GET /keyless/v1/serviceAccounts/{account}:whoCanImpersonate``: every principal that can obtain the
+    account's credentials, with its path."""
+    caller = await api_caller(request)
+    return JSONResponse(await keyless_of(request).analyzer.who_can_impersonate(caller,
+                                                                               request.path_params["account"]))

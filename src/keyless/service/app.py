@@ -8,6 +8,7 @@ from keyless.clock import Clock
 from keyless.crypto.keys import MasterKey
 from keyless.service.accounts import Accounts
 from keyless.service.admin import Admin
+from keyless.service.analyzer import Analyzer
 from keyless.service.audit import AuditLog
 from keyless.service.config import Settings
 from keyless.service.core import Core
@@ -40,6 +41,7 @@ class Keyless:
         self.sign_in = SignIn(self.core, self.limits)
         self.federation = Federation(self.core)
         self.troubleshooter = Troubleshooter(self.core)
+        self.analyzer = Analyzer(self.core)
 
     @property
     def settings(self) -> Settings:
