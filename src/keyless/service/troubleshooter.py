@@ -47,7 +47,6 @@ CHAIN_METHODS = {
     "signBlob": roles.PERM_SIGN_BLOB,
     "signJwt": roles.PERM_SIGN_JWT,
 }
-CHAIN_PATH = "/keyless/v1/iam:troubleshootChain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +279,3 @@ class Troubleshooter:
 def _account_ref(name: str, field: str = "accessTuple.fullResourceName") -> AccountRef:
     return parse_account_name(name, field=field)
 
-
-def chain_query(principal: str, account: str, delegates: Sequence[str], method: str) -> dict[str, Any]:
-    """The request that explains a denied credentials call (what its audit entry points to)."""
-    body: dict[str, Any] = {"principal": principal, "serviceAccount": account, "method": method}
-    if delegates:
-        body["delegates"] = list(delegates)
-    return {"method": "POST", "path": CHAIN_PATH, "body": body}
