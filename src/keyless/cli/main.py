@@ -363,6 +363,25 @@ def audit_cmd(
               fmt=_globals.format or "table", limit=limit, order=order)
 
 
+@app.command("why")
+def why_cmd(
+    principal: Annotated[str, typer.Argument(help="Who calls: user:EMAIL, serviceAccount:EMAIL, an email or a "
+                                                   "principal:// identifier.")],
+    account: Annotated[str, typer.Argument(help="The service account whose credentials it asks for (email, "
+                                                 "unique id or projects/-/serviceAccounts/...).")],
+    delegate: Annotated[list[str] | None, typer.Option(help="A delegate of the chain, in order (repeatable).")
+                        ] = None,
+    method: Annotated[str, typer.Option(help="generateAccessToken, generateIdToken, signBlob or signJwt.")
+                      ] = "generateAccessToken",
+) -> None:
+    """Explain, hop by hop, whether PRINCIPAL may obtain ACCOUNT's credentials through the delegates, and which hop
+    fails (the owner, or who may read every account's policy on the chain, e.g. roles/iam.securityReviewer)."""
+    from keyless.cli.why import run_why
+
+    run_why(Session(_globals), principal=principal, account=account, delegates=delegate or [], method=method,
+            fmt=_globals.format or "table")
+
+
 @users_app.command("list")
 def users_list() -> None:
     """List registered users."""

@@ -104,6 +104,14 @@ def validate_member(member: str) -> str | None:
     raise _bad_member(member)
 
 
+def subject_of(member: str) -> tuple[str, str] | None:
+    """The pool and subject a ``principal://…/subject/S`` member names (checked), or None for any other member."""
+    match = _MEMBER_RE.fullmatch(member)
+    if match is None or match.group(1) != "principal" or validate_member(member) is None:
+        return None
+    return match.group(2), match.group(5).removeprefix("subject/")
+
+
 def _bad_member(member: str) -> InvalidArgument:
     return InvalidArgument(
         f"Invalid principal identifier '{member[:300]}': a workload identity pool's members are "

@@ -14,7 +14,19 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
-from keyless.http import admin, certs, federation, oauth, openapi, orgpolicy, projects, service_accounts, signin, usage
+from keyless.http import (
+    admin,
+    certs,
+    federation,
+    oauth,
+    openapi,
+    orgpolicy,
+    projects,
+    service_accounts,
+    signin,
+    troubleshoot,
+    usage,
+)
 from keyless.http.common import JSONResponse
 from keyless.http.credentials import CredentialVerbs
 from keyless.http.edge import Edge, Host
@@ -132,6 +144,16 @@ def _public_key_routes() -> list[Route]:
     ]
 
 
+def _troubleshooting_routes() -> list[Route]:
+    return [
+        Route("POST", "/v3/iam:troubleshoot", troubleshoot.troubleshoot_v3),
+        Route("POST", "/v2alpha1/iam:troubleshoot", troubleshoot.troubleshoot_v2alpha1),
+        Route("POST", "/keyless/v1/iam:troubleshootChain", troubleshoot.troubleshoot_chain),
+        Route("GET", "/v1/projects/{project}:analyzeIamPolicy", troubleshoot.analyze_iam_policy),
+        Route("GET", "/keyless/v1/serviceAccounts/{account}:whoCanImpersonate", troubleshoot.who_can_impersonate),
+    ]
+
+
 def _admin_routes() -> list[Route]:
     user = "/keyless/v1/users/{user}"
     group = "/keyless/v1/groups/{group}"
@@ -163,7 +185,8 @@ def _admin_routes() -> list[Route]:
 def routes() -> list[Route]:
     """The API port's route table."""
     return [*_service_account_routes(), *_project_routes(), *_org_policy_routes(), *_service_usage_routes(),
-            *federation.routes(), *_oauth_routes(), *_public_key_routes(), *_admin_routes()]
+            *federation.routes(), *_troubleshooting_routes(), *_oauth_routes(), *_public_key_routes(),
+            *_admin_routes()]
 
 
 def refusal(method: str, path: str, allow: tuple[str, ...]) -> Response:

@@ -550,6 +550,37 @@ def _public_key_paths() -> dict[str, Schema]:
     return paths
 
 
+def _troubleshooting_paths() -> dict[str, Schema]:
+    """Policy Troubleshooter (v3, v2alpha1), keyless's chain explanation, Policy Analyzer and the transitive view."""
+    access_tuple = _obj({"principal": STRING, "fullResourceName": STRING, "permission": STRING,
+                         "permissionFqdn": STRING, "conditionContext": ANY_OBJECT})
+    troubleshoot_body = _json_body(_obj({"accessTuple": access_tuple}, required=("accessTuple",)), required=True)
+    query = [_param(f"analysisQuery.{name}", "query") for name in (
+        "identitySelector.identity", "resourceSelector.fullResourceName", "accessSelector.permissions",
+        "accessSelector.roles", "conditionContext.accessTime", "options.expandGroups", "options.expandRoles",
+        "options.expandResources", "options.outputGroupEdges", "options.outputResourceEdges",
+        "options.analyzeServiceAccountImpersonation")]
+    return {
+        "/v3/iam:troubleshoot": {"post": _op(
+            "policytroubleshooter.iam.troubleshoot", "Why a principal holds a permission on a resource, or not "
+            "(Policy Troubleshooter v3).", body=troubleshoot_body, ok=_ok(ANY_OBJECT))},
+        "/v2alpha1/iam:troubleshoot": {"post": _op(
+            "policytroubleshooter.v2alpha1.iam.troubleshoot", "The same in v2alpha1's shape (gcloud "
+            "policy-troubleshoot iam).", body=troubleshoot_body, ok=_ok(ANY_OBJECT))},
+        "/keyless/v1/iam:troubleshootChain": {"post": _op(
+            "keyless.iam.troubleshootChain", "A credentials call explained hop by hop, naming the failing hop.",
+            body=_json_body(_obj({"principal": STRING, "serviceAccount": STRING, "method": STRING,
+                                  "delegates": {"type": "array", "items": STRING}}, required=("principal",)),
+                            required=True), ok=_ok(ANY_OBJECT))},
+        "/v1/projects/{project}:analyzeIamPolicy": {"get": _op(
+            "cloudasset.analyzeIamPolicy", "Which bindings give whom what (Cloud Asset Inventory v1).",
+            params=[PROJECT, *query], ok=_ok(ANY_OBJECT))},
+        "/keyless/v1/serviceAccounts/{account}:whoCanImpersonate": {"get": _op(
+            "keyless.serviceAccounts.whoCanImpersonate", "Every principal that can obtain the account's "
+            "credentials, directly or through chains, with its path.", params=[ACCOUNT], ok=_ok(ANY_OBJECT))},
+    }
+
+
 def _admin_paths() -> dict[str, Schema]:
     return {
         "/keyless/v1/users": {
@@ -627,8 +658,8 @@ def _admin_paths() -> dict[str, Schema]:
 def build_openapi(server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.0 document; ``server_url`` (the URL the caller used) becomes its one server."""
     paths: dict[str, Schema] = {}
-    for part in (_account_paths(), _project_paths(), _federation_paths(), _oauth_paths(), _public_key_paths(),
-                 _admin_paths()):
+    for part in (_account_paths(), _project_paths(), _federation_paths(), _troubleshooting_paths(), _oauth_paths(),
+                 _public_key_paths(), _admin_paths()):
         paths.update(part)
     doc: dict[str, Any] = {
         "openapi": "3.0.3",

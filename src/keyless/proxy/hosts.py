@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 GOOGLE_UNIVERSE = "googleapis.com"
-SERVED_SERVICES = ("iamcredentials", "iam", "oauth2", "cloudresourcemanager", "orgpolicy", "serviceusage", "sts", "www")
+SERVED_SERVICES = ("iamcredentials", "iam", "oauth2", "cloudresourcemanager", "orgpolicy", "serviceusage", "sts", "www",
+                   "policytroubleshooter", "cloudasset")
 OTHER_HOSTS = ("accounts.google.com",)
 
 

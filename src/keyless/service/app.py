@@ -8,6 +8,7 @@ from keyless.clock import Clock
 from keyless.crypto.keys import MasterKey
 from keyless.service.accounts import Accounts
 from keyless.service.admin import Admin
+from keyless.service.analyzer import Analyzer
 from keyless.service.audit import AuditLog
 from keyless.service.config import Settings
 from keyless.service.core import Core
@@ -18,6 +19,7 @@ from keyless.service.oauth import OAuth
 from keyless.service.orgpolicies import OrgPolicies
 from keyless.service.policies import Policies
 from keyless.service.signin import SignIn
+from keyless.service.troubleshooter import Troubleshooter
 from keyless.service.usage import ServiceUsage
 from keyless.storage.base import Store
 
@@ -38,6 +40,8 @@ class Keyless:
         self.org_policies = OrgPolicies(self.core)
         self.sign_in = SignIn(self.core, self.limits)
         self.federation = Federation(self.core)
+        self.troubleshooter = Troubleshooter(self.core)
+        self.analyzer = Analyzer(self.core)
 
     @property
     def settings(self) -> Settings:

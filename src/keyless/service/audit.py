@@ -211,16 +211,22 @@ class AuditLog:
         """The entries as Cloud Audit Logs ``LogEntry`` objects, those about a service account with its email
         (``render``): the email is looked up when entries are read or streamed, never when one is written.
         ``suggest``: a denial naming an account or project that is not there gets the nearest existing one
-        (``denials.with_suggestion``; not when streaming, which happens before the response)."""
+        (``denials.with_suggestion``; not when streaming, which happens before the response). A denial also gets
+        the request that explains it in full (``denials.with_troubleshooting``)."""
         out = []
         seen: dict[Any, Any] = {}
         for entry in entries:
             unique_id = account_of(entry.resource)
             rendered = render(entry, None if unique_id is None else await self._account(unique_id))
             explanation = entry.body.get("explanation")
-            if suggest and isinstance(explanation, dict) and denials.FIND_NEAREST in explanation:
-                rendered["protoPayload"]["metadata"]["explanation"] = await denials.with_suggestion(
-                    self._store, explanation, seen)
+            if isinstance(explanation, dict):
+                payload = rendered["protoPayload"]
+                explanation = await denials.with_suggestion(self._store, explanation, seen) \
+                    if suggest and denials.FIND_NEAREST in explanation else payload["metadata"]["explanation"]
+                request = payload.get("request")
+                payload["metadata"]["explanation"] = denials.with_troubleshooting(
+                    explanation, str(payload.get("methodName", "")), request if isinstance(request, dict) else {},
+                    str(payload.get("authenticationInfo", {}).get("principalEmail", "")))
             out.append(rendered)
         return out
 

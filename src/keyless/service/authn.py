@@ -25,7 +25,7 @@ IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 # Scopes that let a token call the IAM, IAM Credentials and Resource Manager APIs.
 API_SCOPES = frozenset({CLOUD_PLATFORM, IAM_SCOPE})
 SERVED_SERVICES = frozenset({"iamcredentials", "iam", "cloudresourcemanager", "orgpolicy", "serviceusage", "oauth2",
-                             "sts", "www"})
+                             "sts", "www", "policytroubleshooter", "cloudasset"})
 MAX_SELF_SIGNED_LIFETIME = 3600
 MAX_REMEMBERED_TOKENS = 50_000
 SIGN_IN_GRANT_PREFIX = "s:"  # never the start of a refresh_grant digest (hex)

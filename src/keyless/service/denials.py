@@ -14,6 +14,7 @@ email or project, which reads and compares every account, is left to the owner's
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keyless.domain.names import SA_DOMAIN, AccountRef, closest_email
@@ -27,6 +28,12 @@ FIND_NEAREST = "findNearest"  # stored, consumed when the entry is read
 
 HopIndex = tuple[int, int]  # (which hop of a delegation chain, 1-based; how many hops)
 
+# Where the owner (or a holder of roles/iam.securityReviewer) asks for the whole explanation of a denial.
+CHAIN_PATH = "/keyless/v1/iam:troubleshootChain"
+TROUBLESHOOT_PATH = "/v3/iam:troubleshoot"
+CREDENTIAL_METHODS = {"GenerateAccessToken": "generateAccessToken", "GenerateIdToken": "generateIdToken",
+                      "SignBlob": "signBlob", "SignJwt": "signJwt"}
+
 
 def refused(why: Explanation, member: str, shown: str, resource: str, hop: HopIndex | None = None
             ) -> dict[str, Any]:
@@ -39,6 +46,40 @@ def refused(why: Explanation, member: str, shown: str, resource: str, hop: HopIn
         if key in details:
             out[key] = details[key]
     return _with_hop(out, hop)
+
+
+def chain_query(principal: str, account: str, delegates: Sequence[str], method: str) -> dict[str, Any]:
+    """The request that explains a credentials call hop by hop."""
+    body: dict[str, Any] = {"principal": principal, "serviceAccount": account, "method": method}
+    if delegates:
+        body["delegates"] = list(delegates)
+    return {"method": "POST", "path": CHAIN_PATH, "body": body}
+
+
+def with_troubleshooting(explanation: dict[str, Any], method_name: str, request: Mapping[str, Any],
+                         caller: str = "") -> dict[str, Any]:
+    """The explanation as read, with the request that explains the denial in full (``troubleshoot``): the
+    chain explanation for a credentials call, the Policy Troubleshooter for any other permission. Added when the
+    log is read (the entry stores only what the denial found). ``caller``: the entry's principal (a chain's
+    explanation names the principal of its failing hop, a delegate after the first)."""
+    principal = explanation.get("principal")
+    if not isinstance(principal, str) or not principal:
+        return explanation
+    verb = CREDENTIAL_METHODS.get(method_name.rpartition(".")[2])
+    name = request.get("name")
+    if verb is not None and isinstance(name, str):
+        delegates = [d for d in request.get("delegates") or () if isinstance(d, str)]
+        query = chain_query(caller or principal, name, delegates, verb)
+    elif explanation.get("reason") in ("NO_MATCHING_BINDING", "CONDITION_NOT_MET") and \
+            isinstance(explanation.get("resource"), str):
+        resource = str(explanation["resource"])
+        host = "iam.googleapis.com" if "/serviceAccounts/" in resource else "cloudresourcemanager.googleapis.com"
+        query = {"method": "POST", "path": TROUBLESHOOT_PATH, "body": {"accessTuple": {
+            "principal": principal, "fullResourceName": f"//{host}/{resource}",
+            "permission": explanation.get("permission")}}}
+    else:
+        return explanation
+    return {**explanation, "troubleshoot": query}
 
 
 async def missing_account(store: Store, member: str, ref: AccountRef, permission: str,
