@@ -68,7 +68,10 @@ def test_every_raise_names_an_error_of_the_tree() -> None:
             name = call.attr if isinstance(call, ast.Attribute) else call.id if isinstance(call, ast.Name) else None
             if name is None or name in library_signals:
                 continue
-            target = getattr(module, name, None)
+            owner: object = module
+            if isinstance(call, ast.Attribute) and isinstance(call.value, ast.Name):
+                owner = getattr(module, call.value.id, None)  # raise module.Error(...)
+            target = getattr(owner, name, None)
             if inspect.isclass(target):
                 if not issubclass(target, KeylessError | SystemExit):
                     outside.append(f"{rel}:{node.lineno} {name}")

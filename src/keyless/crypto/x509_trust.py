@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-from keyless.errors import InvalidArgument
+from keyless.errors import InvalidArgument, MalformedData
 
 MAX_TRUST_ANCHORS = 3
 MAX_INTERMEDIATE_CAS = 10
@@ -48,7 +48,7 @@ def check_fields(obj: Mapping[str, Any], allowed: Sequence[str], where: str) -> 
                                   "Cannot find field.", field=f"{where}.{name}")
 
 
-class ChainRefused(Exception):
+class ChainRefused(InvalidArgument):
     """A client's certificate chain that a provider's trust store does not accept; the message says why."""
 
 
@@ -178,12 +178,12 @@ def parse_subject_token(token: str) -> list[x509.Certificate]:
 
 def _is_ca(policy: Any, cert: x509.Certificate, ext: x509.BasicConstraints | None) -> None:
     if ext is None or not ext.ca:
-        raise ValueError("an issuer in the chain is not a CA (basicConstraints CA:TRUE)")
+        raise MalformedData("an issuer in the chain is not a CA (basicConstraints CA:TRUE)")
 
 
 def _signs_certificates(policy: Any, cert: x509.Certificate, ext: x509.KeyUsage | None) -> None:
     if ext is not None and not ext.key_cert_sign:
-        raise ValueError("a CA in the chain lacks the keyCertSign key usage")
+        raise MalformedData("a CA in the chain lacks the keyCertSign key usage")
 
 
 def _for_client_auth(policy: Any, cert: x509.Certificate, ext: x509.ExtendedKeyUsage | None) -> None:
@@ -191,17 +191,17 @@ def _for_client_auth(policy: Any, cert: x509.Certificate, ext: x509.ExtendedKeyU
     # "ssl_client" purpose checks the CAs' as well, which is why Google's example CAs carry clientAuth).
     if ext is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in ext \
             and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ext:
-        raise ValueError("its extended key usage does not include clientAuth")
+        raise MalformedData("its extended key usage does not include clientAuth")
 
 
 def _not_a_ca(policy: Any, cert: x509.Certificate, ext: x509.BasicConstraints | None) -> None:
     if ext is not None and ext.ca:
-        raise ValueError("the client certificate is a CA certificate")
+        raise MalformedData("the client certificate is a CA certificate")
 
 
 def _signs(policy: Any, cert: x509.Certificate, ext: x509.KeyUsage | None) -> None:
     if ext is not None and not ext.digital_signature:
-        raise ValueError("the client certificate's key usage lacks digitalSignature (TLS client authentication "
+        raise MalformedData("the client certificate's key usage lacks digitalSignature (TLS client authentication "
                          "signs with it)")
 
 
