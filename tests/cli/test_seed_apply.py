@@ -154,3 +154,53 @@ def test_export_leaves_out_what_a_deleted_account_leaves_behind(fresh_server: Se
     jsonschema.validate(state, SCHEMA)
     assert state["groups"] == [{"email": "team@example.com", "members": ["user:bob@example.com"]}]
     assert "metadata" not in state
+
+
+def test_seed_files_hold_workload_identity_pools(tmp_path: Path) -> None:
+    """Pools and OIDC providers in a seed: created, then unchanged, then updated where they differ; a binding
+    names the pool by the project's id (apply writes its number); export reproduces them on another server."""
+    from tests.federation.issuer import ISSUER, Issuer
+
+    issuer = Issuer()
+    seed = {"projects": [{"projectId": "fed-project", "workloadIdentityPools": [{
+        "poolId": "cluster", "displayName": "Cluster", "providers": [{
+            "providerId": "k8s-oidc", "attributeMapping": {"google.subject": "assertion.sub"},
+            "attributeCondition": "assertion.sub.startsWith('system:serviceaccount:prod:')",
+            "oidc": {"issuerUri": ISSUER, "jwksJson": issuer.jwks()}}]}],
+        "serviceAccounts": [{"accountId": "workload-sa", "bindings": [{
+            "role": "roles/iam.workloadIdentityUser",
+            "members": ["principalSet://iam.googleapis.com/projects/fed-project/locations/global/"
+                        "workloadIdentityPools/cluster/*"]}]}]}]}
+    path = tmp_path / "seed.yaml"
+    path.write_text(yaml.safe_dump(seed))
+    first = start_server(tmp_path / "a")
+    second: Server | None = None
+    try:
+        applied = kl(first, "apply", str(path)).stderr
+        assert "Created workload identity pool [cluster]." in applied
+        assert "Created workload identity pool provider [k8s-oidc]." in applied
+        assert kl(first, "apply", str(path)).stderr.endswith("0 created, 0 updated, 5 unchanged.\n")
+        number = first.owner("GET", "/v1/projects/fed-project")["projectNumber"]
+        email = "workload-sa@fed-project.iam.gserviceaccount.com"
+        policy = first.owner("POST", f"/v1/projects/-/serviceAccounts/{email}:getIamPolicy")
+        assert policy["bindings"][0]["members"] == [
+            f"principalSet://iam.googleapis.com/projects/{number}/locations/global/workloadIdentityPools/cluster/*"]
+        seed["projects"][0]["workloadIdentityPools"][0]["displayName"] = "Prod cluster"
+        path.write_text(yaml.safe_dump(seed))
+        assert "Updated workload identity pool [cluster] (displayName)." in kl(first, "apply", str(path)).stderr
+
+        exported = kl(first, "export").stdout
+        state = yaml.safe_load(exported)
+        jsonschema.validate(state, SCHEMA)
+        project = next(p for p in state["projects"] if p["projectId"] == "fed-project")
+        assert project["workloadIdentityPools"] == [{**seed["projects"][0]["workloadIdentityPools"][0]}]
+        assert project["serviceAccounts"][0]["bindings"][0]["members"] == seed["projects"][0]["serviceAccounts"][
+            0]["bindings"][0]["members"]
+        out = tmp_path / "exported.yaml"
+        out.write_text(exported)
+        second = start_server(tmp_path / "b", "--seed", str(out))
+        assert kl(second, "export").stdout == exported
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

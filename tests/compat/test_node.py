@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tests.compat.conftest import CompatEnv
+from tests.compat.federation_support import wif_world
 from tests.conftest import CLOUD, REPO
 
 NODE_DIR = REPO / "tests" / "compat" / "node"
@@ -640,3 +641,45 @@ def test_gax_grpc_denied(node: Node) -> None:
     assert err["code"] == 7, err  # grpc status PERMISSION_DENIED
     assert err["reason"] == "IAM_PERMISSION_DENIED" and err["domain"] == "iam.googleapis.com", err
     assert err["metadata"]["permission"] == "iam.serviceAccounts.getAccessToken"
+
+
+# ---------------------------------------------------------------- external_account (workload identity federation)
+
+
+def external_account(node: Node, route: str, impersonate: bool) -> dict[str, Any]:
+    """``GoogleAuth`` with an external_account file whose subject token a stand-in Kubernetes issuer wrote:
+    Google's URLs through the proxy, or keyless's own in the file (``token_url``)."""
+    wif = wif_world(node.compat)
+    direct = route != "proxy"
+    name = f"node-{'imp' if impersonate else 'plain'}-{'direct' if direct else 'proxy'}"
+    token_file = wif.base / f"{name}.token"
+    token_file.write_text(wif.token())
+    refused_token = wif.base / f"{name}-refused.token"
+    refused_token.write_text(wif.token(namespace="dev"))
+    cred = wif.credential_file(f"{name}.json", {"file": str(token_file)}, impersonate=impersonate, direct=direct)
+    refused = wif.credential_file(f"{name}-refused.json", {"file": str(refused_token)}, impersonate=impersonate,
+                                  direct=direct)
+    extra = {"GOOGLE_APPLICATION_CREDENTIALS": str(cred), "REFUSED_FILE": str(refused)}
+    if direct:  # else the library asks Google's Resource Manager for the external account's project
+        extra["GOOGLE_CLOUD_PROJECT"] = "keyless-dev"
+    return node.run("external_account.js", proxy=not direct, extra=extra)
+
+
+@rows(GAL, "GoogleAuth (ADC external_account file, file-sourced).getAccessToken", "token_url", "proxy")
+def test_external_account_get_access_token(node: Node, route: str) -> None:
+    result = external_account(node, route, impersonate=False)
+    got = step(result, "getAccessToken")
+    assert got["client"] == "IdentityPoolClient"
+    assert got["tokeninfo"]["status"] == 200, got
+    assert got["tokeninfo"]["body"]["sub"] == wif_world(node.compat).member
+    assert "rejected by the attribute condition" in json.dumps(rejected(result, "refused"))
+
+
+@rows(GAL, "GoogleAuth (ADC external_account file with service_account_impersonation_url).getAccessToken",
+      "token_url", "proxy")
+def test_external_account_impersonated_get_access_token(node: Node, route: str) -> None:
+    result = external_account(node, route, impersonate=True)
+    got = step(result, "getAccessToken")
+    assert got["client"] == "IdentityPoolClient"
+    assert_access_token(got["tokeninfo"], wif_world(node.compat).account)
+    assert "rejected by the attribute condition" in json.dumps(rejected(result, "refused"))

@@ -22,38 +22,16 @@ from typing import Any
 import jwt
 import pytest
 import requests
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import identity_pool
 from google.auth.transport.requests import Request
 
 from tests.conftest import CLOUD, KEYLESS, Server, start_server
+from tests.federation.issuer import ISSUER, Issuer
 
-ISSUER = "https://kubernetes.default.svc.cluster.local"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 PROJECT = "keyless-dev"
-
-
-class Issuer:
-    """An OIDC issuer with its own RSA key (a cluster's service-account issuer)."""
-
-    def __init__(self, kid: str = "cluster-key") -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = kid
-
-    def jwks(self) -> str:
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        # As a cluster's /openid/v1/jwks publishes it.
-        return json.dumps({"keys": [{"kty": "RSA", "n": jwk["n"], "e": jwk["e"], "kid": self.kid, "alg": "RS256",
-                                     "use": "sig"}]})
-
-    def token(self, audience: str, *, subject: str = "system:serviceaccount:prod:builder", namespace: str = "prod",
-              lifetime: int = 3600, issuer: str = ISSUER, iat: float | None = None, **extra: Any) -> str:
-        now = int(time.time() if iat is None else iat)
-        claims = {"iss": issuer, "sub": subject, "aud": audience, "iat": now, "exp": now + lifetime,
-                  "kubernetes.io": {"namespace": namespace}, **extra}
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
 
 @dataclass
@@ -377,3 +355,43 @@ print(json.dumps({{"token": creds.token, "id_token": idt.token}}))
     claims = jwt.decode(result["id_token"], options={"verify_signature": False})
     assert claims["aud"] == "https://app.example" and claims["email"] == fed.account
 
+
+
+# ---------------------------------------------------------------- what tokeninfo and STS introspection say
+
+
+def test_tokeninfo_of_a_federated_token_names_its_principal(fed: Federation) -> None:
+    """tokeninfo answers for a federated token with its principal:// identifier as ``sub`` (never keyless's
+    internal identity record) and no email: a pool's subject has none."""
+    federated = fed.exchange(fed.issuer.token(fed.audience)).json()["access_token"]
+    r = requests.get(f"{fed.server.url}/tokeninfo", params={"access_token": federated}, timeout=30)
+    assert r.status_code == 200, r.text
+    info = r.json()
+    member = f"principal://iam.googleapis.com/{fed.pool}/subject/system:serviceaccount:prod:builder"
+    assert info["sub"] == member
+    assert "email" not in info and "email_verified" not in info
+    assert info["scope"] == CLOUD and int(info["expires_in"]) > 3500
+
+
+def test_sts_introspect_answers_as_google_sts_does(fed: Federation) -> None:
+    """``POST https://sts.googleapis.com/v1/introspect`` (RFC 7662), which gcloud calls to name an external
+    account it signs in with: ``active``, ``username`` the principal, ``sub``, ``scope``, ``exp``, ``iat``; an
+    unknown, expired or revoked token is ``{"active": false}``."""
+    federated = fed.exchange(fed.issuer.token(fed.audience)).json()["access_token"]
+    url = f"{fed.server.url}/v1/introspect"
+    gcloud_client = ("32555940559.apps.googleusercontent.com", "ZmssLNjJy2998hD4CTg2ejr2")  # gcloud's public client
+    r = requests.post(url, data={"token": federated, "token_type_hint": "urn:ietf:params:oauth:token-type:access_token"},
+                      auth=gcloud_client, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    member = f"principal://iam.googleapis.com/{fed.pool}/subject/system:serviceaccount:prod:builder"
+    assert body["active"] is True and body["username"] == member and body["sub"] == member
+    assert body["scope"] == CLOUD and body["exp"] - body["iat"] == 3600
+    assert requests.post(url, data={"token": "ya29.not-a-token"}, timeout=30).json() == {"active": False}
+    missing = requests.post(url, data={}, timeout=30)
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    # A service account's token: its email.
+    account_token = requests.post(
+        f"{fed.server.url}/v1/projects/-/serviceAccounts/{fed.account}:generateAccessToken",
+        json={"scope": [CLOUD]}, headers={"Authorization": f"Bearer {federated}"}, timeout=30).json()["accessToken"]
+    assert requests.post(url, data={"token": account_token}, timeout=30).json()["username"] == fed.account

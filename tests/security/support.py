@@ -8,7 +8,8 @@ from typing import Any
 
 # Paths answering in the OAuth 2.0 error shape ({"error", "error_description"}) rather than Google's.
 OAUTH_PATHS = frozenset({"/token", "/oauth2/v4/token", "/o/oauth2/token", "/tokeninfo", "/oauth2/v1/tokeninfo",
-                         "/oauth2/v3/tokeninfo", "/revoke", "/o/oauth2/revoke", "/v1/token"})
+                         "/oauth2/v3/tokeninfo", "/revoke", "/o/oauth2/revoke", "/v1/token",
+                         "/v1/introspect"})
 # The sign-in page: its errors are shown on the page (HTML), the router's and the body limit's in Google's shape.
 HTML_PATHS = frozenset({"/o/oauth2/auth", "/o/oauth2/v2/auth"})
 # What a server log must never show: a traceback, or the catch-all handler's report of an unexpected exception.

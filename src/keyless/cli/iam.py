@@ -14,6 +14,7 @@ import typer
 
 from keyless.cli.args import ProjectOption, account_resource, confirm, project_or_default, read_input, write_output
 from keyless.cli.client import CliError, Session, account_path
+from keyless.cli.federation import pools
 from keyless.cli.formatting import display, status
 from keyless.cli.help import plain_app
 from keyless.cli.policy_commands import PolicyResource, policy_commands
@@ -228,3 +229,8 @@ def keys_enable(key_id: KeyId, iam_account: IamAccount) -> None:
     """Enable a disabled key."""
     Session().call("POST", f"{account_resource(iam_account)}/keys/{key_id}:enable", {})
     status(f"Enabled key [{key_id}] for service account [{iam_account}]")
+
+
+# ---------------------------------------------------------------- workload identity federation
+
+app.add_typer(pools, name="workload-identity-pools")

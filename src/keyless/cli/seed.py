@@ -94,6 +94,21 @@ def load(path: Path | str, variables: Mapping[str, str] | None = None) -> dict[s
     return validate(data, f"seed file [{path}]")
 
 
+FEDERATED_PREFIXES = ("principal://iam.googleapis.com/projects/", "principalSet://iam.googleapis.com/projects/")
+
+
+def _differs(current: Any, wanted: Any) -> bool:
+    """Whether a pool's or provider's field differs from the seed's (false and absent are alike, and so are an
+    empty list and an absent one)."""
+    if isinstance(wanted, bool):
+        return bool(current) != wanted
+    if isinstance(wanted, dict) and isinstance(current, dict):
+        return any(_differs(current.get(k), v) for k, v in wanted.items())
+    if wanted in ([], "") and not current:
+        return False
+    return bool(current != wanted)
+
+
 def member_key(member: str) -> str:
     """Members as the server stores them: emails and domains lower-case."""
     for kind in KEYED_KINDS:
@@ -121,6 +136,7 @@ class Applier:
         self.session = session
         self.credentials_dir = credentials_dir
         self.report = report
+        self._numbers: dict[str, str] = {}  # project id: number
 
     def run(self, seed: Mapping[str, Any]) -> None:
         projects = seed.get("projects", [])
@@ -130,6 +146,9 @@ class Applier:
         for project in projects:
             for account in project.get("serviceAccounts", []):
                 self.service_account(project["projectId"], account)
+        for project in projects:
+            for pool in project.get("workloadIdentityPools", []):
+                self.workload_pool(project["projectId"], pool)
         for project in projects:
             pid = project["projectId"]
             self.bindings(f"/v1/projects/{pid}", "project", pid, project.get("bindings", []))
@@ -224,9 +243,56 @@ class Applier:
         path = _write_secret(self.credentials_dir, email, base64.b64decode(created["privateKeyData"]))
         self.report.create(f"Created a key for [{email}]; key file written to [{path}].")
 
+    def _numbered(self, member: str) -> str:
+        """A pool's member with its project's id in place of its number (a seed cannot know the number of a
+        project it creates), as the server stores it: with the number."""
+        prefix = next((p for p in FEDERATED_PREFIXES if member.startswith(p)), None)
+        if prefix is None:
+            return member
+        project, sep, rest = member[len(prefix):].partition("/")
+        if not sep or project.isdigit():
+            return member
+        if project not in self._numbers:
+            self._numbers[project] = str(self.session.call("GET", f"/v1/projects/{project}")["projectNumber"])
+        return f"{prefix}{self._numbers[project]}/{rest}"
+
+    def workload_pool(self, project: str, spec: Mapping[str, Any]) -> None:
+        pools = f"/v1/projects/{project}/locations/global/workloadIdentityPools"
+        self._resource(f"{pools}/{spec['poolId']}", f"{pools}?workloadIdentityPoolId={spec['poolId']}",
+                       {k: spec[k] for k in ("displayName", "description", "disabled") if k in spec},
+                       f"workload identity pool [{spec['poolId']}]")
+        for provider in spec.get("providers", []):
+            providers = f"{pools}/{spec['poolId']}/providers"
+            wanted = {k: provider[k] for k in ("displayName", "description", "disabled", "attributeMapping",
+                                               "attributeCondition", "oidc") if k in provider}
+            self._resource(f"{providers}/{provider['providerId']}",
+                           f"{providers}?workloadIdentityPoolProviderId={provider['providerId']}", wanted,
+                           f"workload identity pool provider [{provider['providerId']}]")
+
+    def _resource(self, path: str, create_path: str, wanted: dict[str, Any], what: str) -> None:
+        """Create a pool or provider, or patch the fields that differ (undeleting a deleted one first)."""
+        found = self.session.raw("GET", path)
+        if found.status == 404:
+            self.session.call("POST", create_path, wanted)
+            self.report.create(f"Created {what}.")
+            return
+        if found.status >= 400:
+            raise api_error(found)
+        current = found.body
+        if current.get("state") == "DELETED":
+            current = self.session.call("POST", f"{path}:undelete", {})["response"]
+            self.report.update(f"Undeleted {what}.")
+        changes = {k: v for k, v in wanted.items() if _differs(current.get(k), v)}
+        if not changes:
+            self.report.same()
+            return
+        self.session.call("PATCH", f"{path}?updateMask={','.join(changes)}", changes)
+        self.report.update(f"Updated {what} ({', '.join(changes)}).")
+
     def bindings(self, resource_path: str, kind: str, name: str, wanted: list[dict[str, Any]]) -> None:
         if not wanted:
             return
+        wanted = [{**b, "members": [self._numbered(m) for m in b["members"]]} for b in wanted]
 
         changed = False
 
@@ -351,6 +417,9 @@ def export_state(session: Session) -> dict[str, Any]:
             accounts.append(item)
         if accounts:
             project["serviceAccounts"] = accounts
+        pools = _export_pools(session, pid)
+        if pools:
+            project["workloadIdentityPools"] = pools
         policies = session.call("GET", f"/v2/projects/{pid}/policies").get("policies", [])
         if policies:
             project["orgPolicies"] = [
@@ -358,11 +427,55 @@ def export_state(session: Session) -> dict[str, Any]:
                 for p in sorted(policies, key=lambda p: str(p["name"]))]
         projects.append(project)
     if projects:
-        state["projects"] = projects
+        state["projects"] = _ids_in_members(session, projects)
     attached = session.call("GET", "/keyless/v1/metadata").get("serviceAccount", "")
     if attached and not attached.startswith("deleted:"):
         state["metadata"] = {"serviceAccount": attached}
     return state
+
+
+def _ids_in_members(session: Session, projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The projects, their pools' members naming the project by id (as a seed may, apply writes the number back):
+    an export applied to another server, where the project's number differs, binds the same pools."""
+    ids = {str(session.call("GET", f"/v1/projects/{p['projectId']}")["projectNumber"]): p["projectId"]
+           for p in projects}
+
+    def by_id(member: str) -> str:
+        for prefix in FEDERATED_PREFIXES:
+            number, sep, rest = member[len(prefix):].partition("/")
+            if member.startswith(prefix) and sep and number in ids:
+                return f"{prefix}{ids[number]}/{rest}"
+        return member
+
+    def fix(bindings: list[dict[str, Any]]) -> None:
+        for binding in bindings:
+            binding["members"] = [by_id(m) for m in binding["members"]]
+
+    for project in projects:
+        fix(project.get("bindings", []))
+        for account in project.get("serviceAccounts", []):
+            fix(account.get("bindings", []))
+    return projects
+
+
+def _export_pools(session: Session, project: str) -> list[dict[str, Any]]:
+    """A project's live workload identity pools and providers, in seed form."""
+    base = f"/v1/projects/{project}/locations/global/workloadIdentityPools"
+    out = []
+    for pool in session.call("GET", f"{base}?pageSize=500").get("workloadIdentityPools", []):
+        pool_id = str(pool["name"]).rsplit("/", 1)[-1]
+        item: dict[str, Any] = {"poolId": pool_id, **{k: pool[k] for k in ("displayName", "description", "disabled")
+                                                      if k in pool}}
+        providers = session.call("GET", f"{base}/{pool_id}/providers?pageSize=500").get(
+            "workloadIdentityPoolProviders", [])
+        if providers:
+            item["providers"] = [
+                {"providerId": str(p["name"]).rsplit("/", 1)[-1],
+                 **{k: p[k] for k in ("displayName", "description", "disabled", "attributeMapping",
+                                      "attributeCondition", "oidc") if k in p}} for p in providers
+                if "oidc" in p]  # X.509 providers are not in seed files yet
+        out.append(item)
+    return out
 
 
 def dump_yaml(state: Mapping[str, Any]) -> str:

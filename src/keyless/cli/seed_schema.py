@@ -17,7 +17,8 @@ SCHEMA: dict[str, Any] = {
     "title": "keyless seed file",
     "description": (
         "Projects, service accounts, users, groups, allow-policy bindings (with conditions), org-policy "
-        "constraints and the metadata server's attached account, applied idempotently by `keyless apply FILE` "
+        "constraints, workload identity pools and their OIDC providers, and the metadata server's attached "
+        "account, applied idempotently by `keyless apply FILE` "
         "and `keyless serve --seed FILE`, and written by `keyless export`. Apply creates what is missing and "
         "updates what differs; it adds bindings and never removes one."),
     "type": "object",
@@ -134,6 +135,50 @@ SCHEMA: dict[str, Any] = {
                 "bindings": {"$ref": "#/$defs/bindings"},
                 "serviceAccounts": {"type": "array", "items": {"$ref": "#/$defs/serviceAccount"}},
                 "orgPolicies": {"type": "array", "items": {"$ref": "#/$defs/orgPolicy"}},
+                "workloadIdentityPools": {"type": "array", "items": {"$ref": "#/$defs/workloadIdentityPool"}},
+            },
+        },
+        "workloadIdentityPool": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["poolId"],
+            "description": ("A workload identity pool (workload identity federation). A binding may name its "
+                            "members with the project's id in place of its number (principalSet://iam."
+                            "googleapis.com/projects/PROJECT_ID/locations/global/workloadIdentityPools/...): "
+                            "apply writes the number."),
+            "properties": {
+                "poolId": {"type": "string", "pattern": r"^[a-z0-9-]{4,32}$"},
+                "displayName": {"type": "string", "maxLength": 32},
+                "description": {"type": "string", "maxLength": 256},
+                "disabled": {"type": "boolean"},
+                "providers": {"type": "array", "items": {"$ref": "#/$defs/workloadIdentityPoolProvider"}},
+            },
+        },
+        "workloadIdentityPoolProvider": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["providerId", "oidc", "attributeMapping"],
+            "description": "An OIDC provider of the pool.",
+            "properties": {
+                "providerId": {"type": "string", "pattern": r"^[a-z0-9-]{4,32}$"},
+                "displayName": {"type": "string", "maxLength": 32},
+                "description": {"type": "string", "maxLength": 256},
+                "disabled": {"type": "boolean"},
+                "attributeMapping": {"type": "object", "additionalProperties": {"type": "string"},
+                                     "description": "google.subject (required), google.groups, attribute.NAME: "
+                                                    "CEL over assertion."},
+                "attributeCondition": {"type": "string"},
+                "oidc": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["issuerUri", "jwksJson"],
+                    "properties": {
+                        "issuerUri": {"type": "string", "pattern": "^https://"},
+                        "allowedAudiences": {"type": "array", "items": {"type": "string"}},
+                        "jwksJson": {"type": "string", "description": "The issuer's JWKS (keyless never fetches "
+                                                                      "it)."},
+                    },
+                },
             },
         },
         "metadata": {

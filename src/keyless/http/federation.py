@@ -20,6 +20,7 @@ IAM = "iam.googleapis.com"
 POOLS = "/v1/projects/{project}/locations/global/workloadIdentityPools"
 _API = "google.iam.v1.WorkloadIdentityPools."
 STS_TOKEN_PATH = "/v1/token"
+STS_INTROSPECT_PATH = "/v1/introspect"
 
 
 def _show_deleted(request: Request) -> bool:
@@ -151,6 +152,15 @@ async def sts_token(request: Request) -> Response:
     return JSONResponse(granted, headers=NO_STORE)
 
 
+async def sts_introspect(request: Request) -> Response:
+    """``POST /v1/introspect``: STS token introspection (RFC 7662), a form with ``token``."""
+    try:
+        info = await keyless_of(request).federation.introspect((await read_form(request)).get("token"))
+    except Unavailable as exc:
+        raise exc.oauth() from None
+    return JSONResponse(info, headers=NO_STORE)
+
+
 def routes() -> list[Route]:
     """This module's operations, for the application's route table."""
     pool = POOLS + "/{pool}"
@@ -169,4 +179,5 @@ def routes() -> list[Route]:
         Route("DELETE", provider, delete_provider),
         Route("POST", provider + ":undelete", undelete_provider),
         Route("POST", STS_TOKEN_PATH, sts_token),
+        Route("POST", STS_INTROSPECT_PATH, sts_introspect),
     ]

@@ -17,7 +17,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Where these endpoints are served (keyless.http.app's routes): errors there have the OAuth shape.
 OAUTH_PATHS = frozenset({"/token", "/oauth2/v4/token", "/o/oauth2/token", "/tokeninfo", "/oauth2/v1/tokeninfo",
                          "/oauth2/v3/tokeninfo", "/revoke", "/o/oauth2/revoke",
-                         "/v1/token"})  # the STS token exchange (keyless.http.federation)
+                         "/v1/token", "/v1/introspect"})  # the STS (keyless.http.federation)
 
 
 def with_basic_client(form: dict[str, str], authorization: str | None) -> dict[str, str]:

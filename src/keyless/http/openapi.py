@@ -478,6 +478,11 @@ def _federation_paths() -> dict[str, Schema]:
         body={"required": True, "content": {FORM: {"schema": form}, JSON: {"schema": ANY_OBJECT}}},
         ok=_ok(_obj({"access_token": STRING, "issued_token_type": STRING, "token_type": STRING,
                      "expires_in": {"type": "integer"}}, closed=False)), oauth=True, public=True)}
+    introspect = _obj({"token": STRING, "token_type_hint": STRING}, closed=False)
+    paths["/v1/introspect"] = {"post": _op(
+        "sts.introspect", "STS token introspection (RFC 7662): whether a token is active, and its principal.",
+        body={"required": True, "content": {FORM: {"schema": introspect}}},
+        ok=_ok(_obj({"active": {"type": "boolean"}}, closed=False)), oauth=True, public=True)}
     return paths
 
 

@@ -33,9 +33,16 @@ from keyless.domain import federation as fed
 from keyless.domain.fields import check_fields
 from keyless.domain.lifetimes import format_timestamp
 from keyless.domain.numbers import parse_count
-from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OAuthError
+from keyless.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OAuthError,
+    Unauthenticated,
+)
 from keyless.service import audit, minting
-from keyless.service.authn import CLOUD_PLATFORM
+from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token
 from keyless.service.core import Caller, Core
 from keyless.storage.base import Conflict, Project, WorkloadPool, WorkloadProvider
 
@@ -394,6 +401,29 @@ class Federation:
         updated = await self.core.store.update_workload_provider(provider.name, deleted_at=None)
         assert updated is not None
         return _operation(provider.name, PROVIDER_TYPE, provider_json(updated))
+
+    # ------------------------------------------------------------ token introspection
+
+    async def introspect(self, token: str | None) -> dict[str, Any]:
+        """STS ``IntrospectToken`` (RFC 7662), which gcloud calls to name an external account it signs in with:
+        an access token keyless minted and still honours is ``active``, with ``username`` (and ``sub``) its
+        principal: a federated token's ``principal://`` identifier, an account's or user's email. Anything else
+        is ``{"active": false}``. It tells the token's holder only what the token already lets it learn
+        (tokeninfo answers the same), so client authentication, which gcloud sends, is not required."""
+        if not token:
+            raise OAuthError("invalid_request", "Missing required parameter: token.")
+        try:
+            caller = await authenticate_access_token(self.core, token)
+        except Unauthenticated:
+            return {"active": False}
+        claims = self.core.minter.parse(token)
+        assert claims is not None
+        out: dict[str, Any] = {"active": True, "scope": " ".join(caller.scopes), "exp": int(claims.expires_at),
+                               "iat": int(claims.issued_at), "sub": caller.principal.email,
+                               "username": caller.principal.email}
+        if claims.client_id:
+            out["client_id"] = claims.client_id
+        return out
 
     # ------------------------------------------------------------ the token exchange
 

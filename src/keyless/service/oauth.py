@@ -364,6 +364,12 @@ class OAuth:
         claims = self.core.minter.parse(token)
         assert claims is not None
         now = int(self.core.now())
+        if caller.principal.federated is not None:
+            # A workload identity pool's subject: Google names it by its principal:// identifier and it has no
+            # email (keyless's own record of the identity stays inside the token).
+            return {"sub": caller.principal.member, "scope": " ".join(caller.scopes),
+                    "exp": str(claims.expires_at), "expires_in": str(max(0, claims.expires_at - now)),
+                    "access_type": "online"}
         audience = claims.client_id or caller.principal_id
         return {
             "azp": audience,
