@@ -411,8 +411,8 @@ def test_the_oauth_paths_are_the_oauth_routes() -> None:
 
     templates = {r.template for r in routes()}
     # Every OAuth endpoint (the token endpoint's module) answers in OAuth's shape, and so does the STS exchange
-    # (http/federation.py), which speaks OAuth 2.0 token exchange (RFC 8693).
+    # and its introspection (http/federation.py), which speak OAuth 2.0 (RFC 8693, RFC 7662).
     oauth_routes = {r.template for r in routes() if getattr(r.handler, "__module__", None) == oauth.__name__}
     assert oauth_routes <= oauth.OAUTH_PATHS
-    assert oauth.OAUTH_PATHS - oauth_routes == {"/v1/token"}
+    assert oauth.OAUTH_PATHS - oauth_routes == {"/v1/token", "/v1/introspect"}
     assert oauth.OAUTH_PATHS <= templates
