@@ -48,8 +48,15 @@ def _denials(api: Api, **params: str) -> list[dict[str, Any]]:
 
 
 def _why(entry: dict[str, Any]) -> dict[str, Any]:
-    explanation: dict[str, Any] = entry["protoPayload"]["metadata"]["explanation"]
+    """The explanation, without the troubleshooting request that the log adds when it is read (checked apart)."""
+    explanation: dict[str, Any] = dict(entry["protoPayload"]["metadata"]["explanation"])
+    explanation.pop("troubleshoot", None)
     return explanation
+
+
+def _troubleshoot(entry: dict[str, Any]) -> dict[str, Any]:
+    link: dict[str, Any] = entry["protoPayload"]["metadata"]["explanation"]["troubleshoot"]
+    return link
 
 
 def test_three_causes_one_answer_for_the_caller_three_explanations_for_the_owner(api: Api) -> None:
@@ -69,6 +76,11 @@ def test_three_causes_one_answer_for_the_caller_three_explanations_for_the_owner
     assert answers[0] == answers[1] == answers[2]
 
     office_why, missing_role_why, typo_why = (_why(e) for e in _denials(api)[:3])
+    # Each read denial names the request that explains it hop by hop (docs/troubleshooting.md).
+    assert _troubleshoot(_denials(api)[2]) == {
+        "method": "POST", "path": "/keyless/v1/iam:troubleshootChain",
+        "body": {"principal": ALICE, "serviceAccount": f"projects/-/serviceAccounts/{TYPO}",
+                 "method": "generateAccessToken"}}
     assert typo_why == {
         "reason": "ACCOUNT_NOT_FOUND",
         "summary": f"no account {TYPO} in {PROJECT}; did you mean {TARGET}?",
