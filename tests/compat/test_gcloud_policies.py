@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from keyless.domain.lifetimes import parse_timestamp
+from tests.compat.gcloud_support import ROUTES, sdk_version
 from tests.conftest import KEYLESS, Server, start_server
 
 PROJECT = "keyless-dev"
@@ -109,6 +110,14 @@ class Keyless:
         return path
 
 
+
+def _row(call: str, route: str) -> pytest.MarkDecorator:
+    return pytest.mark.compat(section="2.3", client=f"gcloud {sdk_version()}", call=call, route=ROUTES[route])
+
+
+def _routes(call: str, *routes: str) -> list[Any]:
+    return [pytest.param(route, marks=_row(call, route), id=route) for route in routes]
+
 @pytest.fixture(scope="module")
 def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyless]:
     binary = gcloud_path()
@@ -125,6 +134,7 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyless]:
         server.stop()
 
 
+@_row("gcloud services enable / list --enabled / disable (Service Usage v1)", "proxy")
 def test_services_enable_list_disable_as_the_seed_documents_start(keyless: Keyless) -> None:
     """The guides' first step, through the proxy: until it runs, the project's IAM calls are SERVICE_DISABLED."""
     keyless.server.owner("POST", "/keyless/v1/projects", {"projectId": SEED_PROJECT})
@@ -145,6 +155,7 @@ def test_services_enable_list_disable_as_the_seed_documents_start(keyless: Keyle
     assert "iam.googleapis.com" in names and "iamcredentials.googleapis.com" not in names
 
 
+@_row("gcloud services enable / list --enabled / disable (Service Usage v1)", "overrides")
 def test_services_through_endpoint_overrides(keyless: Keyless) -> None:
     gcloud = keyless.gcloud("overrides", "services-overrides")
     gcloud.run("services", "enable", "sts.googleapis.com")
@@ -155,7 +166,8 @@ def test_services_through_endpoint_overrides(keyless: Keyless) -> None:
     assert "Invalid service name" in gcloud.fails("services", "enable", "not-a-service")
 
 
-@pytest.mark.parametrize("route", ["proxy", "overrides"])
+@pytest.mark.parametrize("route", _routes("gcloud resource-manager org-policies describe / allow / deny / list / delete",
+                                         "proxy", "overrides"))
 def test_resource_manager_org_policies(keyless: Keyless, route: str) -> None:
     """gcloud resource-manager org-policies: describe, allow, deny, list, delete, enable-enforce, disable-enforce
     (Resource Manager v1), and the key-creation constraint refusing `gcloud iam service-accounts keys create`."""
@@ -190,7 +202,8 @@ def test_resource_manager_org_policies(keyless: Keyless, route: str) -> None:
     gcloud.run("resource-manager", "org-policies", "delete", CREATION, project)
 
 
-@pytest.mark.parametrize("route", ["overrides", "proxy"])
+@pytest.mark.parametrize("route", _routes("gcloud org-policies set-policy / describe / list / reset / delete (v2)",
+                                         "overrides", "proxy"))
 def test_org_policies_v2(keyless: Keyless, route: str) -> None:
     """gcloud org-policies: set-policy, describe (and --effective), list --show-unset, reset, delete (Org Policy
     v2); the key expiry constraint limits the keys gcloud creates."""
@@ -230,6 +243,7 @@ def test_org_policies_v2(keyless: Keyless, route: str) -> None:
     assert "NOT_FOUND" in gcloud.fails("org-policies", "describe", "iam.serviceAccountKeyExpiryHours", project)
 
 
+@_row("gcloud services / org-policies by a project viewer: PERMISSION_DENIED, exit 1", "proxy")
 def test_only_who_may_changes_services_and_policies(keyless: Keyless) -> None:
     """A project viewer reads the enabled services and the policies, and changes neither: gcloud exits 1 with
     keyless's 403."""

@@ -13,12 +13,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.compat.gcloud_support import ROUTES, sdk_version
 from tests.compat.test_gcloud_policies import PROJECT, Gcloud, Keyless, gcloud_path
 from tests.conftest import start_server
 
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 WHO = "dana@example.com"
 
+
+
+def _row(call: str) -> pytest.MarkDecorator:
+    return pytest.mark.compat(section="2.3", client=f"gcloud {sdk_version()}", call=call, route=ROUTES["proxy"])
 
 @pytest.fixture(scope="module")
 def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyless]:
@@ -47,6 +52,7 @@ def gcloud(keyless: Keyless) -> Gcloud:
     return keyless.gcloud("proxy", "troubleshoot")
 
 
+@_row("gcloud policy-troubleshoot iam (Policy Troubleshooter v2alpha1)")
 def test_gcloud_policy_troubleshoot_iam(gcloud: Gcloud, granted: str) -> None:
     resource = f"//iam.googleapis.com/projects/{PROJECT}/serviceAccounts/{granted}"
     yes = gcloud.json("policy-troubleshoot", "iam", resource, f"--principal-email={WHO}",
@@ -59,6 +65,7 @@ def test_gcloud_policy_troubleshoot_iam(gcloud: Gcloud, granted: str) -> None:
     assert no["access"] == "NOT_GRANTED"
 
 
+@_row("gcloud policy-intelligence troubleshoot-policy iam (v3)")
 def test_gcloud_policy_intelligence_troubleshoot_policy_iam(gcloud: Gcloud, granted: str) -> None:
     resource = f"//iam.googleapis.com/projects/{PROJECT}/serviceAccounts/{granted}"
     answer = gcloud.json("policy-intelligence", "troubleshoot-policy", "iam", resource, f"--principal-email={WHO}",
@@ -68,6 +75,7 @@ def test_gcloud_policy_intelligence_troubleshoot_policy_iam(gcloud: Gcloud, gran
     assert answer["denyPolicyExplanation"]["denyAccessState"] == "DENY_ACCESS_STATE_NOT_DENIED"
 
 
+@_row("gcloud asset analyze-iam-policy (Cloud Asset v1 analyzeIamPolicy)")
 def test_gcloud_asset_analyze_iam_policy(gcloud: Gcloud, granted: str) -> None:
     entries = gcloud.json("asset", "analyze-iam-policy", f"--project={PROJECT}", f"--identity=user:{WHO}")
     found = [e for e in entries if "policy" in e]
