@@ -233,14 +233,8 @@ class Federation:
     async def list_pools(self, caller: Caller, project: str, *, show_deleted: bool, page_size: str | None,
                          page_token: str | None) -> dict[str, Any]:
         found = await self._project(caller, project, "iam.workloadIdentityPools.list")
-        size, after = _page(page_size, page_token)
-        pools = [p for p in await self.core.store.list_workload_pools(found.number)
-                 if p.name > after and not self._deleted_for_good(p.deleted_at)
-                 and (show_deleted or p.deleted_at is None)]
-        out: dict[str, Any] = {"workloadIdentityPools": [pool_json(p) for p in pools[:size]]}
-        if len(pools) > size:
-            out["nextPageToken"] = pools[size - 1].name
-        return out
+        return self._page_of("workloadIdentityPools", await self.core.store.list_workload_pools(found.number),
+                             pool_json, show_deleted=show_deleted, page_size=page_size, page_token=page_token)
 
     async def patch_pool(self, caller: Caller, project: str, pool_id: str, body: Mapping[str, Any],
                          update_mask: str | None) -> dict[str, Any]:
@@ -350,13 +344,19 @@ class Federation:
                              page_size: str | None, page_token: str | None) -> dict[str, Any]:
         found = await self._project(caller, project, "iam.workloadIdentityPoolProviders.list")
         pool = await self._pool(fed.pool_name(found.number, pool_id))
+        return self._page_of("workloadIdentityPoolProviders", await self.core.store.list_workload_providers(pool.name),
+                             provider_json, show_deleted=show_deleted, page_size=page_size, page_token=page_token)
+
+    def _page_of(self, field: str, records: Sequence[Any], render: Callable[[Any], dict[str, Any]], *,
+                 show_deleted: bool, page_size: str | None, page_token: str | None) -> dict[str, Any]:
+        """One page of pools or providers (in name order), deleted ones with ``show_deleted`` while they may still
+        be undeleted; the next page starts after the last name shown."""
         size, after = _page(page_size, page_token)
-        providers = [p for p in await self.core.store.list_workload_providers(pool.name)
-                     if p.name > after and not self._deleted_for_good(p.deleted_at)
-                     and (show_deleted or p.deleted_at is None)]
-        out: dict[str, Any] = {"workloadIdentityPoolProviders": [provider_json(p) for p in providers[:size]]}
-        if len(providers) > size:
-            out["nextPageToken"] = providers[size - 1].name
+        listed = [r for r in records if r.name > after and not self._deleted_for_good(r.deleted_at)
+                  and (show_deleted or r.deleted_at is None)]
+        out: dict[str, Any] = {field: [render(r) for r in listed[:size]]}
+        if len(listed) > size:
+            out["nextPageToken"] = listed[size - 1].name
         return out
 
     async def _change_provider(self, caller: Caller, project: str, pool_id: str, provider_id: str,
