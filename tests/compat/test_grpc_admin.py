@@ -37,6 +37,7 @@ from google.rpc import error_details_pb2
 from google.type import expr_pb2
 from grpc_status import rpc_status
 
+from tests.compat.grpc_support import CALL, Authorized
 from tests.conftest import CLOUD, Server, start_server
 
 GAPIC = f"google-cloud-iam {version('google-cloud-iam')}"
@@ -44,7 +45,6 @@ RESOURCE_MANAGER = f"google-cloud-resource-manager {version('google-cloud-resour
 DIRECT = "api_endpoint: --grpc-port, insecure channel"
 PROJECT = "keyless-dev"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
-CALL = {"timeout": 20, "retry": None}  # an error is answered at once: no retries of UNAVAILABLE for a minute
 
 
 def row(call: str, client: str = GAPIC) -> pytest.MarkDecorator:
@@ -59,32 +59,18 @@ class Ctx:
 
     def iam(self, token: str | None = None) -> Any:
         channel = grpc.insecure_channel(self.endpoint)
-        return _Authorized(iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel)),
+        return Authorized(iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel)),
                            token or self.server.owner_token)
 
     def projects(self, token: str | None = None) -> Any:
         channel = grpc.insecure_channel(self.endpoint)
-        return _Authorized(resourcemanager_v3.ProjectsClient(transport=ProjectsGrpcTransport(channel=channel)),
+        return Authorized(resourcemanager_v3.ProjectsClient(transport=ProjectsGrpcTransport(channel=channel)),
                            token or self.server.owner_token)
 
     def rest(self, method: str, path: str, body: Any = None, token: str | None = "owner") -> requests.Response:
         headers = {} if token is None else {
             "Authorization": f"Bearer {self.server.owner_token if token == 'owner' else token}"}
         return requests.request(method, f"{self.server.url}{path}", json=body, headers=headers, timeout=30)
-
-
-class _Authorized:
-    """The client's methods with the bearer token in each call's metadata (and no retries)."""
-
-    def __init__(self, client: Any, token: str) -> None:
-        self.client = client
-        self.token = token
-
-    def __getattr__(self, method: str) -> Any:
-        def call(**kwargs: Any) -> Any:
-            return getattr(self.client, method)(**kwargs, metadata=[("authorization", f"Bearer {self.token}")],
-                                                **CALL)
-        return call
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tests.compat.grpc_support import CALL, Authorized
 from tests.conftest import CLOUD, KEYLESS, Server, start_server
 
 GAPIC = f"google-cloud-iam {version('google-cloud-iam')}"
@@ -46,7 +47,6 @@ TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 AUDIENCE = "https://grpc.keyless.test/audience"
 OWNER_EMAIL = "owner@keyless.local"
 GET_ACCESS_TOKEN = "iam.serviceAccounts.getAccessToken"
-CALL = {"timeout": 20, "retry": None}  # an error is answered at once: no retries of UNAVAILABLE for a minute
 
 
 def row(call: str, route: str = DIRECT) -> pytest.MarkDecorator:
@@ -69,22 +69,8 @@ class Ctx:
     def client(self, token: str | None = None) -> Any:
         """The client over an insecure channel; ``token`` (default: the caller's) goes with every call."""
         channel = grpc.insecure_channel(self.endpoint)
-        return _Authorized(iam_credentials_v1.IAMCredentialsClient(
+        return Authorized(iam_credentials_v1.IAMCredentialsClient(
             transport=IAMCredentialsGrpcTransport(channel=channel)), token or self.caller_token)
-
-
-class _Authorized:
-    """The client's methods with the bearer token in each call's metadata (and no retries)."""
-
-    def __init__(self, client: Any, token: str) -> None:
-        self.client = client
-        self.token = token
-
-    def __getattr__(self, method: str) -> Any:
-        def call(**kwargs: Any) -> Any:
-            return getattr(self.client, method)(**kwargs, metadata=[("authorization", f"Bearer {self.token}")],
-                                                **CALL)
-        return call
 
 
 @pytest.fixture(scope="module")
