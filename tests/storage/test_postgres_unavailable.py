@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from keyless.errors import Unavailable
+from keyless.storage.base import AuditEntry, AuditQuery
 from keyless.storage.cache import CachingStore
 from keyless.storage.postgres import PostgresStore
 
@@ -83,6 +84,55 @@ def test_a_write_past_the_timeout_is_unavailable_and_the_change_counter_moves_on
                 await asyncio.sleep(0.02)
         finally:
             await holder.close()
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_audit_connection_closed_under_the_store_is_replaced_and_never_escapes_as_an_asyncpg_error(
+        postgres: Any) -> None:
+    """The connection kept for audit appends is idle between batches; when its server connection closes (a failover,
+    a terminated backend) the pool takes it back. A later failure of another operation must still be Unavailable,
+    and the next append must take a new connection instead of failing."""
+    dsn = postgres.create_database("auditconn")
+    name = dsn.rsplit("/", 1)[1]
+
+    def entry(n: int) -> AuditEntry:
+        return AuditEntry(f"id{n}", float(n), "SignBlob", "a@x", "r", False, {"n": n})
+
+    async def audit_connection_released(store: PostgresStore) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if store._audit_conn.is_closed():
+                    return
+            except asyncpg.InterfaceError:  # already taken back by the pool
+                return
+            assert time.monotonic() < deadline, "the store saw its audit connection close"
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        store = PostgresStore(dsn, min_size=1, max_size=2)
+        await store.open()
+        admin = await asyncpg.connect(postgres.dsn())
+        try:
+            await store.append_audit([entry(1)])
+            await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+            await _terminate_connections(admin, name)
+            await audit_connection_released(store)
+            with pytest.raises(Unavailable):
+                await store.set_meta("k", "v")
+
+            await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+            await _terminate_connections(admin, name)
+            await store.get_meta("k")  # the pool reconnects
+            await store.append_audit([entry(2)])  # holds a new audit connection
+            await _terminate_connections(admin, name)
+            await audit_connection_released(store)
+            await store.append_audit([entry(3)])
+            assert [e.body["n"] for e in await store.query_audit(AuditQuery())] == [1, 2, 3]
+        finally:
+            await admin.close()
             await store.close()
 
     asyncio.run(scenario())

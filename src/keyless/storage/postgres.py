@@ -236,6 +236,15 @@ def _guard(operation: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[
     return guarded
 
 
+def _attached(conn: Any) -> bool:
+    """Whether a connection lent by the pool is still ours and open: when its server connection closes (a failover,
+    a terminated backend) asyncpg takes it back by itself, and every method of it then raises InterfaceError."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """How a pooled connection is reset when it goes back to the pool: not at all. asyncpg's default reset is a
     query (UNLISTEN, CLOSE ALL, RESET ALL, advisory unlock) on every release, two per request; keyless changes no
@@ -352,8 +361,7 @@ class PostgresStore:
                 try:
                     await conn.execute("SELECT pg_advisory_lock($1)", _lock_id(name), timeout=LOCK_TIMEOUT)
                 except BaseException:
-                    conn.terminate()  # whether the lock was taken is unknown: the session goes, and the lock with it
-                    await self.pool.release(conn)
+                    await self._discard(conn)  # whether the lock was taken is unknown: the session goes, and the lock
                     raise
         except _UNAVAILABLE as exc:
             await self._unavailable(exc)
@@ -365,8 +373,8 @@ class PostgresStore:
                 async with asyncio.timeout(self.timeout):
                     await conn.execute("SELECT pg_advisory_unlock($1)", _lock_id(name))
             except _UNAVAILABLE:
-                conn.terminate()  # a session lock ends with its connection (pooled connections are not reset)
-            finally:
+                await self._discard(conn)  # a session lock ends with its connection (pooled ones are not reset)
+            else:
                 with contextlib.suppress(*_UNAVAILABLE):
                     await self.pool.release(conn)
 
@@ -664,7 +672,8 @@ class PostgresStore:
             return
         self._audit_busy = True
         try:
-            if self._audit_conn is None:
+            if self._audit_conn is None or not _attached(self._audit_conn):
+                await self._drop_audit_connection()
                 self._audit_conn = await self.pool.acquire()
             conn = self._audit_conn
             try:
@@ -683,9 +692,15 @@ class PostgresStore:
         (the next batch takes a new one from the pool, which connects to whichever host accepts writes)."""
         conn, self._audit_conn = self._audit_conn, None
         if conn is not None:
+            await self._discard(conn)
+
+    async def _discard(self, conn: Any) -> None:
+        """Close a lent connection and give it back, whatever its state: the pool may have taken it back already
+        (``_attached``), and then every method of it raises."""
+        with contextlib.suppress(*_UNAVAILABLE):
             conn.terminate()
-            with contextlib.suppress(*_UNAVAILABLE):
-                await self.pool.release(conn)
+        with contextlib.suppress(*_UNAVAILABLE):
+            await self.pool.release(conn)
 
     async def prune_audit(self, before: float, limit: int) -> int:
         status = await self.pool.execute(
