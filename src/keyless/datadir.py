@@ -104,7 +104,8 @@ def describe(endpoints: dict[str, object], attached: str | None) -> str:
     ``attached`` is the metadata server's account: '' for none, None when unknown."""
     data_dir = Path(str(endpoints["dataDir"]))
     lines = [f"keyless is serving (pid {endpoints['pid']}, project {endpoints.get('project')})",
-             f"  API               {endpoints['api']}"]
+             f"  API               {endpoints['api']}",
+             f"  console           {str(endpoints['api']).rstrip('/')}/console/"]
     if "grpc" in endpoints:
         lines.append(f"  gRPC              {endpoints['grpc']}")
     if "proxy" in endpoints:

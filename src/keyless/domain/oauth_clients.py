@@ -2,9 +2,11 @@
 
 keyless answers the authorization-code flow (RFC 6749 §4.1, with PKCE, RFC 7636) only for the public clients
 registered here: Google's own installed-app clients of the Cloud SDK, whose ids and (public, "not so secret")
-secrets ship in gcloud's sources. Their redirect URIs are the ones Google accepts for them: a loopback URL on any
+secrets ship in gcloud's sources, and keyless's web console (``keyless.console``, a browser application with no
+secret at all). Their redirect URIs are the ones Google accepts for installed apps: a loopback URL on any
 port (RFC 8252 §7.3) or one of the SDK's out-of-band pages, which keyless does not serve: its sign-in page shows
-the code to copy instead of redirecting there.
+the code to copy instead of redirecting there. The console's may also be an ``https`` loopback URL (a server
+started with ``--tls-cert``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ GCLOUD_CLIENT_SECRET = "ZmssLNjJy2998hD4CTg2ejr2"
 # googlecloudsdk/api_lib/auth/util.py (DEFAULT_CREDENTIALS_DEFAULT_CLIENT_ID / _SECRET): application-default login
 ADC_CLIENT_ID = "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com"
 ADC_CLIENT_SECRET = "d-FL95Q19q7MQmFpd7hHD0Ty"
+# keyless's web console (/console/): a public client without a secret; PKCE binds its codes.
+CONSOLE_CLIENT_ID = "keyless-console"
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # RFC 7636 §4.1: 43 to 128 characters of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~".
@@ -41,6 +45,7 @@ class PublicClient:
     client_secret: str
     name: str  # shown on the sign-in page
     copy_pages: tuple[str, ...]  # out-of-band redirect URIs: the page shows the code instead of redirecting
+    loopback_schemes: tuple[str, ...] = ("http",)  # the schemes of the loopback redirect URIs it may use
 
     def secret_matches(self, given: str) -> bool:
         return hmac.compare_digest(self.client_secret.encode(), given.encode())
@@ -52,6 +57,7 @@ KNOWN_CLIENTS: dict[str, PublicClient] = {client.client_id: client for client in
     PublicClient(ADC_CLIENT_ID, ADC_CLIENT_SECRET, "Google Auth Library (gcloud auth application-default login)",
                  ("https://sdk.cloud.google.com/applicationdefaultauthcode.html",
                   "https://sdk.cloud.google/applicationdefaultauthcode.html")),
+    PublicClient(CONSOLE_CLIENT_ID, "", "the keyless console", (), loopback_schemes=("http", "https")),
 )}
 
 
@@ -59,8 +65,9 @@ def find_client(client_id: str) -> PublicClient | None:
     return KNOWN_CLIENTS.get(client_id)
 
 
-def is_loopback_redirect(uri: str) -> bool:
-    """``http://localhost[:PORT][/path]`` (or 127.0.0.1, [::1]): where an installed app listens for the code.
+def is_loopback_redirect(uri: str, schemes: tuple[str, ...] = ("http",)) -> bool:
+    """``http://localhost[:PORT][/path]`` (or 127.0.0.1, [::1]; a scheme of ``schemes``): where an installed app
+    listens for the code.
 
     Parsed strictly: no user info (``http://localhost@evil.example/``), no fragment, no backslash or whitespace
     (which browsers and parsers disagree about), a numeric port if any."""
@@ -71,7 +78,7 @@ def is_loopback_redirect(uri: str) -> bool:
         port = parts.port
     except ValueError:
         return False
-    if parts.scheme != "http" or "@" in parts.netloc or parts.fragment or uri.endswith("#"):
+    if parts.scheme not in schemes or "@" in parts.netloc or parts.fragment or uri.endswith("#"):
         return False
     if port is not None and not 0 < port < 65536:
         return False
@@ -85,7 +92,7 @@ def is_loopback_redirect(uri: str) -> bool:
 
 def redirect_allowed(client: PublicClient, uri: str) -> bool:
     """Whether ``client`` may have its code sent to ``uri``: a loopback URL, or exactly one of its copy pages."""
-    return uri in client.copy_pages or is_loopback_redirect(uri)
+    return uri in client.copy_pages or is_loopback_redirect(uri, client.loopback_schemes)
 
 
 def is_copy_page(client: PublicClient, uri: str) -> bool:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from keyless import console
 from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import (
     admin,
@@ -186,7 +187,7 @@ def routes() -> list[Route]:
     """The API port's route table."""
     return [*_service_account_routes(), *_project_routes(), *_org_policy_routes(), *_service_usage_routes(),
             *federation.routes(), *_troubleshooting_routes(), *_oauth_routes(), *_public_key_routes(),
-            *_admin_routes()]
+            *_admin_routes(), *console.routes()]
 
 
 def refusal(method: str, path: str, allow: tuple[str, ...]) -> Response:

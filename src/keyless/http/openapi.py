@@ -660,11 +660,30 @@ def _admin_paths() -> dict[str, Schema]:
     }
 
 
+def _console_paths() -> dict[str, Schema]:
+    """The web console's static files (``keyless.console``): pages, not API; listed so that the table and this
+    document stay one."""
+    page = {"description": "A file of the console (HTML, JavaScript or CSS).",
+            "content": {HTML: {"schema": STRING}, "text/javascript": {"schema": STRING},
+                        "text/css": {"schema": STRING}}}
+    return {
+        "/console": {"get": {"operationId": "keyless.console.redirect", "summary": "To /console/.",
+                             "parameters": [], "responses": {"308": {"description": "To /console/."}},
+                             "security": []}},
+        "/console/": {"get": {**_op("keyless.console.index", "The web console.", public=True),
+                              "responses": {"200": page, "304": {"description": "Not modified."}}}},
+        "/console/{asset}": {"get": {**_op("keyless.console.asset", "A file of the web console.",
+                                           params=[_param("asset", "path")], public=True),
+                                     "responses": {"200": page, "304": {"description": "Not modified."},
+                                                   "4XX": {"$ref": "#/components/responses/GoogleError"}}}},
+    }
+
+
 def build_openapi(server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.0 document; ``server_url`` (the URL the caller used) becomes its one server."""
     paths: dict[str, Schema] = {}
     for part in (_account_paths(), _project_paths(), _federation_paths(), _troubleshooting_paths(), _oauth_paths(),
-                 _public_key_paths(), _admin_paths()):
+                 _public_key_paths(), _admin_paths(), _console_paths()):
         paths.update(part)
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
