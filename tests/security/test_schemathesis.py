@@ -99,7 +99,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             "account": [email, unique_id], "key": [key], "email": [email], "group": ["fuzz-group@example.com"],
             "constraint": [constraint], "user": ["fuzz-user@example.com"], "service": ["iam.googleapis.com"],
             "operation": [operation.removeprefix("operations/")], "pool": ["fuzz-pool"],
-            "provider": ["fuzz-provider"],
+            "provider": ["fuzz-provider"], "asset": ["app.js"],
             "organization": [str(claims["google"]["organization_number"])]})
         tgt.refresh_owner()
         yield tgt
