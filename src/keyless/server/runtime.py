@@ -23,6 +23,19 @@ from keyless.storage import open_store
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcListen:
+    """Where the gRPC listener is served. With ``--workers N`` (``shared``) every process serves it on the one port,
+    as the API's: SO_REUSEPORT among the processes of this server, the port chosen by the supervisor before any
+    process binds it (``port`` 0 only for one process: grpcio then picks a free one)."""
+
+    host: str  # the address bound
+    client_host: str  # where clients on this machine (and the proxy's relay) reach it
+    port: int
+    tls: bool  # with the API's certificate
+    shared: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Runtime:
     data_dir: Path
     database: str | None
@@ -37,6 +50,7 @@ class Runtime:
     audit_log: str | None
     log_level: str
     access_log: bool
+    grpc: GrpcListen | None = None  # the gRPC listener, when one runs (every process serves it when shared)
 
     @property
     def api_host(self) -> str:
