@@ -75,8 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compare-postgres", action="store_true",
                    help="with --compare: generateAccessToken and signBlob on PostgreSQL too")
     p.add_argument("--methods", type=lambda text: tuple(m for m in text.split(",") if m), default=None,
-                   metavar="M1,M2", help="only these keyless methods (e.g. generateAccessToken,grpc_generateAccessToken:"
-                                         " a short targeted run); the bare apps and the peer still run")
+                   metavar="M1,M2", help="only these keyless methods (e.g. generateAccessToken,"
+                                         "grpc_generateAccessToken: a short targeted run); the bare apps and the "
+                                         "peer still run")
     p.add_argument("--out", type=Path, default=None,
                    help="the results document (default bench/results/latest.json; compare.json with --compare)")
     args = p.parse_args(argv)
@@ -93,7 +94,8 @@ def only(args: argparse.Namespace, method_loads: dict[str, Load]) -> dict[str, L
         return method_loads
     unknown = [m for m in args.methods if m not in method_loads]
     if unknown:
-        raise SystemExit(f"bench/run --methods: no such method: {', '.join(unknown)} (known: {', '.join(method_loads)})")
+        raise SystemExit(f"bench/run --methods: no such method: {', '.join(unknown)} "
+                         f"(known: {', '.join(method_loads)})")
     return {name: load for name, load in method_loads.items() if name in args.methods}
 
 

@@ -80,8 +80,9 @@ def user_picker(host: str, public_url: str) -> bool:
     return is_loopback(host) and is_loopback(urlsplit(public_url).hostname or "")
 
 
-def resolve(options: ServeOptions, api_port: int) -> Runtime:
-    """The runtime of a server whose API socket is bound to ``api_port``: built once, by the supervisor."""
+def resolve(options: ServeOptions, api_port: int, grpc: GrpcListen | None = None) -> Runtime:
+    """The runtime of a server whose API socket is bound to ``api_port`` (and whose gRPC listener, if any, is
+    ``grpc``, its port already checked and, for several processes, held): built once, by the supervisor."""
     api_host = "127.0.0.1" if is_wildcard(options.host) else options.host
     public_url = options.public_url or url_of(api_host, api_port, tls=options.tls_cert is not None)
     settings = Settings(
@@ -96,7 +97,8 @@ def resolve(options: ServeOptions, api_port: int) -> Runtime:
     return Runtime(data_dir=options.data_dir, database=options.database, master_key_file=master_key_path(options),
                    settings=settings, limits=options.limits, host=options.host, port=api_port,
                    tls_cert=options.tls_cert, tls_key=options.tls_key, time_travel=options.allow_time_travel,
-                   audit_log=options.audit_log, log_level=options.log_level, access_log=options.access_log)
+                   audit_log=options.audit_log, log_level=options.log_level, access_log=options.access_log,
+                   grpc=grpc)
 
 
 async def open_keyless(runtime: Runtime) -> Keyless:

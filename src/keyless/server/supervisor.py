@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from keyless.datadir import DataDirLock, describe, remove_endpoints, write_endpoints
@@ -82,6 +82,7 @@ async def serve(options: ServeOptions) -> None:
 
 
 async def _serve(options: ServeOptions, startup: _Startup) -> None:
+    """Bind the API's socket and check (and, for ``--workers N``, hold) the gRPC port before anything else starts."""
     api_sock = bind_api(options.host, options.port, reuse_port=options.workers > 1)
     grpc, grpc_held = None, None
     if (wanted := grpc_listen(options)) is not None:
@@ -95,7 +96,7 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
 
 async def _serve_with(options: ServeOptions, startup: _Startup, api_sock: socket.socket,
                       grpc: GrpcListen | None) -> None:
-    runtime = replace(resolve(options, api_sock.getsockname()[1]), grpc=grpc)
+    runtime = resolve(options, api_sock.getsockname()[1], grpc)
     keyless = await open_keyless(runtime)
     await bootstrap(keyless, runtime.data_dir)
     if options.attach:
