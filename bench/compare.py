@@ -4,7 +4,11 @@ Each revision is checked out into a temporary worktree (``git worktree add --det
 ``keyless serve`` with ``PYTHONPATH=<worktree>/src`` and this checkout's .venv (so both run on the same
 dependencies; the benchmark's own code is this checkout's). Each revision gets the servers the HTTP section
 measures keyless on (SQLite, ``--workers N``, the metadata server on), and with ``--compare-postgres`` one on
-PostgreSQL too (``generateAccessToken`` and ``signBlob``, one database each in one throwaway cluster).
+PostgreSQL too (``generateAccessToken`` and ``signBlob``, one database each in one throwaway cluster). When both
+revisions serve gRPC, the SQLite servers also listen on ``--grpc-port 0`` and the gRPC rows (``GenerateAccessToken``,
+``SignBlob``, driven by h2load) are measured in the same rounds, with ``SignBlob`` in the triplets too; each
+revision's gRPC ``GenerateAccessToken`` is also given against its own REST ``generateAccessToken`` (issue 17's
+ratio, both measured in the same rounds).
 
 The measurement is the HTTP section's, interleaved across the revisions instead of across subjects: each round
 runs every method on A and on B back to back (which goes first alternates from round to round), at max rate and
@@ -26,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH, Processes, log
-from bench.keylessctl import RSA_BOUND, check_load, jwt_bearer_assertions, loads, prepare_target, start_keyless
+from bench.keylessctl import (
+    GRPC_RSA_BOUND,
+    RSA_BOUND,
+    check_load,
+    grpc_loads,
+    jwt_bearer_assertions,
+    loads,
+    prepare_target,
+    start_keyless,
+)
 from bench.subjects import PostgresPids, Subject, bare_sign_load, start_bare_app
 from bench.wrkrun import Wrk
 
@@ -84,6 +97,11 @@ def checkouts(revs: list[str], root: Path, repo: Path = REPO) -> Iterator[list[R
             _git(repo, "worktree", "prune")
 
 
+def serves_grpc(checkout: Path) -> bool:
+    """Whether the revision checked out at ``checkout`` has keyless's gRPC listener (``keyless serve --grpc-port``)."""
+    return (checkout / "src" / "keyless" / "grpc" / "server.py").is_file()
+
+
 def section_compare(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Path) -> dict[str, Any]:
     with checkouts(list(args.compare), work) as revisions:
         return _measure(args, procs, wrk, work, revisions)
@@ -97,13 +115,19 @@ def _measure(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Path, r
     subjects: dict[str, dict[str, dict[str, Subject]]] = {"sqlite": {}}
     servers: dict[str, dict[str, Any]] = {"sqlite": {}}
     cluster = None
+    grpc = all(serves_grpc(rev.path) for rev in revisions)
+    if not grpc:
+        log("compare: no gRPC rows (a revision without keyless's gRPC listener)")
     try:
         for rev in revisions:
             server = start_keyless(procs, work / f"keyless-{rev.label}", "--proxy-port", "-1", "--metadata-port", "0",
-                                   workers=args.workers, source=rev.path)
+                                   *(("--grpc-port", "0") if grpc else ()), workers=args.workers, source=rev.path)
             log(f"  {rev.label}: keyless (SQLite) ready in {server.ready_s * 1000:.0f} ms, pids {server.pids}")
             target = prepare_target(server)
             method_loads = loads(server, target, assertions=jwt_bearer_assertions(target.key_file, 1000))
+            method_loads.update(grpc_loads(server, target))  # empty without --grpc-port
+            if args.methods is not None:
+                method_loads = {name: load for name, load in method_loads.items() if name in args.methods}
             for method, load in method_loads.items():
                 subjects["sqlite"].setdefault(method, {})[rev.label] = Subject(method, load, server.pids)
             servers["sqlite"][rev.label] = {"ready_ms": server.ready_s * 1000}
@@ -122,7 +146,8 @@ def _measure(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Path, r
                                        workers=args.workers, source=rev.path)
                 log(f"  {rev.label}: keyless (PostgreSQL) ready in {server.ready_s * 1000:.0f} ms")
                 target = prepare_target(server)
-                for method, load in loads(server, target, methods=POSTGRES_METHODS).items():
+                methods = tuple(m for m in POSTGRES_METHODS if args.methods is None or m in args.methods)
+                for method, load in loads(server, target, methods=methods).items():
                     subjects["postgresql"].setdefault(method, {})[rev.label] = Subject(method, load, server.pids,
                                                                                       db_pids=db_pids)
                 servers["postgresql"][rev.label] = {"ready_ms": server.ready_s * 1000}
@@ -182,7 +207,7 @@ def _triplets(args: argparse.Namespace, wrk: Wrk, revisions: list[Revision],
     the three goes first rotates. Both revisions' pairs share the bare app's run of their triplet."""
     for pair_no in range(args.pairs):
         log(f"compare: triplet {pair_no + 1}/{args.pairs}: each RSA-bound method on A and B and the bare signing app")
-        for method in RSA_BOUND:
+        for method in (*RSA_BOUND, *GRPC_RSA_BOUND):
             if method not in methods:
                 continue
             sides = [("bare", bare), *((rev.label, methods[method][rev.label]) for rev in revisions)]

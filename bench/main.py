@@ -74,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(bench/results/compare.json and .txt unless --out)")
     p.add_argument("--compare-postgres", action="store_true",
                    help="with --compare: generateAccessToken and signBlob on PostgreSQL too")
+    p.add_argument("--methods", type=lambda text: tuple(m for m in text.split(",") if m), default=None,
+                   metavar="M1,M2", help="only these keyless methods (e.g. generateAccessToken,"
+                                         "grpc_generateAccessToken: a short targeted run); the bare apps and the "
+                                         "peer still run")
     p.add_argument("--out", type=Path, default=None,
                    help="the results document (default bench/results/latest.json; compare.json with --compare)")
     args = p.parse_args(argv)
@@ -82,6 +86,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out is None:
         args.out = RESULTS / ("compare.json" if args.compare else "latest.json")
     return args
+
+
+def only(args: argparse.Namespace, method_loads: dict[str, Load]) -> dict[str, Load]:
+    """The loads of the methods ``--methods`` names (all without it); a name that is no method is an error."""
+    if args.methods is None:
+        return method_loads
+    unknown = [m for m in args.methods if m not in method_loads]
+    if unknown:
+        raise SystemExit(f"bench/run --methods: no such method: {', '.join(unknown)} "
+                         f"(known: {', '.join(method_loads)})")
+    return {name: load for name, load in method_loads.items() if name in args.methods}
 
 
 def loadavg() -> list[float]:
@@ -159,7 +174,8 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
     log(f"  keyless ready in {server.ready_s * 1000:.0f} ms, pids {server.pids}")
     target = prepare_target(server)
     method_loads = loads(server, target, assertions=jwt_bearer_assertions(target.key_file, 1000))
-    method_loads.update(grpc_loads(server, target))  # the same server's gRPC listener (its main process)
+    method_loads.update(grpc_loads(server, target))  # the same server's gRPC listener (in every process)
+    method_loads = only(args, method_loads)
     subjects += [Subject(name, load, server.pids) for name, load in method_loads.items()]
     moto = None
     if not args.no_peer:

@@ -434,7 +434,29 @@ def derive_compare(compare: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append(_compare_row(backend, method, "vs bare app", _pair_ratios(a["pairs"]),
                                          _pair_ratios(b["pairs"]), lower_is_better=False, figures=(ratio_a, ratio_b),
                                          note=f"{len(a['pairs'])} triplet{'s' if len(a['pairs']) != 1 else ''}"))
+        rest = methods.get("generateAccessToken")
+        grpc = methods.get("grpc_generateAccessToken")
+        if rest and grpc:
+            rows.append(_vs_rest_row(backend, rest, grpc))
     return [row for row in rows if row is not None]
+
+
+def _vs_rest_row(backend: str, rest: dict[str, Any], grpc: dict[str, Any]) -> dict[str, Any] | None:
+    """gRPC GenerateAccessToken's req/s over REST's, in each revision (issue 17's ratio): the median of gRPC's rounds
+    over the median of REST's (measured in the same rounds); the noise is the spread of the round-by-round ratios."""
+    def ratios(label: str) -> list[float]:
+        return [g / r for g, r in zip(_each(grpc[label], "runs", lambda x: x["rps"]),
+                                      _each(rest[label], "runs", lambda x: x["rps"]), strict=False) if r]
+
+    def figure(label: str) -> float | None:
+        g, r = _each(grpc[label], "runs", lambda x: x["rps"]), _each(rest[label], "runs", lambda x: x["rps"])
+        return float(statistics.median(g) / statistics.median(r)) if g and r and statistics.median(r) else None
+
+    fig_a, fig_b = figure("A"), figure("B")
+    if fig_a is None or fig_b is None:
+        return None
+    return _compare_row(backend, "grpc_generateAccessToken", "vs REST", ratios("A"), ratios("B"),
+                        lower_is_better=False, figures=(fig_a, fig_b), note="req/s, target >= 0.7x")
 
 
 def _fmt_figure(metric: str, value: float) -> str:
@@ -442,6 +464,8 @@ def _fmt_figure(metric: str, value: float) -> str:
         return f"{value:,.0f}"
     if metric == "vs bare app":
         return f"{100 * value:.1f}%"
+    if metric == "vs REST":
+        return f"{value:.2f}x"
     return f"{value:.3f}" if "cpu" in metric else f"{value:.2f}"
 
 

@@ -127,3 +127,24 @@ def test_the_table_names_both_revisions_and_prints_every_figure() -> None:
     assert any("sqlite signJwt" in line and "4,100" in line and "4,350" in line and "+6.1%" in line
                for line in lines)
     assert any("vs bare app" in line and "82.0%" in line and "87.0%" in line for line in lines)
+
+
+def test_grpc_generate_access_token_is_given_against_rest_in_each_revision() -> None:
+    """Issue 17's ratio in a two-revision run: each revision's gRPC GenerateAccessToken over its own REST
+    generateAccessToken (medians over the same rounds), printed as a factor next to the gRPC rows."""
+    compare = {"revisions": [{"label": "A", "rev": "HEAD~1", "sha": "a" * 40, "subject": "before"},
+                             {"label": "B", "rev": "HEAD", "sha": "b" * 40, "subject": "after"}],
+               "backends": {"sqlite": {
+                   "generateAccessToken": {"A": _side([10_000, 12_000], [0.1, 0.1], [5.0, 5.0]),
+                                           "B": _side([10_000, 11_000], [0.1, 0.1], [5.0, 5.0])},
+                   "grpc_generateAccessToken": {"A": _side([4_000, 4_400], [0.3, 0.3], [9.0, 9.0]),
+                                                "B": _side([8_000, 8_400], [0.15, 0.15], [6.0, 6.0])}}}}
+    row = _rows(compare)["sqlite", "grpc_generateAccessToken", "vs REST"]
+    assert row["a"] == pytest.approx(4_200 / 11_000) and row["b"] == pytest.approx(8_200 / 10_500)
+    assert row["verdict"] == "B better"
+    results = {"environment": {"date": "2026-12-05", "cores": 2, "cpu": "x", "python": "3.11", "loadavg_start": [0.5],
+                               "run_seconds": 60},
+               "settings": {"threads": 2, "connections": 32, "duration_s": 2, "repeat": 2, "pairs": 0, "workers": 2},
+               "compare": compare}
+    assert any("vs REST" in line and "0.38x" in line and "0.78x" in line
+               for line in report.compare_table(results).splitlines())

@@ -91,8 +91,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port (0 picks a free one).", min=0, max=65535)] = 8093,
     grpc_port: Annotated[int | None, typer.Option(
-        help="Also serve the IAM Credentials API over gRPC on this port, on --host (TLS with --tls-cert), by the "
-             "main process (default: off; 0 picks a free port).", min=0, max=65535, show_default=False)] = None,
+        help="Also serve the IAM Credentials API over gRPC on this port, on --host (TLS with --tls-cert), by every "
+             "process of --workers (default: off; 0 picks a free port).", min=0, max=65535, show_default=False)] = None,
     database: Annotated[str | None, typer.Option(help="Database URL (default: SQLite in the data dir).")] = None,
     project: Annotated[str, typer.Option(help="Default project id.")] = "keyless-dev",
     master_key_file: Annotated[Path | None, typer.Option(

@@ -7,12 +7,12 @@ the typed result; its audit entry has REST's method name and service and records
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
 import grpc
 from google.cloud.iam_credentials_v1 import types
-from google.protobuf import json_format
 
 from keyless.domain.delegation import parse_delegates
 from keyless.domain.names import parse_account_name
@@ -41,11 +41,43 @@ _SignJwtRequest = types.SignJwtRequest.pb()
 _SignJwtResponse = types.SignJwtResponse.pb()
 
 
+def request_fields(message: Any) -> dict[str, Any]:
+    """The request's name and the fields REST's entries record, named and written as proto3 JSON (REST's body) has
+    them: a field at its default value is left out, a lifetime is its JSON string ("600s"). Read off the message
+    directly (``json_format.MessageToDict`` per call was a tenth of keyless's own time on a call); a lifetime that
+    is no valid Duration is left out (``_lifetime`` refuses it)."""
+    fields: dict[str, Any] = {"name": message.name}
+    known = message.DESCRIPTOR.fields_by_name
+    if "scope" in known and message.scope:
+        fields["scope"] = list(message.scope)
+    if "lifetime" in known and message.HasField("lifetime"):
+        with contextlib.suppress(ValueError):
+            fields["lifetime"] = message.lifetime.ToJsonString()
+    if message.delegates:
+        fields["delegates"] = list(message.delegates)
+    if "audience" in known and message.audience:
+        fields["audience"] = message.audience
+    if "include_email" in known and message.include_email:
+        fields["includeEmail"] = True
+    return fields
+
+
 def _note(message: Any) -> None:
-    """Record the request's name and the fields REST's entries record, as REST's JSON would name them."""
-    fields = json_format.MessageToDict(message)
-    audited = {field: fields[field] for field in audit.CREDENTIAL_REQUEST_FIELDS if field in fields}
-    audit.note_request(name=message.name, **audited)
+    """Record the request's fields in its audit entry."""
+    audit.note_request(**request_fields(message))
+
+
+def _lifetime(message: Any) -> float | None:
+    """The requested lifetime in seconds (None: not given); a Duration out of protobuf's range (beyond 10,000 years,
+    seconds and nanos of opposite signs, nanos of a whole second) is the caller's error, as REST's bad string is."""
+    if not message.HasField("lifetime"):
+        return None
+    try:
+        message.lifetime.ToJsonString()  # protobuf's own validity check of a Duration
+    except ValueError as exc:
+        raise InvalidArgument(f"Invalid value at 'lifetime' (type.googleapis.com/google.protobuf.Duration): {exc}",
+                              field="lifetime") from None
+    return float(message.lifetime.seconds + message.lifetime.nanos / 1e9)
 
 
 def _account_and_delegates(message: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -58,7 +90,7 @@ async def _generate_access_token(kl: Keyless, caller: Caller, raw: bytes) -> byt
     message = decode(_GenerateAccessTokenRequest, raw)
     _note(message)
     account, delegates = _account_and_delegates(message)
-    lifetime = (message.lifetime.seconds + message.lifetime.nanos / 1e9) if message.HasField("lifetime") else None
+    lifetime = _lifetime(message)
     result = await kl.credentials.generate_access_token(
         caller, GenerateAccessTokenRequest(account, tuple(message.scope), delegates, lifetime))
     response = _GenerateAccessTokenResponse(access_token=result.token)

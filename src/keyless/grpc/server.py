@@ -26,8 +26,9 @@ class _NoMetadataValues(logging.Filter):
 _NO_METADATA_VALUES = _NoMetadataValues()
 
 
-def build_server(keyless: Keyless, limits: Limits) -> grpc.aio.Server:
-    """A gRPC server (not yet bound or started) answering the services over ``keyless``."""
+def build_server(keyless: Keyless, limits: Limits, *, shared_port: bool = False) -> grpc.aio.Server:
+    """A gRPC server (not yet bound or started) answering the services over ``keyless``; with ``shared_port`` one
+    of the processes of ``--workers N`` that all serve the one port (SO_REUSEPORT)."""
     logging.getLogger("grpc._cython.cygrpc").addFilter(_NO_METADATA_VALUES)  # once: the same filter is kept once
     server = grpc.aio.server(
         handlers=[*credentials.handlers(keyless), *admin.handlers(keyless), *projects.handlers(keyless)],
@@ -46,7 +47,8 @@ def build_server(keyless: Keyless, limits: Limits) -> grpc.aio.Server:
             # reconnect on their next call (grpcio's default: never).
             ("grpc.max_connection_idle_ms", _ms(limits.keep_alive_timeout)),
             # One server per port: grpcio's default (SO_REUSEPORT) would let a second keyless share it silently.
-            ("grpc.so_reuseport", 0),
+            # The processes of one server share it (the supervisor checked it was free and holds it for them).
+            ("grpc.so_reuseport", 1 if shared_port else 0),
         ])
     return server
 

@@ -10,6 +10,7 @@ import secrets
 import socket
 import ssl
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -27,7 +28,7 @@ from keyless.proxy.hosts import served_hosts
 from keyless.proxy.server import INTERCEPT_ALPN, MAX_HEAD, InterceptionProxy, ProxyLimits
 from keyless.server.mtls import ClientCertificateGate
 from keyless.server.options import ServeOptions, is_loopback, is_wildcard, side_port
-from keyless.server.runtime import Runtime, url_of
+from keyless.server.runtime import GrpcListen, Runtime, url_of
 from keyless.service.app import Keyless
 
 PROXY_PASSWORD = "proxy.password"
@@ -239,34 +240,63 @@ async def add_mtls_listener(listeners: Listeners, options: ServeOptions, runtime
     return endpoints, port
 
 
-async def add_grpc_listener(listeners: Listeners, runtime: Runtime, keyless: Keyless, port: int | None) -> str:
-    """The gRPC listener, started here, in the main process only (workers serve REST): ``--grpc-port`` on the
-    API's address, TLS when the API is; without it (the interception proxy is on) a free port on loopback,
-    plaintext. The proxy relays the h2 connections it intercepts to it. Returns its ``host:port`` as gRPC targets
-    are written."""
-    tls = None
-    if port is None:  # for the proxy's relay alone: reachable from this machine only
-        host = client_host = runtime.host if is_loopback(runtime.host) else "127.0.0.1"
-        port = 0
-    else:
-        host, client_host = runtime.host, runtime.api_host
-        if runtime.tls_cert is not None and runtime.tls_key is not None:
-            tls = (runtime.tls_key.read_bytes(), runtime.tls_cert.read_bytes())
-    if port != 0:
+def grpc_listen(options: ServeOptions) -> GrpcListen | None:
+    """Where the gRPC listener goes, or None when none runs: ``--grpc-port`` on the API's address, TLS when the API
+    is; without it, when the interception proxy is on (it relays gRPC clients' h2 there), a free port on loopback,
+    plaintext."""
+    if options.grpc_port is None:
+        if side_port(options.proxy_port, options.port, 1) < 0:
+            return None
+        host = options.host if is_loopback(options.host) else "127.0.0.1"  # reachable from this machine only
+        return GrpcListen(host, host, 0, tls=False)
+    api_host = "127.0.0.1" if is_wildcard(options.host) else options.host
+    return GrpcListen(options.host, api_host, options.grpc_port, tls=options.tls_cert is not None)
+
+
+def reserve_grpc_port(listen: GrpcListen, workers: int) -> tuple[GrpcListen, socket.socket | None]:
+    """Check the gRPC port before anything starts, and with ``workers`` > 1 hold it for the processes of this server:
+    a socket bound with SO_REUSEPORT (not listening, so it is given no connection) fixes the port every process then
+    binds with SO_REUSEPORT too (the caller closes it when the server stops). Anything else asking for
+    the port without SO_REUSEPORT, or as another user, is refused by the kernel; a second keyless is refused by the
+    check here, made without SO_REUSEPORT."""
+    if listen.port != 0:
         # grpcio binds its own socket and logs its failure in lines of its own: a port that is taken is named in
         # keyless's one line first (a race with another process binding it in between ends as the error below).
-        bind_listener("gRPC listener", "--grpc-port", host, port).close()
-    server = build_grpc_server(keyless, runtime.limits)
+        bind_listener("gRPC listener", "--grpc-port", listen.host, listen.port).close()
+    if workers <= 1:
+        return listen, None
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    held = socket.socket(family, socket.SOCK_STREAM)
     try:
-        bound = bind_grpc(server, host, port, tls=tls)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind((listen.host, listen.port))
     except OSError as exc:
-        raise listener_error("gRPC listener", "--grpc-port", host, port,
+        held.close()
+        raise listener_error("gRPC listener", "--grpc-port", listen.host, listen.port,
+                             (exc.strerror or type(exc).__name__).lower()) from None
+    return replace(listen, port=held.getsockname()[1], shared=True), held
+
+
+async def add_grpc_listener(listeners: Listeners, runtime: Runtime, keyless: Keyless) -> str:
+    """The gRPC listener of this process (``runtime.grpc``), started here: in the main process, and in every worker
+    too when the port is shared. The proxy (main process only) relays the h2 connections it intercepts to it.
+    Returns its ``host:port`` as gRPC targets are written."""
+    listen = runtime.grpc
+    assert listen is not None
+    tls = None
+    if listen.tls and runtime.tls_cert is not None and runtime.tls_key is not None:
+        tls = (runtime.tls_key.read_bytes(), runtime.tls_cert.read_bytes())
+    server = build_grpc_server(keyless, runtime.limits, shared_port=listen.shared)
+    try:
+        bound = bind_grpc(server, listen.host, listen.port, tls=tls)
+    except OSError as exc:
+        raise listener_error("gRPC listener", "--grpc-port", listen.host, listen.port,
                              "the address is in use or not available" if "bind" in str(exc) else str(exc)) from None
     await server.start()
     listeners.grpc.append(server)
     if listeners.proxy is not None:
-        listeners.proxy.relay_grpc_to(client_host, bound, tls=tls is not None)
-    return url_of(client_host, bound)[len("http://"):]
+        listeners.proxy.relay_grpc_to(listen.client_host, bound, tls=tls is not None)
+    return url_of(listen.client_host, bound)[len("http://"):]
 
 
 def proxy_password(data_dir: Path) -> str:

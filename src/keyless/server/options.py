@@ -32,7 +32,7 @@ class ServeOptions:
     proxy_port: int | None = None
     metadata_port: int | None = None
     metadata_host: str = "127.0.0.1"
-    # The gRPC listener (served by the main process, on ``host``, TLS when the API is): None: off; 0: a free port.
+    # The gRPC listener (served by every process, on ``host``, TLS when the API is): None: off; 0: a free port.
     grpc_port: int | None = None
     # The proxy listens here whatever ``host`` is; off loopback it asks for the password in DATA_DIR/proxy.password.
     proxy_host: str = "127.0.0.1"

@@ -23,6 +23,19 @@ from keyless.storage import open_store
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcListen:
+    """Where the gRPC listener is served. With ``--workers N`` (``shared``) every process serves it on the one port,
+    as the API's: SO_REUSEPORT among the processes of this server, the port chosen by the supervisor before any
+    process binds it (``port`` 0 only for one process: grpcio then picks a free one)."""
+
+    host: str  # the address bound
+    client_host: str  # where clients on this machine (and the proxy's relay) reach it
+    port: int
+    tls: bool  # with the API's certificate
+    shared: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Runtime:
     data_dir: Path
     database: str | None
@@ -37,6 +50,7 @@ class Runtime:
     audit_log: str | None
     log_level: str
     access_log: bool
+    grpc: GrpcListen | None = None  # the gRPC listener, when one runs (every process serves it when shared)
 
     @property
     def api_host(self) -> str:
@@ -66,8 +80,9 @@ def user_picker(host: str, public_url: str) -> bool:
     return is_loopback(host) and is_loopback(urlsplit(public_url).hostname or "")
 
 
-def resolve(options: ServeOptions, api_port: int) -> Runtime:
-    """The runtime of a server whose API socket is bound to ``api_port``: built once, by the supervisor."""
+def resolve(options: ServeOptions, api_port: int, grpc: GrpcListen | None = None) -> Runtime:
+    """The runtime of a server whose API socket is bound to ``api_port`` (and whose gRPC listener, if any, is
+    ``grpc``, its port already checked and, for several processes, held): built once, by the supervisor."""
     api_host = "127.0.0.1" if is_wildcard(options.host) else options.host
     public_url = options.public_url or url_of(api_host, api_port, tls=options.tls_cert is not None)
     settings = Settings(
@@ -82,7 +97,8 @@ def resolve(options: ServeOptions, api_port: int) -> Runtime:
     return Runtime(data_dir=options.data_dir, database=options.database, master_key_file=master_key_path(options),
                    settings=settings, limits=options.limits, host=options.host, port=api_port,
                    tls_cert=options.tls_cert, tls_key=options.tls_key, time_travel=options.allow_time_travel,
-                   audit_log=options.audit_log, log_level=options.log_level, access_log=options.access_log)
+                   audit_log=options.audit_log, log_level=options.log_level, access_log=options.access_log,
+                   grpc=grpc)
 
 
 async def open_keyless(runtime: Runtime) -> Keyless:

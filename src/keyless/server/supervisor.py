@@ -13,6 +13,7 @@ import pickle
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,9 +21,16 @@ from pathlib import Path
 
 from keyless.datadir import DataDirLock, describe, remove_endpoints, write_endpoints
 from keyless.metadata.app import ATTACHED_META
-from keyless.server.listeners import add_grpc_listener, add_side_listeners, api_listeners, bind_api
+from keyless.server.listeners import (
+    add_grpc_listener,
+    add_side_listeners,
+    api_listeners,
+    bind_api,
+    grpc_listen,
+    reserve_grpc_port,
+)
 from keyless.server.options import ServeOptions, audit_retention_days, check
-from keyless.server.runtime import Runtime, api_app, open_keyless, resolve
+from keyless.server.runtime import GrpcListen, Runtime, api_app, open_keyless, resolve
 from keyless.service.app import Keyless
 from keyless.service.audit import AuditLog
 from keyless.service.bootstrap import bootstrap
@@ -74,8 +82,21 @@ async def serve(options: ServeOptions) -> None:
 
 
 async def _serve(options: ServeOptions, startup: _Startup) -> None:
+    """Bind the API's socket and check (and, for ``--workers N``, hold) the gRPC port before anything else starts."""
     api_sock = bind_api(options.host, options.port, reuse_port=options.workers > 1)
-    runtime = resolve(options, api_sock.getsockname()[1])
+    grpc, grpc_held = None, None
+    if (wanted := grpc_listen(options)) is not None:
+        grpc, grpc_held = reserve_grpc_port(wanted, options.workers)
+    try:
+        await _serve_with(options, startup, api_sock, grpc)
+    finally:
+        if grpc_held is not None:
+            grpc_held.close()
+
+
+async def _serve_with(options: ServeOptions, startup: _Startup, api_sock: socket.socket,
+                      grpc: GrpcListen | None) -> None:
+    runtime = resolve(options, api_sock.getsockname()[1], grpc)
     keyless = await open_keyless(runtime)
     await bootstrap(keyless, runtime.data_dir)
     if options.attach:
@@ -100,11 +121,12 @@ async def _serve(options: ServeOptions, startup: _Startup) -> None:
                 # endpoints.json announces a server whose every process takes connections.
                 await asyncio.gather(*(asyncio.to_thread(_wait_ready, *pair) for pair in spawned))
                 endpoints["workers"] = [w.pid for w in workers]
-            if options.grpc_port is not None or listeners.proxy is not None:
-                # After the workers are started: a process forked while gRPC's threads run gets a log line from
-                # grpcio's fork handlers (the workers exec at once and use no gRPC). With the proxy on it always
-                # runs (on loopback unless --grpc-port says where): the proxy relays gRPC clients' h2 to it.
-                endpoints["grpc"] = await add_grpc_listener(listeners, runtime, keyless, options.grpc_port)
+            if runtime.grpc is not None:
+                # After the workers are started (each serves gRPC too when they share the port): a process forked
+                # while gRPC's threads run gets a log line from grpcio's fork handlers (the workers exec at once).
+                # With the proxy on it always runs (on loopback unless --grpc-port says where): the proxy relays
+                # gRPC clients' h2 to it.
+                endpoints["grpc"] = await add_grpc_listener(listeners, runtime, keyless)
             settle_memory()
             # The banner first: whoever waits for endpoints.json (scripts, tests) finds it already printed.
             attached = await keyless.store.get_meta(ATTACHED_META)
@@ -185,7 +207,8 @@ def _wait_ready(worker: subprocess.Popen[bytes], ready: int) -> None:
 
 
 def worker_main() -> None:
-    """An extra API process of ``--workers N``: the supervisor's runtime (from stdin), its own SO_REUSEPORT socket."""
+    """An extra API process of ``--workers N``: the supervisor's runtime (from stdin), its own SO_REUSEPORT socket
+    (and its own gRPC listener on the gRPC port, SO_REUSEPORT too)."""
     runtime: Runtime = pickle.load(sys.stdin.buffer)  # noqa: S301 (written by the supervisor that started it)
     _configure_logging(runtime.log_level, runtime.access_log, "[worker]")
     import uvloop
@@ -201,6 +224,8 @@ async def _serve_worker(runtime: Runtime) -> None:
     stop = _stop_on_signals()
     try:
         if await listeners.wait_started():
+            if runtime.grpc is not None and runtime.grpc.shared:
+                await add_grpc_listener(listeners, runtime, keyless)  # the port the supervisor holds for us
             ready = int(os.environ.pop(WORKER_READY_ENV))
             os.write(ready, b"1")
             os.close(ready)
