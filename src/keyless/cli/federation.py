@@ -170,7 +170,8 @@ def create_oidc(provider: Provider, workload_identity_pool: PoolOption, issuer_u
                 attribute_mapping: Mapping = None, attribute_condition: Condition = None,
                 display_name: DisplayName = None, description: Description = None, disabled: Disabled = None,
                 location: Location = "global", project: ProjectOption = None) -> None:
-    """Create an OIDC provider: tokens of the issuer, verified with the keys of --jwk-json-path."""
+    """Create an OIDC provider: tokens of the issuer, verified with the keys of --jwk-json-path (without it, with
+    the keys the issuer publishes: its /.well-known/openid-configuration's jwks_uri)."""
     _global(location)
     if issuer_uri is None or attribute_mapping is None:
         raise CliError("--issuer-uri and --attribute-mapping are required.", exit_code=2)

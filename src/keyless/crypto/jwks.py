@@ -37,9 +37,43 @@ def _int(value: object, field: str) -> int:
         raise InvalidArgument(f"A JWK's {field} is not base64url.", field="oidc.jwksJson") from None
 
 
-def parse_jwks(text: str) -> list[IssuerKey]:
+def _parse_key(raw: object, *, lenient: bool) -> IssuerKey:
+    """One JWK as an issuer key; INVALID_ARGUMENT when it is not one keyless verifies with (or, strictly, when it
+    holds a field Google's jwksJson does not accept)."""
+    field = "oidc.jwksJson"
+    if not isinstance(raw, dict) or not (lenient or set(raw) <= KEY_FIELDS):
+        raise InvalidArgument(f"A JWK may hold only the fields {', '.join(sorted(KEY_FIELDS))}.", field=field)
+    kty, alg, kid = raw.get("kty"), raw.get("alg"), raw.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidArgument("A JWK's kid must be a string.", field=field)
+    if kty not in ALGORITHMS or alg not in (None, ALGORITHMS[kty]):
+        raise InvalidArgument("Only RSA keys for RS256 and EC P-256 keys for ES256 are supported.", field=field)
+    if raw.get("use") not in (None, "sig"):
+        raise InvalidArgument("A JWK's use must be sig.", field=field)
+    key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    try:
+        if kty == "RSA":
+            numbers = rsa.RSAPublicNumbers(_int(raw.get("e"), "e"), _int(raw.get("n"), "n"))
+            key = numbers.public_key()
+            if key.key_size < 2048:
+                raise InvalidArgument("RSA keys must be at least 2048 bits.", field=field)
+        else:
+            if raw.get("crv") != "P-256":
+                raise InvalidArgument("EC keys must be on the P-256 curve.", field=field)
+            key = ec.EllipticCurvePublicNumbers(_int(raw.get("x"), "x"), _int(raw.get("y"), "y"),
+                                                ec.SECP256R1()).public_key()
+    except ValueError as exc:
+        if isinstance(exc, InvalidArgument):
+            raise
+        raise InvalidArgument("A JWK does not hold a valid public key.", field=field) from None
+    return IssuerKey(kid, ALGORITHMS[kty], key)
+
+
+def parse_jwks(text: str, *, lenient: bool = False) -> list[IssuerKey]:
     """The keys of a JWKS document (``{"keys": [...]}``), RSA (2048 bits or more) or EC P-256, each with only the
-    fields Google accepts; INVALID_ARGUMENT otherwise."""
+    fields Google accepts; INVALID_ARGUMENT otherwise. ``lenient`` (a JWKS fetched from an issuer, which publishes
+    for every relying party): other fields are ignored and keys keyless cannot verify with (encryption keys, other
+    algorithms and curves) are skipped; it is refused only when no key is left."""
     field = "oidc.jwksJson"
     try:
         doc = orjson.loads(text)
@@ -50,32 +84,13 @@ def parse_jwks(text: str) -> list[IssuerKey]:
         raise InvalidArgument(f'The JWKS must be {{"keys": [...]}} with 1 to {MAX_KEYS} keys.', field=field)
     keys = []
     for raw in raw_keys:
-        if not isinstance(raw, dict) or not set(raw) <= KEY_FIELDS:
-            raise InvalidArgument(f"A JWK may hold only the fields {', '.join(sorted(KEY_FIELDS))}.", field=field)
-        kty, alg, kid = raw.get("kty"), raw.get("alg"), raw.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise InvalidArgument("A JWK's kid must be a string.", field=field)
-        if kty not in ALGORITHMS or alg not in (None, ALGORITHMS[kty]):
-            raise InvalidArgument("Only RSA keys for RS256 and EC P-256 keys for ES256 are supported.", field=field)
-        if raw.get("use") not in (None, "sig"):
-            raise InvalidArgument("A JWK's use must be sig.", field=field)
-        key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
         try:
-            if kty == "RSA":
-                numbers = rsa.RSAPublicNumbers(_int(raw.get("e"), "e"), _int(raw.get("n"), "n"))
-                key = numbers.public_key()
-                if key.key_size < 2048:
-                    raise InvalidArgument("RSA keys must be at least 2048 bits.", field=field)
-            else:
-                if raw.get("crv") != "P-256":
-                    raise InvalidArgument("EC keys must be on the P-256 curve.", field=field)
-                key = ec.EllipticCurvePublicNumbers(_int(raw.get("x"), "x"), _int(raw.get("y"), "y"),
-                                                    ec.SECP256R1()).public_key()
-        except ValueError as exc:
-            if isinstance(exc, InvalidArgument):
+            keys.append(_parse_key(raw, lenient=lenient))
+        except InvalidArgument:
+            if not lenient:
                 raise
-            raise InvalidArgument("A JWK does not hold a valid public key.", field=field) from None
-        keys.append(IssuerKey(kid, ALGORITHMS[kty], key))
+    if not keys:
+        raise InvalidArgument("The JWKS holds no RSA (RS256) or EC P-256 (ES256) signing key.", field=field)
     return keys
 
 
