@@ -10,7 +10,7 @@ import logging
 import grpc
 
 from keyless.errors import BindFailed
-from keyless.grpc import admin, credentials, projects
+from keyless.grpc import admin, credentials, projects, sts
 from keyless.service.app import Keyless
 from keyless.service.limits import Limits
 
@@ -30,7 +30,8 @@ def build_server(keyless: Keyless, limits: Limits) -> grpc.aio.Server:
     """A gRPC server (not yet bound or started) answering the services over ``keyless``."""
     logging.getLogger("grpc._cython.cygrpc").addFilter(_NO_METADATA_VALUES)  # once: the same filter is kept once
     server = grpc.aio.server(
-        handlers=[*credentials.handlers(keyless), *admin.handlers(keyless), *projects.handlers(keyless)],
+        handlers=[*credentials.handlers(keyless), *admin.handlers(keyless), *projects.handlers(keyless),
+                  *sts.handlers(keyless)],
         maximum_concurrent_rpcs=limits.max_connections,  # beyond: RESOURCE_EXHAUSTED, as REST's cap answers 503
         options=[
             # The request size limit of REST's bodies; larger messages are refused by grpcio (RESOURCE_EXHAUSTED).
