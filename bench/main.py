@@ -27,6 +27,7 @@ from bench.keylessctl import (
     GRPC_RSA_BOUND,
     OWNER_MEMBER,
     RSA_BOUND,
+    RUN_METHODS,
     TOKEN_CREATOR,
     KeylessServer,
     check_load,
@@ -64,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ready-runs", type=int, default=5, help="keyless serve starts to time (default 5)")
     p.add_argument("--profile", action="store_true",
                    help="also record py-spy profiles of keyless per method (bench/results/profile/)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated keyless rows to measure (e.g. token_jwt_bearer,sts_exchange; default all):"
+                        " a short targeted run on a shared machine")
     p.add_argument("--no-http", action="store_true", help="skip the limits, keyless per method and the peer")
     p.add_argument("--no-peer", action="store_true", help="skip moto (its load and the aws CLI)")
     p.add_argument("--no-cli", action="store_true", help="skip the CLI timings and keyless serve readiness")
@@ -158,8 +162,12 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
                            "--grpc-port", "0", workers=args.workers)
     log(f"  keyless ready in {server.ready_s * 1000:.0f} ms, pids {server.pids}")
     target = prepare_target(server)
-    method_loads = loads(server, target, assertions=jwt_bearer_assertions(target.key_file, 1000))
+    method_loads = loads(server, target, assertions=jwt_bearer_assertions(target.key_file, 1000),
+                         methods=RUN_METHODS)
     method_loads.update(grpc_loads(server, target))  # the same server's gRPC listener (its main process)
+    if args.methods:
+        wanted = {m.strip() for m in args.methods.split(",") if m.strip()}
+        method_loads = {name: load for name, load in method_loads.items() if name in wanted}
     subjects += [Subject(name, load, server.pids) for name, load in method_loads.items()]
     moto = None
     if not args.no_peer:
