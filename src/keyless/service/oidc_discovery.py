@@ -43,8 +43,9 @@ MAX_ISSUERS = 1024  # issuers whose keys are kept (one per distinct issuerUri of
 UNAVAILABLE = "The OIDC issuer's keys cannot be fetched now; retry later (the server log says why)."
 
 
-class FetchFailed(Exception):
-    """Why an issuer's document could not be had (for the log only: never sent to the caller)."""
+class FetchFailed(Unavailable):
+    """Why an issuer's document could not be had: logged, never sent to the caller (``IssuerKeyCache.keys``
+    answers the fixed ``UNAVAILABLE`` instead)."""
 
 
 def is_loopback(host: str | None) -> bool:
