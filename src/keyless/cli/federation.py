@@ -30,9 +30,10 @@ DisplayName = Annotated[str | None, typer.Option(help="A display name (at most 3
 Description = Annotated[str | None, typer.Option(help="A description (at most 256 characters).")]
 Disabled = Annotated[bool | None, typer.Option("--disabled/--no-disabled", help="Disable (or enable) it.")]
 ShowDeleted = Annotated[bool, typer.Option(help="Also list the deleted ones (undeletable for 30 days).")]
-IssuerUri = Annotated[str | None, typer.Option(help="The OIDC issuer (its tokens' iss), an https:// URL.")]
+IssuerUri = Annotated[str | None, typer.Option(
+    help="The OIDC issuer (its tokens' iss), an https:// URL (http:// only for a loopback issuer).")]
 JwkJsonPath = Annotated[str | None, typer.Option(
-    help="A file holding the issuer's JWKS (keyless never fetches an issuer's keys).")]
+    help="A file holding the issuer's JWKS (without it keyless discovers the issuer's keys).")]
 Audiences = Annotated[str | None, typer.Option(
     help="Comma-separated audiences the tokens may carry (default: the provider's full name).")]
 Mapping = Annotated[str | None, typer.Option(
