@@ -141,9 +141,50 @@ def jwt_bearer_assertions(key_file: Path, count: int) -> list[str]:
 
 
 METHODS = ("generateAccessToken", "generateIdToken", "signJwt", "signBlob", "token_jwt_bearer", "metadata_token")
+# bench/run's rows: also the STS token exchange (issue 18), beside the JWT-bearer grant it is measured against
+# (bench/run --compare keeps METHODS: a revision before federation has no exchange to measure).
+RUN_METHODS = (*METHODS[:5], "sts_exchange", *METHODS[5:])
 RSA_BOUND = ("generateIdToken", "signJwt", "signBlob")
 GRPC_METHODS = ("grpc_generateAccessToken", "grpc_signBlob")
 GRPC_RSA_BOUND = ("grpc_signBlob",)
+
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+BENCH_ISSUER = "https://issuer.bench.keyless.test"
+
+
+def sts_exchange_bodies(server: KeylessServer, count: int) -> list[str]:
+    """The STS exchange's load (issue 18): an OIDC provider knowing its issuer's RSA key by its JWKS (parsed once,
+    then cached), with the mapping and condition a Kubernetes provider has; ``count`` different subject tokens
+    (RS256, kid named, each valid for at least 40 minutes), as form bodies for ``POST /v1/token``."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = json.dumps({"keys": [{"kty": "RSA", "n": jwk["n"], "e": jwk["e"], "kid": "bench", "alg": "RS256"}]})
+    project = server.call("GET", "/v1/projects/keyless-dev")
+    pools = "/v1/projects/keyless-dev/locations/global/workloadIdentityPools"
+    server.call("POST", f"{pools}?workloadIdentityPoolId=bench", {})
+    server.call("POST", f"{pools}/bench/providers?workloadIdentityPoolProviderId=cluster", {
+        "attributeMapping": {"google.subject": "assertion.sub",
+                             "attribute.namespace": "assertion['kubernetes.io'].namespace"},
+        "attributeCondition": "attribute.namespace == 'prod'",
+        "oidc": {"issuerUri": BENCH_ISSUER, "jwksJson": jwks}})
+    audience = (f"//iam.googleapis.com/projects/{project['projectNumber']}/locations/global/workloadIdentityPools/"
+                "bench/providers/cluster")
+    now = int(time.time())
+    bodies = []
+    for i in range(count):
+        iat = now - (i % 1200)
+        token = jwt.encode({"iss": BENCH_ISSUER, "sub": f"system:serviceaccount:prod:workload-{i}", "aud": audience,
+                            "iat": iat, "exp": iat + 3600, "kubernetes.io": {"namespace": "prod"}}, key,
+                           algorithm="RS256", headers={"kid": "bench"})
+        bodies.append(urllib.parse.urlencode({
+            "grant_type": TOKEN_EXCHANGE, "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "requested_token_type": "urn:ietf:params:oauth:token-type:access_token", "audience": audience,
+            "scope": CLOUD, "subject_token": token}))
+    return bodies
 
 
 def grpc_loads(server: KeylessServer, target: Target) -> dict[str, Load]:
@@ -195,6 +236,9 @@ def loads(server: KeylessServer, target: Target, *, assertions: list[str] | None
             bodies = [urllib.parse.urlencode({"grant_type": JWT_BEARER, "assertion": a}) for a in pool]
             out[method] = Load(f"{server.url}/token", "POST", ["Content-Type: application/x-www-form-urlencoded"],
                                bodies)
+        elif method == "sts_exchange":
+            out[method] = Load(f"{server.url}/v1/token", "POST", ["Content-Type: application/x-www-form-urlencoded"],
+                               sts_exchange_bodies(server, 1000))
         elif method == "metadata_token":
             if not server.metadata:
                 continue

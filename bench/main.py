@@ -27,6 +27,7 @@ from bench.keylessctl import (
     GRPC_RSA_BOUND,
     OWNER_MEMBER,
     RSA_BOUND,
+    RUN_METHODS,
     TOKEN_CREATOR,
     KeylessServer,
     check_load,
@@ -173,7 +174,8 @@ def section_http(args: argparse.Namespace, procs: Processes, wrk: Wrk, work: Pat
                            "--grpc-port", "0", workers=args.workers)
     log(f"  keyless ready in {server.ready_s * 1000:.0f} ms, pids {server.pids}")
     target = prepare_target(server)
-    method_loads = loads(server, target, assertions=jwt_bearer_assertions(target.key_file, 1000))
+    method_loads = loads(server, target, assertions=jwt_bearer_assertions(target.key_file, 1000),
+                         methods=RUN_METHODS)
     method_loads.update(grpc_loads(server, target))  # the same server's gRPC listener (in every process)
     method_loads = only(args, method_loads)
     subjects += [Subject(name, load, server.pids) for name, load in method_loads.items()]

@@ -158,11 +158,11 @@ def test_pools_and_providers_are_served_as_google_serves_them(fed: Federation) -
     provider = srv.owner("GET", f"{pools}/cluster/providers/k8s-oidc")
     assert provider["oidc"]["issuerUri"] == ISSUER and provider["state"] == "ACTIVE"
     assert provider["attributeMapping"]["google.subject"] == "assertion.sub"
-    # keyless serves OIDC providers only, and needs the issuer's keys given.
+    # keyless serves OIDC providers only, and discovers keys (without jwksJson) only from an issuer it may fetch.
     for body, field in (({"aws": {"accountId": "123456789012"}, "attributeMapping": {"google.subject": "x"}},
                          "aws"),
-                        ({"oidc": {"issuerUri": ISSUER}, "attributeMapping": {"google.subject": "assertion.sub"}},
-                         "jwksJson"),
+                        ({"oidc": {"issuerUri": "http://issuer.example"},
+                          "attributeMapping": {"google.subject": "assertion.sub"}}, "issuerUri"),
                         ({"oidc": {"issuerUri": ISSUER, "jwksJson": fed.issuer.jwks()}}, "google.subject"),
                         ({"oidc": {"issuerUri": ISSUER, "jwksJson": fed.issuer.jwks()},
                           "attributeMapping": {"google.subject": "assertion.sub"},

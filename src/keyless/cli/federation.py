@@ -30,9 +30,10 @@ DisplayName = Annotated[str | None, typer.Option(help="A display name (at most 3
 Description = Annotated[str | None, typer.Option(help="A description (at most 256 characters).")]
 Disabled = Annotated[bool | None, typer.Option("--disabled/--no-disabled", help="Disable (or enable) it.")]
 ShowDeleted = Annotated[bool, typer.Option(help="Also list the deleted ones (undeletable for 30 days).")]
-IssuerUri = Annotated[str | None, typer.Option(help="The OIDC issuer (its tokens' iss), an https:// URL.")]
+IssuerUri = Annotated[str | None, typer.Option(
+    help="The OIDC issuer (its tokens' iss), an https:// URL (http:// only for a loopback issuer).")]
 JwkJsonPath = Annotated[str | None, typer.Option(
-    help="A file holding the issuer's JWKS (keyless never fetches an issuer's keys).")]
+    help="A file holding the issuer's JWKS (without it keyless discovers the issuer's keys).")]
 Audiences = Annotated[str | None, typer.Option(
     help="Comma-separated audiences the tokens may carry (default: the provider's full name).")]
 Mapping = Annotated[str | None, typer.Option(
@@ -170,7 +171,8 @@ def create_oidc(provider: Provider, workload_identity_pool: PoolOption, issuer_u
                 attribute_mapping: Mapping = None, attribute_condition: Condition = None,
                 display_name: DisplayName = None, description: Description = None, disabled: Disabled = None,
                 location: Location = "global", project: ProjectOption = None) -> None:
-    """Create an OIDC provider: tokens of the issuer, verified with the keys of --jwk-json-path."""
+    """Create an OIDC provider: tokens of the issuer, verified with the keys of --jwk-json-path (without it, with
+    the keys the issuer publishes: its /.well-known/openid-configuration's jwks_uri)."""
     _global(location)
     if issuer_uri is None or attribute_mapping is None:
         raise CliError("--issuer-uri and --attribute-mapping are required.", exit_code=2)

@@ -171,12 +171,12 @@ SCHEMA: dict[str, Any] = {
                 "oidc": {
                     "type": "object",
                     "additionalProperties": False,
-                    "required": ["issuerUri", "jwksJson"],
+                    "required": ["issuerUri"],
                     "properties": {
-                        "issuerUri": {"type": "string", "pattern": "^https://"},
+                        "issuerUri": {"type": "string", "pattern": "^(https://|http://(127\\.|\\[::1\\]|localhost))"},
                         "allowedAudiences": {"type": "array", "items": {"type": "string"}},
-                        "jwksJson": {"type": "string", "description": "The issuer's JWKS (keyless never fetches "
-                                                                      "it)."},
+                        "jwksJson": {"type": "string", "description": "The issuer's JWKS; without it keyless "
+                                                                      "discovers the issuer's keys."},
                     },
                 },
             },

@@ -10,7 +10,7 @@ import logging
 import grpc
 
 from keyless.errors import BindFailed
-from keyless.grpc import admin, credentials, projects
+from keyless.grpc import admin, credentials, projects, sts
 from keyless.service.app import Keyless
 from keyless.service.limits import Limits
 
@@ -31,7 +31,8 @@ def build_server(keyless: Keyless, limits: Limits, *, shared_port: bool = False)
     of the processes of ``--workers N`` that all serve the one port (SO_REUSEPORT)."""
     logging.getLogger("grpc._cython.cygrpc").addFilter(_NO_METADATA_VALUES)  # once: the same filter is kept once
     server = grpc.aio.server(
-        handlers=[*credentials.handlers(keyless), *admin.handlers(keyless), *projects.handlers(keyless)],
+        handlers=[*credentials.handlers(keyless), *admin.handlers(keyless), *projects.handlers(keyless),
+                  *sts.handlers(keyless)],
         maximum_concurrent_rpcs=limits.max_connections,  # beyond: RESOURCE_EXHAUSTED, as REST's cap answers 503
         options=[
             # The request size limit of REST's bodies; larger messages are refused by grpcio (RESOURCE_EXHAUSTED).

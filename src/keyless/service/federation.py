@@ -41,7 +41,7 @@ from keyless.errors import (
     OAuthError,
     Unauthenticated,
 )
-from keyless.service import audit, minting
+from keyless.service import audit, minting, oidc_discovery
 from keyless.service.authn import CLOUD_PLATFORM, authenticate_access_token
 from keyless.service.core import Caller, Core
 from keyless.storage.base import Conflict, Project, WorkloadPool, WorkloadProvider
@@ -95,27 +95,29 @@ def _issuer_keys(jwks_json: str) -> tuple[IssuerKey, ...]:
 
 
 def _check_oidc(raw: object) -> dict[str, Any]:
-    """A provider's ``oidc`` block. keyless verifies tokens with the keys in ``jwksJson`` only: it never fetches an
-    issuer's discovery document (no request to a URL a caller chose), so the JWKS is required."""
+    """A provider's ``oidc`` block. With ``jwksJson`` keyless verifies tokens with those keys only; without it,
+    it discovers the issuer's keys (``keyless.service.oidc_discovery``), so the issuer must be one it may fetch
+    from: https, or plain http to a loopback host."""
     field = "workloadIdentityPoolProvider.oidc"
     if not isinstance(raw, Mapping):
         raise InvalidArgument("An OIDC provider needs an oidc object.", field=field)
     check_fields(raw, OIDC_FIELDS, field)
     issuer = raw.get("issuerUri")
-    if not isinstance(issuer, str) or not issuer.startswith("https://") or len(issuer) > 2048:
-        raise InvalidArgument("The oidc.issuerUri must be an https:// URL.", field=f"{field}.issuerUri")
+    if not isinstance(issuer, str) or len(issuer) > 2048 or not oidc_discovery.check_issuer_uri(issuer):
+        raise InvalidArgument("The oidc.issuerUri must be an https:// URL (plain http:// only for a loopback "
+                              "issuer: 127.0.0.1, [::1] or localhost).", field=f"{field}.issuerUri")
     audiences = raw.get("allowedAudiences") or []
     if (not isinstance(audiences, list) or len(audiences) > fed.MAX_AUDIENCES
             or not all(isinstance(a, str) and 0 < len(a) <= fed.MAX_AUDIENCE_LENGTH for a in audiences)):
         raise InvalidArgument(f"The oidc.allowedAudiences must be at most {fed.MAX_AUDIENCES} strings of at most "
                               f"{fed.MAX_AUDIENCE_LENGTH} characters.", field=f"{field}.allowedAudiences")
     jwks = raw.get("jwksJson")
-    if not isinstance(jwks, str) or not jwks:
-        raise InvalidArgument("keyless verifies OIDC tokens with the keys given in oidc.jwksJson only (it does not "
-                              "fetch the issuer's keys): set jwksJson to the issuer's JWKS.",
-                              field=f"{field}.jwksJson")
-    _issuer_keys(jwks)
-    out: dict[str, Any] = {"issuerUri": issuer, "jwksJson": jwks}
+    out: dict[str, Any] = {"issuerUri": issuer}
+    if jwks is not None and jwks != "":
+        if not isinstance(jwks, str):
+            raise InvalidArgument("The oidc.jwksJson must be a string holding a JWKS.", field=f"{field}.jwksJson")
+        _issuer_keys(jwks)
+        out["jwksJson"] = jwks
     if audiences:
         out["allowedAudiences"] = list(audiences)
     return out
@@ -184,6 +186,8 @@ class Federation:
         # Told the CA certificates of an X.509 provider this process writes (the mTLS listener asks clients'
         # certificates of them from the next handshake on); None when no mTLS listener runs here.
         self.trust_added: Callable[[Sequence[str]], None] | None = None
+        # The keys of issuers discovered for providers without jwksJson, fetched on demand.
+        self.issuer_keys = oidc_discovery.IssuerKeyCache(core.now)
 
     # ------------------------------------------------------------ pools and providers
 
@@ -477,7 +481,7 @@ class Federation:
         if provider.x509:
             claims = self._verify_certificate(provider, subject_token, client_certificate)
         else:
-            claims = self._verify(provider, subject_token)
+            claims = await self._verify(provider, subject_token)
         identity = fed.map_assertion(provider.name, provider.attribute_mapping, claims)
         audit.note(principal=identity.member, federatedIdentity=identity.to_json())
         fed.check_condition(provider.attribute_condition, identity, claims)
@@ -508,14 +512,20 @@ class Federation:
             raise OAuthError("invalid_grant", "The client certificate cannot be read.") from None
         return x509_trust.assertion_of(leaf)
 
-    def _verify(self, provider: WorkloadProvider, token: str) -> dict[str, Any]:
-        """The claims of an external token the provider accepts: signed by a key of its JWKS with the key's pinned
-        algorithm, from its issuer, for one of its audiences, within its times."""
+    async def _verify(self, provider: WorkloadProvider, token: str) -> dict[str, Any]:
+        """The claims of an external token the provider accepts: signed by a key of its JWKS (its ``jwksJson``, or
+        the issuer's discovered one) with the key's pinned algorithm, from its issuer, for one of its audiences,
+        within its times."""
         oidc = provider.oidc
         try:
             header, _ = unverified_parts(token)
-            claims = verify_external(token, header, _issuer_keys(str(oidc.get("jwksJson", ""))),
-                                     now=self.core.now(), leeway=self.core.settings.clock_skew)
+            jwks = oidc.get("jwksJson")
+            if jwks:
+                keys = _issuer_keys(str(jwks))
+            else:
+                kid = header.get("kid")
+                keys = await self.issuer_keys.keys(str(oidc.get("issuerUri")), kid if isinstance(kid, str) else None)
+            claims = verify_external(token, header, keys, now=self.core.now(), leeway=self.core.settings.clock_skew)
         except (MalformedJwt, InvalidArgument):
             raise OAuthError("invalid_grant", "Unable to parse the ID Token.") from None
         except UnacceptedAlgorithm as exc:
