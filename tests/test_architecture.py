@@ -19,6 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"errors"},
     "crypto": {"errors", "private_files"},
     "proxy": set(),
+    "console": set(),  # package data only: the console's files, served by keyless.http.console
     "service": {"domain", "errors", "clock", "crypto", "storage", "private_files"},
     "http": {"service", "domain", "errors", "clock", "crypto", "storage", "proxy"},
     "grpc": {"service", "domain", "errors", "clock", "crypto", "storage"},

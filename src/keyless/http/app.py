@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from keyless import console
 from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import (
     admin,
     certs,
+    console,
     federation,
     oauth,
     openapi,
