@@ -7,11 +7,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.domain.lifetimes import format_timestamp
+from keyless.domain.policy import update_mask_fields
 from keyless.errors import PermissionDenied
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
 from keyless.service import audit
 from keyless.service.core import Caller
-from keyless.service.policies import requested_version
+from keyless.service.policies import permissions_of, policy_of, requested_version
+from keyless.service.policy_requests import (
+    GetProjectIamPolicyRequest,
+    SetProjectIamPolicyRequest,
+    TestProjectIamPermissionsRequest,
+)
 
 
 async def list_projects(request: Request) -> Response:
@@ -48,8 +54,8 @@ async def get_iam_policy(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     data = await read_json(request, ("options",))
-    policy = await kl.policies.get_for_project(caller, request.path_params["project"],
-                                               requested_version(request.query_params, data))
+    policy = await kl.policies.get_for_project(caller, GetProjectIamPolicyRequest(
+        request.path_params["project"], requested_version(request.query_params, data)))
     return JSONResponse(policy.to_json())
 
 
@@ -61,14 +67,17 @@ async def set_iam_policy(request: Request) -> Response:
     caller = await api_caller(request)
     data = await read_json(request, ("policy", "updateMask"))
     audit.note_request(policy=data.get("policy"), updateMask=data.get("updateMask"))
-    return JSONResponse((await kl.policies.set_for_project(caller, project_id, data)).to_json())
+    policy = await kl.policies.set_for_project(caller, SetProjectIamPolicyRequest(
+        project_id, policy_of(data), update_mask_fields(data.get("updateMask"))))
+    return JSONResponse(policy.to_json())
 
 
 async def check_iam_permissions(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     data = await read_json(request, ("permissions",))
-    granted = await kl.policies.test_on_project(caller, request.path_params["project"], data)
+    granted = await kl.policies.test_on_project(caller, TestProjectIamPermissionsRequest(
+        request.path_params["project"], permissions_of(data)))
     return JSONResponse({"permissions": granted} if granted else {})
 
 
