@@ -12,6 +12,7 @@ from keyless.errors import PermissionDenied
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
 from keyless.service import audit
 from keyless.service.core import Caller
+from keyless.service.owner_requests import ListProjectsRequest
 from keyless.service.policies import permissions_of, policy_of, requested_version
 from keyless.service.policy_requests import (
     GetProjectIamPolicyRequest,
@@ -25,14 +26,14 @@ async def list_projects(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     query = request.query_params
-    projects, next_token = await kl.admin.list_projects(caller, query.get("filter"), query.get("pageSize"),
-                                                        query.get("pageToken"))
+    page = await kl.admin.list_projects(caller, ListProjectsRequest(query.get("filter"), query.get("pageSize"),
+                                                                    query.get("pageToken")))
     out: dict[str, object] = {}
-    if projects:
+    if page.projects:
         out["projects"] = [{**_v1_project(p.project_id, p.number), "createTime": format_timestamp(p.created_at)}
-                           for p in projects]
-    if next_token:
-        out["nextPageToken"] = next_token
+                           for p in page.projects]
+    if page.next_page_token:
+        out["nextPageToken"] = page.next_page_token
     return JSONResponse(out)
 
 
