@@ -4,6 +4,8 @@ path's templates take) for a method none takes, parameters that stop at a ``:ver
 
 from __future__ import annotations
 
+import asyncio
+import re
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +17,7 @@ from starlette.responses import Response
 
 from keyless.http.app import routes
 from keyless.http.openapi import build_openapi
-from keyless.http.routing import Route, Router
+from keyless.http.routing import API_SCOPE_KEY, CredentialVerb, Route, Router
 from keyless.metadata.app import build_metadata_app
 from tests.http.helpers import PROJECT, Api, assert_google_error, assert_oauth_error
 
@@ -135,6 +137,39 @@ def test_the_table_and_openapi_describe_the_same_operations() -> None:
     documented = {(method, path) for path, item in build_openapi()["paths"].items() for method in item}
     assert table - documented == set(), "in the route table, not in /openapi.json"
     assert documented - table == set(), "in /openapi.json, not in the route table"
+
+
+# The path patterns that named each route's API before the table carried it (http/common.py's _ROUTE_SERVICES):
+# the table must give every route the API these gave its template (with a sample value in each parameter).
+_OLD_PATTERNS = (
+    (re.compile(r"/v1/projects/([^/:]+)/serviceAccounts(?:/.*)?"), "iam.googleapis.com"),
+    (re.compile(r"/v[13]/projects/([^/:]+)(?::\w+)?"), "cloudresourcemanager.googleapis.com"),
+    (re.compile(r"/v1/organizations/()[^/]+"), "cloudresourcemanager.googleapis.com"),
+    (re.compile(r"/v2/projects/([^/]+)/(?:policies|constraints)(?:/.*)?"), "orgpolicy.googleapis.com"),
+    (re.compile(r"/v2/organizations/()[^/]+/(?:policies|constraints)(?:/.*)?"), "orgpolicy.googleapis.com"),
+)
+
+
+def test_each_route_carries_the_api_its_path_belonged_to() -> None:
+    for route in routes():
+        path = re.sub(r"\{\w+(:path)?\}", "x", route.template)
+        expected = next((api for pattern, api in _OLD_PATTERNS if pattern.fullmatch(path)), None)
+        assert route.api == expected, (route.method, route.template)
+
+
+def test_a_handler_reads_its_routes_api_from_the_request() -> None:
+    seen: list[object] = []
+
+    async def endpoint(request: Request) -> Response:
+        seen.append(request.scope.get(API_SCOPE_KEY))
+        return Response("")
+
+    router = Router([Route("GET", "/things/{thing}", endpoint, "things.googleapis.com")])
+    handler = router.match("GET", "/things/one")[0]
+    assert handler is not None and not isinstance(handler, CredentialVerb)
+    scope = {"type": "http", "method": "GET", "path": "/things/one", "headers": [], "query_string": b""}
+    asyncio.run(handler(Request(scope)))
+    assert seen == ["things.googleapis.com"]
 
 
 async def _a(request: Request) -> Response:

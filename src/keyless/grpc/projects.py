@@ -15,12 +15,18 @@ import grpc
 from google.cloud.resourcemanager_v3 import types
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 
+from keyless.domain.policy import update_mask_fields
 from keyless.errors import InvalidArgument
 from keyless.grpc.calls import Method, as_json, from_json, service_handler
 from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.core import Caller
-from keyless.service.policies import requested_version
+from keyless.service.policies import permissions_of, policy_of, requested_version
+from keyless.service.policy_requests import (
+    GetProjectIamPolicyRequest,
+    SetProjectIamPolicyRequest,
+    TestProjectIamPermissionsRequest,
+)
 from keyless.service.shapes import project_v3_json
 
 SERVICE = "google.cloud.resourcemanager.v3.Projects"
@@ -41,8 +47,8 @@ async def _get_project(kl: Keyless, caller: Caller, message: Any) -> bytes:
 
 
 async def _get_policy(kl: Keyless, caller: Caller, message: Any) -> bytes:
-    policy = await kl.policies.get_for_project(caller, _project(message.resource, "resource"),
-                                               requested_version({}, as_json(message)))
+    policy = await kl.policies.get_for_project(caller, GetProjectIamPolicyRequest(
+        _project(message.resource, "resource"), requested_version({}, as_json(message))))
     return from_json(policy_pb2.Policy, policy.to_json())
 
 
@@ -56,12 +62,14 @@ def _set_policy_fields(message: Any) -> Mapping[str, Any]:
 async def _set_policy(kl: Keyless, caller: Caller, message: Any) -> bytes:
     data = as_json(message)
     audit.note_request(policy=data.get("policy"), updateMask=data.get("updateMask"))
-    policy = await kl.policies.set_for_project(caller, _project(message.resource, "resource"), data)
+    policy = await kl.policies.set_for_project(caller, SetProjectIamPolicyRequest(
+        _project(message.resource, "resource"), policy_of(data), update_mask_fields(data.get("updateMask"))))
     return from_json(policy_pb2.Policy, policy.to_json())
 
 
 async def _test_permissions(kl: Keyless, caller: Caller, message: Any) -> bytes:
-    granted = await kl.policies.test_on_project(caller, _project(message.resource, "resource"), as_json(message))
+    granted = await kl.policies.test_on_project(caller, TestProjectIamPermissionsRequest(
+        _project(message.resource, "resource"), permissions_of(as_json(message))))
     return from_json(iam_policy_pb2.TestIamPermissionsResponse, {"permissions": granted})
 
 

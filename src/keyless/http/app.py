@@ -1,10 +1,10 @@
 """The ASGI application of the API port: every surface on one port, dispatched by one route table.
 
-Each entry of :func:`routes` is one method, one path template (with its ``:verb``) and the handler of that one
-operation; ``keyless.http.routing`` matches it, the edge calls the handler. A path no template matches is a
-404, a method none of the path's templates takes a 405 with ``Allow``, both in the path's error shape (OAuth's
-on the OAuth endpoints, Google's elsewhere). ``keyless.http.openapi`` documents exactly these operations
-(tests/http/test_routing.py holds them to it).
+Each entry of :func:`routes` is one method, one path template (with its ``:verb``), the handler of that one
+operation and the Google API it belongs to (for ``--enforce-services``); ``keyless.http.routing`` matches it, the
+edge calls the handler. A path no template matches is a 404, a method none of the path's templates takes a 405 with
+``Allow``, both in the path's error shape (OAuth's on the OAuth endpoints, Google's elsewhere).
+``keyless.http.openapi`` documents exactly these operations (tests/http/test_routing.py holds them to it).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from keyless.domain.services import IAM, ORG_POLICY, RESOURCE_MANAGER
 from keyless.errors import KeylessError, MethodNotAllowed, NotFound, OAuthError
 from keyless.http import (
     admin,
@@ -46,28 +47,28 @@ def _service_account_routes() -> list[Route]:
     account = base + "/{account}"
     key = account + "/keys/{key}"
     return [
-        Route("GET", base, sa.list_accounts),
-        Route("POST", base, sa.create_account),
-        Route("GET", account, sa.get_account),
-        Route("PATCH", account, sa.patch_account),
-        Route("PUT", account, sa.update_account),
-        Route("DELETE", account, sa.delete_account),
-        Route("POST", account + ":disable", sa.disable_account),
-        Route("POST", account + ":enable", sa.enable_account),
-        Route("POST", account + ":undelete", sa.undelete_account),
-        Route("POST", account + ":getIamPolicy", sa.get_iam_policy),
-        Route("POST", account + ":setIamPolicy", sa.set_iam_policy),
-        Route("POST", account + ":testIamPermissions", sa.check_iam_permissions),
-        Route("GET", account + "/allowedLocations", sa.allowed_locations),
-        Route("GET", account + "/keys", sa.list_keys),
-        Route("POST", account + "/keys", sa.create_key),
-        Route("POST", account + "/keys:upload", sa.upload_key),
-        Route("GET", key, sa.get_key),
-        Route("DELETE", key, sa.delete_key),
-        Route("POST", key + ":disable", sa.disable_key),
-        Route("POST", key + ":enable", sa.enable_key),
+        Route("GET", base, sa.list_accounts, IAM),
+        Route("POST", base, sa.create_account, IAM),
+        Route("GET", account, sa.get_account, IAM),
+        Route("PATCH", account, sa.patch_account, IAM),
+        Route("PUT", account, sa.update_account, IAM),
+        Route("DELETE", account, sa.delete_account, IAM),
+        Route("POST", account + ":disable", sa.disable_account, IAM),
+        Route("POST", account + ":enable", sa.enable_account, IAM),
+        Route("POST", account + ":undelete", sa.undelete_account, IAM),
+        Route("POST", account + ":getIamPolicy", sa.get_iam_policy, IAM),
+        Route("POST", account + ":setIamPolicy", sa.set_iam_policy, IAM),
+        Route("POST", account + ":testIamPermissions", sa.check_iam_permissions, IAM),
+        Route("GET", account + "/allowedLocations", sa.allowed_locations, IAM),
+        Route("GET", account + "/keys", sa.list_keys, IAM),
+        Route("POST", account + "/keys", sa.create_key, IAM),
+        Route("POST", account + "/keys:upload", sa.upload_key, IAM),
+        Route("GET", key, sa.get_key, IAM),
+        Route("DELETE", key, sa.delete_key, IAM),
+        Route("POST", key + ":disable", sa.disable_key, IAM),
+        Route("POST", key + ":enable", sa.enable_key, IAM),
         # The IAM Credentials verbs (and IAM v1's signBlob/signJwt): the edge's raw-ASGI fast path.
-        *(Route("POST", f"{account}:{verb}", CredentialVerb(verb))
+        *(Route("POST", f"{account}:{verb}", CredentialVerb(verb), IAM)
           for verb in ("generateAccessToken", "generateIdToken", "signBlob", "signJwt")),
     ]
 
@@ -75,15 +76,15 @@ def _service_account_routes() -> list[Route]:
 def _project_routes() -> list[Route]:
     out = [
         Route("GET", "/v1/projects", projects.list_projects),
-        Route("GET", "/v1/projects/{project}", projects.get_v1),
-        Route("GET", "/v3/projects/{project}", projects.get_v3),
+        Route("GET", "/v1/projects/{project}", projects.get_v1, RESOURCE_MANAGER),
+        Route("GET", "/v3/projects/{project}", projects.get_v3, RESOURCE_MANAGER),
     ]
     for version in ("v1", "v3"):
         project = f"/{version}/projects/{{project}}"
         out += [
-            Route("POST", project + ":getIamPolicy", projects.get_iam_policy),
-            Route("POST", project + ":setIamPolicy", projects.set_iam_policy),
-            Route("POST", project + ":testIamPermissions", projects.check_iam_permissions),
+            Route("POST", project + ":getIamPolicy", projects.get_iam_policy, RESOURCE_MANAGER),
+            Route("POST", project + ":setIamPolicy", projects.set_iam_policy, RESOURCE_MANAGER),
+            Route("POST", project + ":testIamPermissions", projects.check_iam_permissions, RESOURCE_MANAGER),
         ]
     return out
 
@@ -93,20 +94,20 @@ def _org_policy_routes() -> list[Route]:
     for parent in ("/v2/projects/{project}", "/v2/organizations/{organization}"):
         policy = parent + "/policies/{constraint}"
         out += [
-            Route("GET", parent + "/policies", orgpolicy.list_policies),
-            Route("POST", parent + "/policies", orgpolicy.create_policy),
-            Route("GET", policy, orgpolicy.get_policy),
-            Route("PATCH", policy, orgpolicy.update_policy),
-            Route("PUT", policy, orgpolicy.update_policy),
-            Route("DELETE", policy, orgpolicy.delete_policy),
-            Route("GET", policy + ":getEffectivePolicy", orgpolicy.effective_policy),
-            Route("GET", parent + "/constraints", orgpolicy.constraints),
+            Route("GET", parent + "/policies", orgpolicy.list_policies, ORG_POLICY),
+            Route("POST", parent + "/policies", orgpolicy.create_policy, ORG_POLICY),
+            Route("GET", policy, orgpolicy.get_policy, ORG_POLICY),
+            Route("PATCH", policy, orgpolicy.update_policy, ORG_POLICY),
+            Route("PUT", policy, orgpolicy.update_policy, ORG_POLICY),
+            Route("DELETE", policy, orgpolicy.delete_policy, ORG_POLICY),
+            Route("GET", policy + ":getEffectivePolicy", orgpolicy.effective_policy, ORG_POLICY),
+            Route("GET", parent + "/constraints", orgpolicy.constraints, ORG_POLICY),
         ]
     # Resource Manager v1's org-policy verbs.
     for verb in orgpolicy.V1_VERBS:
         handler = orgpolicy.v1_verb(verb)
-        out += [Route("POST", f"/v1/projects/{{project}}:{verb}", handler),
-                Route("POST", f"/v1/organizations/{{organization}}:{verb}", handler)]
+        out += [Route("POST", f"/v1/projects/{{project}}:{verb}", handler, RESOURCE_MANAGER),
+                Route("POST", f"/v1/organizations/{{organization}}:{verb}", handler, RESOURCE_MANAGER)]
     return out
 
 
@@ -150,7 +151,8 @@ def _troubleshooting_routes() -> list[Route]:
         Route("POST", "/v3/iam:troubleshoot", troubleshoot.troubleshoot_v3),
         Route("POST", "/v2alpha1/iam:troubleshoot", troubleshoot.troubleshoot_v2alpha1),
         Route("POST", "/keyless/v1/iam:troubleshootChain", troubleshoot.troubleshoot_chain),
-        Route("GET", "/v1/projects/{project}:analyzeIamPolicy", troubleshoot.analyze_iam_policy),
+        # Cloud Asset's method, checked as Resource Manager's (the project verbs' API) as it always was.
+        Route("GET", "/v1/projects/{project}:analyzeIamPolicy", troubleshoot.analyze_iam_policy, RESOURCE_MANAGER),
         Route("GET", "/keyless/v1/serviceAccounts/{account}:whoCanImpersonate", troubleshoot.who_can_impersonate),
     ]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,8 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Send
 
-from keyless.domain.services import IAM, ORG_POLICY, RESOURCE_MANAGER
 from keyless.errors import Internal, InvalidArgument, KeylessError, OAuthError, PayloadTooLarge
+from keyless.http.routing import API_SCOPE_KEY
 from keyless.proxy.hosts import is_served
 from keyless.service import audit
 from keyless.service.app import Keyless
@@ -116,29 +115,16 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
-# The API each route family belongs to, and the project its path names (group 1), for --enforce-services. The
-# IAM Credentials verbs check theirs once the target is authorized (Credentials.authorize_chain); Service Usage
-# and keyless's own routes are never refused for a disabled API.
-_ROUTE_SERVICES = (
-    (re.compile(r"/v1/projects/([^/:]+)/serviceAccounts(?:/.*)?"), IAM),
-    (re.compile(r"/v[13]/projects/([^/:]+)(?::\w+)?"), RESOURCE_MANAGER),
-    (re.compile(r"/v1/organizations/()[^/]+"), RESOURCE_MANAGER),
-    (re.compile(r"/v2/projects/([^/]+)/(?:policies|constraints)(?:/.*)?"), ORG_POLICY),
-    (re.compile(r"/v2/organizations/()[^/]+/(?:policies|constraints)(?:/.*)?"), ORG_POLICY),
-)
-
-
 async def api_caller(request: Request) -> Caller:
     kl = keyless_of(request)
     caller = await api_caller_of(kl.core, kl.per_caller, request.headers.get("authorization"),
                                  request.headers.get("x-goog-user-project"))
     if kl.settings.enforce_services:
-        path = request.url.path
-        for pattern, service in _ROUTE_SERVICES:
-            match = pattern.fullmatch(path)
-            if match is not None:
-                await require_service(kl.core, caller, service, match.group(1) or None)
-                break
+        # The API of the route (its table entry's ``api``) and the project its path names. Service Usage, keyless's
+        # own routes and the IAM Credentials verbs (checked once the target is authorized) name none.
+        api = request.scope.get(API_SCOPE_KEY)
+        if api is not None:
+            await require_service(kl.core, caller, api, request.path_params.get("project"))
     return caller
 
 

@@ -1,9 +1,13 @@
-"""OAuth 2.0 routes: ``/token`` (and Google's other token URLs), tokeninfo and revoke, in the OAuth error shape."""
+"""OAuth 2.0 routes: ``/token`` (and Google's other token URLs), tokeninfo and revoke, in the OAuth error shape.
+
+``/token`` reads the form into the core's ``TokenRequest`` (``keyless.service.oauth_requests``) and renders the
+``TokenGrant`` it gets back; tokeninfo and revoke pass the token they were given."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 from urllib.parse import unquote_plus
 
 from starlette.requests import Request
@@ -12,6 +16,7 @@ from starlette.responses import Response
 from keyless.errors import KeylessError, OAuthError, Unavailable
 from keyless.http.common import JSONResponse, keyless_of, read_form
 from keyless.service import audit
+from keyless.service.oauth_requests import TokenGrant, TokenRequest
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Where these endpoints are served (keyless.http.app's routes): errors there have the OAuth shape.
@@ -44,13 +49,33 @@ async def token(request: Request) -> Response:
     try:
         form = with_basic_client(await read_form(request), request.headers.get("authorization"))
         audit.note_request(grant_type=form.get("grant_type"))
-        granted = await oauth.token(form)
+        granted = await oauth.token(TokenRequest(
+            form.get("grant_type"), form.get("assertion"), form.get("refresh_token"), form.get("code"),
+            form.get("redirect_uri"), form.get("code_verifier"), form.get("client_id"), form.get("client_secret"),
+            form.get("scope", "")))
     except Unavailable as exc:  # the database's failure, not the client's: no failed grant is charged
         raise exc.oauth() from None
     except KeylessError as exc:
         oauth.refused(client_address, exc)
         raise
-    return JSONResponse(granted, headers=NO_STORE)
+    return JSONResponse(token_response(granted), headers=NO_STORE)
+
+
+def token_response(granted: TokenGrant) -> dict[str, Any]:
+    """OAuth's token response (RFC 6749 §5.1), its members in the order Google's endpoint writes them."""
+    if not granted.access_token:
+        return {"id_token": granted.id_token}
+    out: dict[str, Any] = {}
+    if granted.refresh_token is not None:
+        out["refresh_token"] = granted.refresh_token
+    out["access_token"] = granted.access_token
+    out["expires_in"] = granted.expires_in
+    if granted.scope is not None:
+        out["scope"] = granted.scope
+    out["token_type"] = "Bearer"
+    if granted.id_token is not None:
+        out["id_token"] = granted.id_token
+    return out
 
 
 async def tokeninfo(request: Request) -> Response:

@@ -7,11 +7,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.domain.lifetimes import format_timestamp
+from keyless.domain.policy import update_mask_fields
 from keyless.errors import PermissionDenied
 from keyless.http.common import JSONResponse, api_caller, keyless_of, read_json
 from keyless.service import audit
 from keyless.service.core import Caller
-from keyless.service.policies import requested_version
+from keyless.service.owner_requests import ListProjectsRequest
+from keyless.service.policies import permissions_of, policy_of, requested_version
+from keyless.service.policy_requests import (
+    GetProjectIamPolicyRequest,
+    SetProjectIamPolicyRequest,
+    TestProjectIamPermissionsRequest,
+)
 
 
 async def list_projects(request: Request) -> Response:
@@ -19,14 +26,14 @@ async def list_projects(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     query = request.query_params
-    projects, next_token = await kl.admin.list_projects(caller, query.get("filter"), query.get("pageSize"),
-                                                        query.get("pageToken"))
+    page = await kl.admin.list_projects(caller, ListProjectsRequest(query.get("filter"), query.get("pageSize"),
+                                                                    query.get("pageToken")))
     out: dict[str, object] = {}
-    if projects:
+    if page.projects:
         out["projects"] = [{**_v1_project(p.project_id, p.number), "createTime": format_timestamp(p.created_at)}
-                           for p in projects]
-    if next_token:
-        out["nextPageToken"] = next_token
+                           for p in page.projects]
+    if page.next_page_token:
+        out["nextPageToken"] = page.next_page_token
     return JSONResponse(out)
 
 
@@ -48,8 +55,8 @@ async def get_iam_policy(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     data = await read_json(request, ("options",))
-    policy = await kl.policies.get_for_project(caller, request.path_params["project"],
-                                               requested_version(request.query_params, data))
+    policy = await kl.policies.get_for_project(caller, GetProjectIamPolicyRequest(
+        request.path_params["project"], requested_version(request.query_params, data)))
     return JSONResponse(policy.to_json())
 
 
@@ -61,14 +68,17 @@ async def set_iam_policy(request: Request) -> Response:
     caller = await api_caller(request)
     data = await read_json(request, ("policy", "updateMask"))
     audit.note_request(policy=data.get("policy"), updateMask=data.get("updateMask"))
-    return JSONResponse((await kl.policies.set_for_project(caller, project_id, data)).to_json())
+    policy = await kl.policies.set_for_project(caller, SetProjectIamPolicyRequest(
+        project_id, policy_of(data), update_mask_fields(data.get("updateMask"))))
+    return JSONResponse(policy.to_json())
 
 
 async def check_iam_permissions(request: Request) -> Response:
     kl = keyless_of(request)
     caller = await api_caller(request)
     data = await read_json(request, ("permissions",))
-    granted = await kl.policies.test_on_project(caller, request.path_params["project"], data)
+    granted = await kl.policies.test_on_project(caller, TestProjectIamPermissionsRequest(
+        request.path_params["project"], permissions_of(data)))
     return JSONResponse({"permissions": granted} if granted else {})
 
 

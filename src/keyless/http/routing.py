@@ -7,6 +7,9 @@ of the path, slashes and colons included. A path that no template matches is a 4
 match, none of them with the request's method, is a 405 whose ``Allow`` lists every method those templates
 take.
 
+An entry may name the Google API its operation belongs to (``Route.api``); the handler's request then carries it
+(``request.scope[API_SCOPE_KEY]``), so ``--enforce-services`` knows the API without looking at the path again.
+
 The lookup is indexed by the text after a path's last ``:`` (``:generateAccessToken``), or else by its last
 segment, so a credential verb or ``/token`` is tried against its own template and no other.
 """
@@ -42,6 +45,26 @@ class Route(NamedTuple):
     method: str
     template: str
     handler: Handler
+    # The Google API the operation belongs to (``iam.googleapis.com`` ...): with ``--enforce-services`` its caller's
+    # consumer project must have it enabled (``keyless.http.common.api_caller``). None: never refused for that.
+    api: str | None = None
+
+
+API_SCOPE_KEY = "keyless.api"  # where a handler's request finds its route's ``api``
+
+
+class _ApiEndpoint:
+    """A route's handler that tells its request which API the route belongs to."""
+
+    __slots__ = ("api", "endpoint")
+
+    def __init__(self, endpoint: Endpoint, api: str) -> None:
+        self.endpoint = endpoint
+        self.api = api
+
+    async def __call__(self, request: Request) -> Response:
+        request.scope[API_SCOPE_KEY] = self.api
+        return await self.endpoint(request)
 
 
 # The handler of a request and its template's match (``match["account"]``, ``match.groupdict()``); without a
@@ -84,7 +107,11 @@ class Router:
             _, handlers = templates.setdefault(route.template, (_compile(route.template), {}))
             if route.method in handlers:
                 raise MalformedData(f"{route.method} {route.template} is in the table twice")
-            handlers[route.method] = route.handler
+            handler = route.handler
+            if route.api is not None and not isinstance(handler, CredentialVerb):
+                # The credential verbs check their API once the target is authorized (Credentials.authorize_chain).
+                handler = _ApiEndpoint(handler, route.api)
+            handlers[route.method] = handler
         keyed: dict[str, list[_Template]] = {}
         any_segment: list[_Template] = []  # a parameter last: any path whose last segment has no ':'
         any_path: list[_Template] = []  # a {name:path} parameter: any path at all

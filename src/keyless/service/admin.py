@@ -21,9 +21,22 @@ from keyless.domain.policy import Binding, Policy, validate_member
 from keyless.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from keyless.service import audit, grants
 from keyless.service.core import Caller, Core, account_condition_name, project_resource
+from keyless.service.owner_requests import (
+    AdvanceClockRequest,
+    AttachToMetadataRequest,
+    AuditLogRequest,
+    AuditPage,
+    CreateProjectRequest,
+    CreateUserRequest,
+    ListProjectsRequest,
+    ProjectPage,
+    SetGroupRequest,
+    SetPasswordRequest,
+    UserCredentials,
+)
 from keyless.service.policies import store_policy
 from keyless.service.usage import enable_defaults
-from keyless.storage.base import AuditEntry, AuditQuery, Conflict, Project, User
+from keyless.storage.base import AuditQuery, Conflict, Project, User
 
 ADMIN_PERMISSION = "keyless.admin"
 # The owner's client secret and refresh token, encrypted with the master key: each start writes owner.json.
@@ -139,24 +152,23 @@ class Admin:
     async def require_admin(self, caller: Caller) -> None:
         await self.core.require_on_project(caller, ADMIN_PERMISSION, self.core.settings.default_project)
 
-    async def query_audit(self, caller: Caller, filter_text: str, page_size: object, page_token: object,
-                          order_by: object = None) -> tuple[list[AuditEntry], str]:
+    async def query_audit(self, caller: Caller, request: AuditLogRequest) -> AuditPage:
         """A page of the audit log and the token of the next page (``""``: none). ``order_by`` is Cloud
         Logging's ``orderBy``: ``timestamp asc`` (the default) or ``timestamp desc``."""
         await self.require_admin(caller)
-        query = await self._parse_audit_filter(filter_text or "")
-        newest_first = _audit_order(order_by)
-        size = min(parse_count(page_size, field="pageSize", wire="pageSize") or 100, 1000)
+        query = await self._parse_audit_filter(request.filter or "")
+        newest_first = _audit_order(request.order_by)
+        size = min(parse_count(request.page_size, field="pageSize", wire="pageSize") or 100, 1000)
+        page_token = request.page_token
         query = replace(query, newest_first=newest_first, limit=size + 1)
         if page_token:
             position = _audit_page_position(page_token, newest_first)
             query = replace(query, before_seq=position) if newest_first else replace(query, after_seq=position)
         entries = await self.core.store.query_audit(query)
-        token = ""
         if len(entries) > size:
             entries = entries[:size]
-            token = _audit_page_token(entries[-1].seq, newest_first)
-        return entries, token
+            return AuditPage(tuple(entries), _audit_page_token(entries[-1].seq, newest_first))
+        return AuditPage(tuple(entries))
 
     async def _parse_audit_filter(self, text: str) -> AuditQuery:
         """A small subset of the Cloud Logging filter language: terms joined by AND (or spaces)."""
@@ -192,9 +204,10 @@ class Admin:
                 raise InvalidArgument(f"Unsupported filter term '{term}'.", field="filter")
         return query
 
-    async def advance_clock(self, caller: Caller, seconds: object) -> float:
+    async def advance_clock(self, caller: Caller, request: AdvanceClockRequest) -> float:
         """Move the server's clock forward (only with ``--allow-time-travel``)."""
         await self.require_admin(caller)
+        seconds = request.seconds
         clock = self.core.clock
         if not isinstance(clock, OffsetClock):
             raise FailedPrecondition("Time travel is off: start the server with --allow-time-travel.")
@@ -208,10 +221,11 @@ class Admin:
         clock.advance(float(seconds))
         return clock.now()
 
-    async def attach_to_metadata(self, caller: Caller, email: object) -> None:
-        """Make ``email`` the account the metadata server serves (to whoever can reach it)."""
+    async def attach_to_metadata(self, caller: Caller, request: AttachToMetadataRequest) -> None:
+        """Make the request's account the one the metadata server serves (to whoever can reach it)."""
         await self.require_admin(caller)
-        account = await self.core.resolve_account(email) if isinstance(email, str) else None
+        email = request.service_account
+        account = await self.core.resolve_account(email) if email is not None else None
         if account is None:
             raise InvalidArgument(f"Service account {email} does not exist.", field="serviceAccount")
         audit.note(resource=account_condition_name(account))
@@ -242,9 +256,10 @@ class Admin:
         await enable_defaults(self.core, project.project_id)
         return project
 
-    async def create_project(self, caller: Caller, project_id: object) -> Project:
+    async def create_project(self, caller: Caller, request: CreateProjectRequest) -> Project:
         await self.require_admin(caller)
-        if not isinstance(project_id, str):
+        project_id = request.project_id
+        if project_id is None:
             raise InvalidArgument("projectId is required.", field="projectId")
         validate_project_id(project_id)
         if await self.core.store.get_project(project_id) is not None:
@@ -265,12 +280,13 @@ class Admin:
         await self.core.require_on_project(caller, "resourcemanager.projects.get", found.project_id)
         return found
 
-    async def list_projects(self, caller: Caller, filter_text: object, page_size: object, page_token: object
-                            ) -> tuple[list[Project], str]:
+    async def list_projects(self, caller: Caller, request: ListProjectsRequest) -> ProjectPage:
         """Resource Manager v1 ``projects.list``: by project id, the projects on which the caller holds
         ``resourcemanager.projects.get`` and that ``filter_text`` matches; a page of them and the next page's token."""
-        matches = _project_filter(filter_text)
-        size = min(parse_count(page_size, field="page_size", wire="pageSize") or PROJECT_PAGE_SIZE, PROJECT_PAGE_SIZE)
+        matches = _project_filter(request.filter)
+        page_token = request.page_token
+        size = min(parse_count(request.page_size, field="page_size", wire="pageSize") or PROJECT_PAGE_SIZE,
+                   PROJECT_PAGE_SIZE)
         after = ""
         if page_token:
             try:
@@ -288,8 +304,8 @@ class Admin:
                     break
         if len(visible) > size:
             visible = visible[:size]
-            return visible, base64.urlsafe_b64encode(visible[-1].project_id.encode()).decode()
-        return visible, ""
+            return ProjectPage(tuple(visible), base64.urlsafe_b64encode(visible[-1].project_id.encode()).decode())
+        return ProjectPage(tuple(visible))
 
     async def grant(self, resource: str, role: str, member: str) -> None:
         policy = await self.core.load_policy(resource)
@@ -300,7 +316,7 @@ class Admin:
         await store_policy(self.core, resource, Policy(policy.version, tuple(bindings), policy.etag),
                            expected_etag=None)
 
-    async def create_user(self, email: str) -> tuple[User, str, str]:
+    async def create_user(self, email: str) -> UserCredentials:
         """Register a user; returns it with its client secret and refresh token (shown only now)."""
         if not isinstance(email, str) or not EMAIL_RE.match(email):
             raise InvalidArgument(f"Invalid email '{email}'.", field="email")
@@ -320,13 +336,13 @@ class Admin:
             await self.core.store.create_user(user)
         except Conflict:
             raise AlreadyExists(f"User {email} already exists.", resource_name=f"users/{email}") from None
-        return user, client_secret, refresh_token
+        return UserCredentials(user, client_secret, refresh_token)
 
-    async def add_user(self, caller: Caller, email: object) -> tuple[User, str, str]:
+    async def add_user(self, caller: Caller, request: CreateUserRequest) -> UserCredentials:
         await self.require_admin(caller)
-        if not isinstance(email, str):
+        if request.email is None:
             raise InvalidArgument("email is required.", field="email")
-        return await self.create_user(email)
+        return await self.create_user(request.email)
 
     async def list_users(self, caller: Caller) -> list[User]:
         await self.require_admin(caller)
@@ -366,7 +382,7 @@ class Admin:
         member = f"user:{user.email}"
         await grants.rewrite_member(self.core, member, grants.deleted_member(member, user.user_id))
 
-    async def reset_user_secret(self, caller: Caller, email: str) -> tuple[User, str, str]:
+    async def reset_user_secret(self, caller: Caller, email: str) -> UserCredentials:
         user = await self.get_user(caller, email)
         if not self._is_owner(user):
             return await self.renew_credentials(user)
@@ -374,7 +390,7 @@ class Admin:
         async with self.core.store.lock("bootstrap"):
             return await self.renew_credentials(user)
 
-    async def renew_credentials(self, user: User) -> tuple[User, str, str]:
+    async def renew_credentials(self, user: User) -> UserCredentials:
         """A new client secret and refresh token for ``user``: the old ones stop working, and so do the access
         tokens minted from the old refresh token, and every refresh token the user got by signing in (gcloud
         auth login) with the access tokens minted from those. The owner's stored copy (owner.json's source)
@@ -388,7 +404,7 @@ class Admin:
         if self._is_owner(updated):
             await self.core.store.set_meta(OWNER_CREDENTIAL_META, self.seal_owner_credential(client_secret,
                                                                                              refresh_token))
-        return updated, client_secret, refresh_token
+        return UserCredentials(updated, client_secret, refresh_token)
 
     def seal_owner_credential(self, client_secret: str, refresh_token: str) -> str:
         """The owner's credentials as stored in the database (encrypted with the master key)."""
@@ -400,11 +416,12 @@ class Admin:
                                                                            context=OWNER_CREDENTIAL_META))
         return str(client_secret), str(refresh_token)
 
-    async def set_password(self, caller: Caller, email: str, password: object) -> User:
-        """Set the password ``email`` proves on the sign-in page (gcloud auth login) when the server is reachable
-        off loopback. Stored as a salted scrypt hash; the password itself is never stored or logged."""
+    async def set_password(self, caller: Caller, request: SetPasswordRequest) -> User:
+        """Set the password the request's user proves on the sign-in page (gcloud auth login) when the server is
+        reachable off loopback. Stored as a salted scrypt hash; the password itself is never stored or logged."""
+        email, password = request.email, request.password
         user = await self.get_user(caller, email)
-        if not isinstance(password, str):
+        if password is None:
             raise InvalidArgument("password is required.", field="password")
         problem = password_problem(password)
         if problem is not None:
@@ -415,11 +432,12 @@ class Admin:
             raise NotFound(f"User {email} does not exist.")
         return updated
 
-    async def set_group(self, caller: Caller, group: str, members: object) -> list[str]:
+    async def set_group(self, caller: Caller, request: SetGroupRequest) -> list[str]:
         await self.require_admin(caller)
+        group, members = request.group, request.members
         if not EMAIL_RE.match(group):
             raise InvalidArgument(f"Invalid group email '{group}'.", field="group")
-        if not isinstance(members, list):
+        if members is None:
             raise InvalidArgument("members must be a list of user: or serviceAccount: members.", field="members")
         checked = []
         for member in members:

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
 from typing import Any
 
 from keyless.crypto.jwt import (
@@ -34,6 +33,7 @@ from keyless.service.core import Core
 from keyless.service.credentials import Credentials
 from keyless.service.keyring import ISSUER, in_validity_window, verifies_at
 from keyless.service.limits import Limits, RateLimiter
+from keyless.service.oauth_requests import TokenGrant, TokenRequest
 from keyless.storage.base import AuthorizationCode, Conflict, SignInGrant, User
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -98,20 +98,20 @@ class OAuth:
         own = self.core.settings.public_url.rstrip("/")
         return (*GOOGLE_TOKEN_AUDIENCES, own + "/token", own + "/oauth2/v4/token")
 
-    async def token(self, form: Mapping[str, str]) -> dict[str, Any]:
-        grant_type = form.get("grant_type")
+    async def token(self, request: TokenRequest) -> TokenGrant:
+        grant_type = request.grant_type
         if grant_type == JWT_BEARER:
-            return await self._jwt_bearer(form)
+            return await self._jwt_bearer(request)
         if grant_type == "refresh_token":
-            return await self._refresh(form)
+            return await self._refresh(request)
         if grant_type == AUTHORIZATION_CODE:
-            return await self._authorization_code(form)
+            return await self._authorization_code(request)
         if not grant_type:
             raise OAuthError("invalid_request", "Missing required parameter: grant_type")
         raise OAuthError("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
 
-    async def _jwt_bearer(self, form: Mapping[str, str]) -> dict[str, Any]:
-        assertion = form.get("assertion")
+    async def _jwt_bearer(self, request: TokenRequest) -> TokenGrant:
+        assertion = request.assertion
         if not assertion:
             raise OAuthError("invalid_request", "Missing required parameter: assertion")
         try:
@@ -178,19 +178,19 @@ class OAuth:
             audit.note_request(target_audience=target_audience)
             claims = minting.account_id_claims(self.core, account, target_audience, include_email=True,
                                                azp_email=True)
-            return {"id_token": await minting.id_token(self.core, claims)}
+            return TokenGrant(id_token=await minting.id_token(self.core, claims))
         if not isinstance(scope, str) or not scope.split():
             raise OAuthError("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
         audit.note_request(scope=scope)
         audit.note(keyId=used.key_id)
         minted = minting.access_token(self.core, "serviceAccount", account.unique_id, tuple(scope.split()),
                                       TOKEN_LIFETIME, key_id=used.key_id)
-        return {"access_token": minted.token, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"}
+        return TokenGrant(minted.token, TOKEN_LIFETIME)
 
-    async def _refresh(self, form: Mapping[str, str]) -> dict[str, Any]:
-        refresh_token = form.get("refresh_token")
-        client_id = form.get("client_id")
-        client_secret = form.get("client_secret")
+    async def _refresh(self, request: TokenRequest) -> TokenGrant:
+        refresh_token = request.refresh_token
+        client_id = request.client_id
+        client_secret = request.client_secret
         if not refresh_token:
             raise OAuthError("invalid_request", "Missing required parameter: refresh_token")
         if not client_id or not client_secret:
@@ -199,7 +199,7 @@ class OAuth:
         if user is None:
             grant = await self.core.store.find_sign_in_grant(secret_hash(refresh_token))
             if grant is not None:
-                return await self._refresh_sign_in(grant, form, client_id, client_secret)
+                return await self._refresh_sign_in(grant, request, client_id, client_secret)
         if user is None or user.disabled:
             raise invalid_grant("Token has been expired or revoked.")
         audit.note(resource=f"users/{user.email}")
@@ -209,17 +209,16 @@ class OAuth:
             raise OAuthError("invalid_client", "Unauthorized", http_status=401)
         audit.note(principal=user.email)
         self._within_rate(user.email)
-        scopes = tuple(form.get("scope", "").split()) or USER_DEFAULT_SCOPES
+        scopes = tuple(request.scope.split()) or USER_DEFAULT_SCOPES
         audit.note_request(scope=" ".join(scopes))
         minted = minting.access_token(self.core, "user", user.user_id, scopes, TOKEN_LIFETIME,
                                       client_id=user.client_id, grant=refresh_grant(user))
         issued, token = minted.claims.issued_at, minted.token
-        out: dict[str, Any] = {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
-                               "token_type": "Bearer"}
+        id_token = None
         if "openid" in scopes:
             # As Google's token endpoint does for a user who granted openid: the user's own ID token.
-            out["id_token"] = await self._user_id_token(user, user.client_id, issued, token, with_email=True)
-        return out
+            id_token = await self._user_id_token(user, user.client_id, issued, token, with_email=True)
+        return TokenGrant(token, TOKEN_LIFETIME, " ".join(scopes), id_token)
 
     async def _user_id_token(self, user: User, client_id: str, issued: float, access_token: str, *,
                              with_email: bool, nonce: str = "") -> str:
@@ -246,14 +245,14 @@ class OAuth:
             raise OAuthError("invalid_client", "Unauthorized", http_status=401)
         return client
 
-    async def _authorization_code(self, form: Mapping[str, str]) -> dict[str, Any]:
+    async def _authorization_code(self, request: TokenRequest) -> TokenGrant:
         """RFC 6749 §4.1.3 with PKCE: a code the sign-in page issued, redeemed once by the client it was issued
         to, at the redirect URI it was issued for, with the verifier behind its challenge. A code presented
         again revokes what its first exchange gave (§4.1.2): one of the two presenters holds a stolen copy."""
-        code = form.get("code")
+        code = request.code
         if not code:
             raise OAuthError("invalid_request", "Missing required parameter: code")
-        client = self._public_client(form.get("client_id"), form.get("client_secret"))
+        client = self._public_client(request.client_id, request.client_secret)
         audit.note_request(client_id=client.client_id)
         audit.note(codeHash=self.core.audit_hash(code))
         code_hash = secret_hash(code)
@@ -268,9 +267,9 @@ class OAuth:
             raise invalid_grant(BAD_CODE)
         if self.core.now() >= record.expires_at:
             raise invalid_grant(BAD_CODE)
-        if form.get("redirect_uri") != record.redirect_uri:
+        if request.redirect_uri != record.redirect_uri:
             raise OAuthError("redirect_uri_mismatch", "Bad Request")
-        verifier = form.get("code_verifier")
+        verifier = request.code_verifier
         if not verifier:
             raise invalid_grant("Missing code verifier.")
         if not verifier_matches(verifier, record.code_challenge):
@@ -281,7 +280,7 @@ class OAuth:
         audit.note(principal=user.email, resource=f"users/{user.email}")
         self._within_rate(user.email)
         issued = self.core.now()
-        out: dict[str, Any] = {}
+        refresh_token: str | None = None
         grant_id = ""
         if record.offline:
             refresh_token = new_refresh_token()
@@ -291,7 +290,6 @@ class OAuth:
                 await self.core.store.create_sign_in_grant(grant)
             except Conflict:  # user deleted meanwhile cannot conflict; a duplicate random id practically never
                 raise invalid_grant(BAD_CODE) from None
-            out["refresh_token"] = refresh_token
             grant_id = grant.grant_id
         audit.note_request(scope=" ".join(record.scopes))
         minted = minting.access_token(self.core, "user", user.user_id, record.scopes, TOKEN_LIFETIME,
@@ -303,13 +301,12 @@ class OAuth:
                 await self.core.store.delete_sign_in_grant(grant_id)
             raise invalid_grant(BAD_CODE)
         issued, token = minted.claims.issued_at, minted.token
-        out.update({"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(record.scopes),
-                    "token_type": "Bearer"})
+        id_token = None
         if "openid" in record.scopes:
-            out["id_token"] = await self._user_id_token(user, client.client_id, issued, token,
-                                                        with_email=not EMAIL_SCOPES.isdisjoint(record.scopes),
-                                                        nonce=record.nonce)
-        return out
+            id_token = await self._user_id_token(user, client.client_id, issued, token,
+                                                 with_email=not EMAIL_SCOPES.isdisjoint(record.scopes),
+                                                 nonce=record.nonce)
+        return TokenGrant(token, TOKEN_LIFETIME, " ".join(record.scopes), id_token, refresh_token)
 
     async def _revoke_exchange(self, record: AuthorizationCode) -> None:
         """Revoke what the first exchange of a code presented again gave: its refresh token's grant (and with it
@@ -321,8 +318,8 @@ class OAuth:
             # Kept until that token expires at the latest: minted before the code expired, for TOKEN_LIFETIME.
             await self.core.store.revoke_token(record.token_hash, record.expires_at + TOKEN_LIFETIME)
 
-    async def _refresh_sign_in(self, grant: SignInGrant, form: Mapping[str, str], client_id: str,
-                               client_secret: str) -> dict[str, Any]:
+    async def _refresh_sign_in(self, grant: SignInGrant, request: TokenRequest, client_id: str,
+                               client_secret: str) -> TokenGrant:
         """A refresh token from signing in: for the client it was issued to, at most the scopes granted."""
         user = await self.core.store.get_user(grant.user_id)
         if user is None or user.disabled:
@@ -333,7 +330,7 @@ class OAuth:
             raise OAuthError("unauthorized_client", "Unauthorized")
         audit.note(principal=user.email)
         self._within_rate(user.email)
-        requested = tuple(dict.fromkeys(form.get("scope", "").split()))
+        requested = tuple(dict.fromkeys(request.scope.split()))
         if not set(requested) <= set(grant.scopes):
             raise OAuthError("invalid_scope", "The requested scopes are not all among the scopes the user "
                              "granted.")
@@ -342,12 +339,11 @@ class OAuth:
         minted = minting.access_token(self.core, "user", user.user_id, scopes, TOKEN_LIFETIME,
                                       client_id=client.client_id, grant=sign_in_grant(grant.grant_id))
         issued, token = minted.claims.issued_at, minted.token
-        out: dict[str, Any] = {"access_token": token, "expires_in": TOKEN_LIFETIME, "scope": " ".join(scopes),
-                               "token_type": "Bearer"}
+        id_token = None
         if "openid" in scopes:
-            out["id_token"] = await self._user_id_token(user, client.client_id, issued, token,
-                                                        with_email=not EMAIL_SCOPES.isdisjoint(scopes))
-        return out
+            id_token = await self._user_id_token(user, client.client_id, issued, token,
+                                                 with_email=not EMAIL_SCOPES.isdisjoint(scopes))
+        return TokenGrant(token, TOKEN_LIFETIME, " ".join(scopes), id_token)
 
     async def tokeninfo(self, *, access_token: str | None, id_token: str | None) -> dict[str, Any]:
         if access_token:

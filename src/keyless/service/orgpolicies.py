@@ -10,7 +10,6 @@ every other installation-wide setting (``keyless.admin``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -22,27 +21,32 @@ from keyless.domain.constraints import (
     Constraint,
     boolean_enforced,
     constraint_named,
-    default_rules,
     effective_spec,
     key_expiry_seconds,
     list_allows,
     parse_spec,
     spec_from_v1,
-    v1_view,
 )
-from keyless.domain.fields import check_fields
-from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT, format_timestamp
+from keyless.domain.lifetimes import LIFETIME_EXTENSION_CONSTRAINT
 from keyless.domain.numbers import is_ascii_digits
 from keyless.domain.policy import EMPTY_ETAG, canonical_etag, new_etag
 from keyless.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from keyless.service import audit
 from keyless.service.core import Caller, Core
 from keyless.service.policies import CONCURRENT_CHANGE
+from keyless.service.policy_requests import (
+    ConstraintList,
+    EffectiveOrgPolicy,
+    OrgPolicyList,
+    OrgPolicyRequest,
+    PlacedOrgPolicy,
+    SetOrgPolicyV1Request,
+    WriteOrgPolicyRequest,
+)
 from keyless.storage.base import OrgPolicy, ServiceAccount
 
 ORGANIZATION = "organizations/-"  # where the organization's policies are stored
 ADMIN_PERMISSION = "keyless.admin"
-V2_POLICY_FIELDS = ("name", "spec", "dryRunSpec", "etag", "alternate")
 # Permissions of each method, on the project whose policies it reads or writes.
 GET, LIST, CREATE, UPDATE, DELETE = ("orgpolicy.policy.get", "orgpolicy.policies.list", "orgpolicy.policies.create",
                                      "orgpolicy.policies.update", "orgpolicy.policies.delete")
@@ -57,16 +61,6 @@ def given_etag(value: object, wire: str) -> str | None:
     if canonical is None:
         raise InvalidArgument(f"Invalid value at '{wire}' (TYPE_BYTES), {value!r}: expected base64.", field=wire)
     return canonical
-
-
-def _expected_v2_etag(body: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
-    """The etag an UpdatePolicy request expects: the Policy's ``etag`` or its ``spec.etag`` (where GET answers it);
-    both given must agree."""
-    given = {e for e in (given_etag(body.get("etag"), "policy.etag"), given_etag(spec.get("etag"), "policy.spec.etag"))
-             if e is not None}
-    if len(given) > 1:
-        raise Aborted(CONCURRENT_CHANGE)
-    return given.pop() if given else None
 
 
 def account_subject(account: ServiceAccount) -> str:
@@ -158,167 +152,118 @@ class OrgPolicies:
 
     # ------------------------------------------------------------ Org Policy v2
 
-    @staticmethod
-    def v2_json(where: str, policy: OrgPolicy) -> dict[str, Any]:
-        constraint = CONSTRAINTS[policy.constraint]
-        spec: dict[str, Any] = {"etag": policy.etag, "updateTime": format_timestamp(policy.updated_at)}
-        if policy.spec.get("rules"):
-            spec["rules"] = policy.spec["rules"]
-        for flag in ("inheritFromParent", "reset"):
-            if policy.spec.get(flag):
-                spec[flag] = True
-        return {"name": f"{where}/policies/{constraint.short}", "spec": spec, "etag": policy.etag}
-
-    async def get_policy(self, caller: Caller, parent: str, name: str) -> dict[str, Any]:
-        resource, where = await self.parent(caller, parent, GET)
-        constraint = constraint_named(name, field="name")
+    async def get_policy(self, caller: Caller, request: OrgPolicyRequest) -> PlacedOrgPolicy:
+        resource, where = await self.parent(caller, request.parent, GET)
+        constraint = constraint_named(request.constraint, field="name")
         found = await self._stored(resource, constraint)
         if found is None:
             raise NotFound(f"Policy {where}/policies/{constraint.short} not found.")
-        return self.v2_json(where, found)
+        return PlacedOrgPolicy(where, constraint, found)
 
-    async def effective_policy(self, caller: Caller, parent: str, name: str) -> dict[str, Any]:
-        resource, where = await self.parent(caller, parent, GET)
-        constraint = constraint_named(name, field="name")
-        spec = await self._effective(resource, constraint)
-        return {"name": f"{where}/policies/{constraint.short}",
-                "spec": {"rules": spec["rules"] if spec is not None else default_rules(constraint)}}
+    async def effective_policy(self, caller: Caller, request: OrgPolicyRequest) -> EffectiveOrgPolicy:
+        resource, where = await self.parent(caller, request.parent, GET)
+        constraint = constraint_named(request.constraint, field="name")
+        return EffectiveOrgPolicy(where, constraint, await self._effective(resource, constraint))
 
-    async def list_policies(self, caller: Caller, parent: str) -> dict[str, Any]:
+    async def list_policies(self, caller: Caller, parent: str) -> OrgPolicyList:
         resource, where = await self.parent(caller, parent, LIST)
-        found = [p for p in await self.core.store.list_org_policies(resource) if p.constraint in CONSTRAINTS]
-        return {"policies": [self.v2_json(where, p) for p in found]} if found else {}
+        return OrgPolicyList(where, await self._listed(resource, where))
 
-    async def list_constraints(self, caller: Caller, parent: str) -> dict[str, Any]:
+    async def list_constraints(self, caller: Caller, parent: str) -> ConstraintList:
         _resource, where = await self.parent(caller, parent, CONSTRAINTS_LIST)
-        out = []
-        for constraint in CONSTRAINTS.values():
-            item: dict[str, Any] = {"name": f"{where}/constraints/{constraint.short}",
-                                    "displayName": constraint.display_name, "description": constraint.description,
-                                    "constraintDefault": constraint.default, "supportsDryRun": False}
-            if constraint.kind == "boolean":
-                item["booleanConstraint"] = {}
-            else:
-                item["listConstraint"] = {"supportsIn": False, "supportsUnder": False}
-            out.append(item)
-        return {"constraints": out}
+        return ConstraintList(where, tuple(CONSTRAINTS.values()))
 
-    def _v2_input(self, body: Mapping[str, Any], constraint: Constraint) -> dict[str, Any]:
-        check_fields(body, V2_POLICY_FIELDS, "policy")
-        for unsupported in ("dryRunSpec", "alternate"):
-            if body.get(unsupported) not in (None, {}):
-                raise InvalidArgument(f"policy.{unsupported} is not supported by keyless.",
-                                      field=f"policy.{unsupported}")
-        return parse_spec(constraint, body.get("spec"))
+    async def _listed(self, resource: str, where: str) -> tuple[PlacedOrgPolicy, ...]:
+        return tuple(PlacedOrgPolicy(where, CONSTRAINTS[p.constraint], p)
+                     for p in await self.core.store.list_org_policies(resource) if p.constraint in CONSTRAINTS)
 
-    async def create_policy(self, caller: Caller, parent: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _v2_spec(request: WriteOrgPolicyRequest, constraint: Constraint) -> dict[str, Any]:
+        if request.unsupported:
+            field = f"policy.{request.unsupported[0]}"
+            raise InvalidArgument(f"{field} is not supported by keyless.", field=field)
+        return parse_spec(constraint, request.spec)
+
+    async def create_policy(self, caller: Caller, request: WriteOrgPolicyRequest) -> PlacedOrgPolicy:
         """CreatePolicy: 409 ALREADY_EXISTS when the constraint already has a policy there."""
+        parent = request.parent
         resource, where = await self.parent(caller, parent, CREATE)
-        full = body.get("name")
-        if not isinstance(full, str) or "/policies/" not in full:
+        full = request.name
+        if full is None or "/policies/" not in full:
             raise InvalidArgument("policy.name must be PARENT/policies/CONSTRAINT.", field="policy.name")
         named_parent, _, short = full.rpartition("/policies/")
         if named_parent != parent and named_parent != where:
             raise InvalidArgument(f"policy.name {full} is not under {parent}.", field="policy.name")
         constraint = constraint_named(short, field="policy.name")
-        spec = self._v2_input(body, constraint)
+        spec = self._v2_spec(request, constraint)
         policy = OrgPolicy(resource, constraint.name, spec, new_etag(), self.core.now())
         if not await self.core.store.put_org_policy(policy, expected_etag=EMPTY_ETAG):
             raise AlreadyExists(f"Policy {where}/policies/{constraint.short} already exists.",
                                 resource_name=f"{where}/policies/{constraint.short}")
-        return self.v2_json(where, policy)
+        return PlacedOrgPolicy(where, constraint, policy)
 
-    async def update_policy(self, caller: Caller, parent: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """UpdatePolicy (PATCH): creates the policy when there is none; an etag given must be the current one."""
+    async def update_policy(self, caller: Caller, request: WriteOrgPolicyRequest) -> PlacedOrgPolicy:
+        """UpdatePolicy (PATCH): creates the policy when there is none; an etag given must be the current one (the
+        Policy's ``etag`` or its ``spec.etag``, where GET answers it; both given must agree)."""
+        parent = request.parent
         resource, where = await self.parent(caller, parent, UPDATE)
-        constraint = constraint_named(name, field="name")
-        full = body.get("name")
-        if full is not None and (not isinstance(full, str)
-                                 or full not in (f"{parent}/policies/{constraint.short}",
-                                                 f"{where}/policies/{constraint.short}",
-                                                 f"{parent}/policies/{constraint.name}")):
+        constraint = constraint_named(request.constraint, field="name")
+        full = request.name
+        if full is not None and full not in (f"{parent}/policies/{constraint.short}",
+                                             f"{where}/policies/{constraint.short}",
+                                             f"{parent}/policies/{constraint.name}"):
             raise InvalidArgument(f"policy.name must be {where}/policies/{constraint.short}.", field="policy.name")
-        spec_body = body.get("spec")
-        expected = _expected_v2_etag(body, spec_body if isinstance(spec_body, Mapping) else {})
-        spec = self._v2_input(body, constraint)
-        return self.v2_json(where, await self._write(resource, constraint, spec, expected))
+        given = {e for e in (request.etag, request.spec_etag) if e is not None}
+        if len(given) > 1:
+            raise Aborted(CONCURRENT_CHANGE)
+        spec = self._v2_spec(request, constraint)
+        return PlacedOrgPolicy(where, constraint, await self._write(resource, constraint, spec,
+                                                                    given.pop() if given else None))
 
-    async def delete_policy(self, caller: Caller, parent: str, name: str, etag: str | None) -> None:
-        resource, where = await self.parent(caller, parent, DELETE)
-        constraint = constraint_named(name, field="name")
-        expected = given_etag(etag, "etag")
+    async def delete_policy(self, caller: Caller, request: OrgPolicyRequest) -> None:
+        resource, where = await self.parent(caller, request.parent, DELETE)
+        constraint = constraint_named(request.constraint, field="name")
         found = await self._stored(resource, constraint)
         if found is None:
             raise NotFound(f"Policy {where}/policies/{constraint.short} not found.")
-        if expected is not None and canonical_etag(found.etag) != expected:
+        if request.etag is not None and canonical_etag(found.etag) != request.etag:
             raise Aborted(CONCURRENT_CHANGE)
         await self.core.store.delete_org_policy(resource, constraint.name)
 
     # ------------------------------------------------------------ Resource Manager v1
 
-    @staticmethod
-    def v1_json(constraint: Constraint, policy: OrgPolicy | None) -> dict[str, Any]:
-        if policy is None:  # as Google answers a constraint with no policy: the etag to create one with
-            return {"constraint": constraint.name, "etag": EMPTY_ETAG}
-        return {"constraint": constraint.name, "etag": policy.etag, "updateTime": format_timestamp(policy.updated_at),
-                **v1_view(constraint, policy.spec)}
+    async def v1_get(self, caller: Caller, request: OrgPolicyRequest) -> PlacedOrgPolicy:
+        resource, where = await self.parent(caller, request.parent, GET)
+        constraint = constraint_named(request.constraint)
+        return PlacedOrgPolicy(where, constraint, await self._stored(resource, constraint))
 
-    async def v1_get(self, caller: Caller, parent: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields(body, ("constraint",), "request")
-        resource, _where = await self.parent(caller, parent, GET)
-        constraint = constraint_named(body.get("constraint"))
-        return self.v1_json(constraint, await self._stored(resource, constraint))
+    async def v1_effective(self, caller: Caller, request: OrgPolicyRequest) -> EffectiveOrgPolicy:
+        resource, where = await self.parent(caller, request.parent, GET)
+        constraint = constraint_named(request.constraint)
+        return EffectiveOrgPolicy(where, constraint, await self._effective(resource, constraint))
 
-    async def v1_effective(self, caller: Caller, parent: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields(body, ("constraint",), "request")
-        resource, _where = await self.parent(caller, parent, GET)
-        constraint = constraint_named(body.get("constraint"))
-        spec = await self._effective(resource, constraint)
-        return {"constraint": constraint.name, **v1_view(constraint, spec)}
-
-    async def v1_set(self, caller: Caller, parent: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields(body, ("policy", "updateMask"), "request")
-        resource, _where = await self.parent(caller, parent, SET_V1)
-        policy = body.get("policy")
-        if not isinstance(policy, Mapping):
-            raise InvalidArgument("policy is required.", field="policy")
-        constraint = constraint_named(policy.get("constraint"), field="policy.constraint")
-        spec = spec_from_v1(constraint, policy)
-        expected = given_etag(policy.get("etag"), "policy.etag")
+    async def v1_set(self, caller: Caller, request: SetOrgPolicyV1Request) -> PlacedOrgPolicy:
+        resource, where = await self.parent(caller, request.parent, SET_V1)
+        constraint = constraint_named(request.constraint, field="policy.constraint")
+        spec = spec_from_v1(constraint, request.policy)
         audit.note_request(constraint=constraint.name)
-        return self.v1_json(constraint, await self._write(resource, constraint, spec, expected))
+        return PlacedOrgPolicy(where, constraint, await self._write(resource, constraint, spec, request.etag))
 
-    async def v1_clear(self, caller: Caller, parent: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields(body, ("constraint", "etag"), "request")
-        resource, _where = await self.parent(caller, parent, SET_V1)
-        constraint = constraint_named(body.get("constraint"))
-        expected = given_etag(body.get("etag"), "etag")
+    async def v1_clear(self, caller: Caller, request: OrgPolicyRequest) -> None:
+        resource, _where = await self.parent(caller, request.parent, SET_V1)
+        constraint = constraint_named(request.constraint)
         found = await self._stored(resource, constraint)
         if found is not None:
-            if expected is not None and canonical_etag(found.etag) != expected:
+            if request.etag is not None and canonical_etag(found.etag) != request.etag:
                 raise Aborted(CONCURRENT_CHANGE)
             await self.core.store.delete_org_policy(resource, constraint.name)
-        elif expected not in (None, EMPTY_ETAG):
+        elif request.etag not in (None, EMPTY_ETAG):
             raise Aborted(CONCURRENT_CHANGE)
-        return {}
 
-    async def v1_list(self, caller: Caller, parent: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields(body, ("pageSize", "pageToken"), "request")
-        resource, _where = await self.parent(caller, parent, LIST)
-        found = [p for p in await self.core.store.list_org_policies(resource) if p.constraint in CONSTRAINTS]
-        return {"policies": [self.v1_json(CONSTRAINTS[p.constraint], p) for p in found]} if found else {}
+    async def v1_list(self, caller: Caller, parent: str) -> OrgPolicyList:
+        resource, where = await self.parent(caller, parent, LIST)
+        return OrgPolicyList(where, await self._listed(resource, where))
 
-    async def v1_constraints(self, caller: Caller, parent: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        check_fields(body, ("pageSize", "pageToken"), "request")
-        await self.parent(caller, parent, CONSTRAINTS_LIST)
-        out = []
-        for constraint in CONSTRAINTS.values():
-            item: dict[str, Any] = {"name": constraint.name, "displayName": constraint.display_name,
-                                    "description": constraint.description,
-                                    "constraintDefault": constraint.default}
-            if constraint.kind == "boolean":
-                item["booleanConstraint"] = {}
-            else:
-                item["listConstraint"] = {}
-            out.append(item)
-        return {"constraints": out}
+    async def v1_constraints(self, caller: Caller, parent: str) -> ConstraintList:
+        _resource, where = await self.parent(caller, parent, CONSTRAINTS_LIST)
+        return ConstraintList(where, tuple(CONSTRAINTS.values()))

@@ -13,12 +13,16 @@ from keyless.domain.policy import (
     new_etag,
     parse_policy,
     parse_version,
-    update_mask_fields,
 )
 from keyless.domain.roles import ALL_PERMISSIONS
 from keyless.errors import Aborted, InvalidArgument, PermissionDenied
 from keyless.service.admin_requests import GetIamPolicyRequest, SetIamPolicyRequest, TestIamPermissionsRequest
 from keyless.service.core import Caller, Core, account_resource, project_resource
+from keyless.service.policy_requests import (
+    GetProjectIamPolicyRequest,
+    SetProjectIamPolicyRequest,
+    TestProjectIamPermissionsRequest,
+)
 
 if TYPE_CHECKING:  # accounts.py imports this module (through grants.py): Keyless hands Policies its Accounts
     from keyless.service.accounts import Accounts
@@ -139,22 +143,21 @@ class Policies:
             raise PermissionDenied("The caller does not have permission")
         return found.project_id
 
-    async def get_for_project(self, caller: Caller, project: str, version: int) -> Policy:
-        project_id = await self._project_id(caller, project, "resourcemanager.projects.getIamPolicy")
+    async def get_for_project(self, caller: Caller, request: GetProjectIamPolicyRequest) -> Policy:
+        project_id = await self._project_id(caller, request.project, "resourcemanager.projects.getIamPolicy")
         await self.core.require_on_project(caller, "resourcemanager.projects.getIamPolicy", project_id)
         policy = await self.core.load_policy(project_resource(project_id))
-        check_requested_version(policy, version)
+        check_requested_version(policy, request.requested_version)
         return policy
 
-    async def set_for_project(self, caller: Caller, project: str, body: Mapping[str, Any]) -> Policy:
-        project_id = await self._project_id(caller, project, "resourcemanager.projects.setIamPolicy")
+    async def set_for_project(self, caller: Caller, request: SetProjectIamPolicyRequest) -> Policy:
+        project_id = await self._project_id(caller, request.project, "resourcemanager.projects.setIamPolicy")
         await self.core.require_on_project(caller, "resourcemanager.projects.setIamPolicy", project_id)
-        return await self._set(project_resource(project_id), policy_of(body),
-                               update_mask_fields(body.get("updateMask")))
+        return await self._set(project_resource(project_id), request.policy, request.update_mask)
 
-    async def test_on_project(self, caller: Caller, project: str, body: Mapping[str, Any]) -> list[str]:
-        project_id = await self._project_id(caller, project, "resourcemanager.projects.get")
-        permissions = check_permissions(permissions_of(body))
+    async def test_on_project(self, caller: Caller, request: TestProjectIamPermissionsRequest) -> list[str]:
+        project_id = await self._project_id(caller, request.project, "resourcemanager.projects.get")
+        permissions = check_permissions(request.permissions)
         identities = await self.core.identities(caller.principal)
         return [p for p in permissions
                 if p in ALL_PERMISSIONS and await self.core.allowed_on_project(identities, p, project_id)]

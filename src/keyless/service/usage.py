@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from keyless.domain.fields import check_fields
-from keyless.domain.numbers import parse_count
 from keyless.domain.services import (
     CATALOGUE,
     DEFAULT_ENABLED,
@@ -42,6 +39,15 @@ from keyless.errors import (
 )
 from keyless.service import audit
 from keyless.service.core import Caller, Core
+from keyless.service.usage_requests import (
+    BatchEnableRequest,
+    DisableServiceRequest,
+    ListServicesRequest,
+    ServiceOperation,
+    ServicePage,
+    ServiceRequest,
+    ServiceState,
+)
 from keyless.storage.base import Project
 
 PERM_ENABLE = "serviceusage.services.enable"
@@ -49,13 +55,10 @@ PERM_DISABLE = "serviceusage.services.disable"
 PERM_GET = "serviceusage.services.get"
 PERM_LIST = "serviceusage.services.list"
 PERM_USE = "serviceusage.services.use"
-TYPES = "type.googleapis.com/google.api.serviceusage.v1."
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 OPERATION_PREFIX = "operations/acf.p2-"
 FILTERS = {"": None, "state:ENABLED": True, "state:DISABLED": False}
-DISABLE_FIELDS = ("disableDependentServices", "checkIfServiceHasUsage")
-USAGE_CHECKS = ("CHECK_IF_SERVICE_HAS_USAGE_UNSPECIFIED", "SKIP", "CHECK")
 
 
 async def enable_defaults(core: Core, project_id: str) -> None:
@@ -113,27 +116,14 @@ class ServiceUsage:
         await self.core.require_on_project(caller, permission, found.project_id)
         return found
 
-    @staticmethod
-    def service_json(project: Project, service: str, enabled: bool) -> dict[str, Any]:
-        return {"name": f"projects/{project.number}/services/{service}", "parent": f"projects/{project.number}",
-                "config": {"name": service, "title": title_of(service)},
-                "state": "ENABLED" if enabled else "DISABLED"}
-
     async def _enabled(self, project: Project) -> list[str]:
         return await self.core.store.list_enabled_services(project.project_id)
 
-    async def _operation(self, project: Project, verb: str, services: list[str]) -> dict[str, Any]:
-        """A done operation for ``verb`` on ``services``, its response the services' current state."""
+    async def _operation(self, project: Project, verb: str, services: list[str]) -> ServiceOperation:
+        """A done operation for ``verb`` on ``services``, with the services' current state."""
         enabled = set(await self._enabled(project))
-        states = [self.service_json(project, s, s in enabled) for s in services]
-        if verb == "batchEnable":
-            response: dict[str, Any] = {"@type": TYPES + "BatchEnableServicesResponse", "services": states}
-        else:
-            kind = "EnableServiceResponse" if verb == "enable" else "DisableServiceResponse"
-            response = {"@type": TYPES + kind, "service": states[0]}
         name = f"{OPERATION_PREFIX}{project.number}-{_encode({'v': verb, 's': services})}"
-        return {"name": name, "metadata": {"@type": TYPES + "OperationMetadata", "resourceNames": [
-            f"services/{s}/projectSettings/{project.number}" for s in services]}, "done": True, "response": response}
+        return ServiceOperation(name, project, verb, tuple(ServiceState(project, s, s in enabled) for s in services))
 
     async def _enable(self, project: Project, services: list[str]) -> None:
         enabled = set(await self._enabled(project))
@@ -141,16 +131,16 @@ class ServiceUsage:
             raise FailedPrecondition(f"A project has at most {MAX_ENABLED} services enabled.")
         await self.core.store.enable_services(project.project_id, [s for s in services if s not in enabled])
 
-    async def enable(self, caller: Caller, project: str, service: str) -> dict[str, Any]:
-        found = await self._project(caller, project, PERM_ENABLE)
-        name = check_service_name(service)
+    async def enable(self, caller: Caller, request: ServiceRequest) -> ServiceOperation:
+        found = await self._project(caller, request.project, PERM_ENABLE)
+        name = check_service_name(request.service)
         await self._enable(found, [name])
         return await self._operation(found, "enable", [name])
 
-    async def batch_enable(self, caller: Caller, project: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        found = await self._project(caller, project, PERM_ENABLE)
-        ids = body.get("serviceIds")
-        if not isinstance(ids, list) or not ids:
+    async def batch_enable(self, caller: Caller, request: BatchEnableRequest) -> ServiceOperation:
+        found = await self._project(caller, request.project, PERM_ENABLE)
+        ids = request.service_ids
+        if not ids:
             raise InvalidArgument("serviceIds must name at least one service.", field="serviceIds")
         if len(ids) > MAX_BATCH:
             raise InvalidArgument(f"At most {MAX_BATCH} services can be enabled at once.", field="serviceIds")
@@ -158,34 +148,28 @@ class ServiceUsage:
         await self._enable(found, names)
         return await self._operation(found, "batchEnable", names)
 
-    async def disable(self, caller: Caller, project: str, service: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        found = await self._project(caller, project, PERM_DISABLE)
-        name = check_service_name(service)
-        check_fields(body, DISABLE_FIELDS, "request")
-        if not isinstance(body.get("disableDependentServices", False), bool):
-            raise InvalidArgument("disableDependentServices must be a boolean.", field="disableDependentServices")
-        if body.get("checkIfServiceHasUsage", USAGE_CHECKS[0]) not in USAGE_CHECKS:
-            raise InvalidArgument(f"checkIfServiceHasUsage must be one of {', '.join(USAGE_CHECKS)}.",
-                                  field="checkIfServiceHasUsage")
+    async def disable(self, caller: Caller, request: DisableServiceRequest) -> ServiceOperation:
+        found = await self._project(caller, request.project, PERM_DISABLE)
+        name = check_service_name(request.service)
         await self.core.store.disable_service(found.project_id, name)
         return await self._operation(found, "disable", [name])
 
-    async def get(self, caller: Caller, project: str, service: str) -> dict[str, Any]:
-        found = await self._project(caller, project, PERM_GET)
-        name = check_service_name(service)
-        return self.service_json(found, name, name in await self._enabled(found))
+    async def get(self, caller: Caller, request: ServiceRequest) -> ServiceState:
+        found = await self._project(caller, request.project, PERM_GET)
+        name = check_service_name(request.service)
+        return ServiceState(found, name, name in await self._enabled(found))
 
-    async def list_services(self, caller: Caller, project: str, filter_text: str, page_size: object, page_token: str
-                   ) -> dict[str, Any]:
-        found = await self._project(caller, project, PERM_LIST)
+    async def list_services(self, caller: Caller, request: ListServicesRequest) -> ServicePage:
+        found = await self._project(caller, request.project, PERM_LIST)
+        filter_text = request.filter
         if filter_text.strip() not in FILTERS:
             raise InvalidArgument(f"Invalid filter '{filter_text}': use state:ENABLED or state:DISABLED.",
                                   field="filter")
         wanted = FILTERS[filter_text.strip()]
-        size = min(parse_count(page_size, field="pageSize", wire="pageSize") or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = ""
-        if page_token:
-            decoded = _decode(page_token)
+        if request.page_token:
+            decoded = _decode(request.page_token)
             if not isinstance(decoded, str):
                 raise InvalidArgument("Invalid pageToken.", field="pageToken")
             after = decoded
@@ -195,12 +179,10 @@ class ServiceUsage:
         else:
             names = sorted(enabled) if wanted else sorted(set(CATALOGUE) - enabled)
         page = [n for n in names if n > after][:size + 1]
-        body: dict[str, Any] = {"services": [self.service_json(found, n, n in enabled) for n in page[:size]]}
-        if len(page) > size:
-            body["nextPageToken"] = _encode(page[size - 1])
-        return body
+        return ServicePage(tuple(ServiceState(found, n, n in enabled) for n in page[:size]),
+                           _encode(page[size - 1]) if len(page) > size else "")
 
-    async def operation(self, caller: Caller, name: str) -> dict[str, Any]:
+    async def operation(self, caller: Caller, name: str) -> ServiceOperation:
         """``operations.get``: the operation a name describes, answered from the current state."""
         number, _, payload = name.removeprefix(OPERATION_PREFIX).partition("-")
         decoded = _decode(payload) if name.startswith(OPERATION_PREFIX) else None
@@ -211,4 +193,3 @@ class ServiceUsage:
         found = await self._project(caller, number, PERM_GET)
         names = [check_service_name(s) for s in services[:MAX_BATCH]]
         return await self._operation(found, str(verb), names)
-
