@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-postgres", action="store_true", help="scale rows on SQLite only")
     p.add_argument("--scale-accounts", type=int, default=100_000)
     p.add_argument("--bindings-per-account", type=int, default=10)
+    p.add_argument("--no-analyzer", action="store_true",
+                   help="skip the graph and analyzer row (10,000 accounts, 100,000 bindings)")
+    p.add_argument("--analyzer-runs", type=int, default=5,
+                   help="analyzer row: timed runs of each query on unchanged state, per round (default 5)")
+    p.add_argument("--analyzer-rounds", type=int, default=3,
+                   help="analyzer row: rounds, each a write then the query cold and --analyzer-runs times (default 3)")
     p.add_argument("--cli-runs", type=int, default=10, help="runs per CLI command (default 10)")
     p.add_argument("--ready-runs", type=int, default=5, help="keyless serve starts to time (default 5)")
     p.add_argument("--profile", action="store_true",
@@ -402,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["cli"]["serve_ready"] = section_serve_ready(args, procs, work)
             if not args.no_scale:
                 results["scale"] = section_scale(args, procs, wrk, work)
+            if not args.no_analyzer:
+                from bench.analyzer import section_analyzer
+
+                results["analyzer"] = section_analyzer(procs, work, args.analyzer_runs, args.analyzer_rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["environment"]["loadavg_end"] = loadavg()

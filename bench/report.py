@@ -203,6 +203,10 @@ def _targets(results: dict[str, Any], derived: dict[str, Any], methods: dict[str
                                all(v <= 1 for v in over.values()) if over else None,
                                f"worst {worst_pg.replace('scaled/', 'populated/')}: {over[worst_pg]:.2f}x its limit"
                                if worst_pg else ""))
+    if results.get("analyzer"):
+        from bench.analyzer import target
+
+        targets.append(target(results["analyzer"]))
     cli = _get(results, "cli", "keyless_print_access_token", "median_ms")
     if cli is not None:
         targets.append(_target("keyless auth print-access-token", "< 150 ms", f"{cli:.0f} ms (median)", cli < 150,
@@ -367,6 +371,10 @@ def table(results: dict[str, Any]) -> str:
             lines.append("  ** median CPU per request (keyless + database) of the PostgreSQL server's rounds over the "
                          "SQLite server's with the same data")
         lines.append("")
+    if results.get("analyzer"):
+        from bench.analyzer import table_lines
+
+        lines += [*table_lines(results["analyzer"]), ""]
     if derived["targets"]:
         lines.append("TARGETS")
         for t in derived["targets"]:

@@ -139,6 +139,17 @@ def test_policies_mentioning_is_literal(db: Runner) -> None:
     assert [p.resource for p in db(db.store.policies_mentioning("%"))] == []
 
 
+def test_policy_etags_mentioning_pair_policies_mentioning(db: Runner) -> None:
+    for name, etag in (("c", "e1"), ("a", "e2"), ("b", "e3")):
+        db(db.store.put_policy(name, {"bindings": [name]}, etag, expected_etag=None))
+    db(db.store.put_policy("d", {"etag": "x"}, "e4", expected_etag=None))
+    assert db(db.store.put_policy("a", {"bindings": ["a2"]}, "e5", expected_etag="e2"))
+    pairs = db(db.store.policy_etags_mentioning('"bindings"'))
+    assert pairs == [(p.resource, p.etag) for p in db(db.store.policies_mentioning('"bindings"'))]
+    assert sorted(pairs) == [("a", "e5"), ("b", "e3"), ("c", "e1")]
+    assert db(db.store.policy_etags_mentioning("%")) == []
+
+
 def test_users(db: Runner) -> None:
     user = User("1", "alice@example.com", "cid", "sh", "rh", 1.0)
     db(db.store.create_user(user))

@@ -2,9 +2,12 @@
 keyless's transitive view, every principal that can obtain an account's credentials (directly, or through other
 accounts: by holding their credentials in turn, or by naming them as delegates).
 
-Both read the store in one pass: every stored policy that has bindings (``Store.policies_mentioning``), the
-accounts of the projects concerned (listed once) and the groups (listed once); the answer is then worked out in
-memory, never with a query per principal.
+Both work from one index of the stored state: every stored policy that has bindings (``Store.policies_mentioning``),
+each project's accounts and the bindings on it and them, the groups, and the bindings that give credentials with
+their roles' permissions and their members' expansions worked out once. The index is built once per state
+generation (kept in the store's decision memo, which every write empties) and shared by every query until the
+next change; a policy whose etag did not change is not parsed again. Answers are then worked out in memory,
+never with a query per principal.
 
 What an asker is shown is what it may read, as in the troubleshooter: a project's policy needs
 ``resourcemanager.projects.getIamPolicy`` on it, an account's ``iam.serviceAccounts.getIamPolicy`` on the account
@@ -14,6 +17,7 @@ PERMISSION_DENIED ``nonCriticalErrors`` entry; ``unexplored`` in the transitive 
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +45,7 @@ CREDENTIAL_PERMISSIONS = (roles.PERM_GET_ACCESS_TOKEN, roles.PERM_GET_ID_TOKEN, 
                           roles.PERM_SIGN_JWT)
 LIST_PAGE = 1000
 MAX_EXPANDED = 1000  # Google's default expansion per group or resource in the synchronous analyzeIamPolicy
+REREAD_ONE_BY_ONE = 64  # changed policies read one by one up to this many; more: all of them in one query
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,9 @@ class ProjectView:
     project: Project
     accounts: dict[str, ServiceAccount]  # by unique id
     bindings: list[AttachedBinding] = field(default_factory=list)
+    # The bindings the impersonation graph walks: the project's, and each account's (by unique id), if any.
+    project_grants: list[_Grant] = field(default_factory=list)
+    account_grants: dict[str, list[_Grant]] = field(default_factory=dict)
 
 
 def project_asset(project: Project) -> str:
@@ -72,6 +80,10 @@ def account_asset(account: ServiceAccount) -> str:
 class Analyzer:
     def __init__(self, core: Core) -> None:
         self.core = core
+        # The policies parsed last, by resource: one whose etag is unchanged is reused (every write gives a new
+        # etag), so a change costs the parsing of the policies it touched, not of all of them.
+        self._parsed: dict[str, Policy] = {}
+        self._attached: dict[str, _Attached] = {}  # each policy's bindings as the last index held them
 
     async def _is_owner(self, identities: frozenset[str]) -> bool:
         return await self.core.allowed_on_project(identities, ADMIN_PERMISSION, self.core.settings.default_project)
@@ -87,22 +99,82 @@ class Analyzer:
             after = page[-1].email
 
     async def policies(self) -> dict[str, Policy]:
-        """Every stored policy with a binding, by the resource it is stored under (one query)."""
+        """Every stored policy with a binding, by the resource it is stored under, in the store's order. The
+        etags are read first: only policies not parsed yet at their etag are read out and parsed (all of them,
+        in one query, the first time; one by one after a few writes)."""
         # A policy without bindings grants nothing: only those whose body names "bindings" matter.
-        return {stored.resource: load_stored_policy(stored.body, stored.etag)
-                for stored in await self.core.store.policies_mentioning('"bindings"')}
+        store = self.core.store
+        parsed = self._parsed
+        etags = await store.policy_etags_mentioning('"bindings"')
+        missing = [resource for resource, etag in etags
+                   if (known := parsed.get(resource)) is None or known.etag != etag]
+        if len(missing) > REREAD_ONE_BY_ONE:
+            fresh = {stored.resource: stored for stored in await store.policies_mentioning('"bindings"')}
+        else:
+            fresh = {}
+            for resource in missing:
+                stored = await store.get_policy(resource)
+                if stored is not None:
+                    fresh[resource] = stored
+        out: dict[str, Policy] = {}
+        for resource, etag in etags:
+            policy = parsed.get(resource)
+            if policy is None or policy.etag != etag:
+                stored = fresh.get(resource)
+                if stored is None:
+                    continue  # deleted since the etags were read
+                policy = load_stored_policy(stored.body, stored.etag)
+            out[resource] = policy
+        self._parsed = out  # what is no longer stored is forgotten
+        return out
 
-    async def _view(self, project: Project, policies: Mapping[str, Policy]) -> ProjectView:
+    async def _view(self, project: Project, policies: Mapping[str, Policy],
+                    kept: dict[str, _Attached] | None = None) -> ProjectView:
+        """The project's accounts and bindings. ``kept``: where the attached bindings of each policy are noted,
+        to be reused while neither the policy nor its account changes."""
+        kept = {} if kept is None else kept
         view = ProjectView(project, await self._accounts(project.project_id))
-        own = policies.get(f"projects/{project.project_id}")
+        resource = f"projects/{project.project_id}"
+        own = policies.get(resource)
         if own is not None:
-            view.bindings += [AttachedBinding(project_asset(project), b, None) for b in own.bindings]
+            attached = self._attach(resource, own, None, project_asset(project), kept)
+            view.bindings += attached.bindings
+            view.project_grants = attached.grants
         prefix = f"projects/{project.project_id}/serviceAccounts/"
         for resource, policy in policies.items():
             account = view.accounts.get(resource[len(prefix):]) if resource.startswith(prefix) else None
             if account is not None:
-                view.bindings += [AttachedBinding(account_asset(account), b, account) for b in policy.bindings]
+                attached = self._attach(resource, policy, account, account_asset(account), kept)
+                view.bindings += attached.bindings
+                if attached.grants:
+                    view.account_grants[account.unique_id] = attached.grants
         return view
+
+    def _attach(self, resource: str, policy: Policy, account: ServiceAccount | None, asset: str,
+                kept: dict[str, _Attached]) -> _Attached:
+        known = self._attached.get(resource)
+        if known is None or known.policy is not policy or known.account != account:
+            bindings = [AttachedBinding(asset, b, account) for b in policy.bindings]
+            known = _Attached(policy, account, bindings, _grants(bindings))
+        kept[resource] = known
+        return known
+
+    async def index(self) -> _Index:
+        """The index of the current state: built once per state generation (the decision memo, emptied by every
+        write), built afresh for every call outside a request."""
+        memo = await self.core.store.memo()
+        index: _Index | None = None if memo is None else memo.get(_INDEX_KEY)
+        if index is None:
+            store = self.core.store
+            policies = await self.policies()
+            kept: dict[str, _Attached] = {}
+            views = {project.project_id: await self._view(project, policies, kept)
+                     for project in await store.list_projects()}
+            self._attached = kept
+            index = _Index(views, await store.list_groups())
+            if memo is not None:
+                memo[_INDEX_KEY] = index
+        return index
 
     # ------------------------------------------------------------ analyzeIamPolicy
 
@@ -117,9 +189,10 @@ class Analyzer:
         owner = await self._is_owner(asker)
         if not owner and not await self.core.allowed_on_project(asker, PROJECT_POLICY_READ, project.project_id):
             raise PermissionDenied.iam(PROJECT_POLICY_READ, f"projects/{project.project_id}")
-        view = await self._view(project, await self.policies())
+        index = await self.index()
+        view = index.views.get(project.project_id) or await self._view(project, await self.policies())
         selected = await self._selected(caller, q.resource, view)
-        groups = await self.core.store.list_groups()
+        groups = index.groups
         identities: frozenset[str] | None = None
         if q.identity is not None:
             identities = frozenset({q.identity, "allUsers", "allAuthenticatedUsers",
@@ -129,11 +202,14 @@ class Analyzer:
         results: list[dict[str, Any]] = []
         hidden = 0
         readable: dict[str, bool] = {}
+        accesses_of: dict[str, list[dict[str, str]]] = {}  # by role: worked out once per role, not per binding
         for attached in view.bindings:
             binding = attached.binding
             if selected is not None and attached.attached not in selected:
                 continue
-            accesses = q.accesses(binding.role)
+            accesses = accesses_of.get(binding.role)
+            if accesses is None:
+                accesses = accesses_of[binding.role] = q.accesses(binding.role)
             if not accesses:
                 continue
             if identities is not None and binding.members.isdisjoint(identities):
@@ -148,7 +224,8 @@ class Analyzer:
             evaluation = q.evaluate(binding, attached, project)
             if evaluation == "FALSE":
                 continue
-            results.append(_result(attached, binding, accesses, evaluation, q, view, identities, groups, selected))
+            results.append(_result(attached, binding, list(accesses), evaluation, q, view, identities, groups,
+                                   selected))
         analysis: dict[str, Any] = {"analysisQuery": {**q.echo, "scope": f"projects/{scope}"},
                                     "analysisResults": results, "fullyExplored": hidden == 0}
         if hidden:
@@ -201,95 +278,158 @@ class Analyzer:
         return out
 
 
-class _Graph:
-    """The credential grants of every account (its own policy's and its project's), read in one pass."""
+_INDEX_KEY = ("analyzer", "index")
+_DELEGATION = (roles.PERM_IMPLICIT_DELEGATION,)
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    """A binding the graph walks (its role gives credentials or ``implicitDelegation``), worked out once."""
+
+    attached: AttachedBinding
+    held: tuple[str, ...]  # the credential permissions of its role (none: implicitDelegation alone)
+    members: tuple[str, ...]  # sorted
+
+
+class _Index:
+    """The stored state as the analyzer reads it, built once per state generation and shared by every query of
+    it (nothing in it depends on who asks): each project's view, the groups, and the credential grants of every
+    account (its own policy's) and of every project (its policy's, which reach each of its accounts)."""
+
+    def __init__(self, views: dict[str, ProjectView], groups: dict[str, list[str]]) -> None:
+        self.views = views  # by project id, in the order the store lists projects
+        self.groups = groups
+        # A group member's principals: the group's members, each with the group it comes through.
+        self.group_expansions = {f"group:{g}": [(m, f"group:{g}") for m in members[:MAX_EXPANDED]]
+                                 for g, members in groups.items()}
         self.accounts_by_email: dict[str, ServiceAccount] = {}
-        self.grants: dict[str, list[AttachedBinding]] = {}  # account unique id -> bindings granting credentials
-        self.project_grants: dict[str, list[AttachedBinding]] = {}
-        self.groups: dict[str, list[str]] = {}
+        self.grants: dict[str, list[_Grant]] = {}  # account unique id -> bindings on it granting credentials
+        self.project_grants: dict[str, list[_Grant]] = {}
+        for project_id, view in views.items():
+            self.accounts_by_email.update((a.email, a) for a in view.accounts.values())
+            if view.project_grants:
+                self.project_grants[project_id] = view.project_grants
+            self.grants.update(view.account_grants)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attached:
+    """A policy's bindings attached to its resource, and those the graph walks, kept while neither changes."""
+
+    policy: Policy
+    account: ServiceAccount | None
+    bindings: list[AttachedBinding]
+    grants: list[_Grant]
+
+
+def _grants(bindings: Sequence[AttachedBinding]) -> list[_Grant]:
+    """The bindings whose role gives credentials or ``implicitDelegation``, ready for the graph to walk."""
+    out = []
+    for attached in bindings:
+        held = _walked(attached.binding.role)
+        if held is not None:
+            out.append(_Grant(attached, held, tuple(sorted(attached.binding.members))))
+    return out
+
+
+@functools.cache
+def _walked(role: str) -> tuple[str, ...] | None:
+    """The credential permissions of a role the graph walks (none: implicitDelegation alone); None: not walked."""
+    credentials = _credential_permissions(role)
+    return credentials if credentials or roles.PERM_IMPLICIT_DELEGATION in roles.ROLES.get(role, ()) else None
+
+
+class _Graph:
+    """The credential grants of every account (its own policy's and its project's) that the asker may read."""
+
+    def __init__(self, index: _Index) -> None:
+        self.index = index
+        self.accounts_by_email = index.accounts_by_email
+        self.readable_projects: set[str] = set()
         self.unexplored: set[str] = set()
         self.hidden_accounts: set[str] = set()
 
     @classmethod
     async def load(cls, analyzer: Analyzer, asker: frozenset[str], owner: bool) -> _Graph:
         core = analyzer.core
-        graph = cls()
-        policies = await analyzer.policies()
-        graph.groups = {f"group:{g}": members for g, members in (await core.store.list_groups()).items()}
-        for project in await core.store.list_projects():
-            view = await analyzer._view(project, policies)
-            graph.accounts_by_email.update((a.email, a) for a in view.accounts.values())
-            project_readable = owner or await core.allowed_on_project(asker, PROJECT_POLICY_READ, project.project_id)
-            for attached in view.bindings:
-                if not _credential_permissions(attached.binding.role) and \
-                        roles.PERM_IMPLICIT_DELEGATION not in roles.ROLES.get(attached.binding.role, ()):
-                    continue
-                if attached.account is None:
-                    if project_readable:
-                        graph.project_grants.setdefault(project.project_id, []).append(attached)
-                    else:
-                        graph.unexplored.add(f"projects/{project.project_id}")
-                else:
-                    graph.grants.setdefault(attached.account.unique_id, []).append(attached)
+        index = await analyzer.index()
+        graph = cls(index)
+        for project_id in index.views:
+            if owner or await core.allowed_on_project(asker, PROJECT_POLICY_READ, project_id):
+                graph.readable_projects.add(project_id)
+            elif project_id in index.project_grants:
+                graph.unexplored.add(f"projects/{project_id}")
         if not owner:
             for account in graph.accounts_by_email.values():
-                if account.unique_id in graph.grants and \
+                if account.unique_id in index.grants and \
                         not await core.allowed_on_account(asker, ACCOUNT_POLICY_READ, account):
                     graph.hidden_accounts.add(account.unique_id)
                     graph.unexplored.add(account.email)
         return graph
 
-    def _grants_on(self, account: ServiceAccount) -> list[AttachedBinding]:
-        own = [] if account.unique_id in self.hidden_accounts else self.grants.get(account.unique_id, [])
-        return [*own, *self.project_grants.get(account.project_id, [])]
-
     def paths_to(self, target: ServiceAccount, *, unconditional_only: bool) -> dict[str, list[dict[str, Any]]]:
         """Breadth first from the target: the shortest path of each principal that reaches it."""
+        index = self.index
         paths: dict[str, list[dict[str, Any]]] = {}
         reached: dict[str, list[dict[str, Any]]] = {target.unique_id: []}  # account -> its path to the target
+        # A project's grants reach each of its accounts, but walking them once from an account other than the
+        # target gives every principal they name a path: walking them again from another would add nothing.
+        walked_projects: set[str] = set()
+        group_expansions = index.group_expansions
         queue = deque([target])
+
+        def reach(principal: str, via: str, account: ServiceAccount, onward: list[dict[str, Any]], grant: _Grant,
+                  held: tuple[str, ...]) -> ServiceAccount | None:
+            """The principal's path, through ``grant`` on ``account``; the account it is, if not reached yet."""
+            binding = grant.attached.binding
+            edge: dict[str, Any] = {"principal": principal, "serviceAccount": account.email, "role": binding.role,
+                                    "permissions": list(held), "attachedResourceFullName": grant.attached.attached}
+            if via:
+                edge["via"] = via
+            if binding.condition is not None:
+                edge["condition"] = binding.condition.to_json()
+            path = [edge, *onward]
+            paths[principal] = path
+            step = self.accounts_by_email.get(principal.removeprefix("serviceAccount:")) \
+                if principal.startswith("serviceAccount:") else None
+            if step is None or step.unique_id in reached:
+                return None
+            reached[step.unique_id] = path
+            return step
+
         while queue:
             account = queue.popleft()
             onward = reached[account.unique_id]
-            for attached in self._grants_on(account):
-                binding = attached.binding
-                if unconditional_only and binding.condition is not None:
+            is_target = account.unique_id == target.unique_id
+            grants = [] if account.unique_id in self.hidden_accounts else index.grants.get(account.unique_id, [])
+            if account.project_id in self.readable_projects and account.project_id not in walked_projects:
+                grants = [*grants, *index.project_grants.get(account.project_id, [])]
+                if not is_target:
+                    walked_projects.add(account.project_id)
+            for grant in grants:
+                if unconditional_only and grant.attached.binding.condition is not None:
                     continue
-                held = _credential_permissions(binding.role)
-                if account.unique_id == target.unique_id:
+                held = grant.held
+                if is_target:
                     if not held:
                         continue  # implicitDelegation on the target itself obtains nothing
                 elif not held:
-                    held = (roles.PERM_IMPLICIT_DELEGATION,)
-                for member in sorted(binding.members):
-                    for principal, via in self._expanded(member):
-                        if principal in paths:
-                            continue
-                        edge: dict[str, Any] = {"principal": principal, "serviceAccount": account.email,
-                                                "role": binding.role, "permissions": list(held),
-                                                "attachedResourceFullName": attached.attached}
-                        if via:
-                            edge["via"] = via
-                        if binding.condition is not None:
-                            edge["condition"] = binding.condition.to_json()
-                        path = [edge, *onward]
-                        paths[principal] = path
-                        step = self.accounts_by_email.get(principal.removeprefix("serviceAccount:")) \
-                            if principal.startswith("serviceAccount:") else None
-                        if step is not None and step.unique_id not in reached:
-                            reached[step.unique_id] = path
+                    held = _DELEGATION
+                # Each member in order, a group followed by its members: the first to name a principal is its path.
+                for member in grant.members:
+                    if member not in paths:
+                        step = reach(member, "", account, onward, grant, held)
+                        if step is not None:
                             queue.append(step)
+                    inside = group_expansions.get(member)
+                    if inside is not None:
+                        for principal, via in inside:
+                            if principal not in paths:
+                                step = reach(principal, via, account, onward, grant, held)
+                                if step is not None:
+                                    queue.append(step)
         paths.pop(f"serviceAccount:{target.email}", None)
         return paths
-
-    def _expanded(self, member: str) -> list[tuple[str, str]]:
-        """The member, and a group's members (with the group they come through)."""
-        out = [(member, "")]
-        if member in self.groups:
-            out += [(m, member) for m in self.groups[member][:MAX_EXPANDED]]
-        return out
 
 
 def _credential_permissions(role: str) -> tuple[str, ...]:
@@ -384,11 +524,12 @@ class _AnalysisQuery:
 
     def evaluate(self, binding: Binding, attached: AttachedBinding, project: Project) -> str | None:
         """A conditional binding's evaluation: TRUE or FALSE at the query's access time, CONDITIONAL without one."""
-        compiled = binding.compiled_condition()
-        if compiled is None:
+        if binding.condition is None:
             return None
         if self.access_time is None:
-            return "CONDITIONAL"
+            return "CONDITIONAL"  # nothing to evaluate: the condition is not compiled
+        compiled = binding.compiled_condition()
+        assert compiled is not None
         if attached.account is not None:
             ctx = RequestContext(self.access_time, account_condition_name(attached.account), SA_RESOURCE_TYPE)
         else:

@@ -522,6 +522,10 @@ class PostgresStore:
         rows = await self.pool.fetch(f"SELECT {POLICY_COLUMNS} FROM policies WHERE strpos(body, $1) > 0", text)
         return [StoredPolicy(r[0], orjson.loads(r[1]), r[2]) for r in rows]
 
+    async def policy_etags_mentioning(self, text: str) -> list[tuple[str, str]]:
+        rows = await self.pool.fetch("SELECT resource, etag FROM policies WHERE strpos(body, $1) > 0", text)
+        return [(r[0], r[1]) for r in rows]
+
     # users
     async def create_user(self, user: User) -> None:
         await self._insert(_SQL.create_user, user_row(user))

@@ -504,6 +504,10 @@ class SqliteStore:
         rows = self.db.execute(f"SELECT {POLICY_COLUMNS} FROM policies WHERE instr(body, ?) > 0", (text,))
         return [StoredPolicy(r[0], orjson.loads(r[1]), r[2]) for r in rows]
 
+    async def policy_etags_mentioning(self, text: str) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.db.execute("SELECT resource, etag FROM policies WHERE instr(body, ?) > 0",
+                                                      (text,))]
+
     # users
     async def create_user(self, user: User) -> None:
         self._insert(_SQL.create_user, user_row(user))
