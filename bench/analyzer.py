@@ -18,9 +18,10 @@ One ``keyless serve`` (SQLite, one worker: the default) is filled in bulk, with 
 The populated rows are followed by one write through the API (a group), so the server's read cache starts
 from the populated state. Then, over HTTP as the owner: ``whoCanImpersonate`` on a well-connected account
 (the whole graph: the walk reaches nearly every account), and ``analyzeIamPolicy`` for an identity, a
-resource and a permission query. Each query is timed right after a write (``cold``: whatever is kept per
-state generation is rebuilt) and then ``--analyzer-runs`` times on unchanged state; the median and the max of
-each, against the 1 s target.
+resource and a permission query. The server's first answer is timed apart (it parses every stored policy,
+which later answers do only for policies whose etag moved). Then each query is timed right after a write
+(``cold``: the index of the state is rebuilt) and ``--analyzer-runs`` times on unchanged state, for
+``--analyzer-rounds`` rounds; the median and the max of each, against the 1 s target.
 """
 
 from __future__ import annotations
@@ -247,6 +248,10 @@ def section_analyzer(procs: Any, work: Path, runs: int, rounds: int) -> dict[str
     filled = populate(server)
     log(f"  populated in {filled['seconds']:.1f} s: {filled['accounts']:,} accounts, {filled['bindings']:,} bindings")
     out: dict[str, Any] = {"populate": filled, "target_s": TARGET_S, "queries": {}}
+    # The server's first analysis parses every stored policy (later ones parse only what changed): timed apart.
+    first = queries()["whoCanImpersonate"]
+    out["first_s"], _ = _timed(server, first)
+    log(f"  first answer of the server (every policy parsed): whoCanImpersonate {out['first_s'] * 1000:.0f} ms")
     for name, path in queries().items():
         cold: list[float] = []
         warm: list[float] = []
@@ -274,7 +279,8 @@ def target(row: dict[str, Any]) -> dict[str, Any]:
     return {"target": "graph and analyzer, 10,000 accounts / 100,000 bindings", "goal": "< 1 s each",
             "measured": ", ".join(f"{name} {q['max_s'] * 1000:.0f} ms" for name, q in queries.items()) + " (max)",
             "met": all(q["met"] for q in queries.values()),
-            "margin": f"worst {worst}: {queries[worst]['max_s'] / TARGET_S:.2f}x the limit"}
+            "margin": f"worst {worst}: {queries[worst]['max_s'] / TARGET_S:.2f}x the limit"
+                      + (f"; the server's first answer {row['first_s'] * 1000:.0f} ms" if "first_s" in row else "")}
 
 
 def table_lines(row: dict[str, Any]) -> list[str]:
@@ -292,6 +298,9 @@ def table_lines(row: dict[str, Any]) -> list[str]:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
                                                                                                  strict=True))))
     runs = {len(q["warm_s"]) for q in row["queries"].values()}
+    if "first_s" in row:
+        lines.append(f"  the server's first answer (whoCanImpersonate, every stored policy parsed): "
+                     f"{row['first_s'] * 1000:.0f} ms")
     lines.append(f"  wall time over HTTP as the owner; after write: the first answer after a state change "
                  f"({len(next(iter(row['queries'].values()))['cold_s'])} rounds), unchanged: {max(runs)} answers "
                  "on unchanged state")

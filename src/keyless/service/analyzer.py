@@ -168,12 +168,13 @@ class Analyzer:
         index: _Index | None = None if memo is None else memo.get(_INDEX_KEY)
         if index is None:
             store = self.core.store
-            policies = await self.policies()
-            kept: dict[str, _Attached] = {}
-            views = {project.project_id: await self._view(project, policies, kept)
-                     for project in await store.list_projects()}
-            self._attached = kept
-            index = _Index(views, await store.list_groups())
+            with _no_cycle_collection():
+                policies = await self.policies()
+                kept: dict[str, _Attached] = {}
+                views = {project.project_id: await self._view(project, policies, kept)
+                         for project in await store.list_projects()}
+                self._attached = kept
+                index = _Index(views, await store.list_groups())
             if memo is not None:
                 memo[_INDEX_KEY] = index
         return index
@@ -438,10 +439,12 @@ class _Graph:
 
 @contextlib.contextmanager
 def _no_cycle_collection() -> Iterator[None]:
-    """The cycle collector paused while an answer is built. A large answer (the graph of 10,000 accounts: some
-    100,000 dicts and lists) sets off full collections as it grows, each re-scanning the index (hundreds of
-    thousands of policy, binding and grant objects) for 0.3-0.4 s, about every other query. Nothing is lost:
-    the collector resumes at the end and finds whatever was allocated meanwhile as usual."""
+    """The cycle collector paused while the index or an answer is built. Either allocates enough objects (the
+    first index of 100,000 bindings some 500,000; the graph of 10,000 accounts some 100,000 dicts and lists) to
+    set off full collections as it grows, each re-scanning the index for 0.2-0.4 s: nine of them during the
+    first index, one about every other graph. Nothing is lost: the collector resumes at the end and finds
+    whatever was allocated meanwhile as usual. (Other requests' tasks that run while the index is read from
+    the store run without it for that moment.)"""
     enabled = gc.isenabled()
     gc.disable()
     try:
