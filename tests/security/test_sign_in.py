@@ -11,7 +11,7 @@ import re
 import secrets
 from dataclasses import replace
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import jwt
@@ -387,6 +387,40 @@ def test_a_parameter_sent_twice_is_refused(api: Api) -> None:
     browser = Browser(api)
     params = [*list(browser.params().items()), ("redirect_uri", "http://evil.example/")]
     _no_redirect(api.client.get(AUTH, params=params), 400, "invalid_request")
+    # The client's three parameters are refused on the page, whatever else is wrong; the others, once the client
+    # and its redirect URI are known good, go back to the client, in the order the request is checked.
+    _no_redirect(api.client.get(AUTH, params=[*params, ("scope", "x"), ("state", "y")]), 400, "invalid_request")
+    _no_redirect(api.client.get(AUTH, params=[*browser.params(client_id="evil").items(), ("scope", "x")]), 401,
+                 "invalid_client")
+    for extra, error, described in (
+            ([("scope", CLOUD)], "invalid_request", "Parameter scope was sent more than once."),
+            ([("login_hint", "x" * 2049)], "invalid_request", "Parameter login_hint is longer than 2048 characters."),
+            ([("nonce", "a"), ("nonce", "b"), ("prompt", "none")], "login_required",
+             "The user must sign in: prompt=none cannot be answered."),
+            ([("access_type", "online"), ("nonce", "x" * 2049)], "invalid_request",
+             "Parameter access_type was sent more than once.")):
+        r = api.client.get(AUTH, params=[*browser.params().items(), *extra], follow_redirects=False)
+        assert r.status_code == 303, r.text
+        query = parse_qs(urlsplit(r.headers["location"]).query)
+        assert (query["error"], query["error_description"]) == ([error], [described])
+
+
+def test_a_form_field_sent_twice_is_refused_on_the_page(api: Api, alice: str) -> None:
+    browser = Browser(api)
+    page = browser.open()
+    form = [*browser.form(page).items(), ("email", ALICE), ("password", PASSWORD)]
+
+    def post(*extra: tuple[str, str]) -> httpx.Response:
+        return api.client.post(AUTH, content=urlencode([*form, *extra]), follow_redirects=False,
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    for extra in ([("csrf_token", "1.abc")], [("action", "cancel")] * 2, [("email", ALICE)],
+                  [("password", "x" * 2049)]):
+        _no_redirect(post(*extra), 400, "invalid_request")
+    # The request the form carries is checked first: its faults go back to the client.
+    r = post(("csrf_token", "1.abc"), ("scope", CLOUD))
+    assert r.status_code == 303 and "error=invalid_request" in r.headers["location"]
+    assert browser.submit(page, email=ALICE, password=PASSWORD).status_code == 303
 
 
 def test_values_are_escaped_on_the_page(api: Api, alice: str) -> None:

@@ -1,7 +1,8 @@
 """OAuth 2.0 routes: ``/token`` (and Google's other token URLs), tokeninfo and revoke, in the OAuth error shape.
 
-``/token`` reads the form into the core's ``TokenRequest`` (``keyless.service.oauth_requests``) and renders the
-``TokenGrant`` it gets back; tokeninfo and revoke pass the token they were given."""
+Each reads the query or the form into the core's typed request (``keyless.service.oauth_requests``: ``TokenRequest``,
+``TokenInfoRequest``, ``RevokeRequest``) and renders what it gets back: the token response of a ``TokenGrant``,
+tokeninfo's JSON of an ``AccessTokenInfo`` or an ``IdTokenInfo``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from starlette.responses import Response
 from keyless.errors import KeylessError, OAuthError, Unavailable
 from keyless.http.common import JSONResponse, keyless_of, read_form
 from keyless.service import audit
-from keyless.service.oauth_requests import TokenGrant, TokenRequest
+from keyless.service.oauth_requests import (
+    AccessTokenInfo,
+    IdTokenInfo,
+    RevokeRequest,
+    TokenGrant,
+    TokenInfoRequest,
+    TokenRequest,
+)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Where these endpoints are served (keyless.http.app's routes): errors there have the OAuth shape.
@@ -95,10 +103,35 @@ async def _tokeninfo(request: Request, form: dict[str, str]) -> Response:
     if not access_token and not id_token and authorization.lower().startswith("bearer "):
         access_token = authorization[7:].strip()
     try:
-        info = await keyless_of(request).oauth.tokeninfo(access_token=access_token, id_token=id_token)
+        info = await keyless_of(request).oauth.tokeninfo(TokenInfoRequest(access_token, id_token))
     except Unavailable as exc:
         raise exc.oauth() from None
-    return JSONResponse(info)
+    return JSONResponse(tokeninfo_response(info))
+
+
+def tokeninfo_response(info: AccessTokenInfo | IdTokenInfo) -> dict[str, Any]:
+    """tokeninfo's JSON as Google's endpoint writes it: every value a string (numbers and booleans too)."""
+    if isinstance(info, IdTokenInfo):
+        out = {k: (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)
+               for k, v in info.claims.items()}
+        out["alg"] = "RS256"
+        out["kid"] = info.key_id
+        out["typ"] = "JWT"
+        return out
+    if info.email is None:  # a workload identity pool's subject
+        return {"sub": info.subject, "scope": " ".join(info.scopes), "exp": str(info.expires_at),
+                "expires_in": str(info.expires_in), "access_type": "online"}
+    return {
+        "azp": info.audience,
+        "aud": info.audience,
+        "sub": info.subject,
+        "scope": " ".join(info.scopes),
+        "exp": str(info.expires_at),
+        "expires_in": str(info.expires_in),
+        "email": info.email,
+        "email_verified": "true",
+        "access_type": "online",
+    }
 
 
 async def revoke(request: Request) -> Response:
@@ -115,7 +148,7 @@ async def revoke_form(request: Request) -> Response:
 
 async def _revoke(request: Request, form: dict[str, str]) -> Response:
     try:
-        await keyless_of(request).oauth.revoke(form.get("token"))
+        await keyless_of(request).oauth.revoke(RevokeRequest(form.get("token")))
     except Unavailable as exc:
         raise exc.oauth() from None
     return JSONResponse({})

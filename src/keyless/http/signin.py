@@ -10,17 +10,27 @@ may not be framed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from html import escape
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keyless.errors import OAuthError, SignInError
+from keyless.errors import SignInError
 from keyless.http.common import keyless_of, read_body, via_google_host
 from keyless.service import audit
-from keyless.service.signin import COOKIE, FORGED, FORM_LIFETIME, AuthorizationRequest, Target, single
+from keyless.service.signin import FORM_LIFETIME
+from keyless.service.signin_requests import (
+    MAX_PARAMETER_LENGTH,
+    AuthorizationQuery,
+    AuthorizationRequest,
+    IssuedCode,
+    Refusal,
+    SignInForm,
+    SignInPage,
+    Target,
+)
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -35,6 +45,7 @@ PAGE_HEADERS = {
     # code to the client sends no Referer.
     "Referrer-Policy": "same-origin",
 }
+COOKIE = "keyless_signin"  # the anti-forgery token's nonce, for the browser that loaded the page
 COOKIE_PATH = "/o/oauth2/"
 STYLE = ("body{font-family:system-ui,sans-serif;color:#202124;background:#f8f9fa;margin:0}"
          "main{max-width:30rem;margin:3rem auto;background:#fff;border:1px solid #dadce0;border-radius:8px;"
@@ -67,17 +78,27 @@ def _redirect(location: str) -> Response:
     return Response(status_code=303, headers={**PAGE_HEADERS, "Location": location})
 
 
-def _answer_error(where: Target, error: OAuthError) -> Response:
+def _redirect_to(where: Target, **params: str) -> Response:
+    """To the request's redirect URI with ``params`` (and the request's state) added to its query."""
+    query = dict(params)
+    if where.state:
+        query["state"] = where.state
+    joiner = "&" if "?" in where.redirect_uri else "?"
+    return _redirect(where.redirect_uri + joiner + urlencode(query))
+
+
+def _answer_error(refusal: Refusal) -> Response:
     """An error of a request whose client and redirect URI are known good: back to the client (RFC 6749
     §4.1.2.1), or on the page when the client reads its answer from its code page."""
+    error = refusal.error
     audit.note_error(f"{error.error}: {error.description}")
-    if where.shows_code:
+    if refusal.target.shows_code:
         return error_page(SignInError(error.error, error.description))
-    return _redirect(where.redirect(error=error.error, error_description=error.description))
+    return _redirect_to(refusal.target, error=error.error, error_description=error.description)
 
 
-def _hidden(auth: AuthorizationRequest, token: str) -> str:
-    fields = {**auth.form_fields(), "csrf_token": token}
+def _hidden(page: SignInPage) -> str:
+    fields = {**page.authorization.form_fields(), "csrf_token": page.form_token}
     return "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items())
 
 
@@ -87,25 +108,27 @@ def _scopes(auth: AuthorizationRequest) -> str:
             f'<ul id="scopes">{items}</ul></details>')
 
 
-async def _sign_in_page(request: Request, auth: AuthorizationRequest, nonce: str, *, message: str = "",
-                        status: int = 200) -> Response:
-    kl = keyless_of(request)
-    token = kl.sign_in.form_token(nonce, auth)
-    shown = f'<p class="error" id="error" role="alert">{escape(message)}</p>' if message else ""
+def _sign_in_page(request: Request, page: SignInPage) -> Response:
+    auth = page.authorization
+    status = 200
+    shown = ""
+    if page.error is not None:
+        audit.note_error(f"{page.error.error}: {page.error.message}")
+        status = page.error.http_status
+        shown = f'<p class="error" id="error" role="alert">{escape(page.error.message)}</p>'
     action = escape(request.url.path)
     cancel = '<button type="submit" name="action" value="cancel" id="cancel" formnovalidate>Cancel</button>'
     heading = (f"<h1>Sign in</h1><p>to continue to <strong>{escape(auth.target.client.name)}</strong>, "
                f"with your keyless account</p>{shown}")
-    if kl.sign_in.user_picker:
-        users = await kl.sign_in.pickable_users()
+    if page.accounts is not None:
         buttons = "".join(f'<li><button type="submit" name="email" value="{escape(u.email)}" '
-                          f'id="account-{escape(u.email)}">{escape(u.email)}</button></li>' for u in users)
-        form = (f'<form method="post" action="{action}">{_hidden(auth, token)}'
+                          f'id="account-{escape(u.email)}">{escape(u.email)}</button></li>' for u in page.accounts)
+        form = (f'<form method="post" action="{action}">{_hidden(page)}'
                 f"<p>Choose an account</p><ul class=\"accounts\">{buttons}</ul>{_scopes(auth)}"
                 f'<div class="actions">{cancel}</div></form>'
                 "<p><small>keyless lists its users because its API listens on loopback only.</small></p>")
     else:
-        form = (f'<form method="post" action="{action}">{_hidden(auth, token)}'
+        form = (f'<form method="post" action="{action}">{_hidden(page)}'
                 f'<label>Email <input type="email" name="email" id="email" autocomplete="username" required '
                 f'value="{escape(auth.login_hint)}"></label>'
                 '<label>Password <input type="password" name="password" id="password" '
@@ -113,15 +136,15 @@ async def _sign_in_page(request: Request, auth: AuthorizationRequest, nonce: str
                 f'{_scopes(auth)}<div class="actions">{cancel}'
                 '<button type="submit" name="action" value="sign_in" id="sign-in">Sign in</button></div></form>')
     response = _page("Sign in", heading + form, status)
-    response.set_cookie(COOKIE, nonce, max_age=int(FORM_LIFETIME), path=COOKIE_PATH, httponly=True,
+    response.set_cookie(COOKIE, page.nonce, max_age=int(FORM_LIFETIME), path=COOKIE_PATH, httponly=True,
                         samesite="strict", secure=request.url.scheme == "https" or via_google_host(request))
     return response
 
 
-def _code_page(auth: AuthorizationRequest, code: str) -> Response:
-    client = escape(auth.target.client.name)
+def _code_page(issued: IssuedCode) -> Response:
+    client = escape(issued.authorization.target.client.name)
     return _page("Sign-in complete", f"<h1>Sign-in complete</h1><p>Copy this code, switch to {client} and "
-                 f'paste it there:</p><code id="code">{escape(code)}</code>'
+                 f'paste it there:</p><code id="code">{escape(issued.code)}</code>'
                  "<p><small>The code works once, within five minutes. Do not share it.</small></p>")
 
 
@@ -144,58 +167,73 @@ def _same_origin(request: Request) -> bool:
     return origin != "null" and bool(netloc) and netloc in (host, host.removesuffix(":443"))
 
 
-async def _form_pairs(request: Request) -> Sequence[tuple[str, str]]:
+class _Parameters:
+    """A query's or a form's parameters: each one's single value, and those that are not one value (RFC 6749
+    §3.1: a parameter sent twice is an error) of at most MAX_PARAMETER_LENGTH characters, with why."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        sent: dict[str, list[str]] = {}
+        for name, value in pairs:
+            sent.setdefault(name, []).append(value)
+        self.values: dict[str, str] = {}
+        self.malformed: dict[str, str] = {}
+        for name, values in sent.items():
+            if len(values) > 1:
+                self.malformed[name] = f"Parameter {name} was sent more than once."
+            elif len(values[0]) > MAX_PARAMETER_LENGTH:
+                self.malformed[name] = f"Parameter {name} is longer than {MAX_PARAMETER_LENGTH} characters."
+            else:
+                self.values[name] = values[0]
+
+    def authorization(self) -> AuthorizationQuery:
+        get = self.values.get
+        return AuthorizationQuery(
+            client_id=get("client_id"), redirect_uri=get("redirect_uri"), state=get("state"),
+            response_type=get("response_type"), scope=get("scope"), code_challenge=get("code_challenge"),
+            code_challenge_method=get("code_challenge_method"), access_type=get("access_type"),
+            prompt=get("prompt"), nonce=get("nonce"), login_hint=get("login_hint"), malformed=self.malformed)
+
+
+async def _form(request: Request) -> SignInForm:
+    """The POSTed form (``application/x-www-form-urlencoded``, nothing else) with what the request says of its
+    browser: whether it came from this page's origin, the page's cookie, the client's address."""
     if not request.headers.get("content-type", "").lower().startswith("application/x-www-form-urlencoded"):
         raise SignInError("invalid_request", "The sign-in form must be sent as application/x-www-form-urlencoded.")
     try:
         text = (await read_body(request)).decode()
-        return parse_qsl(text, keep_blank_values=True, max_num_fields=100)
+        params = _Parameters(parse_qsl(text, keep_blank_values=True, max_num_fields=100))
     except (UnicodeDecodeError, ValueError):
         raise SignInError("invalid_request", "The sign-in form is malformed.") from None
+    get = params.values.get
+    return SignInForm(params.authorization(), _same_origin(request), request.cookies.get(COOKIE),
+                      request.client.host if request.client else "", csrf_token=get("csrf_token"),
+                      action=get("action"), email=get("email"), password=get("password"), malformed=params.malformed)
+
+
+def _render(request: Request, answer: SignInPage | Refusal | IssuedCode) -> Response:
+    if isinstance(answer, SignInPage):
+        return _sign_in_page(request, answer)
+    if isinstance(answer, Refusal):
+        return _answer_error(answer)
+    if answer.authorization.target.shows_code:
+        return _code_page(answer)
+    return _redirect_to(answer.authorization.target, code=answer.code, scope=" ".join(answer.authorization.scopes))
 
 
 async def authorize(request: Request) -> Response:
     """``GET``: the sign-in page for an authorization request."""
-    kl = keyless_of(request)
+    query = _Parameters(request.query_params.multi_items()).authorization()
     try:
-        where, parsed = kl.sign_in.parse(request.query_params.multi_items())
+        return _render(request, await keyless_of(request).sign_in.page(query))
     except SignInError as exc:
         return error_page(exc)
-    if isinstance(parsed, OAuthError):
-        return _answer_error(where, parsed)
-    return await _sign_in_page(request, parsed, kl.sign_in.new_form_nonce())
 
 
 async def sign_in(request: Request) -> Response:
     """``POST``: the page's form; a code for the user who signs in."""
-    kl = keyless_of(request)
     audit.begin("oauth2.SignIn", "accounts.google.com")
     try:
-        pairs = await _form_pairs(request)
-        if not _same_origin(request):
-            raise SignInError("invalid_request", FORGED, http_status=403)
-        where, parsed = kl.sign_in.parse(pairs)
+        answer = await keyless_of(request).sign_in.submit(await _form(request))
     except SignInError as exc:
         return error_page(exc)
-    audit.note_request(client_id=where.client.client_id, redirect_uri=where.redirect_uri)
-    if isinstance(parsed, OAuthError):
-        return _answer_error(where, parsed)
-    audit.note_request(scope=" ".join(parsed.scopes))
-    nonce = request.cookies.get(COOKIE)
-    try:
-        kl.sign_in.check_form_token(single(pairs, "csrf_token"), nonce, parsed)
-        if single(pairs, "action") == "cancel":
-            return _answer_error(where, OAuthError("access_denied", "The user denied access."))
-        client = request.client.host if request.client else ""
-        user = await kl.sign_in.sign_in(single(pairs, "email"), single(pairs, "password"), client)
-    except SignInError as exc:
-        if exc.http_status in (401, 429) and nonce:
-            audit.note_error(f"{exc.error}: {exc.message}")
-            return await _sign_in_page(request, parsed, nonce, message=exc.message, status=exc.http_status)
-        return error_page(exc)
-    except OAuthError as exc:  # a parameter sent twice
-        return error_page(SignInError(exc.error, exc.description))
-    code = await kl.sign_in.issue_code(parsed, user)
-    if where.shows_code:
-        return _code_page(parsed, code)
-    return _redirect(where.redirect(code=code, scope=" ".join(parsed.scopes)))
+    return _render(request, answer)

@@ -1,4 +1,5 @@
-"""The OAuth 2.0 endpoints: JWT-bearer, refresh-token and authorization-code grants, tokeninfo, revoke."""
+"""The OAuth 2.0 endpoints: JWT-bearer, refresh-token and authorization-code grants, tokeninfo, revoke; typed
+requests and results in ``keyless.service.oauth_requests``, rendered by ``keyless.http.oauth``."""
 
 from __future__ import annotations
 
@@ -33,7 +34,14 @@ from keyless.service.core import Core
 from keyless.service.credentials import Credentials
 from keyless.service.keyring import ISSUER, in_validity_window, verifies_at
 from keyless.service.limits import Limits, RateLimiter
-from keyless.service.oauth_requests import TokenGrant, TokenRequest
+from keyless.service.oauth_requests import (
+    AccessTokenInfo,
+    IdTokenInfo,
+    RevokeRequest,
+    TokenGrant,
+    TokenInfoRequest,
+    TokenRequest,
+)
 from keyless.storage.base import AuthorizationCode, Conflict, SignInGrant, User
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -345,41 +353,29 @@ class OAuth:
                                                  with_email=not EMAIL_SCOPES.isdisjoint(scopes))
         return TokenGrant(token, TOKEN_LIFETIME, " ".join(scopes), id_token)
 
-    async def tokeninfo(self, *, access_token: str | None, id_token: str | None) -> dict[str, Any]:
-        if access_token:
-            return await self._access_token_info(access_token)
-        if id_token:
-            return await self._id_token_info(id_token)
+    async def tokeninfo(self, request: TokenInfoRequest) -> AccessTokenInfo | IdTokenInfo:
+        if request.access_token:
+            return await self._access_token_info(request.access_token)
+        if request.id_token:
+            return await self._id_token_info(request.id_token)
         raise OAuthError("invalid_request", "Either access_token or id_token is required.")
 
-    async def _access_token_info(self, token: str) -> dict[str, Any]:
+    async def _access_token_info(self, token: str) -> AccessTokenInfo:
         try:
             caller = await authenticate_access_token(self.core, token)
         except Unauthenticated:
             raise OAuthError("invalid_token", "Invalid Value") from None
         claims = self.core.minter.parse(token)
         assert claims is not None
-        now = int(self.core.now())
+        expires_in = max(0, claims.expires_at - int(self.core.now()))
         if caller.principal.federated is not None:
             # A workload identity pool's subject: Google names it by its principal:// identifier and it has no
             # email (keyless's own record of the identity stays inside the token).
-            return {"sub": caller.principal.member, "scope": " ".join(caller.scopes),
-                    "exp": str(claims.expires_at), "expires_in": str(max(0, claims.expires_at - now)),
-                    "access_type": "online"}
-        audience = claims.client_id or caller.principal_id
-        return {
-            "azp": audience,
-            "aud": audience,
-            "sub": caller.principal_id,
-            "scope": " ".join(caller.scopes),
-            "exp": str(claims.expires_at),
-            "expires_in": str(max(0, claims.expires_at - now)),
-            "email": caller.email,
-            "email_verified": "true",
-            "access_type": "online",
-        }
+            return AccessTokenInfo(caller.principal.member, caller.scopes, claims.expires_at, expires_in)
+        return AccessTokenInfo(caller.principal_id, caller.scopes, claims.expires_at, expires_in,
+                               audience=claims.client_id or caller.principal_id, email=caller.email)
 
-    async def _id_token_info(self, token: str) -> dict[str, Any]:
+    async def _id_token_info(self, token: str) -> IdTokenInfo:
         try:
             header, _ = unverified_parts(token)
         except JwtError:
@@ -393,15 +389,11 @@ class OAuth:
             raise OAuthError("invalid_token", "Invalid Value") from None
         if claims.get("iss") != self.core.settings.issuer:
             raise OAuthError("invalid_token", "Invalid Value")
-        out = {k: (str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)
-               for k, v in claims.items()}
-        out["alg"] = "RS256"
-        out["kid"] = header.get("kid")
-        out["typ"] = "JWT"
-        return out
+        return IdTokenInfo(claims, kid)
 
-    async def revoke(self, token: str | None) -> None:
+    async def revoke(self, request: RevokeRequest) -> None:
         """Revoke an access token, or a user's refresh token (and with it the access tokens it gave)."""
+        token = request.token
         if not token:
             raise OAuthError("invalid_request", "Missing required parameter: token")
         claims = self.core.minter.parse(token)

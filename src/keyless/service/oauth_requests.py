@@ -1,14 +1,20 @@
-"""The typed request and result of the OAuth token endpoint (``keyless.service.oauth.OAuth.token``).
+"""The typed requests and results of the OAuth endpoints (``keyless.service.oauth.OAuth``): the token endpoint
+(``TokenRequest`` → ``TokenGrant``), tokeninfo (``TokenInfoRequest`` → ``AccessTokenInfo`` or ``IdTokenInfo``) and
+revoke (``RevokeRequest``).
 
 REST's adapter (``keyless.http.oauth``) reads the form (or JSON) body, with the client's credentials from
-``Authorization: Basic`` when the body has none, into a ``TokenRequest``: each parameter as sent, None when absent.
-Which parameters a grant needs, and what they must be, is the core's (an absent one and an empty one are refused
-alike). The result is rendered in OAuth's token response by the adapter.
+``Authorization: Basic`` when the body has none, into a ``TokenRequest``: each parameter as sent, None when absent;
+tokeninfo's and revoke's from the query or the form (tokeninfo's access token from ``Authorization: Bearer`` when
+neither names a token). Which parameters a grant needs, and what they must be, is the core's (an absent one and an
+empty one are refused alike). The results are rendered in OAuth's shapes by the adapter: the token response, and
+tokeninfo's JSON as Google's endpoint writes it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +41,36 @@ class TokenGrant:
     scope: str | None = None  # None: not answered (a service account's grant)
     id_token: str | None = None
     refresh_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfoRequest:
+    """An access token or an ID token to describe (the access token when both are named)."""
+
+    access_token: str | None = None
+    id_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessTokenInfo:
+    """A valid access token keyless minted: whose it is, for which scopes, until when."""
+
+    subject: str  # the user's or service account's id; a workload identity pool subject's principal:// identifier
+    scopes: tuple[str, ...]
+    expires_at: int  # seconds since the epoch
+    expires_in: int  # seconds left, never below 0
+    audience: str = ""  # the OAuth client it was given to, else the subject
+    email: str | None = None  # None: a workload identity pool's subject (no email, no audience)
+
+
+@dataclass(frozen=True, slots=True)
+class IdTokenInfo:
+    """A valid ID token keyless signed: its claims, verified, and the key that signed it."""
+
+    claims: Mapping[str, Any]
+    key_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeRequest:
+    token: str | None  # an access token or a refresh token

@@ -1,6 +1,7 @@
-"""The sign-in page's rules (``gcloud auth login``): which authorization requests it answers, who signs in, and
-the authorization codes it issues. ``keyless.http.signin`` renders the page; the token endpoint redeems codes
-(``keyless.service.oauth``).
+"""The sign-in page's rules (``gcloud auth login``, the web console): which authorization requests it answers, who
+signs in, and the authorization codes it issues. ``page`` (GET) and ``submit`` (the form's POST) take the typed
+requests of ``keyless.service.signin_requests`` and answer its results; ``keyless.http.signin`` parses the query and
+the form into them and renders the page; the token endpoint redeems codes (``keyless.service.oauth``).
 
 An authorization request is checked in two steps, as RFC 6749 §4.1.2.1 and Google's page do: first the client
 and its redirect URI (``target``) — until both are known to be good nothing is redirected anywhere, and the page
@@ -19,17 +20,12 @@ import asyncio
 import base64
 import hmac
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from keyless.crypto.passwords import verify_password
 from keyless.domain.oauth_clients import (
     CODE_CHALLENGE_RE,
     MAX_STATE_LENGTH,
-    PublicClient,
     find_client,
-    is_copy_page,
     parse_scopes,
     redirect_allowed,
 )
@@ -38,6 +34,15 @@ from keyless.service import audit
 from keyless.service.admin import secret_hash
 from keyless.service.core import Core
 from keyless.service.limits import Limits, RateLimiter
+from keyless.service.signin_requests import (
+    AuthorizationQuery,
+    AuthorizationRequest,
+    IssuedCode,
+    Refusal,
+    SignInForm,
+    SignInPage,
+    Target,
+)
 from keyless.storage.base import AuthorizationCode, User
 
 CODE_LIFETIME = 300.0  # seconds an authorization code can be redeemed in
@@ -46,75 +51,28 @@ FAILED_SIGN_IN_BURST = 5.0  # wrong passwords in a row, per user and per client 
 FAILED_SIGN_IN_RATE = 1 / 60  # ...then one more a minute
 FAILED_PER_USER = {"burst": FAILED_SIGN_IN_BURST, "per_second": FAILED_SIGN_IN_RATE}  # the store's bucket
 CODE_PREFIX = "4/0kl"  # Google's codes start "4/0"
-MAX_PARAMETER_LENGTH = 2048
-COOKIE = "keyless_signin"
 FORGED = ("This sign-in form has expired or was not sent from this page. Go back to the application and start "
           "signing in again.")
 WRONG_PASSWORD = "Wrong email or password."
 TOO_MANY = "Too many failed sign-in attempts. Wait a few minutes, then try again."
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where an authorization request's answer may go: a known client and a redirect URI it may use."""
-
-    client: PublicClient
-    redirect_uri: str
-    state: str
-
-    @property
-    def shows_code(self) -> bool:
-        """The redirect URI is one of the client's out-of-band pages: the page shows the code to copy."""
-        return is_copy_page(self.client, self.redirect_uri)
-
-    def redirect(self, **params: str) -> str:
-        """The redirect URI with ``params`` (and the request's state) added to its query."""
-        query = dict(params)
-        if self.state:
-            query["state"] = self.state
-        joiner = "&" if "?" in self.redirect_uri else "?"
-        return self.redirect_uri + joiner + urlencode(query)
+def _well_formed(query: AuthorizationQuery | SignInForm, *names: str) -> None:
+    """Refuse the first of ``names`` that was not sent as one value (RFC 6749 §3.1) of a bounded length."""
+    for name in names:
+        why = query.malformed.get(name)
+        if why is not None:
+            raise OAuthError("invalid_request", why)
 
 
-@dataclass(frozen=True, slots=True)
-class AuthorizationRequest:
-    target: Target
-    scopes: tuple[str, ...]
-    code_challenge: str
-    offline: bool
-    nonce: str = ""
-    login_hint: str = ""
-
-    def form_fields(self) -> dict[str, str]:
-        """What the page's form sends back: the request as made (checked again when the form arrives)."""
-        fields = {"client_id": self.target.client.client_id, "redirect_uri": self.target.redirect_uri,
-                  "response_type": "code", "scope": " ".join(self.scopes), "code_challenge": self.code_challenge,
-                  "code_challenge_method": "S256", "access_type": "offline" if self.offline else "online"}
-        for name, value in (("state", self.target.state), ("nonce", self.nonce), ("login_hint", self.login_hint)):
-            if value:
-                fields[name] = value
-        return fields
-
-
-def single(params: Sequence[tuple[str, str]], name: str) -> str | None:
-    """The one value of parameter ``name``; None when absent. RFC 6749 §3.1: a parameter sent twice is an error."""
-    values = [value for key, value in params if key == name]
-    if len(values) > 1:
-        raise OAuthError("invalid_request", f"Parameter {name} was sent more than once.")
-    if values and len(values[0]) > MAX_PARAMETER_LENGTH:
-        raise OAuthError("invalid_request", f"Parameter {name} is longer than {MAX_PARAMETER_LENGTH} characters.")
-    return values[0] if values else None
-
-
-def target(params: Sequence[tuple[str, str]]) -> Target:
+def target(query: AuthorizationQuery) -> Target:
     """The client and redirect URI of an authorization request, or ``SignInError`` (shown on the page: an
     error is never sent to a redirect URI that is not known to be the client's)."""
     try:
-        client_id = single(params, "client_id")
-        redirect_uri = single(params, "redirect_uri")
-        state = single(params, "state") or ""
+        _well_formed(query, "client_id", "redirect_uri", "state")
     except OAuthError as exc:
         raise SignInError(exc.error, exc.description) from None
+    client_id, redirect_uri, state = query.client_id, query.redirect_uri, query.state or ""
     if not client_id:
         raise SignInError("invalid_request", "Missing required parameter: client_id")
     client = find_client(client_id)
@@ -131,23 +89,25 @@ def target(params: Sequence[tuple[str, str]]) -> Target:
     return Target(client, redirect_uri, state)
 
 
-def request(where: Target, params: Sequence[tuple[str, str]], limits: Limits) -> AuthorizationRequest:
+def request(where: Target, query: AuthorizationQuery, limits: Limits) -> AuthorizationRequest:
     """The whole authorization request, or ``OAuthError`` (its error goes back to the redirect URI)."""
-    response_type = single(params, "response_type")
+    _well_formed(query, "response_type")
+    response_type = query.response_type
     if not response_type:
         raise OAuthError("invalid_request", "Missing required parameter: response_type")
     if response_type != "code":
         raise OAuthError("unsupported_response_type", f"Unsupported response_type: {response_type}. keyless "
                          "answers the authorization-code flow (response_type=code).")
-    scope = single(params, "scope")
+    _well_formed(query, "scope")
+    scope = query.scope
     if not scope:
         raise OAuthError("invalid_request", "Missing required parameter: scope")
     scopes = parse_scopes(scope, limits.max_scopes)
     if scopes is None:
         raise OAuthError("invalid_scope", f"Invalid scope parameter: space-separated scopes, at most "
                          f"{limits.max_scopes}.")
-    challenge = single(params, "code_challenge")
-    method = single(params, "code_challenge_method")
+    _well_formed(query, "code_challenge", "code_challenge_method")
+    challenge, method = query.code_challenge, query.code_challenge_method
     # PKCE is what binds a public client's code to the client that asked for it (its secret is public).
     if not challenge:
         raise OAuthError("invalid_request", "Missing required parameter: code_challenge (PKCE, RFC 7636).")
@@ -155,15 +115,17 @@ def request(where: Target, params: Sequence[tuple[str, str]], limits: Limits) ->
         raise OAuthError("invalid_request", "code_challenge_method must be S256.")
     if not CODE_CHALLENGE_RE.match(challenge):
         raise OAuthError("invalid_request", "Invalid code_challenge: 43 characters of base64url.")
-    access_type = single(params, "access_type") or "online"
+    _well_formed(query, "access_type")
+    access_type = query.access_type or "online"
     if access_type not in ("online", "offline"):
         raise OAuthError("invalid_request", f"Invalid access_type: {access_type}.")
-    prompt = (single(params, "prompt") or "").split()
-    if "none" in prompt:
+    _well_formed(query, "prompt")
+    if "none" in (query.prompt or "").split():
         # There are no sessions to sign in silently with.
         raise OAuthError("login_required", "The user must sign in: prompt=none cannot be answered.")
+    _well_formed(query, "nonce", "login_hint")
     return AuthorizationRequest(where, scopes, challenge, access_type == "offline",
-                                nonce=single(params, "nonce") or "", login_hint=single(params, "login_hint") or "")
+                                nonce=query.nonce or "", login_hint=query.login_hint or "")
 
 
 class SignIn:
@@ -179,18 +141,51 @@ class SignIn:
     def user_picker(self) -> bool:
         return self.core.settings.user_picker
 
-    def parse(self, params: Sequence[tuple[str, str]]) -> tuple[Target, AuthorizationRequest | OAuthError]:
-        """The target (or ``SignInError``), and the request or the error to send back to the target."""
-        where = target(params)
+    async def page(self, query: AuthorizationQuery) -> SignInPage | Refusal:
+        """``GET``: the sign-in page for a valid authorization request, or the error to send back to the client;
+        ``SignInError`` while the client and its redirect URI are not known good."""
+        where = target(query)
         try:
-            return where, request(where, params, self.limits)
+            auth = request(where, query, self.limits)
         except OAuthError as exc:
-            return where, exc
+            return Refusal(where, exc)
+        return await self._page(auth, self.new_form_nonce())
 
-    async def pickable_users(self) -> list[User]:
-        if not self.user_picker:
-            return []
-        return [u for u in await self.core.store.list_users() if not u.disabled]
+    async def submit(self, form: SignInForm) -> SignInPage | Refusal | IssuedCode:
+        """``POST``: the page's form. A code for the user who signs in; the page again (with the error) after a
+        wrong password or too many; an error for the client (the request's, or the user's cancel);
+        ``SignInError`` for a form that is not this page's or a request whose target is not known good."""
+        if not form.same_origin:
+            raise SignInError("invalid_request", FORGED, http_status=403)
+        where = target(form.authorization)
+        audit.note_request(client_id=where.client.client_id, redirect_uri=where.redirect_uri)
+        try:
+            auth = request(where, form.authorization, self.limits)
+        except OAuthError as exc:
+            return Refusal(where, exc)
+        audit.note_request(scope=" ".join(auth.scopes))
+        try:
+            _well_formed(form, "csrf_token")
+            self.check_form_token(form.csrf_token, form.cookie, auth)
+            _well_formed(form, "action")
+            if form.action == "cancel":
+                return Refusal(where, OAuthError("access_denied", "The user denied access."))
+            _well_formed(form, "email", "password")
+            user = await self.sign_in(form.email, form.password, form.client_address)
+        except SignInError as exc:
+            if exc.http_status in (401, 429) and form.cookie:
+                return await self._page(auth, form.cookie, exc)
+            raise
+        except OAuthError as exc:  # a field sent twice
+            raise SignInError(exc.error, exc.description) from None
+        return IssuedCode(auth, await self.issue_code(auth, user))
+
+    async def _page(self, auth: AuthorizationRequest, nonce: str, error: SignInError | None = None) -> SignInPage:
+        token = self.form_token(nonce, auth)
+        accounts = None
+        if self.user_picker:
+            accounts = tuple(u for u in await self.core.store.list_users() if not u.disabled)
+        return SignInPage(auth, nonce, token, accounts, error)
 
     # ------------------------------------------------------------ the form's anti-forgery token
 
