@@ -74,17 +74,14 @@ def error_page(exc: SignInError) -> Response:
                  f'<p id="message">{escape(exc.message)}</p>', exc.http_status)
 
 
-def _redirect(location: str) -> Response:
-    return Response(status_code=303, headers={**PAGE_HEADERS, "Location": location})
-
-
 def _redirect_to(where: Target, **params: str) -> Response:
-    """To the request's redirect URI with ``params`` (and the request's state) added to its query."""
+    """A 303 to the request's redirect URI with ``params`` (and the request's state) added to its query."""
     query = dict(params)
     if where.state:
         query["state"] = where.state
     joiner = "&" if "?" in where.redirect_uri else "?"
-    return _redirect(where.redirect_uri + joiner + urlencode(query))
+    location = where.redirect_uri + joiner + urlencode(query)
+    return Response(status_code=303, headers={**PAGE_HEADERS, "Location": location})
 
 
 def _answer_error(refusal: Refusal) -> Response:
