@@ -70,7 +70,13 @@ class Evaluation:
 
 
 class _Meter:
-    """Counts the steps of one evaluation (shared by the evaluators of its macro bodies)."""
+    """Counts the steps of one evaluation (shared by the evaluators of its macro bodies), with ``matches``, one
+    of the CEL functions keyless replaces (``_duration`` is the other).
+
+    ``matches`` compiles its pattern (RE2, linear in the text, but compiling costs with the pattern's length),
+    so it is charged per PATTERN_STEP characters of pattern. ``duration`` checks its text with RE2 before
+    celpy parses it: celpy's own pattern backtracks exponentially (``duration("aaaa…a!")`` with 30 letters
+    takes minutes), so only text it will accept quickly reaches it."""
 
     __slots__ = ("inputs", "last_charged", "limit", "steps")
 
@@ -78,12 +84,25 @@ class _Meter:
         self.limit = limit
         self.steps = 0
         self.last_charged: object = None
-        self.inputs = inputs  # the request and resource maps: read, not made, by the expression
+        # The request and resource maps, by identity: read, not made, by the expression.
+        self.inputs = frozenset(map(id, inputs))
 
     def charge(self, steps: int) -> None:
         self.steps += steps
         if self.steps > self.limit:
             raise EvaluationBudgetExceeded
+
+    def matches(self, text: Any, pattern: Any) -> Any:
+        from celpy.evaluation import function_matches
+
+        self.charge(1 + len(pattern) // PATTERN_STEP if isinstance(pattern, str) else 1)
+        return function_matches(text, pattern)
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str) and not _duration_text().fullmatch(value):
+        raise MalformedData(f"Invalid duration {value[:100]!r}")
+    return _cel().celtypes.DurationType(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +152,7 @@ def _cel() -> _Runtime:
             if value is not meter.last_charged:
                 if isinstance(value, containers):
                     meter.last_charged = value
-                    if all(value is not given for given in meter.inputs):
+                    if id(value) not in meter.inputs:
                         meter.charge(len(value))
                 elif isinstance(value, texts) and len(value) >= STRING_STEP:
                     meter.last_charged = value
@@ -142,34 +161,15 @@ def _cel() -> _Runtime:
 
         def visit_children(self, tree: Any) -> list[Any]:
             self.level += 1
+            values = []
             try:
-                return [self.visit(child) if isinstance(child, lark.Tree) else child for child in tree.children]
+                for child in tree.children:
+                    values.append(self.visit(child) if isinstance(child, lark.Tree) else child)
             finally:
                 self.level -= 1
+            return values
 
     return _Runtime(celpy.Environment(), celtypes, lark.Tree, BudgetedEvaluator)
-
-
-def _functions(meter: _Meter) -> dict[str, Any]:
-    """The CEL functions keyless replaces for one evaluation.
-
-    ``matches`` compiles its pattern (RE2, linear in the text, but compiling costs with the pattern's length),
-    so it is charged per PATTERN_STEP characters of pattern. ``duration`` checks its text with RE2 before
-    celpy parses it: celpy's own pattern backtracks exponentially (``duration("aaaa…a!")`` with 30 letters
-    takes minutes), so only text it will accept quickly reaches it."""
-    from celpy import celtypes
-    from celpy.evaluation import function_matches
-
-    def matches(text: Any, pattern: Any) -> Any:
-        meter.charge(1 + len(pattern) // PATTERN_STEP if isinstance(pattern, str) else 1)
-        return function_matches(text, pattern)
-
-    def duration(value: Any) -> Any:
-        if isinstance(value, str) and not _duration_text().fullmatch(value):
-            raise MalformedData(f"Invalid duration {value[:100]!r}")
-        return celtypes.DurationType(value)
-
-    return {"matches": matches, "duration": duration}
 
 
 @functools.cache
@@ -203,7 +203,7 @@ class CompiledCondition:
         meter = _Meter(budget, tuple(inputs.values()))
         try:
             activation = self._program.new_activation()
-            activation.functions = activation.functions.new_child(_functions(meter))
+            activation.functions = activation.functions.new_child({"matches": meter.matches, "duration": _duration})
             result = runtime.evaluator(self._ast, activation, meter).evaluate(inputs)
         except EvaluationBudgetExceeded:
             return Evaluation(False, meter.steps, f"exceeds the evaluation budget of {budget} steps", True)
@@ -232,7 +232,7 @@ class CompiledCondition:
         meter = _Meter(budget, tuple(activation_inputs.values()))
         try:
             activation = self._program.new_activation()
-            activation.functions = activation.functions.new_child(_functions(meter))
+            activation.functions = activation.functions.new_child({"matches": meter.matches, "duration": _duration})
             result = runtime.evaluator(self._ast, activation, meter).evaluate(activation_inputs)
         except EvaluationBudgetExceeded:
             return None, f"exceeds the evaluation budget of {budget} steps"

@@ -338,7 +338,8 @@ class Principal:
         if self.federated is not None:
             return self.federated.identities() | {f"group:{g}" for g in self.groups}
         ids = {self.member, "allUsers", "allAuthenticatedUsers"}
-        ids.update(f"group:{g}" for g in self.groups)
+        if self.groups:
+            ids.update(f"group:{g}" for g in self.groups)
         if self.kind == "user":
             ids.add(f"domain:{self.email.rpartition('@')[2]}")
         return frozenset(ids)
@@ -357,8 +358,10 @@ def is_allowed(policies: Iterable[Policy], identities: frozenset[str], permissio
                 continue
             if binding.members.isdisjoint(identities):
                 continue
+            if binding.condition is None:
+                return True
             compiled = binding.compiled_condition()
-            if compiled is None or compiled.evaluate(ctx):
+            if compiled is not None and compiled.run(ctx).granted:
                 return True
     return False
 

@@ -34,9 +34,10 @@ from keyless.errors import DeadlineExceeded, InvalidArgument, KeylessError, Reso
 from keyless.grpc.errors import grpc_status, unexpected
 from keyless.service import audit
 from keyless.service.app import Keyless
+from keyless.service.audit import AuditRecord
 from keyless.service.authn import api_caller
 from keyless.service.core import Caller
-from keyless.storage.cache import enter_request, leave_request
+from keyless.storage.cache import current_request
 
 Answer = Callable[[Keyless, Caller, Any], Awaitable[bytes]]
 """A method's own part: (keyless, the authenticated caller, the request: its bytes, or its message when ``unary``
@@ -131,8 +132,9 @@ def unary(keyless: Keyless, full_method: str, audit_method: str | None, service:
             request = await receive(context, deadline)
         except KeylessError as exc:
             await context.abort_with_status(grpc_status(exc))
-        record, token = audit.open_record(peer_address(context.peer() or ""), user_agent[:MAX_USER_AGENT])
-        scoped = enter_request()  # cached store reads check the state generation once per request
+        # The request's one scope: its audit record, on which cached store reads check the state generation once.
+        record = AuditRecord(peer_address(context.peer() or ""), user_agent[:MAX_USER_AGENT])
+        scoped = current_request.set(record)
         response = b""
         error: KeylessError | None = None
         try:
@@ -170,8 +172,7 @@ def unary(keyless: Keyless, full_method: str, audit_method: str | None, service:
             finally:
                 record.method = None
         finally:
-            leave_request(scoped)
-            audit.close_record(token)
+            current_request.reset(scoped)
         if error is not None:
             await context.abort_with_status(grpc_status(error))
         return response

@@ -30,8 +30,9 @@ from keyless.grpc.calls import MAX_USER_AGENT, decode, encode, peer_address, rec
 from keyless.grpc.errors import grpc_status, status_code, unexpected
 from keyless.service import audit
 from keyless.service.app import Keyless
+from keyless.service.audit import AuditRecord
 from keyless.service.federation import EXCHANGE_METHOD, STS_SERVICE
-from keyless.storage.cache import enter_request, leave_request
+from keyless.storage.cache import current_request
 
 PACKAGE = "google.identity.sts.v1"
 SERVICE = f"{PACKAGE}.SecurityTokenService"
@@ -109,8 +110,8 @@ def _exchange_handler(keyless: Keyless) -> grpc.RpcMethodHandler:
         except KeylessError as exc:
             await context.abort_with_status(grpc_status(exc))
         address = peer_address(context.peer() or "")
-        record, token = audit.open_record(address, user_agent[:MAX_USER_AGENT])
-        scoped = enter_request()
+        record = AuditRecord(address, user_agent[:MAX_USER_AGENT])  # the request's one scope (as in calls.py)
+        scoped = current_request.set(record)
         response = b""
         error: KeylessError | None = None
         try:
@@ -140,8 +141,7 @@ def _exchange_handler(keyless: Keyless) -> grpc.RpcMethodHandler:
             finally:
                 record.method = None
         finally:
-            leave_request(scoped)
-            audit.close_record(token)
+            current_request.reset(scoped)
         if error is not None:
             await context.abort_with_status(error_status(error))
         return response

@@ -78,7 +78,11 @@ class CredentialVerbs:
                        record: AuditRecord, headers: VerbHeaders) -> None:
         name = f"projects/{project}/serviceAccounts/{account}"
         method, fields = VERBS[verb]
-        audit.begin(method, CREDENTIALS, name=name)
+        # The verbs are always audited: the edge's record (this request's) is marked and filled here directly.
+        record.method = method
+        record.service = CREDENTIALS
+        audited = record.request
+        audited["name"] = name
         kl = self.keyless
         try:
             caller = await api_caller(
@@ -88,11 +92,9 @@ class CredentialVerbs:
             body = parse_json_object(await receive_body(
                 receive, kl.limits.max_body_bytes,
                 None if headers.content_length is None else headers.content_length.decode("latin-1")), fields)
-            audited = {}
             for field in audit.CREDENTIAL_REQUEST_FIELDS:
-                if field in body:
+                if body.get(field) is not None:
                     audited[field] = body[field]
-            audit.note_request(**audited)
             legacy = project != "-" or (headers.host.startswith(b"iam.") and is_served(
                 headers.host.decode("latin-1").split(":")[0], self.universe_domains))
             status, content = 200, await ANSWERS[verb](kl, caller, name, body, legacy)

@@ -24,10 +24,9 @@ from keyless.http.credentials import CredentialVerbs, VerbHeaders
 from keyless.http.guards import reject
 from keyless.http.oauth import OAUTH_PATHS
 from keyless.http.routing import CredentialVerb, Endpoint, Router
-from keyless.service import audit
-from keyless.service.audit import AuditLog
+from keyless.service.audit import AuditLog, AuditRecord
 from keyless.service.limits import Limits
-from keyless.storage.cache import enter_request, leave_request
+from keyless.storage.cache import current_request
 
 # The answer to a request the table has no handler for: (method, path, the methods the path takes) -> response.
 Refusal = Callable[[str, str, tuple[str, ...]], Response]
@@ -86,8 +85,9 @@ class Edge:
                 await reject(send, *rejection)
                 return
         client = scope.get("client")
-        record, token = audit.open_record(client[0] if client else "", user_agent.decode("latin-1")[:256])
-        scoped = enter_request()  # cached store reads check the state generation once per request
+        # The request's one scope: its audit record, on which cached store reads check the state generation once.
+        record = AuditRecord(client[0] if client else "", user_agent.decode("latin-1")[:256])
+        scoped = current_request.set(record)
         started = False
         try:
             handler, params, allow = self.router.match(scope["method"], scope["path"])
@@ -133,8 +133,7 @@ class Edge:
             if not started:
                 await send_json(send, status, content)
         finally:
-            leave_request(scoped)
-            audit.close_record(token)
+            current_request.reset(scoped)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint,
                     params: dict[str, str]) -> None:

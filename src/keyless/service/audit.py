@@ -1,6 +1,7 @@
 """The audit log: one Cloud Audit Logs-shaped entry per credential decision and per policy or key change.
 
-The HTTP layer opens a record per request (``begin``); services annotate it (caller, resource, permissions
+The wire adapter that receives a request makes its record (``AuditRecord``, the request's scope in
+``current_request``) and marks it audited (``begin``); services annotate it (caller, resource, permissions
 checked, request fields that are not secret); the entry is committed before the response starts, so a
 credential is never returned unless its audit entry is stored. Token values and keys are never recorded:
 a token is named by a keyed hash. An entry is stored as its varying parts (``stored_body``) and rendered
@@ -14,7 +15,6 @@ import itertools
 import re
 import secrets
 import sys
-from contextvars import ContextVar
 from typing import Any, TextIO
 
 import orjson
@@ -24,6 +24,7 @@ from keyless.domain.lifetimes import format_timestamp
 from keyless.errors import Unavailable
 from keyless.service import denials
 from keyless.storage.base import AuditEntry, ServiceAccount, Store
+from keyless.storage.cache import UNCHECKED, RequestScope, current_request
 
 _ACCOUNT_RESOURCE = re.compile(r"projects/-/serviceAccounts/([0-9]+)(?:/|$)")
 
@@ -40,8 +41,10 @@ MAX_PLAIN_REQUEST = 4096
 _GRPC_CODES = {200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8, 500: 13, 503: 14}
 
 
-class AuditRecord:
-    """What one request's entry will say; filled in as the request goes (one per request: kept plain)."""
+class AuditRecord(RequestScope):
+    """What one request's entry will say; filled in as the request goes (one per request: kept plain). It is the
+    request's scope too: the adapter sets it in ``current_request``, where the read cache keeps the request's
+    generation on it and the functions below find it."""
 
     __slots__ = (
         "authorization",
@@ -59,6 +62,7 @@ class AuditRecord:
     )
 
     def __init__(self, caller_ip: str, user_agent: str) -> None:
+        self.generation = UNCHECKED
         self.caller_ip = caller_ip
         self.user_agent = user_agent
         self.method: str | None = None
@@ -73,26 +77,14 @@ class AuditRecord:
         self.explanation: dict[str, Any] | None = None  # why a request was refused, for the owner only
 
 
-_current: ContextVar[AuditRecord | None] = ContextVar("keyless_audit", default=None)
-
-
-def open_record(caller_ip: str, user_agent: str) -> tuple[AuditRecord, object]:
-    record = AuditRecord(caller_ip, user_agent)
-    return record, _current.set(record)
-
-
-def close_record(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
-
-
 # The annotating functions run several times on every request: plain loops, as a comprehension is a function
 # call of its own.
 
 
 def begin(method: str, service: str, **request: Any) -> None:
     """Mark the current request as audited under ``method``, with request fields worth recording."""
-    record = _current.get()
-    if record is not None:
+    record = current_request.get()
+    if isinstance(record, AuditRecord):
         record.method = method
         record.service = service
         stored = record.request
@@ -102,9 +94,12 @@ def begin(method: str, service: str, **request: Any) -> None:
 
 
 def note(*, principal: str | None = None, resource: str | None = None, delegation: list[str] | None = None,
-         **response: Any) -> None:
-    record = _current.get()
-    if record is None:
+         authorization: tuple[tuple[str, str, bool], ...] = (), **response: Any) -> None:
+    """What the current request did: who calls, what about (a credential decision, remembered or just made, notes
+    the account's resource, the delegation and each hop's (permission, resource, granted) check: ``authorization``,
+    recorded when the request is audited), and response fields worth recording."""
+    record = current_request.get()
+    if not isinstance(record, AuditRecord):
         return
     if principal is not None:
         record.principal = principal
@@ -112,6 +107,8 @@ def note(*, principal: str | None = None, resource: str | None = None, delegatio
         record.resource = resource
     if delegation is not None:
         record.delegation = delegation
+    if authorization and record.method is not None:
+        record.authorization.extend(authorization)
     stored = record.response
     for key, value in response.items():
         if value is not None:
@@ -138,49 +135,38 @@ def bounded(value: Any, depth: int = 0) -> Any:
 
 def note_request(**request: Any) -> None:
     """Request fields worth recording (as sent: ``stored_body`` bounds what is stored)."""
-    record = _current.get()
-    if record is not None:
+    record = current_request.get()
+    if isinstance(record, AuditRecord):
         stored = record.request
         for key, value in request.items():
             if value is not None:
                 stored[key] = value
 
 
-def note_decision(resource: str, delegation: list[str], authorizations: tuple[tuple[str, str, bool], ...]) -> None:
-    """A credential decision (``Credentials.authorize``), remembered or just made: the account's resource, the
-    delegation and each hop's permission check."""
-    record = _current.get()
-    if record is not None:
-        record.resource = resource
-        record.delegation = delegation
-        if record.method is not None:
-            record.authorization.extend(authorizations)
-
-
 def note_authorization(permission: str, resource: str, granted: bool) -> None:
-    record = _current.get()
-    if record is not None and record.method is not None:
+    record = current_request.get()
+    if isinstance(record, AuditRecord) and record.method is not None:
         record.authorization.append((permission, resource, granted))
 
 
 def explaining() -> bool:
     """Whether the current request will have an audit entry, where the explanation of a denial would go (a
     denial of a request that is not audited, a read, is not worth explaining)."""
-    record = _current.get()
-    return record is not None and record.method is not None
+    record = current_request.get()
+    return isinstance(record, AuditRecord) and record.method is not None
 
 
 def note_explanation(explanation: dict[str, Any]) -> None:
     """Why the request is being refused, in words for the owner (``protoPayload.metadata.explanation``). Only
     the audit entry carries it: the caller's answer is the one Google gives."""
-    record = _current.get()
-    if record is not None:
+    record = current_request.get()
+    if isinstance(record, AuditRecord):
         record.explanation = explanation
 
 
 def note_error(message: str) -> None:
-    record = _current.get()
-    if record is not None:
+    record = current_request.get()
+    if isinstance(record, AuditRecord):
         record.error = message
 
 

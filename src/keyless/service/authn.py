@@ -49,7 +49,11 @@ async def api_caller(core: Core, per_caller: RateLimiter, authorization: str | N
                      user_project: str | None = None) -> Caller:
     """The caller of an API method (IAM, IAM Credentials, Resource Manager) that an ``Authorization: Bearer``
     header names (an access token minted here, or a self-signed service-account JWT), within its rate limit and
-    holding an API scope; with the project its ``x-goog-user-project`` header names."""
+    holding an API scope; with the project its ``x-goog-user-project`` header names.
+
+    Who a genuine access token names, and whether the store still honours it, only change with the stored state
+    (revocation, disabling, deletion all change it): the caller is remembered in the decision memo until then.
+    Expiry is checked every time."""
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -57,7 +61,18 @@ async def api_caller(core: Core, per_caller: RateLimiter, authorization: str | N
     if token.count(".") == 2 and not token.startswith("ya29."):
         caller = await _self_signed_jwt(core, token)
     else:
-        caller = await authenticate_access_token(core, token)
+        memo = await core.store.memo()
+        remembered: Caller | None = None if memo is None else memo.get(("token", token))
+        if remembered is None:
+            caller = await authenticate_access_token(core, token)
+            if memo is not None:
+                if len(memo) >= MAX_REMEMBERED_TOKENS:
+                    memo.clear()
+                memo[("token", token)] = caller
+        elif core.clock.now() >= remembered.expires_at:
+            raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
+        else:
+            caller = remembered
     email = caller.principal.email
     audit.note(principal=email)
     per_caller.check(email)
@@ -67,24 +82,8 @@ async def api_caller(core: Core, per_caller: RateLimiter, authorization: str | N
 
 
 async def authenticate_access_token(core: Core, token: str) -> Caller:
-    # Who a genuine token names, and whether the store still honours it, only change with the stored state
-    # (revocation, disabling, deletion all change it): remembered until then. Expiry is checked every time.
-    memo = await core.store.memo()
-    if memo is not None:
-        remembered: Caller | None = memo.get(("token", token))
-        if remembered is not None:
-            if core.clock.now() >= remembered.expires_at:
-                raise Unauthenticated(reason="ACCESS_TOKEN_EXPIRED")
-            return remembered
-    caller = await _access_token_caller(core, token)
-    if memo is not None:
-        if len(memo) >= MAX_REMEMBERED_TOKENS:
-            memo.clear()
-        memo[("token", token)] = caller
-    return caller
-
-
-async def _access_token_caller(core: Core, token: str) -> Caller:
+    """The caller an access token minted here names: genuine, unexpired, not revoked, its principal still there and
+    honouring it."""
     claims = core.minter.parse(token)
     if claims is None:
         raise Unauthenticated()

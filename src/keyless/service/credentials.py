@@ -2,7 +2,7 @@
 
 Each operation takes its typed request (``keyless.service.requests``) and returns its typed result. Every one
 asks ``authorize`` first: may the caller act as the account, through the delegates? That decision is the one
-consulted from the decision memo, and ``audit.note_decision`` records it whether it was remembered or made.
+consulted from the decision memo, and one ``audit.note`` records it whether it was remembered or made.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Credentials:
                 if len(memo) >= MAX_REMEMBERED:
                     memo.clear()
                 memo[key] = decision
-        audit.note_decision(decision.resource, decision.delegation, decision.authorizations)
+        audit.note(resource=decision.resource, delegation=decision.delegation, authorization=decision.authorizations)
         account = decision.chain[-1]
         # Only once the chain is granted: a caller who may not use the account cannot spend its budget, nor
         # learn from a 429 which names belong to one account (nor from a 403 which project holds it).
@@ -112,8 +112,8 @@ class Credentials:
         accounts: list[ServiceAccount] = []
         seen: set[str] = set()
         conditional = False
-        member = caller.principal.member
-        identities = await core.identities(caller.principal)
+        grantee = caller.principal
+        identities = await core.identities(grantee)
         last = len(hops) - 1
         try:
             for index, hop in enumerate(hops):
@@ -122,7 +122,8 @@ class Credentials:
                 # the caller did (as on Google, through the '-' wildcard): neither tells whether it exists, nor
                 # its email when it is named by unique id. Only the owner learns which it was, and at which hop.
                 if account is None:
-                    await core.explain_missing_account(member, hop.resource, hop.permission, _hop(index, len(hops)))
+                    await core.explain_missing_account(grantee.member, hop.resource, hop.permission,
+                                                       _hop(index, len(hops)))
                     raise PermissionDenied.iam(hop.permission, hop.resource.name)
                 if account.unique_id in seen:
                     raise InvalidArgument(f"The delegation chain names {hop.resource.account} more than once.",
@@ -131,7 +132,7 @@ class Credentials:
                 conditional = conditional or depends_on_time
                 authorizations.append((hop.permission, account_condition_name(account), granted))
                 if not granted:
-                    await core.explain_on_account(member, identities, hop.permission, account,
+                    await core.explain_on_account(grantee.member, identities, hop.permission, account,
                                                   _hop(index, len(hops)))
                     raise PermissionDenied.iam(hop.permission, hop.resource.name)
                 if account.disabled:
@@ -139,10 +140,10 @@ class Credentials:
                 accounts.append(account)
                 seen.add(account.unique_id)
                 if index != last:
-                    member = f"serviceAccount:{account.email}"
-                    identities = await core.identities(Principal("serviceAccount", account.email))
+                    grantee = Principal("serviceAccount", account.email)
+                    identities = await core.identities(grantee)
         except KeylessError:
-            audit.note_decision(resource, delegation, tuple(authorizations))
+            audit.note(resource=resource, delegation=delegation, authorization=tuple(authorizations))
             raise
         return ChainDecision(tuple(accounts), resource, delegation, tuple(authorizations), conditional)
 
@@ -164,7 +165,19 @@ class Credentials:
                 raise answer
 
     async def generate_access_token(self, caller: Caller, request: GenerateAccessTokenRequest) -> AccessToken:
-        scopes = _checked_scopes(request.scopes, self.limits.max_scopes)
+        # The scopes: at least one, at most max_scopes, none blank; stripped, each once, in their order.
+        if not request.scopes:
+            raise InvalidArgument("Scope required.", field="scope")
+        if len(request.scopes) > self.limits.max_scopes:
+            raise InvalidArgument(f"Too many scopes: {len(request.scopes)}; at most {self.limits.max_scopes} are "
+                                  "allowed.", field="scope")
+        stripped = []
+        for scope in request.scopes:
+            scope = scope.strip()
+            if not scope:
+                raise InvalidArgument("Each scope must be a non-empty string.", field="scope")
+            stripped.append(scope)
+        scopes = tuple(dict.fromkeys(stripped))
         account = await self.authorize(caller, request.account, request.delegates, roles.PERM_GET_ACCESS_TOKEN)
         if request.lifetime is None:
             lifetime = DEFAULT_LIFETIME
@@ -245,16 +258,3 @@ class Credentials:
         audit.note(keyId=key_id, tokenHash=self.core.audit_hash(jwt))
         return SignedJwt(key_id, jwt)
 
-
-def _checked_scopes(scopes: tuple[str, ...], limit: int) -> tuple[str, ...]:
-    if not scopes:
-        raise InvalidArgument("Scope required.", field="scope")
-    if len(scopes) > limit:
-        raise InvalidArgument(f"Too many scopes: {len(scopes)}; at most {limit} are allowed.", field="scope")
-    stripped = []
-    for scope in scopes:
-        scope = scope.strip()
-        if not scope:
-            raise InvalidArgument("Each scope must be a non-empty string.", field="scope")
-        stripped.append(scope)
-    return tuple(dict.fromkeys(stripped))

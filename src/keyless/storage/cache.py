@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
-from contextvars import ContextVar, Token
-from typing import Any, TypeVar
+from contextvars import ContextVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from keyless.errors import Unavailable
 from keyless.storage.base import (
@@ -35,28 +35,61 @@ from keyless.storage.base import (
 )
 
 T = TypeVar("T")
-_UNCHECKED = -1
-_request_generation: ContextVar[list[int] | None] = ContextVar("keyless_request_generation", default=None)
+P = ParamSpec("P")
+UNCHECKED = -1  # a generation no store has: the request has not read the counter yet
 
 
-def enter_request() -> Token[list[int] | None]:
-    """Mark the current task as serving one request: its cached reads share one generation check. Returns
-    the token for ``leave_request``."""
-    return _request_generation.set([_UNCHECKED])
+class RequestScope:
+    """One request as the layers below its wire adapter see it, set once in ``current_request`` by the adapter that
+    received it (the REST edge, a gRPC call): here, the stored state's generation its cached reads checked (once
+    per request). The adapters' scope is the request's audit record (``keyless.service.audit.AuditRecord``), which
+    carries the generation with the rest of what the request shares."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self) -> None:
+        self.generation = UNCHECKED
 
 
-def leave_request(token: Token[list[int] | None]) -> None:
-    _request_generation.reset(token)
+# The request the current task serves; None outside one (bootstrap, CLI-side code), where reads go to the store.
+current_request: ContextVar[RequestScope | None] = ContextVar("keyless_request", default=None)
 
 
 @contextlib.contextmanager
 def request_scope() -> Iterator[None]:
-    """``enter_request``/``leave_request`` as a context manager."""
-    token = enter_request()
+    """A request scope of its own around a block (tests, and code that serves no wire request)."""
+    token = current_request.set(RequestScope())
     try:
         yield
     finally:
-        leave_request(token)
+        current_request.reset(token)
+
+
+def _remembered(read: Callable[Concatenate[Store, P], Coroutine[Any, Any, T]]
+                ) -> Callable[Concatenate[CachingStore, P], Coroutine[Any, Any, T]]:
+    """A read of the ``Store`` protocol that the cache remembers: the backend's method of that name, its answer kept
+    under the name and arguments until the state changes (inside a request; outside one, the backend answers).
+    One function for every remembered read: a read is one frame, not a method and a helper."""
+    name = read.__name__
+
+    async def remembered(self: CachingStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        load = getattr(self.inner, name)
+        value: T
+        if await self.memo() is None:
+            value = await load(*args, **kwargs)
+            return value
+        key = (name, *args, *kwargs.items())
+        cache = self._cache
+        if key in cache:
+            value = cache[key]
+            return value
+        value = await load(*args, **kwargs)
+        if len(cache) >= self.MAX_ENTRIES:
+            cache.clear()
+        cache[key] = value
+        return value
+
+    return remembered
 
 
 class CachingStore:
@@ -68,8 +101,8 @@ class CachingStore:
         self.inner = inner
         # The backend's own method, no frame between: every credential request appends its entry.
         self.append_audit = inner.append_audit
-        self._generation = _UNCHECKED
-        self._cache: dict[tuple[str, ...], Any] = {}
+        self._generation = UNCHECKED
+        self._cache: dict[tuple[Any, ...], Any] = {}
         self._memo: dict[Any, Any] = {}
         self._bumping: asyncio.Task[None] | None = None
 
@@ -81,35 +114,16 @@ class CachingStore:
         """The decision memo (``Store.memo``): a dict for values derived from the stored state (decisions,
         parsed objects), valid for as long as the cache is: emptied whenever the state changes. None outside
         a request."""
-        slot = _request_generation.get()
-        if slot is None:
+        scope = current_request.get()
+        if scope is None:
             return None
-        if slot[0] == _UNCHECKED:
-            slot[0] = await self.inner.generation()
-        if slot[0] != self._generation:
-            self._drop()
-            self._generation = slot[0]
+        if scope.generation == UNCHECKED:
+            scope.generation = await self.inner.generation()
+        if scope.generation != self._generation:
+            # New dicts, not cleared ones: a read (or a decision) that began before a change and ends after it
+            # stores into the dict it started with, which nothing reads any more.
+            self._cache, self._memo, self._generation = {}, {}, scope.generation
         return self._memo
-
-    def _drop(self) -> None:
-        # New dicts, not cleared ones: a read (or a decision) that began before a change and ends after it
-        # stores into the dict it started with, which nothing reads any more.
-        self._cache = {}
-        self._memo = {}
-
-    async def _cached(self, key: tuple[str, ...], load: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        """``load(*args)``, remembered under ``key`` until the state changes (inside a request)."""
-        if await self.memo() is None:
-            return await load(*args)
-        cache = self._cache
-        if key in cache:
-            value: T = cache[key]
-            return value
-        value = await load(*args)
-        if len(cache) >= self.MAX_ENTRIES:
-            cache.clear()
-        cache[key] = value
-        return value
 
     async def _changed(self) -> None:
         try:
@@ -121,8 +135,8 @@ class CachingStore:
             self._forget()
 
     def _forget(self) -> None:
-        self._drop()
-        self._generation = _UNCHECKED
+        """Drop everything (new dicts, as in ``memo``): the next request reads the counter again."""
+        self._cache, self._memo, self._generation = {}, {}, UNCHECKED
 
     @contextlib.asynccontextmanager
     async def _changing(self) -> AsyncIterator[None]:
@@ -178,8 +192,7 @@ class CachingStore:
         await self._changed()
 
     # meta
-    async def get_meta(self, key: str) -> str | None:
-        return await self._cached(("meta", key), self.inner.get_meta, key)
+    get_meta = _remembered(Store.get_meta)
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._changing():
@@ -194,8 +207,7 @@ class CachingStore:
         async with self._changing():
             await self.inner.create_project(project)
 
-    async def get_project(self, project_id: str) -> Project | None:
-        return await self._cached(("project", project_id), self.inner.get_project, project_id)
+    get_project = _remembered(Store.get_project)
 
     async def list_projects(self) -> list[Project]:
         return await self.inner.list_projects()
@@ -205,11 +217,9 @@ class CachingStore:
         async with self._changing():
             await self.inner.create_service_account(account)
 
-    async def get_service_account(self, unique_id: str) -> ServiceAccount | None:
-        return await self._cached(("sa", unique_id), self.inner.get_service_account, unique_id)
+    get_service_account = _remembered(Store.get_service_account)
 
-    async def find_service_account(self, email: str) -> ServiceAccount | None:
-        return await self._cached(("sa-email", email.lower()), self.inner.find_service_account, email)
+    find_service_account = _remembered(Store.find_service_account)
 
     async def list_service_accounts(self, project_id: str, *, after_email: str, limit: int) -> list[ServiceAccount]:
         return await self.inner.list_service_accounts(project_id, after_email=after_email, limit=limit)
@@ -227,11 +237,9 @@ class CachingStore:
         async with self._changing():
             return await self.inner.create_key_within_quota(key, limit)
 
-    async def get_key(self, key_id: str) -> KeyRecord | None:
-        return await self._cached(("key", key_id), self.inner.get_key, key_id)
+    get_key = _remembered(Store.get_key)
 
-    async def list_keys(self, owner: str) -> list[KeyRecord]:
-        return await self._cached(("keys", owner), self.inner.list_keys, owner)
+    list_keys = _remembered(Store.list_keys)
 
     async def update_key(self, key_id: str, **changes: Any) -> KeyRecord | None:
         async with self._changing():
@@ -242,8 +250,7 @@ class CachingStore:
             return await self.inner.rotate_system_key(owner, expected_current, new)
 
     # policies
-    async def get_policy(self, resource: str) -> StoredPolicy | None:
-        return await self._cached(("policy", resource), self.inner.get_policy, resource)
+    get_policy = _remembered(Store.get_policy)
 
     async def put_policy(self, resource: str, body: dict[str, Any], etag: str, *, expected_etag: str | None) -> bool:
         async with self._changing():
@@ -257,8 +264,7 @@ class CachingStore:
         async with self._changing():
             await self.inner.create_user(user)
 
-    async def get_user(self, user_id: str) -> User | None:
-        return await self._cached(("user", user_id), self.inner.get_user, user_id)
+    get_user = _remembered(Store.get_user)
 
     async def find_user(self, email: str) -> User | None:
         return await self.inner.find_user(email)
@@ -302,8 +308,7 @@ class CachingStore:
         finally:
             await self._changed()
 
-    async def get_sign_in_grant(self, grant_id: str) -> SignInGrant | None:
-        return await self._cached(("grant", grant_id), self.inner.get_sign_in_grant, grant_id)
+    get_sign_in_grant = _remembered(Store.get_sign_in_grant)
 
     async def find_sign_in_grant(self, refresh_token_hash: str) -> SignInGrant | None:
         return await self.inner.find_sign_in_grant(refresh_token_hash)
@@ -342,13 +347,10 @@ class CachingStore:
         async with self._changing():
             return await self.inner.delete_group(group)
 
-    async def groups_of(self, member: str) -> list[str]:
-        return await self._cached(("groups-of", member), self.inner.groups_of, member)
+    groups_of = _remembered(Store.groups_of)
 
     # org policies
-    async def get_org_policy(self, resource: str, constraint: str) -> OrgPolicy | None:
-        return await self._cached(("org", resource, constraint),
-                                  self.inner.get_org_policy, resource, constraint)
+    get_org_policy = _remembered(Store.get_org_policy)
 
     async def put_org_policy(self, policy: OrgPolicy, *, expected_etag: str | None = None) -> bool:
         async with self._changing():
@@ -374,9 +376,8 @@ class CachingStore:
         finally:
             await self._changed()
 
-    async def list_enabled_services(self, project_id: str) -> list[str]:
-        # Read on every request of `keyless serve --enforce-services`.
-        return await self._cached(("services", project_id), self.inner.list_enabled_services, project_id)
+    # Read on every request of `keyless serve --enforce-services`.
+    list_enabled_services = _remembered(Store.list_enabled_services)
 
     # audit (never cached, never a state change): append_audit is the backend's own (bound in __init__)
 
@@ -391,16 +392,14 @@ class CachingStore:
         async with self._changing():
             await self.inner.revoke_token(token_hash, expires_at)
 
-    async def is_token_revoked(self, token_hash: str) -> bool:
-        return await self._cached(("revoked", token_hash), self.inner.is_token_revoked, token_hash)
+    is_token_revoked = _remembered(Store.is_token_revoked)
 
     # workload identity pools and providers: the token exchange and every federated caller read them
     async def create_workload_pool(self, pool: WorkloadPool) -> None:
         async with self._changing():
             await self.inner.create_workload_pool(pool)
 
-    async def get_workload_pool(self, name: str) -> WorkloadPool | None:
-        return await self._cached(("wi-pool", name), self.inner.get_workload_pool, name)
+    get_workload_pool = _remembered(Store.get_workload_pool)
 
     async def list_workload_pools(self, project_number: str) -> list[WorkloadPool]:
         return await self.inner.list_workload_pools(project_number)
@@ -413,8 +412,7 @@ class CachingStore:
         async with self._changing():
             await self.inner.create_workload_provider(provider)
 
-    async def get_workload_provider(self, name: str) -> WorkloadProvider | None:
-        return await self._cached(("wi-provider", name), self.inner.get_workload_provider, name)
+    get_workload_provider = _remembered(Store.get_workload_provider)
 
     async def list_workload_providers(self, pool: str) -> list[WorkloadProvider]:
         return await self.inner.list_workload_providers(pool)
