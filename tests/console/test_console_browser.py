@@ -4,7 +4,8 @@ chromedriver, as in tests/compat/test_gcloud_login.py) against a real ``keyless 
 The scenario of issue 19: sign in (the owner, picked on the sign-in page of ``gcloud auth login``: the API listens
 on loopback), create a service account, grant a role on it, see the new edge in the impersonation graph,
 troubleshoot a denial, and find the denial in the audit log, where it appears live. A policy changed behind the
-console's back is refused with a plain "changed by someone else" message.
+console's back is refused with a plain "changed by someone else" message. A graph too large to draw at once is
+drawn around one node, which the search box chooses.
 
 With ``KEYLESS_CONSOLE_SCREENSHOTS=DIR`` each page is saved as ``DIR/PAGE.png`` (docs/console.md shows them).
 Under ``CI=true`` a missing Chromium or chromedriver fails these tests; elsewhere they are skipped.
@@ -273,3 +274,31 @@ def test_a_policy_changed_meanwhile_is_refused_with_a_clear_message(console: Con
     assert "changed by someone else" in banner.text and "Reload" in banner.text
     console.find("#policy-reload").click()
     console.until(lambda: console.all('[data-member="user:someone@example.com"]'), "the reloaded policy")
+
+
+def test_a_large_graph_is_drawn_around_one_node_found_with_the_search_box(console: Console,
+                                                                          console_server: Server) -> None:
+    # A project whose graph has more nodes than the page draws at once: a group of 200 users holds Token Creator.
+    big = "console-big"
+    console_server.owner("POST", "/keyless/v1/projects", {"projectId": big})
+    email = console_server.create_sa("crowded", project=big)
+    console_server.owner("PUT", "/keyless/v1/groups/crowd@example.com",
+                         {"members": [f"user:member-{i:03d}@example.com" for i in range(200)]})
+    console_server.grant(email, "group:crowd@example.com")
+    console.driver.execute_script("sessionStorage.setItem('keyless.console.project', arguments[0])", big)
+    try:
+        page = console.open("graph")
+        assert int(page.get_attribute("data-total")) > 200
+        assert int(page.get_attribute("data-nodes")) <= 150
+        assert "too many to draw at once" in console.find("#graph-bounds").text
+        assert page.get_attribute("data-centre") == f"serviceAccount:{email}"  # the account most grants name
+        console.type("#graph-search", "member-199")
+        console.find("#graph-suggestions button").click()
+        console.until(lambda: page.get_attribute("data-centre") == "user:member-199@example.com", "the searched node")
+        drawn = console.driver.execute_script("return document.getElementById('graph').cy.nodes().map(n => n.id());")
+        assert {"user:member-199@example.com", "group:crowd@example.com", f"serviceAccount:{email}"} <= set(drawn)
+        assert console.find("#selected-node").text == "user:member-199@example.com"
+        assert console.all(f'tr.edge[data-source="group:crowd@example.com"][data-target="serviceAccount:{email}"]')
+        console.shot("graph-large")
+    finally:
+        console.driver.execute_script("sessionStorage.setItem('keyless.console.project', arguments[0])", PROJECT)

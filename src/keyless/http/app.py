@@ -154,6 +154,7 @@ def _troubleshooting_routes() -> list[Route]:
         # Cloud Asset's method, checked as Resource Manager's (the project verbs' API) as it always was.
         Route("GET", "/v1/projects/{project}:analyzeIamPolicy", troubleshoot.analyze_iam_policy, RESOURCE_MANAGER),
         Route("GET", "/keyless/v1/serviceAccounts/{account}:whoCanImpersonate", troubleshoot.who_can_impersonate),
+        Route("GET", "/keyless/v1/projects/{project}:impersonationGraph", troubleshoot.impersonation_graph),
     ]
 
 

@@ -583,6 +583,10 @@ def _troubleshooting_paths() -> dict[str, Schema]:
         "/keyless/v1/serviceAccounts/{account}:whoCanImpersonate": {"get": _op(
             "keyless.serviceAccounts.whoCanImpersonate", "Every principal that can obtain the account's "
             "credentials, directly or through chains, with its path.", params=[ACCOUNT], ok=_ok(ANY_OBJECT))},
+        "/keyless/v1/projects/{project}:impersonationGraph": {"get": _op(
+            "keyless.projects.impersonationGraph", "The project's impersonation graph in one answer: principals, "
+            "groups, accounts and projects as nodes, the grants giving credentials and group memberships as "
+            "edges, conditional grants marked.", params=[PROJECT], ok=_ok(ANY_OBJECT))},
     }
 
 

@@ -216,3 +216,11 @@ async def who_can_impersonate(request: Request) -> Response:
     caller = await api_caller(request)
     return JSONResponse(await keyless_of(request).analyzer.who_can_impersonate(caller,
                                                                                request.path_params["account"]))
+
+
+async def impersonation_graph(request: Request) -> Response:
+    """``GET /keyless/v1/projects/{project}:impersonationGraph``: the direct grants through which anyone can obtain
+    credentials of the project's accounts (and of the accounts on the chains into them), as nodes and edges."""
+    caller = await api_caller(request)
+    return JSONResponse(await keyless_of(request).analyzer.impersonation_graph(caller,
+                                                                               request.path_params["project"]))

@@ -28,9 +28,10 @@ from typing import Any
 from keyless.domain import roles
 from keyless.domain.conditions import RequestContext
 from keyless.domain.lifetimes import parse_timestamp
-from keyless.domain.names import parse_account_name
-from keyless.domain.policy import Binding, Policy, load_stored_policy
-from keyless.errors import InvalidArgument, PermissionDenied
+from keyless.domain.names import PROJECT_ID_RE, parse_account_name
+from keyless.domain.numbers import is_ascii_digits
+from keyless.domain.policy import Binding, Condition, Policy, load_stored_policy
+from keyless.errors import InvalidArgument, NotFound, PermissionDenied
 from keyless.service.admin import ADMIN_PERMISSION
 from keyless.service.core import (
     PROJECT_RESOURCE_TYPE,
@@ -46,6 +47,7 @@ from keyless.storage.base import Project, ServiceAccount
 CREDENTIAL_PERMISSIONS = (roles.PERM_GET_ACCESS_TOKEN, roles.PERM_GET_ID_TOKEN, roles.PERM_SIGN_BLOB,
                           roles.PERM_SIGN_JWT)
 LIST_PAGE = 1000
+ACCOUNT_LIST = "iam.serviceAccounts.list"  # who may see a project's accounts may see its impersonation graph
 MAX_EXPANDED = 1000  # Google's default expansion per group or resource in the synchronous analyzeIamPolicy
 REREAD_ONE_BY_ONE = 64  # changed policies read one by one up to this many; more: all of them in one query
 
@@ -282,6 +284,68 @@ class Analyzer:
             out["unexplored"] = sorted(graph.unexplored)
         return out
 
+    # ------------------------------------------------------------ the impersonation graph of a project
+
+    async def impersonation_graph(self, caller: Caller, name: str) -> dict[str, Any]:
+        """``GET /keyless/v1/projects/{project}:impersonationGraph``: every direct grant through which someone can
+        obtain credentials of an account of the project, directly or through chains, in one compact answer.
+
+        The nodes are the project's accounts, then every principal, group, account (of any project) and project
+        an edge names, each once. The edges are the bindings, one per member: who holds which role that gives
+        credentials (or ``implicitDelegation``) on which account, or on which project (reaching each of its
+        accounts), by index into ``nodes``, ``roles`` and ``conditions``. A group's members are ``memberships``
+        edges, member to group. The grants on the accounts those principals are, and on their projects, are
+        included in turn (the chains into the project), as far as they go. Only policies the caller may read are
+        followed; the others are listed in ``unexplored``."""
+        if not (PROJECT_ID_RE.match(name) or is_ascii_digits(name)):
+            raise InvalidArgument(f"Invalid project '{name}': a project id or number.", field="project")
+        project = await self.core.store.get_project(name)
+        if project is None:
+            raise NotFound(f"Project '{name}' not found or permission denied.")
+        asker = await self.core.identities(caller.principal)
+        owner = await self._is_owner(asker)
+        if not owner:
+            await self.core.require_on_project(caller, ACCOUNT_LIST, project.project_id)
+        index = await self.index()
+        view = index.views.get(project.project_id) or await self._view(project, await self.policies())
+        builder = _GraphBuilder(index)
+        walked_projects: set[str] = set()
+
+        async def walk_project(project_id: str) -> None:
+            """The grants on a project's policy (each reaches every account of it), once."""
+            if project_id in walked_projects:
+                return
+            walked_projects.add(project_id)
+            grants = index.project_grants.get(project_id)
+            if not grants:
+                return
+            if not owner and not await self.core.allowed_on_project(asker, PROJECT_POLICY_READ, project_id):
+                builder.unexplored.add(f"projects/{project_id}")
+                return
+            target = builder.node(f"projects/{project_id}", "project", project_id)
+            for grant in grants:
+                builder.grant(grant, target)
+
+        with _no_cycle_collection():
+            for account in view.accounts.values():
+                builder.account(account)
+            await walk_project(project.project_id)
+            position = 0
+            while position < len(builder.queue):  # every account reached: the project's, then the chains' relays
+                account = builder.queue[position]
+                position += 1
+                grants = index.grants.get(account.unique_id)
+                if grants and not owner and not await self.core.allowed_on_account(asker, ACCOUNT_POLICY_READ,
+                                                                                   account):
+                    builder.unexplored.add(account.email)
+                    grants = None
+                target = builder.account(account)
+                for grant in grants or ():
+                    builder.grant(grant, target)
+                await walk_project(account.project_id)
+            out = builder.answer(project.project_id)
+        return out
+
 
 _INDEX_KEY = ("analyzer", "index")
 _DELEGATION = (roles.PERM_IMPLICIT_DELEGATION,)
@@ -435,6 +499,90 @@ class _Graph:
                                     queue.append(step)
         paths.pop(f"serviceAccount:{target.email}", None)
         return paths
+
+
+class _GraphBuilder:
+    """The impersonation graph's answer as it is built: each node, role and condition once, edges by index."""
+
+    def __init__(self, index: _Index) -> None:
+        self.index = index
+        self.nodes: list[dict[str, str]] = []
+        self.ids: dict[str, int] = {}
+        self.roles: list[dict[str, Any]] = []
+        self.role_ids: dict[str, int] = {}
+        self.conditions: list[dict[str, Any]] = []
+        self.condition_ids: dict[Condition, int] = {}
+        self.edges: list[dict[str, int]] = []
+        self.memberships: list[dict[str, int]] = []
+        self.expanded: set[str] = set()  # the groups whose members are in ``memberships``
+        self.queue: list[ServiceAccount] = []  # the accounts whose grants are walked, each once
+        self.queued: set[str] = set()
+        self.unexplored: set[str] = set()
+
+    def node(self, node_id: str, kind: str, project: str | None = None) -> int:
+        found = self.ids.get(node_id)
+        if found is None:
+            found = self.ids[node_id] = len(self.nodes)
+            entry = {"id": node_id, "kind": kind}
+            if project is not None:
+                entry["project"] = project
+            self.nodes.append(entry)
+        return found
+
+    def account(self, account: ServiceAccount) -> int:
+        """The account's node; its grants are walked in turn."""
+        if account.unique_id not in self.queued:
+            self.queued.add(account.unique_id)
+            self.queue.append(account)
+        return self.node(f"serviceAccount:{account.email}", "serviceAccount", account.project_id)
+
+    def member(self, member: str) -> int:
+        """A binding's member's node: an account keyless holds is walked in turn, a group's members added."""
+        found = self.ids.get(member)
+        if found is not None:
+            return found
+        kind = member.partition(":")[0]
+        if kind == "serviceAccount":
+            account = self.index.accounts_by_email.get(member[len("serviceAccount:"):])
+            if account is not None:
+                return self.account(account)
+        found = self.node(member, kind if kind in _MEMBER_KINDS else "other")
+        inside = self.index.group_expansions.get(member)
+        if inside is not None and member not in self.expanded:
+            self.expanded.add(member)
+            for principal, _ in inside:
+                self.memberships.append({"source": self.member(principal), "target": found})
+        return found
+
+    def grant(self, grant: _Grant, target: int) -> None:
+        binding = grant.attached.binding
+        role = self.role_ids.get(binding.role)
+        if role is None:
+            role = self.role_ids[binding.role] = len(self.roles)
+            self.roles.append({"name": binding.role, "permissions": list(grant.held or _DELEGATION)})
+        condition: int | None = None
+        if binding.condition is not None:
+            condition = self.condition_ids.get(binding.condition)
+            if condition is None:
+                condition = self.condition_ids[binding.condition] = len(self.conditions)
+                self.conditions.append(binding.condition.to_json())
+        for member in grant.members:
+            edge = {"source": self.member(member), "target": target, "role": role}
+            if condition is not None:
+                edge["condition"] = condition
+            self.edges.append(edge)
+
+    def answer(self, project_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"project": project_id, "nodes": self.nodes, "edges": self.edges,
+                               "memberships": self.memberships, "roles": self.roles, "conditions": self.conditions,
+                               "fullyExplored": not self.unexplored}
+        if self.unexplored:
+            out["unexplored"] = sorted(self.unexplored)
+        return out
+
+
+_MEMBER_KINDS = frozenset({"user", "serviceAccount", "group", "domain", "principal", "principalSet", "allUsers",
+                           "allAuthenticatedUsers"})
 
 
 @contextlib.contextmanager
