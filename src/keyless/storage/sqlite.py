@@ -347,10 +347,6 @@ class SqliteStore:
             os.close(self._writer_lock)
             self._writer_lock = None
 
-    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self.db.execute(sql, params).fetchone()
-        return row
-
     def _record(self, record: Callable[[Row], _Record], sql: str, params: tuple[Any, ...]) -> _Record | None:
         """The record of the one row ``sql`` selects, or None."""
         row = self.db.execute(sql, params).fetchone()
@@ -389,7 +385,7 @@ class SqliteStore:
 
     # meta
     async def get_meta(self, key: str) -> str | None:
-        row = self._one(_SQL.get_meta, (key,))
+        row = self.db.execute(_SQL.get_meta, (key,)).fetchone()
         return row[0] if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
@@ -397,7 +393,7 @@ class SqliteStore:
 
     async def init_meta(self, key: str, value: str) -> str:
         self.db.execute(_SQL.init_meta, (key, value))
-        row = self._one(_SQL.get_meta, (key,))
+        row = self.db.execute(_SQL.get_meta, (key,)).fetchone()
         assert row is not None
         return str(row[0])
 
@@ -610,7 +606,7 @@ class SqliteStore:
             raise
 
     async def get_group(self, group: str) -> list[str] | None:
-        if self._one(_SQL.group_exists, (group,)) is None:
+        if self.db.execute(_SQL.group_exists, (group,)).fetchone() is None:
             return None
         return [r[0] for r in self.db.execute(_SQL.group_members, (group,))]
 
@@ -625,7 +621,10 @@ class SqliteStore:
         return self.db.execute(_SQL.delete_group, (group,)).rowcount == 1
 
     async def groups_of(self, member: str) -> list[str]:
-        return [r[0] for r in self.db.execute(_SQL.groups_of, (member,))]
+        groups = []
+        for (group,) in self.db.execute(_SQL.groups_of, (member,)):  # a loop: asked on every caller's first request
+            groups.append(group)
+        return groups
 
     # org policies
     async def get_org_policy(self, resource: str, constraint: str) -> OrgPolicy | None:
@@ -739,7 +738,7 @@ class SqliteStore:
         self.db.execute(_SQL.revoke_token, (token_hash, expires_at))
 
     async def is_token_revoked(self, token_hash: str) -> bool:
-        return self._one(_SQL.is_token_revoked, (token_hash,)) is not None
+        return self.db.execute(_SQL.is_token_revoked, (token_hash,)).fetchone() is not None
 
     # workload identity pools and providers
     async def create_workload_pool(self, pool: WorkloadPool) -> None:
