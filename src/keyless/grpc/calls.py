@@ -132,52 +132,64 @@ def unary(keyless: Keyless, full_method: str, audit_method: str | None, service:
             request = await receive(context, deadline)
         except KeylessError as exc:
             await context.abort_with_status(grpc_status(exc))
-        # The request's one scope: its audit record, on which cached store reads check the state generation once.
-        record = AuditRecord(peer_address(context.peer() or ""), user_agent[:MAX_USER_AGENT])
-        scoped = current_request.set(record)
-        response = b""
-        error: KeylessError | None = None
-        try:
+
+        async def work(record: AuditRecord) -> bytes:
             if audit_method is not None:
                 audit.begin(audit_method, service)
-            try:
-                message: Any = request
-                malformed: KeylessError | None = None
-                if request_type is not None:
-                    try:
-                        message = decode(request_type, request)
-                    except KeylessError as exc:
-                        malformed = exc
-                    else:
-                        if audit_method is not None and audit_fields is not None:
-                            audit.begin(audit_method, service, **audit_fields(message))
-                caller = await api_caller(keyless.core, keyless.per_caller, authorization, user_project)
-                if malformed is not None:
-                    raise malformed
-                response = await answer(keyless, caller, message)
-            except KeylessError as exc:
-                error = exc
-            except Exception as exc:
-                error = unexpected(full_method, exc)
-            if error is not None:
-                audit.note_error(error.message)
-            # The credential in this answer is released only once its entry is stored.
-            try:
-                if record.method is not None:
-                    await keyless.audit.commit(record, 200 if error is None else error.http_status)
-            except KeylessError as exc:  # the entry cannot be stored (the database unavailable): nothing released
-                error = exc
-            except Exception as exc:  # likewise
-                error = unexpected(full_method, exc)
-            finally:
-                record.method = None
-        finally:
-            current_request.reset(scoped)
-        if error is not None:
-            await context.abort_with_status(grpc_status(error))
-        return response
+            message: Any = request
+            malformed: KeylessError | None = None
+            if request_type is not None:
+                try:
+                    message = decode(request_type, request)
+                except KeylessError as exc:
+                    malformed = exc
+                else:
+                    if audit_method is not None and audit_fields is not None:
+                        audit.begin(audit_method, service, **audit_fields(message))
+            caller = await api_caller(keyless.core, keyless.per_caller, authorization, user_project)
+            if malformed is not None:
+                raise malformed
+            return await answer(keyless, caller, message)
+
+        return await audited(keyless, context, full_method, user_agent, work)
 
     return grpc.stream_unary_rpc_method_handler(handle)
+
+
+async def audited(keyless: Keyless, context: grpc.aio.ServicerContext[Any, Any], full_method: str, user_agent: str,
+                  work: Callable[[AuditRecord], Awaitable[bytes]],
+                  status_of: Callable[[KeylessError], grpc.Status] = grpc_status) -> bytes:
+    """Run a call's ``work`` in the request's one scope, its audit record (on which cached store reads check the
+    state generation once), then commit the entry if the work marked the request audited (``audit.begin``) before
+    the answer is released, and answer any error as a gRPC status (``status_of``)."""
+    record = AuditRecord(peer_address(context.peer() or ""), user_agent[:MAX_USER_AGENT])
+    scoped = current_request.set(record)
+    response = b""
+    error: KeylessError | None = None
+    try:
+        try:
+            response = await work(record)
+        except KeylessError as exc:
+            error = exc
+        except Exception as exc:
+            error = unexpected(full_method, exc)
+        if error is not None:
+            audit.note_error(error.message)
+        # The credential in this answer is released only once its entry is stored.
+        try:
+            if record.method is not None:
+                await keyless.audit.commit(record, 200 if error is None else error.http_status)
+        except KeylessError as exc:  # the entry cannot be stored (the database unavailable): nothing released
+            error = exc
+        except Exception as exc:  # likewise
+            error = unexpected(full_method, exc)
+        finally:
+            record.method = None
+    finally:
+        current_request.reset(scoped)
+    if error is not None:
+        await context.abort_with_status(status_of(error))
+    return response
 
 
 def not_served(full_method: str) -> grpc.RpcMethodHandler:

@@ -26,13 +26,12 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from keyless.errors import KeylessError, OAuthError, Unavailable
-from keyless.grpc.calls import MAX_USER_AGENT, decode, encode, peer_address, receive
-from keyless.grpc.errors import grpc_status, status_code, unexpected
+from keyless.grpc.calls import audited, decode, encode, receive
+from keyless.grpc.errors import grpc_status, status_code
 from keyless.service import audit
 from keyless.service.app import Keyless
 from keyless.service.audit import AuditRecord
 from keyless.service.federation import EXCHANGE_METHOD, STS_SERVICE
-from keyless.storage.cache import current_request
 
 PACKAGE = "google.identity.sts.v1"
 SERVICE = f"{PACKAGE}.SecurityTokenService"
@@ -109,42 +108,22 @@ def _exchange_handler(keyless: Keyless) -> grpc.RpcMethodHandler:
             raw = await receive(context, deadline)
         except KeylessError as exc:
             await context.abort_with_status(grpc_status(exc))
-        address = peer_address(context.peer() or "")
-        record = AuditRecord(address, user_agent[:MAX_USER_AGENT])  # the request's one scope (as in calls.py)
-        scoped = current_request.set(record)
-        response = b""
-        error: KeylessError | None = None
-        try:
+
+        async def work(record: AuditRecord) -> bytes:
+            address = record.caller_ip
             try:
                 keyless.oauth.admit(address)  # the failed-grant budget, before anything is read or audited
                 audit.begin(EXCHANGE_METHOD, STS_SERVICE)
                 granted = await keyless.federation.exchange(_form(decode(ExchangeTokenRequest, raw)))
-                response = encode(ExchangeTokenResponse(**granted))
             except Unavailable as exc:  # not the caller's fault: no budget spent
-                error = exc.oauth()
+                raise exc.oauth() from None
             except KeylessError as exc:
                 if record.method is not None:  # refused once admitted (not for the address's spent budget)
                     keyless.oauth.refused(address, exc)
-                error = exc
-            except Exception as exc:
-                error = unexpected(EXCHANGE_TOKEN, exc)
-            if error is not None:
-                audit.note_error(error.message)
-            # The token is released only once its entry is stored.
-            try:
-                if record.method is not None:
-                    await keyless.audit.commit(record, 200 if error is None else error.http_status)
-            except KeylessError as exc:
-                error = exc
-            except Exception as exc:
-                error = unexpected(EXCHANGE_TOKEN, exc)
-            finally:
-                record.method = None
-        finally:
-            current_request.reset(scoped)
-        if error is not None:
-            await context.abort_with_status(error_status(error))
-        return response
+                raise
+            return encode(ExchangeTokenResponse(**granted))
+
+        return await audited(keyless, context, EXCHANGE_TOKEN, user_agent, work, error_status)
 
     return grpc.stream_unary_rpc_method_handler(handle)
 
