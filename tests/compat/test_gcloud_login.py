@@ -21,7 +21,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.browser import headless_chromium, required_tool
 from tests.compat.gcloud_support import keyless_env
 from tests.conftest import KEYLESS, Server, start_server
 
@@ -46,16 +46,8 @@ OVERRIDE_URL_RE = re.compile(r"(https://127\.0\.0\.1:\d+/o/oauth2/auth\?\S+)")  
 pytestmark = pytest.mark.timeout(240)
 
 
-def _tool(name: str, *candidates: str) -> str:
-    """The path of a tool these tests need: a failure under CI=true, a skip elsewhere."""
-    for candidate in (name, *candidates):
-        found = shutil.which(candidate)
-        if found:
-            return found
-    message = f"{name} is not installed"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}: CI must run the gcloud sign-in tests")
-    pytest.skip(message)
+def _tool(name: str) -> str:
+    return required_tool(name, needed_by="the gcloud sign-in tests")
 
 
 def _with_alice(srv: Server) -> Server:
@@ -98,34 +90,17 @@ def _endpoints(server: Server) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def browser(login_server: Server) -> Iterator[Any]:
-    chromium = _tool("chromium", "chromium-browser")
-    chromedriver = _tool("chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     proxy = _endpoints(login_server)["proxy"].removeprefix("http://")
     pac = ("function FindProxyForURL(url, host) { return host == 'accounts.google.com' ? "
            f"'PROXY {proxy}' : 'DIRECT'; }}")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    # Incognito: cookies and cache stay in memory (a profile on a disk busy with fsyncs stalled the browser).
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--incognito",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
-                 # The proxy's certificates come from keyless's local CA, which this profile does not trust.
-                 "--ignore-certificate-errors",
-                 "--proxy-pac-url=data:application/x-ns-proxy-autoconfig;base64,"
-                 + base64.b64encode(pac.encode()).decode(),
-                 # DIRECT names resolve nowhere but to this machine: nothing leaves it.
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"):
-        options.add_argument(flag)
     # Commands return once a navigation starts: the pages gcloud's local server answers with move on to hosts that
     # resolve nowhere, and their loading is none of the test's business. The test waits for what it needs.
-    options.page_load_strategy = "none"
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-    try:
+    with headless_chromium(
+            # The proxy's certificates come from keyless's local CA, which this profile does not trust.
+            "--ignore-certificate-errors",
+            "--proxy-pac-url=data:application/x-ns-proxy-autoconfig;base64," + base64.b64encode(pac.encode()).decode(),
+            needed_by="the gcloud sign-in tests", page_load_strategy="none") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _gcloud_env(server: Server, config: Path, **extra: str) -> dict[str, str]:

@@ -14,7 +14,6 @@ Under ``CI=true`` a missing Chromium or chromedriver fails these tests; elsewher
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.browser import headless_chromium
 from tests.conftest import Server, start_server
 
 PROJECT = "keyless-dev"
@@ -33,17 +33,6 @@ TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 WAIT = 20.0
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _tool(name: str, *candidates: str) -> str:
-    for candidate in (name, *candidates):
-        found = shutil.which(candidate)
-        if found:
-            return found
-    message = f"{name} is not installed"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}: CI must run the console's browser tests")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -58,26 +47,10 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 @pytest.fixture(scope="module")
 def browser(console_server: Server) -> Iterator[Any]:
-    chromium = _tool("chromium", "chromium-browser")
-    chromedriver = _tool("chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--incognito",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync",
-                 "--window-size=1280,860",
-                 # Nothing resolves but this machine: the console must work offline.
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-    driver.set_page_load_timeout(WAIT)
-    try:
+    with headless_chromium("--window-size=1280,860", needed_by="the console's browser tests",
+                           browser_log=True) as driver:
+        driver.set_page_load_timeout(WAIT)
         yield driver
-    finally:
-        driver.quit()
 
 
 class Console:
