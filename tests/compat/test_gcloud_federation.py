@@ -150,10 +150,16 @@ def test_oidc_provider_lifecycle(world: World, route: str, tmp_path: Path) -> No
     assert _rest(world, f"{POOLS}/cluster/providers/{provider}")["state"] == "DELETED"
     gc.ok(*WIF.split(), "providers", "undelete", provider, *where)
     assert _rest(world, f"{POOLS}/cluster/providers/{provider}")["state"] == "ACTIVE"
-    # keyless never fetches an issuer's keys: a provider without --jwk-json-path is refused, saying why.
-    refused = gc.run(*WIF.split(), "providers", "create-oidc", "no-jwks", *where, f"--issuer-uri={ISSUER}",
-                     "--attribute-mapping=google.subject=assertion.sub")
-    assert refused.returncode == 1 and "jwksJson" in refused.stderr
+    # Without --jwk-json-path keyless discovers the issuer's keys when it needs them, as Google does
+    # (tests/federation/test_discovery.py): the provider is kept without jwksJson. An issuer it may not fetch from
+    # (plain http off loopback) is refused when the provider is written, saying why.
+    provider = f"discovered-{route[:4]}"
+    gc.ok(*WIF.split(), "providers", "create-oidc", provider, *where, f"--issuer-uri={ISSUER}",
+          "--attribute-mapping=google.subject=assertion.sub")
+    assert gc.json(*WIF.split(), "providers", "describe", provider, *where)["oidc"] == {"issuerUri": ISSUER}
+    refused = gc.run(*WIF.split(), "providers", "create-oidc", f"plain-{route[:4]}", *where,
+                     "--issuer-uri=http://issuer.example.com", "--attribute-mapping=google.subject=assertion.sub")
+    assert refused.returncode == 1 and "https://" in refused.stderr, refused.stderr
 
 
 # ---------------------------------------------------------------- the credential file, and signing in with it
