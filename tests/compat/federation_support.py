@@ -63,23 +63,30 @@ class WifWorld:
 _made: dict[str, WifWorld] = {}
 
 
+def make_cluster(srv: Any, issuer: Issuer, pool: str, display_name: str, account_id: str) -> tuple[str, str, str]:
+    """A Kubernetes-like cluster federated into ``srv``: the pool, its OIDC provider (``k8s-oidc``: the subject and
+    the namespace mapped, only ``prod`` admitted) and an account whose Workload Identity User is every ``prod``
+    workload. Returns the project number, the provider's full name and the account's email."""
+    number = srv.owner("GET", f"/v1/projects/{PROJECT}")["projectNumber"]
+    srv.owner("POST", f"{POOLS}?workloadIdentityPoolId={pool}", {"displayName": display_name})
+    provider = srv.owner("POST", f"{POOLS}/{pool}/providers?workloadIdentityPoolProviderId=k8s-oidc", {
+        "attributeMapping": {"google.subject": "assertion.sub",
+                             "attribute.namespace": "assertion['kubernetes.io'].namespace"},
+        "attributeCondition": "attribute.namespace == 'prod'",
+        "oidc": {"issuerUri": ISSUER, "jwksJson": issuer.jwks()}})["response"]["name"]
+    account = srv.create_sa(account_id)
+    srv.grant(account, f"principalSet://iam.googleapis.com/projects/{number}/locations/global/workloadIdentityPools/"
+              f"{pool}/attribute.namespace/prod", "roles/iam.workloadIdentityUser")
+    return str(number), str(provider), str(account)
+
+
 def wif_world(compat: CompatEnv) -> WifWorld:
     """The session's federation setup on ``compat``'s server (the same issuer key for every module)."""
     key = str(compat.server.data_dir)
     if key in _made:
         return _made[key]
-    srv = compat.server
     issuer = Issuer(kid="compat-cluster")
-    number = srv.owner("GET", f"/v1/projects/{PROJECT}")["projectNumber"]
-    srv.owner("POST", f"{POOLS}?workloadIdentityPoolId=compat-cluster", {"displayName": "Compat cluster"})
-    provider = srv.owner("POST", f"{POOLS}/compat-cluster/providers?workloadIdentityPoolProviderId=k8s-oidc", {
-        "attributeMapping": {"google.subject": "assertion.sub",
-                             "attribute.namespace": "assertion['kubernetes.io'].namespace"},
-        "attributeCondition": "attribute.namespace == 'prod'",
-        "oidc": {"issuerUri": ISSUER, "jwksJson": issuer.jwks()}})["response"]["name"]
-    account = srv.create_sa("compat-wif")
-    srv.grant(account, f"principalSet://iam.googleapis.com/projects/{number}/locations/global/workloadIdentityPools/"
-              "compat-cluster/attribute.namespace/prod", "roles/iam.workloadIdentityUser")
+    number, provider, account = make_cluster(compat.server, issuer, "compat-cluster", "Compat cluster", "compat-wif")
     base = compat.workdir / "wif"
     base.mkdir(exist_ok=True)
     _made[key] = WifWorld(compat, issuer, number, provider, account, base)

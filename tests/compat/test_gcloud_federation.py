@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.compat.federation_support import make_cluster
 from tests.compat.gcloud_support import ROUTES, Gcloud, require_gcloud, sdk_version, tokeninfo
 from tests.conftest import Server, start_server
 from tests.federation.issuer import ISSUER, Issuer
@@ -68,16 +69,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     srv = start_server(base / "data", "--proxy-port", "0")
     try:
         issuer = Issuer()
-        number = srv.owner("GET", f"/v1/projects/{PROJECT}")["projectNumber"]
-        srv.owner("POST", f"{POOLS}?workloadIdentityPoolId=cluster", {"displayName": "Cluster"})
-        provider = srv.owner("POST", f"{POOLS}/cluster/providers?workloadIdentityPoolProviderId=k8s-oidc", {
-            "attributeMapping": {"google.subject": "assertion.sub",
-                                 "attribute.namespace": "assertion['kubernetes.io'].namespace"},
-            "attributeCondition": "attribute.namespace == 'prod'",
-            "oidc": {"issuerUri": ISSUER, "jwksJson": issuer.jwks()}})["response"]["name"]
-        account = srv.create_sa("wif-gcloud")
-        srv.grant(account, f"principalSet://iam.googleapis.com/projects/{number}/locations/global/"
-                  "workloadIdentityPools/cluster/attribute.namespace/prod", "roles/iam.workloadIdentityUser")
+        number, provider, account = make_cluster(srv, issuer, "cluster", "Cluster", "wif-gcloud")
         yield World(srv, base, issuer, number, provider, account)
     finally:
         srv.stop()

@@ -155,6 +155,24 @@ def _start_login(env: dict[str, str], *args: str, url_re: re.Pattern[str] = URL_
     raise AssertionError(f"gcloud printed no sign-in URL: {''.join(seen)}")
 
 
+def _login_pasting_the_code(env: dict[str, str], browser: Any, *, url_re: re.Pattern[str] = URL_RE) -> str:
+    """``gcloud auth login --no-launch-browser``: Alice picked in the browser at the URL gcloud prints, the code the
+    page shows pasted back into gcloud, which must say she is logged in. Returns the sign-in URL."""
+    proc, url = _start_login(env, "auth", "login", "--no-launch-browser", url_re=url_re)
+    try:
+        assert f"client_id={GCLOUD_CLIENT_ID}" in url and "code_challenge_method=S256" in url
+        _pick(browser, url, ALICE)
+        code = _element(browser, "code").text
+        assert code.startswith("4/")
+        _out, err = proc.communicate(code + "\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert f"You are now logged in as [{ALICE}]" in err
+    return url
+
+
 def _element(browser: Any, element_id: str) -> Any:
     """The element once the page showing it has loaded."""
     from selenium.webdriver.common.by import By
@@ -185,18 +203,7 @@ def _tokeninfo(server: Server, token: str) -> dict[str, Any]:
                     "auth list, print-access-token (and its refresh), iam service-accounts list", route="proxy")
 def test_gcloud_auth_login_with_the_code_pasted(login_server: Server, browser: Any, tmp_path: Path) -> None:
     env = _gcloud_env(login_server, tmp_path / "gcloud")
-    proc, url = _start_login(env, "auth", "login", "--no-launch-browser")
-    try:
-        assert f"client_id={GCLOUD_CLIENT_ID}" in url and "code_challenge_method=S256" in url
-        _pick(browser, url, ALICE)
-        code = _element(browser, "code").text
-        assert code.startswith("4/")
-        _out, err = proc.communicate(code + "\n", timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert f"You are now logged in as [{ALICE}]" in err
+    _login_pasting_the_code(env, browser)
 
     assert _gcloud(env, "auth", "list", "--format=value(account)").split() == [ALICE]
     token = _gcloud(env, "auth", "print-access-token").strip()
@@ -252,19 +259,8 @@ def test_gcloud_auth_login_on_the_override_route(https_login_server: Server, bro
     env = _override_env(https_login_server, config)
     assert env["CLOUDSDK_AUTH_AUTH_HOST"] == f"{https_login_server.url}/o/oauth2/auth"
     assert "HTTPS_PROXY" not in env and env["CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"] == https_login_server.verify
-    proc, url = _start_login(env, "auth", "login", "--no-launch-browser", url_re=OVERRIDE_URL_RE)
-    try:
-        assert url.startswith(f"{https_login_server.url}/o/oauth2/auth?"), url
-        assert f"client_id={GCLOUD_CLIENT_ID}" in url and "code_challenge_method=S256" in url
-        _pick(browser, url, ALICE)
-        code = _element(browser, "code").text
-        assert code.startswith("4/")
-        _out, err = proc.communicate(code + "\n", timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert f"You are now logged in as [{ALICE}]" in err
+    url = _login_pasting_the_code(env, browser, url_re=OVERRIDE_URL_RE)
+    assert url.startswith(f"{https_login_server.url}/o/oauth2/auth?"), url
 
     assert _gcloud(env, "auth", "list", "--format=value(account)").split() == [ALICE]
     token = _gcloud(env, "auth", "print-access-token").strip()
